@@ -1,0 +1,14 @@
+"""DCNR: the Distributed Composable Neural Runtime.
+
+The public API: `load_network` (YAML -> validated spec), `NetworkError`, and
+`LocalExecutor` (train and run a network in-process by message passing).
+"""
+
+from dcnr.runtime.executor import LocalExecutor
+from dcnr.errors import NetworkError
+from dcnr.spec.loader import load_network, parse_network
+from dcnr.spec.model import NetworkSpec
+
+__version__ = "0.1.0"
+
+__all__ = ["LocalExecutor", "NetworkError", "NetworkSpec", "__version__", "load_network", "parse_network"]

@@ -1,0 +1,70 @@
+"""`embedder`: token ids -> E[ids] (+ P[0:seq] when position_encoding is learned).
+
+With `rope` or `none` no position table exists here; `rope` is applied by attention.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+
+from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape, require_shape
+from dcnr.errors import ShapeError
+from dcnr.nodes.values import PositiveFloat, PositiveInt, choice
+
+
+class Embedder(NodeType):
+    differentiable = True
+
+    class Config(NodeConfig):
+        vocab_size: PositiveInt
+        dim: PositiveInt
+        seq_len: PositiveInt
+        position_encoding: Annotated[str, choice("learned", "rope", "none")] = "learned"
+        rope_theta: PositiveFloat = 10000.0
+
+    cfg: Config
+
+    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
+        shape = require_shape(inputs, 0, rank=1, what=" (token ids)")
+        if shape is not None and shape[0] > self.cfg.seq_len:
+            raise ShapeError(f"input slot 0: {shape[0]} tokens exceed seq_len {self.cfg.seq_len}")
+        return [(shape[0] if shape else self.cfg.seq_len, self.cfg.dim)]
+
+    def param_shapes(self) -> dict[str, Shape]:
+        shapes: dict[str, Shape] = {"weight": (self.cfg.vocab_size, self.cfg.dim)}
+        if self.cfg.position_encoding == "learned":
+            shapes["position"] = (self.cfg.seq_len, self.cfg.dim)
+        return shapes
+
+    def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        (ids,) = xs  # (B, S) integer ids
+        if ids.is_floating_point() or ids.dim() != 2:
+            raise ValueError(f"embedder {self.node_id!r}: expected integer token ids of shape (batch, seq)")
+        seq = ids.shape[1]
+        if seq > self.cfg.seq_len:
+            raise ValueError(f"embedder {self.node_id!r}: {seq} tokens exceed seq_len {self.cfg.seq_len}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.cfg.vocab_size):
+            raise ValueError(
+                f"embedder {self.node_id!r}: token id out of range [0, {self.cfg.vocab_size})"
+            )
+        y = ctx.params["weight"][ids]  # (B, S, D)
+        if "position" in ctx.params:
+            y = y + ctx.params["position"][:seq]  # (S, D) broadcast over B
+        if ctx.training:
+            ctx.save(ids)
+        return [y]
+
+    def backward(self, ctx: Context, gys: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        (ids,) = ctx.saved
+        (gy,) = gys  # (B, S, D)
+        assert gy is not None
+        w = ctx.params["weight"]
+        gw = torch.zeros_like(w).index_add_(0, ids.reshape(-1), gy.reshape(-1, gy.shape[-1]))
+        ctx.add_grad("weight", gw)  # (V, D)
+        if "position" in ctx.params:
+            gp = torch.zeros_like(ctx.params["position"])
+            gp[: ids.shape[1]] = gy.sum(0)  # (S, D)
+            ctx.add_grad("position", gp)
+        return [None]

@@ -1,0 +1,353 @@
+"""`LocalExecutor`: a whole network in one process, run by message passing.
+
+Each node becomes a `VNode`; values travel along edges as messages keyed by request
+id, exactly as they will between PNodes. Micro-batches run one after another (so
+only one micro-batch's caches are alive at a time) and every gradient sum happens in
+a fixed order, so results do not depend on scheduling.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from dcnr.nodes.base import stable_seed
+from dcnr.nodes.embedder import Embedder
+from dcnr.runtime.precision import LossScaler
+from dcnr.runtime.vnode import Parameter, RequestId, VNode
+from dcnr.spec.model import NetworkSpec
+
+CHECKPOINT_FORMAT = "dcnr-checkpoint/1"
+
+
+def backward_set(spec: NetworkSpec) -> set[str]:
+    """Nodes that receive a gradient: costs, and differentiable nodes upstream of one."""
+    roots = {b.node_id for b in spec.costs}
+    live = set(roots)
+    for nid in reversed(spec.topo_order):
+        node = spec.nodes[nid]
+        if nid not in live and node.impl.differentiable and any(e.dst in live for e in spec.out_edges(nid)):
+            live.add(nid)
+    return live
+
+
+def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device) -> dict[str, VNode]:
+    """Create every VNode with initial parameters derived from (seed, node, param)."""
+    live = backward_set(spec)
+    publishers = spec.publishers()
+    # contributors of each owned parameter: the owner first, then tied nodes in file order
+    contributors: dict[tuple[str, str], list[str]] = {}
+    for nid, node in spec.nodes.items():
+        tied = node.impl.tied()
+        for pname in node.impl.param_shapes():
+            owner = (publishers[tied[pname]], "weight") if pname in tied else (nid, pname)
+            if nid in live:
+                contributors.setdefault(owner, []).append(nid)
+            else:
+                contributors.setdefault(owner, [])
+    masters: dict[tuple[str, str], Parameter] = {}
+    for nid, node in spec.nodes.items():
+        tied = node.impl.tied()
+        for pname, shape in node.impl.param_shapes().items():
+            if pname in tied:
+                continue
+            gen = torch.Generator().manual_seed(stable_seed(seed, nid, pname))
+            value = node.impl.init_param(pname, shape, gen).float().to(device)
+            masters[(nid, pname)] = Parameter(value, contributors=max(1, len(contributors[(nid, pname)])))
+    edges = list(spec.edges)
+    vnodes = {}
+    for nid, node in spec.nodes.items():
+        tied = node.impl.tied()
+        params, ranks = {}, {}
+        for pname in node.impl.param_shapes():
+            owner = (publishers[tied[pname]], "weight") if pname in tied else (nid, pname)
+            params[pname] = masters[owner]
+            ranks[pname] = contributors[owner].index(nid) if nid in contributors[owner] else 0
+        grad_edges = [(i, e.src_slot) for i, e in enumerate(edges) if e.src == nid and e.dst in live]
+        is_root = nid in {b.node_id for b in spec.costs}
+        vnodes[nid] = VNode(node, seed, params, ranks, grad_edges if nid in live else [], is_root, device)
+    return vnodes
+
+
+class LocalExecutor:
+    """Runs a validated network in-process. See the README for the API contract."""
+
+    def __init__(self, spec: NetworkSpec, seed: int | None = None, device: str | torch.device = "cpu") -> None:
+        self.spec = spec
+        self.seed = spec.seed if seed is None else seed
+        self.device = torch.device(device)
+        self.vnodes = build_vnodes(spec, self.seed, self.device)
+        self.step = 0
+        self._infer_counter = 0
+        fp16 = any("fp16" in (n.param_precision, n.activation_precision) for n in spec.nodes.values())
+        self.scaler = LossScaler(enabled=fp16)
+        self._live = backward_set(spec)
+        self._edges = list(spec.edges)
+        self._feeds: dict[tuple[str, int], int] = {(e.dst, e.dst_slot): i for i, e in enumerate(self._edges)}
+
+    # -- helpers ------------------------------------------------------------------------
+    def _needed(self, targets: set[str]) -> set[str]:
+        """Nodes whose output the targets depend on (targets included)."""
+        need = set(targets)
+        for nid in reversed(self.spec.topo_order):
+            if nid in need:
+                need.update(e.src for e in self.spec.in_edges(nid))
+        return need
+
+    def _check_inputs(self, inputs: Mapping[str, Any], needed: set[str]) -> dict[str, Any]:
+        names = {b.name for b in self.spec.inputs}
+        unknown = sorted(set(inputs) - names)
+        if unknown:
+            raise ValueError(f"unknown input(s) {', '.join(map(repr, unknown))}; "
+                             f"this network takes {', '.join(map(repr, sorted(names)))}")
+        missing = sorted(b.name for b in self.spec.inputs if b.node_id in needed and b.name not in inputs)
+        if missing:
+            raise ValueError(f"missing input(s) {', '.join(map(repr, missing))}")
+        return {k: _as_batch(k, v) for k, v in inputs.items()}
+
+    def _run(self, rid: RequestId, inputs: Mapping[str, Any], needed: set[str], training: bool,
+             micro_batches: int = 1) -> dict[tuple[str, int], Any]:
+        """Deliver inputs and process messages until quiet; returns every produced output."""
+        queue: deque[tuple[str, str, int, Any]] = deque()
+        produced: dict[tuple[str, int], Any] = {}
+        for b in self.spec.inputs:
+            if b.node_id in needed and b.name in inputs:
+                queue.append(("fwd", b.node_id, b.slot_id, inputs[b.name]))
+        cost_roots = {b.node_id for b in self.spec.costs} if training else set()
+        while queue:
+            kind, nid, slot, value = queue.popleft()
+            vnode = self.vnodes[nid]
+            if kind == "fwd":
+                ys = vnode.receive_input(rid, slot, value, training)
+                if ys is None:
+                    continue
+                for s, y in enumerate(ys):
+                    produced[(nid, s)] = y
+                for e in self.spec.out_edges(nid):
+                    if e.dst in needed:
+                        queue.append(("fwd", e.dst, e.dst_slot, ys[e.src_slot]))
+                if nid in cost_roots:
+                    seed = torch.full_like(ys[0], self.scaler.scale / micro_batches)
+                    self._send_grads(queue, nid, vnode.start_backward(rid, seed))
+            else:
+                gxs = vnode.receive_grad(rid, slot, value)
+                if gxs is not None:
+                    self._send_grads(queue, nid, gxs)
+        return produced
+
+    def _send_grads(self, queue: deque[tuple[str, str, int, Any]], nid: str,
+                    grads: list[torch.Tensor | None]) -> None:
+        for slot, g in enumerate(grads):
+            index = self._feeds.get((nid, slot))
+            if index is None:
+                continue  # a network input: its gradient leaves the network
+            src = self._edges[index].src
+            if src in self._live:
+                queue.append(("bwd", src, index, g))
+
+    # -- public API -------------------------------------------------------------------------
+    def forward(self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, Any]:
+        """Evaluate the network (no dropout, nothing cached); returns {output name: value}."""
+        by_name = {b.name: b for b in self.spec.outputs}
+        if outputs is None:
+            given = set(inputs)
+            outputs = [name for name, b in by_name.items()
+                       if all(i.name in given for i in self.spec.inputs if i.node_id in self._needed({b.node_id}))]
+            if not outputs:
+                raise ValueError("no network output can be computed from inputs "
+                                 f"{', '.join(map(repr, sorted(given))) or '(none)'}")
+        for name in outputs:
+            if name not in by_name:
+                raise ValueError(f"unknown output {name!r}; outputs are {', '.join(map(repr, by_name))}")
+        needed = self._needed({by_name[n].node_id for n in outputs})
+        batch = self._check_inputs(inputs, needed)
+        self._infer_counter += 1
+        rid = RequestId(self._infer_counter, 0, "infer")
+        with torch.no_grad():
+            produced = self._run(rid, batch, needed, training=False)
+        return {n: produced[(by_name[n].node_id, by_name[n].slot_id)] for n in outputs}
+
+    def train_step(self, inputs: Mapping[str, Any], micro_batches: int = 1, update: bool = True) -> dict[str, float]:
+        """One training step: forward+backward per micro-batch, then (optionally) update.
+
+        Returns {cost name: loss}, each the mean over micro-batches.
+        """
+        if not self.spec.costs:
+            raise ValueError(f"network {self.spec.name!r} has no costs to train")
+        if micro_batches < 1:
+            raise ValueError(f"micro_batches must be at least 1, got {micro_batches}")
+        needed = self._needed({b.node_id for b in self.spec.costs})
+        batch = self._check_inputs(inputs, needed)
+        chunks = _split(batch, micro_batches)
+        totals = {b.name: 0.0 for b in self.spec.costs}
+        for mb, chunk in enumerate(chunks):
+            rid = RequestId(self.step, mb)
+            with torch.no_grad():
+                produced = self._run(rid, chunk, needed, training=True, micro_batches=micro_batches)
+            for b in self.spec.costs:
+                totals[b.name] += float(produced[(b.node_id, b.slot_id)]) / micro_batches
+        for vnode in self.vnodes.values():
+            for p in vnode.params.values():
+                assert p.settled(), f"{vnode.id}: gradients left pending after the step"
+        if update:
+            self.update()
+        return totals
+
+    def update(self) -> bool:
+        """Apply every VNode's optimizer; returns False when the step was skipped (overflow)."""
+        finite = all(v.grads_finite() for v in self.vnodes.values())
+        scale = self.scaler.scale
+        apply = self.scaler.update(finite)
+        for vnode in self.vnodes.values():
+            vnode.apply_update(scale, apply)
+        self.step += 1
+        return apply
+
+    def metrics(self) -> dict[str, float]:
+        """Current values of the network's `metrics:` (e.g. learning rates)."""
+        return {m.name: self.vnodes[m.node_id].learning_rate() for m in self.spec.metrics}
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """Every parameter `<node_id>.<param>` (fp32 master copies; tied ones once)."""
+        return {f"{nid}.{p}": v.params[p].master.detach().clone()
+                for nid, v in self.vnodes.items() for p in v.owned}
+
+    def gradients(self) -> dict[str, torch.Tensor]:
+        """Accumulated gradients (unscaled fp32) of the current step, zeros where none."""
+        out = {}
+        for nid, v in self.vnodes.items():
+            for p in v.owned:
+                param = v.params[p]
+                g = param.grad if param.grad is not None else torch.zeros_like(param.master)
+                out[f"{nid}.{p}"] = g / self.scaler.scale
+        return out
+
+    def zero_grad(self) -> None:
+        for v in self.vnodes.values():
+            for p in v.owned:
+                v.params[p].zero_grad()
+
+    def load_parameters(self, params: Mapping[str, torch.Tensor]) -> None:
+        """Replace parameters; keys and shapes must match `parameters()` exactly."""
+        current = {f"{nid}.{p}": v.params[p] for nid, v in self.vnodes.items() for p in v.owned}
+        unknown = sorted(set(params) - set(current))
+        missing = sorted(set(current) - set(params))
+        if unknown or missing:
+            raise ValueError(f"parameters do not match network {self.spec.name!r}: "
+                             f"missing {missing[:5]}, unknown {unknown[:5]}")
+        for key, value in params.items():
+            target = current[key].master
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(f"parameter {key}: expected shape {list(target.shape)}, got {list(value.shape)}")
+        for key, value in params.items():
+            current[key].master.copy_(value.to(current[key].master))
+            current[key].version += 1
+
+    def save(self, path: str | Path) -> None:
+        """Write parameters, optimizer state and step to one safetensors file."""
+        tensors: dict[str, torch.Tensor] = {}
+        for key, value in self.parameters().items():
+            tensors[f"param/{key}"] = value.cpu().contiguous()
+        for nid, v in self.vnodes.items():
+            for key, value in v.optimizer_state().items():
+                tensors[f"optim/{nid}.{key}"] = value.detach().cpu().contiguous()
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "network": self.spec.name,
+            "step": str(self.step),
+            "seed": str(self.seed),
+            "scaler": json.dumps({"scale": self.scaler.scale, "good_steps": self.scaler.good_steps}),
+        }
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+
+    def load(self, path: str | Path) -> None:
+        """Restore what `save` wrote; the network must be the same."""
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"{path}: not a DCNR checkpoint (format {meta.get('format')!r})")
+            keys = list(f.keys())
+            params = {k[len("param/"):]: f.get_tensor(k) for k in keys if k.startswith("param/")}
+            optim = {k[len("optim/"):]: f.get_tensor(k) for k in keys if k.startswith("optim/")}
+        self.load_parameters(params)
+        for nid, v in self.vnodes.items():
+            prefix = nid + "."
+            v.load_optimizer_state({k[len(prefix):]: t for k, t in optim.items() if k.startswith(prefix)})
+            v.step = int(meta["step"])
+        self.step = int(meta["step"])
+        scaler = json.loads(meta.get("scaler", "{}"))
+        self.scaler.scale = float(scaler.get("scale", self.scaler.scale))
+        self.scaler.good_steps = int(scaler.get("good_steps", 0))
+        self.zero_grad()
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: Sequence[int] | torch.Tensor, max_new_tokens: int = 50,
+                 temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
+                 output: str | None = None) -> torch.Tensor:
+        """Sample tokens autoregressively from a language-model network.
+
+        The network needs an input bound to an `embedder` and an output of logits
+        [seq, vocab]. Returns prompt + new tokens as a 1-D tensor.
+        """
+        tokens_in = next((b for b in self.spec.inputs if isinstance(self.spec.nodes[b.node_id].impl, Embedder)), None)
+        if tokens_in is None:
+            raise ValueError(f"network {self.spec.name!r} has no input bound to an embedder")
+        out = output or (self.spec.outputs[0].name if self.spec.outputs else None)
+        if out is None:
+            raise ValueError(f"network {self.spec.name!r} has no outputs to sample from")
+        window = self.spec.nodes[tokens_in.node_id].impl.cfg.seq_len  # type: ignore[attr-defined]
+        ids = torch.as_tensor(list(prompt_ids) if not isinstance(prompt_ids, torch.Tensor) else prompt_ids,
+                              dtype=torch.long).reshape(-1)
+        if ids.numel() == 0:
+            raise ValueError("generate needs at least one prompt token")
+        gen = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        for _ in range(max_new_tokens):
+            context = ids[-window:][None]  # (1, S)
+            logits = self.forward({tokens_in.name: context}, outputs=[out])[out][0, -1].float().cpu()  # (V,)
+            if temperature <= 0:
+                nxt = int(logits.argmax())
+            else:
+                logits = logits / temperature
+                if top_k is not None and top_k < logits.numel():
+                    kth = torch.topk(logits, top_k).values[-1]
+                    logits = logits.masked_fill(logits < kth, -math.inf)
+                nxt = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
+            ids = torch.cat([ids, torch.tensor([nxt])])
+        return ids
+
+
+def _as_batch(name: str, value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"input {name!r}: expected a tensor (or a list of strings), got {type(value).__name__}") from None
+
+
+def _split(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
+    sizes = {k: (v.shape[0] if isinstance(v, torch.Tensor) and v.dim() else len(v)) for k, v in batch.items()}
+    for name, n in sizes.items():
+        if n % parts:
+            raise ValueError(f"input {name!r}: batch of {n} does not split into {parts} equal micro-batches")
+    out = []
+    for i in range(parts):
+        chunk = {}
+        for k, v in batch.items():
+            size = sizes[k] // parts
+            chunk[k] = v[i * size:(i + 1) * size]
+        out.append(chunk)
+    return out

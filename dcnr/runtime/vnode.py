@@ -1,0 +1,255 @@
+"""The VNode: one node of the network as a self-contained agent.
+
+A VNode receives values for a request id slot by slot, fires its forward when all
+slots are in, caches what its backward needs under that id, fires its backward when
+a gradient has arrived on every output edge that leads to a cost, accumulates its
+parameter gradients in a fixed order, and applies its own optimizer on `update`.
+It never reaches into another VNode; a tied weight is the one exception the spec
+makes (tied nodes are always colocated) and goes through a shared `Parameter`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+
+from dcnr.nodes.base import Context, Value
+from dcnr.runtime.optim import learning_rate, make_optimizer
+from dcnr.runtime.precision import DTYPES
+from dcnr.spec.model import NodeSpec
+
+
+class RequestId(NamedTuple):
+    """A unit of work: training step and micro-batch (forward-only work uses its own steps)."""
+
+    step: int
+    micro_batch: int
+    kind: str = "train"  # "train" | "infer"
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.step}.{self.micro_batch}"
+
+
+@dataclass
+class Parameter:
+    """An fp32 master tensor and its gradient, accumulated in a fixed order.
+
+    Contributions are keyed (micro-batch, contributor rank) and added strictly in
+    that order whatever order they arrive in, so the sum is bit-identical however
+    the work was scheduled (SPEC §2).
+    """
+
+    master: torch.Tensor
+    contributors: int = 1  # VNodes computing with it (a tied weight has several)
+    grad: torch.Tensor | None = None
+    _pending: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    _cursor: int = 0  # index of the next (micro_batch, rank) to add
+    version: int = 0  # bumped whenever master changes; invalidates compute copies
+
+    def accumulate(self, micro_batch: int, rank: int, grad: torch.Tensor) -> None:
+        assert 0 <= rank < self.contributors
+        key = (micro_batch, rank)
+        assert key not in self._pending, f"gradient for {key} added twice"
+        self._pending[key] = grad.float()
+        while True:
+            key = divmod(self._cursor, self.contributors)
+            g = self._pending.pop(key, None)
+            if g is None:
+                break
+            self.grad = g.clone() if self.grad is None else self.grad.add_(g)
+            self._cursor += 1
+
+    def settled(self) -> bool:
+        return not self._pending
+
+    def zero_grad(self) -> None:
+        self.grad = None
+        self._pending.clear()
+        self._cursor = 0
+
+
+class VNode:
+    """Hosts one node type instance with its parameters, optimizer and caches."""
+
+    def __init__(
+        self,
+        spec: NodeSpec,
+        network_seed: int,
+        params: dict[str, Parameter],
+        ranks: dict[str, int],
+        grad_edges: list[tuple[int, int]],
+        is_cost_root: bool,
+        device: torch.device,
+    ) -> None:
+        self.spec = spec
+        self.id = spec.id
+        self.impl = spec.impl
+        self.seed = network_seed
+        self.params = params  # local name -> Parameter (tied ones shared with the publisher)
+        self.ranks = ranks  # local name -> my contributor rank for that parameter
+        self.owned = [n for n in params if n not in spec.impl.tied()]
+        self.grad_edges = grad_edges  # (edge index, output slot) of edges leading to a cost, in edge order
+        self.is_cost_root = is_cost_root
+        self.device = device
+        self.param_dtype = DTYPES[spec.param_precision]
+        self.act_dtype = DTYPES[spec.activation_precision]
+        self.step = 0  # training steps this VNode has been updated through
+        self.optimizer = (
+            make_optimizer(spec.config, [params[n].master for n in self.owned]) if self.owned else None
+        )
+        self._compute: dict[str, tuple[int, torch.Tensor]] = {}
+        self._inputs: dict[RequestId, dict[int, Value]] = {}
+        self._contexts: dict[RequestId, Context] = {}
+        self._grads: dict[RequestId, dict[int, torch.Tensor | None]] = {}
+        self._done: set[RequestId] = set()  # requests whose forward already fired
+
+    # -- parameters ----------------------------------------------------------------
+    def _compute_params(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, p in self.params.items():
+            if self.param_dtype == torch.float32:
+                out[name] = p.master
+                continue
+            cached = self._compute.get(name)
+            if cached is None or cached[0] != p.version:
+                cached = (p.version, p.master.to(self.param_dtype))
+                self._compute[name] = cached
+            out[name] = cached[1]
+        return out
+
+    def learning_rate(self) -> float:
+        return learning_rate(self.spec.config, self.step)
+
+    # -- forward -------------------------------------------------------------------
+    def receive_input(self, rid: RequestId, slot: int, value: Value, training: bool) -> list[Value] | None:
+        """Store one input slot; returns the outputs when this completes the request.
+
+        A duplicate or late message for a request already fired is ignored.
+        """
+        if rid in self._done:
+            return None
+        slots = self._inputs.setdefault(rid, {})
+        slots[slot] = value
+        if len(slots) < self.impl.num_inputs:
+            return None
+        del self._inputs[rid]
+        self._done.add(rid)
+        return self.run_forward(rid, [slots[i] for i in range(self.impl.num_inputs)], training)
+
+    def run_forward(self, rid: RequestId, xs: list[Value], training: bool) -> list[Value]:
+        xs = [self._cast(x) for x in xs]
+        keep = training and (self.grad_edges or self.is_cost_root) and self.impl.differentiable
+        ctx = Context(self._compute_params(), training, (self.seed, self.id, rid.step, rid.micro_batch))
+        ys = self.impl.forward(ctx, xs)
+        if keep:
+            self._contexts[rid] = ctx
+        return ys
+
+    def _cast(self, x: Value) -> Value:
+        if isinstance(x, torch.Tensor):
+            x = x.to(self.device)
+            if x.is_floating_point() and x.dtype != self.act_dtype:
+                x = x.to(self.act_dtype)
+        return x
+
+    # -- backward ------------------------------------------------------------------
+    def receive_grad(self, rid: RequestId, edge: int, grad: torch.Tensor | None) -> list[torch.Tensor | None] | None:
+        """Store the gradient from one output edge; returns input gradients when the
+        last expected edge arrives. Duplicates and grads for unknown requests are ignored."""
+        if rid not in self._contexts:
+            return None
+        got = self._grads.setdefault(rid, {})
+        if edge in got:
+            return None
+        got[edge] = grad
+        if len(got) < len(self.grad_edges):
+            return None
+        del self._grads[rid]
+        gys: list[torch.Tensor | None] = [None] * self.impl.num_outputs
+        for index, slot in self.grad_edges:  # edge order: a fixed summation order
+            g = got[index]
+            if g is not None:
+                g = g.to(self.device)
+                gys[slot] = g if gys[slot] is None else gys[slot] + g
+        return self.run_backward(rid, gys)
+
+    def start_backward(self, rid: RequestId, seed: torch.Tensor) -> list[torch.Tensor | None]:
+        """For a cost: `seed` is d(total)/d(this loss) = loss scale / micro-batches."""
+        return self.run_backward(rid, [seed] + [None] * (self.impl.num_outputs - 1))
+
+    def run_backward(self, rid: RequestId, gys: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        ctx = self._contexts.pop(rid)
+        gys = [g.to(self.act_dtype) if g is not None and g.is_floating_point() and
+               self.act_dtype != torch.float32 and not self.impl.is_cost else g for g in gys]
+        if all(g is None for g in gys):
+            return [None] * self.impl.num_inputs
+        grads_in = self.impl.backward(ctx, gys)
+        for name, g in ctx.param_grads.items():
+            self.params[name].accumulate(rid.micro_batch, self.ranks[name], g)
+        return grads_in
+
+    def drop(self, rid: RequestId) -> None:
+        """Forget everything about a request (abandoned work)."""
+        self._inputs.pop(rid, None)
+        self._contexts.pop(rid, None)
+        self._grads.pop(rid, None)
+
+    def end_step(self) -> None:
+        """Forget the request ids of the finished step (bounded duplicate detection)."""
+        self._done.clear()
+
+    # -- update --------------------------------------------------------------------
+    def grads_finite(self) -> bool:
+        for name in self.owned:
+            g = self.params[name].grad
+            if g is not None and not bool(torch.isfinite(g).all()):
+                return False
+        return True
+
+    def apply_update(self, loss_scale: float, apply: bool) -> None:
+        """Unscale and apply the optimizer (or skip, on overflow); clear gradients."""
+        if self.optimizer is not None and apply:
+            lr = self.learning_rate()
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            for name in self.owned:
+                p = self.params[name]
+                assert p.settled(), f"{self.id}.{name}: gradients still pending at update"
+                p.master.grad = None if p.grad is None else p.grad / loss_scale
+            self.optimizer.step()
+            for name in self.owned:
+                self.params[name].master.grad = None
+                self.params[name].version += 1
+        for name in self.owned:
+            self.params[name].zero_grad()
+        self.step += 1
+        self.end_step()
+
+    # -- state -----------------------------------------------------------------------
+    def optimizer_state(self) -> dict[str, torch.Tensor]:
+        """Optimizer state as flat tensors: `<param>/<key>`."""
+        if self.optimizer is None:
+            return {}
+        out = {}
+        state = self.optimizer.state
+        for name in self.owned:
+            for key, value in state.get(self.params[name].master, {}).items():
+                out[f"{name}/{key}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+        return out
+
+    def load_optimizer_state(self, flat: dict[str, torch.Tensor]) -> None:
+        if self.optimizer is None:
+            return
+        for name in self.owned:
+            master = self.params[name].master
+            entry: dict[str, Any] = {}
+            for key, value in flat.items():
+                pname, _, skey = key.rpartition("/")
+                if pname == name:
+                    entry[skey] = value.to(master.device) if skey != "step" else value.cpu()
+            if entry:
+                self.optimizer.state[master] = entry
+            else:
+                self.optimizer.state.pop(master, None)

@@ -1,0 +1,21 @@
+"""The network language: YAML text -> a validated, immutable `NetworkSpec`.
+
+Owns: parsing, the error type users see (`NetworkError`), graph checks (ids, edges,
+slots, cycles, ties) and shape inference. May import `dcnr.nodes` for each type's
+config model and shape rule. Must never touch tensors, files other than the one it
+is asked to read, or anything about execution or transport.
+"""
+
+from dcnr.errors import NetworkError
+from dcnr.spec.loader import load_network, parse_network
+from dcnr.spec.model import Binding, Edge, NetworkSpec, NodeSpec
+
+__all__ = [
+    "Binding",
+    "Edge",
+    "NetworkError",
+    "NetworkSpec",
+    "NodeSpec",
+    "load_network",
+    "parse_network",
+]

@@ -1,0 +1,519 @@
+"""YAML -> `NetworkSpec`, reporting every problem at once as one line each.
+
+Messages read `FILE: LOCATION: what was expected, got what`, where LOCATION names
+the node (`nodes[3] 'head_0': config.head_dim`), the edge or the top-level key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import heapq
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from dcnr.nodes.base import NodeType, Shape
+from dcnr.nodes.registry import NODE_TYPES, canonical_type, suggest_type
+from dcnr.errors import NetworkError, ShapeError
+from dcnr.spec.model import Binding, Edge, NetworkSpec, NodeSpec
+from dcnr.nodes.values import PRECISION_ALIASES
+
+TOP_KEYS = {
+    "name", "seed", "description", "precision", "param_precision", "activation_precision",
+    "nodes", "edges", "inputs", "outputs", "costs", "metrics",
+}
+NODE_KEYS = {"id", "type", "config", "input_shapes", "output_shapes"}
+EDGE_KEYS = {"from", "to", "from_slot", "to_slot"}
+BINDING_KEYS = {"name", "node_id", "slot_id", "type"}
+METRIC_TYPES = ("learning_rate",)
+
+
+def _closest(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Problems:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: list[str] = []
+
+    def add(self, where: str, what: str) -> None:
+        self.lines.append(f"{self.source}: {where}: {what}")
+
+
+def load_network(path: str | Path) -> NetworkSpec:
+    """Read and validate a network file; raises `NetworkError` listing every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NetworkError([f"{p}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NetworkError([f"{p}: cannot read: {exc}"]) from None
+    return parse_network(text, source=str(p))
+
+
+def parse_network(text: str, source: str = "<string>") -> NetworkSpec:
+    """Validate a network given as YAML text (or an already-parsed mapping)."""
+    try:
+        doc = yaml.safe_load(text) if isinstance(text, str) else text
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise NetworkError([f"{source}: {where}: invalid YAML: {problem}"]) from None
+    if not isinstance(doc, dict):
+        kind = "empty" if doc is None else type(doc).__name__
+        raise NetworkError([f"{source}: expected a mapping with 'nodes' and 'edges' at the top level, got {kind}"])
+    return _Builder(doc, source, text if isinstance(text, str) else "").build()
+
+
+class _Builder:
+    def __init__(self, doc: dict[str, Any], source: str, text: str) -> None:
+        self.doc = doc
+        self.source = source
+        self.text = text
+        self.p = _Problems(source)
+        self.impls: dict[str, NodeType] = {}
+        self.where: dict[str, str] = {}  # node id -> "nodes[3] 'id'"
+        self.declared: dict[str, tuple[list[Shape] | None, list[Shape] | None]] = {}
+
+    # -- top level ---------------------------------------------------------------
+    def build(self) -> NetworkSpec:
+        doc, p = self.doc, self.p
+        for key in doc:
+            if key not in TOP_KEYS:
+                p.add(str(key), "unknown top-level key" + _closest(key, TOP_KEYS))
+        name = doc.get("name", Path(self.source).stem)
+        if not isinstance(name, str) or not name.strip():
+            p.add("name", f"expected a non-empty string, got {_show(name)}")
+            name = "network"
+        seed = doc.get("seed", 0)
+        if isinstance(seed, str) and seed.strip().lstrip("-").isdigit():
+            seed = int(seed)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            p.add("seed", f"expected a non-negative integer, got {_show(seed)}")
+            seed = 0
+        net_prec = {}
+        for key in ("precision", "param_precision", "activation_precision"):
+            value = doc.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str) or value.strip().lower() not in PRECISION_ALIASES:
+                p.add(key, f"expected one of float32, fp16, bf16, got {_show(value)}")
+            else:
+                net_prec[key] = PRECISION_ALIASES[value.strip().lower()]
+
+        self._nodes()
+        edges = self._edges()
+        inputs = self._bindings("inputs", required=False)
+        outputs = self._bindings("outputs", required=False)
+        costs = self._bindings("costs", required=False)
+        metrics = self._bindings("metrics", required=False)
+        self._check_bindings(inputs, outputs, costs, metrics)
+        self._check_slots(edges, inputs)
+        self._check_ties()
+        order = self._topo_order(edges)
+        shapes: dict[str, tuple[list[Shape | None], list[Shape | None]]] = {}
+        if order is not None and not p.lines:
+            shapes = self._infer_shapes(order, edges, inputs)
+        if p.lines:
+            raise NetworkError(p.lines)
+        assert order is not None
+
+        nodes: dict[str, NodeSpec] = {}
+        for nid, impl in self.impls.items():
+            cfg = impl.cfg
+            param = cfg.param_precision or cfg.precision or net_prec.get("param_precision") or net_prec.get("precision")
+            act = (cfg.activation_precision or cfg.precision or net_prec.get("activation_precision")
+                   or net_prec.get("precision"))
+            ins, outs = shapes[nid]
+            nodes[nid] = NodeSpec(
+                id=nid, type=_type_name(impl), impl=impl,
+                input_shapes=tuple(ins), output_shapes=tuple(outs),
+                param_precision=param or "float32", activation_precision=act or "float32",
+            )
+        return NetworkSpec(
+            name=name.strip(), seed=seed, nodes=nodes, edges=tuple(edges), inputs=tuple(inputs),
+            outputs=tuple(outputs), costs=tuple(costs), metrics=tuple(metrics),
+            source=self.text, path=self.source, topo_order=tuple(order),
+        )
+
+    # -- nodes -------------------------------------------------------------------
+    def _nodes(self) -> None:
+        raw = self.doc.get("nodes")
+        if raw is None:
+            self.p.add("nodes", "missing: a network needs a list of nodes")
+            return
+        if not isinstance(raw, list) or not raw:
+            self.p.add("nodes", f"expected a non-empty list of nodes, got {_show(raw)}")
+            return
+        seen: dict[str, int] = {}
+        for i, node in enumerate(raw):
+            here = f"nodes[{i}]"
+            if not isinstance(node, dict):
+                self.p.add(here, f"expected a mapping with id, type and config, got {_show(node)}")
+                continue
+            nid = node.get("id")
+            if not isinstance(nid, (str, int)) or isinstance(nid, bool) or not str(nid).strip():
+                self.p.add(f"{here}.id", f"expected a non-empty string, got {_show(nid)}")
+                continue
+            nid = str(nid).strip()
+            here = f"nodes[{i}] {nid!r}"
+            if nid in seen:
+                self.p.add(here, f"duplicate id (first used by nodes[{seen[nid]}])")
+                continue
+            seen[nid] = i
+            self.where[nid] = here
+            for key in node:
+                if key not in NODE_KEYS:
+                    self.p.add(here, f"unknown key {key!r}" + _closest(key, NODE_KEYS))
+            tname = node.get("type")
+            if not isinstance(tname, str) or not tname.strip():
+                self.p.add(f"{here}: type", f"expected a node type name, got {_show(tname)}")
+                continue
+            canon = canonical_type(tname)
+            if canon is None:
+                hint = suggest_type(tname)
+                self.p.add(f"{here}: type", f"unknown node type {tname!r}"
+                           + (f" (did you mean {hint!r}?)" if hint else ""))
+                continue
+            cls = NODE_TYPES[canon]
+            config = node.get("config") or {}
+            if not isinstance(config, dict):
+                self.p.add(f"{here}: config", f"expected a mapping, got {_show(config)}")
+                continue
+            try:
+                cfg = cls.Config.model_validate({str(k): v for k, v in config.items()})
+            except ValidationError as exc:
+                for err in exc.errors():
+                    self.p.add(f"{here}: config." + ".".join(str(x) for x in err["loc"]),
+                               _pydantic_message(err, cls))
+                continue
+            declared = [self._shapes(node, key, here) for key in ("input_shapes", "output_shapes")]
+            if cfg.input_shape is not None:
+                declared[0] = [cfg.input_shape] + (declared[0] or [])[1:]
+            if cfg.output_shape is not None:
+                declared[1] = [cfg.output_shape] + (declared[1] or [])[1:]
+            self.declared[nid] = (declared[0], declared[1])
+            self.impls[nid] = cls(nid, cfg)
+
+    def _shapes(self, node: dict[str, Any], key: str, here: str) -> list[Shape] | None:
+        raw = node.get(key)
+        if raw is None:
+            return None
+        ok = isinstance(raw, list) and all(
+            isinstance(s, list) and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in s)
+            for s in raw
+        )
+        if not ok:
+            self.p.add(f"{here}: {key}", f"expected a list of shapes like [[32, 64]], got {_show(raw)}")
+            return None
+        return [tuple(s) for s in raw]
+
+    # -- edges and bindings --------------------------------------------------------
+    def _edges(self) -> list[Edge]:
+        raw = self.doc.get("edges", [])
+        if raw is None:
+            raw = []
+        if not isinstance(raw, list):
+            self.p.add("edges", f"expected a list of edges, got {_show(raw)}")
+            return []
+        edges = []
+        for i, e in enumerate(raw):
+            here = f"edges[{i}]"
+            if not isinstance(e, dict):
+                self.p.add(here, f"expected a mapping with from and to, got {_show(e)}")
+                continue
+            for key in e:
+                if key not in EDGE_KEYS:
+                    self.p.add(here, f"unknown key {key!r}" + _closest(key, EDGE_KEYS))
+            src, dst = e.get("from"), e.get("to")
+            slots = [_slot(e.get("from_slot", 0)), _slot(e.get("to_slot", 0))]
+            bad = False
+            for key, value in (("from", src), ("to", dst)):
+                if not isinstance(value, (str, int)) or isinstance(value, bool):
+                    self.p.add(f"{here}.{key}", f"expected a node id, got {_show(value)}")
+                    bad = True
+            for key, s in zip(("from_slot", "to_slot"), slots, strict=True):
+                if s is None:
+                    self.p.add(f"{here}.{key}", f"expected a non-negative integer, got {_show(e.get(key))}")
+                    bad = True
+            if bad:
+                continue
+            edge = Edge(str(src), str(dst), slots[0] or 0, slots[1] or 0)
+            known = True
+            for key, nid in (("from", edge.src), ("to", edge.dst)):
+                if nid not in self.where:
+                    self.p.add(f"{here} ({edge})", f"{key}: unknown node {nid!r}" + _closest(nid, self.where))
+                    known = False
+            if known:
+                edges.append(edge)
+        return edges
+
+    def _bindings(self, key: str, required: bool) -> list[Binding]:
+        raw = self.doc.get(key) or []
+        if not isinstance(raw, list):
+            self.p.add(key, f"expected a list of {{name, node_id, slot_id}}, got {_show(raw)}")
+            return []
+        out = []
+        names: set[str] = set()
+        for i, b in enumerate(raw):
+            here = f"{key}[{i}]"
+            if not isinstance(b, dict):
+                self.p.add(here, f"expected a mapping with name, node_id and slot_id, got {_show(b)}")
+                continue
+            for k in b:
+                if k not in BINDING_KEYS or (k == "type" and key != "metrics"):
+                    self.p.add(here, f"unknown key {k!r}" + _closest(k, BINDING_KEYS))
+            name, nid, slot = b.get("name"), b.get("node_id"), _slot(b.get("slot_id", 0))
+            if not isinstance(name, str) or not name.strip():
+                self.p.add(f"{here}.name", f"expected a non-empty string, got {_show(name)}")
+                continue
+            if name in names:
+                self.p.add(f"{here}.name", f"duplicate name {name!r}")
+            names.add(name)
+            if slot is None:
+                self.p.add(f"{here}.slot_id", f"expected a non-negative integer, got {_show(b.get('slot_id'))}")
+                continue
+            if not isinstance(nid, (str, int)) or str(nid) not in self.where:
+                self.p.add(f"{here} {name!r}", f"node_id: unknown node {_show(nid)}" + _closest(nid, self.where))
+                continue
+            mtype = b.get("type")
+            if key == "metrics" and mtype not in METRIC_TYPES:
+                self.p.add(f"{here} {name!r}", f"type: expected one of {', '.join(METRIC_TYPES)}, got {_show(mtype)}")
+                continue
+            out.append(Binding(name.strip(), str(nid), slot, mtype if key == "metrics" else None))
+        return out
+
+    def _check_bindings(self, inputs: list[Binding], outputs: list[Binding],
+                        costs: list[Binding], metrics: list[Binding]) -> None:
+        for key, bindings in (("inputs", inputs), ("outputs", outputs), ("costs", costs), ("metrics", metrics)):
+            for b in bindings:
+                impl = self.impls.get(b.node_id)
+                if impl is None:
+                    continue
+                count = impl.num_outputs if key != "inputs" else (impl.fixed_inputs() or 10**9)
+                if b.slot_id >= count:
+                    self.p.add(f"{key} {b.name!r}",
+                               f"slot_id {b.slot_id} out of range: node {b.node_id!r} has {count} "
+                               f"{'input' if key == 'inputs' else 'output'} slot(s)")
+                if key == "costs" and not impl.is_cost:
+                    self.p.add(f"costs {b.name!r}", f"node {b.node_id!r} is a {_type_name(impl)}, not a cost "
+                               "(expected type cost or tied_lm_head_ce)")
+                if key == "metrics" and not impl.param_shapes():
+                    self.p.add(f"metrics {b.name!r}", f"node {b.node_id!r} has no parameters, so no learning rate")
+
+    def _check_slots(self, edges: list[Edge], inputs: list[Binding]) -> None:
+        fed: dict[tuple[str, int], str] = {}
+        for b in inputs:
+            fed[(b.node_id, b.slot_id)] = f"network input {b.name!r}"
+        for e in edges:
+            src, dst = self.impls.get(e.src), self.impls.get(e.dst)
+            if src is not None and e.src_slot >= src.num_outputs:
+                self.p.add(f"edge {e}", f"from_slot {e.src_slot} out of range: {e.src!r} has "
+                           f"{src.num_outputs} output slot(s)")
+            if dst is not None:
+                fixed = dst.fixed_inputs()
+                if fixed is not None and e.dst_slot >= fixed:
+                    self.p.add(f"edge {e}", f"to_slot {e.dst_slot} out of range: {e.dst!r} has {fixed} input slot(s)")
+                    continue
+            key = (e.dst, e.dst_slot)
+            if key in fed:
+                self.p.add(f"edge {e}", f"input slot {e.dst_slot} of {e.dst!r} is already fed by {fed[key]}")
+            fed[key] = f"edge {e}"
+        for nid, impl in self.impls.items():
+            fixed = impl.fixed_inputs()
+            if fixed is None:
+                count = 1 + max((s for (n, s) in fed if n == nid), default=-1)
+                if count < impl.min_inputs():
+                    self.p.add(self.where[nid], "has no input: connect at least one edge or network input")
+                impl.num_inputs = count
+            for slot in range(impl.num_inputs):
+                if (nid, slot) not in fed:
+                    self.p.add(self.where[nid], f"input slot {slot} is not connected and is not a network input")
+
+    def _check_ties(self) -> None:
+        publishers: dict[str, str] = {}
+        for nid, impl in self.impls.items():
+            for alias in impl.published():
+                if alias in publishers:
+                    self.p.add(self.where[nid], f"config.shared_weight_alias: {alias!r} is already "
+                               f"published by {publishers[alias]!r}")
+                else:
+                    publishers[alias] = nid
+            if impl.cfg.shared_weight_alias and not impl.published():
+                self.p.add(self.where[nid], f"config.shared_weight_alias: a {_type_name(impl)} has no weight to publish")
+        for nid, impl in self.impls.items():
+            alias = impl.cfg.tie_weight_alias
+            if not alias:
+                continue
+            if alias not in publishers:
+                self.p.add(self.where[nid], f"config.tie_weight_alias: no node publishes {alias!r} "
+                           "(set shared_weight_alias on the node that owns the weight)"
+                           + _closest(alias, publishers))
+                continue
+            if not impl.tied():
+                self.p.add(self.where[nid], f"config.tie_weight_alias: a {_type_name(impl)} has no weight to tie")
+                continue
+            pub = publishers[alias]
+            if pub == nid:
+                self.p.add(self.where[nid], f"config.tie_weight_alias: {alias!r} is this node's own weight")
+                continue
+            want = self.impls[pub].param_shapes()["weight"]
+            have = impl.param_shapes()["weight"]
+            if want != have:
+                self.p.add(self.where[nid], f"config.tie_weight_alias: weight shape {list(have)} does not match "
+                           f"{list(want)} published by {pub!r}")
+
+    # -- graph order and shapes ------------------------------------------------------
+    def _topo_order(self, edges: list[Edge]) -> list[str] | None:
+        ids = list(self.impls)
+        index = {nid: i for i, nid in enumerate(ids)}
+        succ: dict[str, list[str]] = {nid: [] for nid in ids}
+        indeg = dict.fromkeys(ids, 0)
+        for e in edges:
+            if e.src in succ and e.dst in succ:
+                succ[e.src].append(e.dst)
+                indeg[e.dst] += 1
+        heap = [index[n] for n in ids if indeg[n] == 0]
+        heapq.heapify(heap)
+        order = []
+        while heap:
+            n = ids[heapq.heappop(heap)]
+            order.append(n)
+            for m in succ[n]:
+                indeg[m] -= 1
+                if indeg[m] == 0:
+                    heapq.heappush(heap, index[m])
+        if len(order) == len(ids):
+            return order
+        for cycle in _cycles({n: [m for m in succ[n] if indeg[m] > 0] for n in ids if indeg[n] > 0}):
+            self.p.add("edges", "cycle: " + " -> ".join([*cycle, cycle[0]]))
+        return None
+
+    def _infer_shapes(self, order: list[str], edges: list[Edge],
+                      inputs: list[Binding]) -> dict[str, tuple[list[Shape | None], list[Shape | None]]]:
+        result: dict[str, tuple[list[Shape | None], list[Shape | None]]] = {}
+        incoming: dict[tuple[str, int], Edge] = {(e.dst, e.dst_slot): e for e in edges}
+        for nid in order:
+            impl = self.impls[nid]
+            decl_in, decl_out = self.declared.get(nid, (None, None))
+            ins: list[Shape | None] = []
+            for slot in range(impl.num_inputs):
+                edge = incoming.get((nid, slot))
+                shape = result[edge.src][1][edge.src_slot] if edge is not None else None
+                want = decl_in[slot] if decl_in and slot < len(decl_in) else None
+                if want is not None and shape is not None and want != shape:
+                    self.p.add(self.where[nid], f"input slot {slot}: declared shape {list(want)} but edge "
+                               f"{edge} brings {list(shape)}")
+                ins.append(shape if shape is not None else want)
+            try:
+                outs = list(impl.infer_shapes(ins))
+            except ShapeError as exc:
+                origin = [f"{incoming[(nid, s)]} brings {list(sh)}" for s, sh in enumerate(ins)
+                          if (nid, s) in incoming and sh is not None]
+                self.p.add(self.where[nid], f"{exc}" + (f" (edge {'; '.join(origin)})" if origin else ""))
+                outs = [None] * impl.num_outputs
+            for slot, want in enumerate(decl_out or []):
+                if slot < len(outs) and outs[slot] is not None and want != outs[slot]:
+                    self.p.add(self.where[nid], f"output slot {slot}: declared shape {list(want)} but "
+                               f"the {_type_name(impl)} computes {list(outs[slot] or ())}")
+                elif slot < len(outs) and outs[slot] is None:
+                    outs[slot] = want
+            result[nid] = (ins, outs)
+        return result
+
+
+def _slot(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def _type_name(impl: NodeType) -> str:
+    for name, cls in NODE_TYPES.items():
+        if type(impl) is cls:
+            return name
+    raise AssertionError(f"{type(impl).__name__} is not in the catalog")
+
+
+def _pydantic_message(err: Any, cls: type[NodeType]) -> str:
+    kind = err["type"]
+    if kind == "missing":
+        return "missing required key"
+    if kind == "extra_forbidden":
+        key = str(err["loc"][-1]) if err["loc"] else ""
+        return "unknown key" + _closest(key, cls.Config.model_fields)
+    if kind == "value_error":
+        return str(err["ctx"]["error"])
+    return f"{err['msg'].lower()}, got {_show(err.get('input'))}"
+
+
+def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Strongly connected components with a cycle, each as one cycle path (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, []):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1 or v in graph.get(v, []):
+                found.append(_cycle_path(comp, graph))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _cycle_path(comp: list[str], graph: dict[str, list[str]]) -> list[str]:
+    """The shortest cycle through the component's first node (by id), by BFS."""
+    members = set(comp)
+    start = min(comp)
+    parent: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in graph[v]:
+                if w == start:
+                    path = [v]
+                    while path[-1] != start:
+                        path.append(parent[path[-1]])
+                    return path[::-1]
+                if w in members and w not in parent:
+                    parent[w] = v
+                    nxt.append(w)
+        frontier = nxt
+    raise AssertionError("a strongly connected component always has a cycle")

@@ -1,0 +1,89 @@
+"""The validated network: what every later stage reads instead of raw YAML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dcnr.nodes.base import NodeType, Shape
+
+
+@dataclass(frozen=True)
+class Edge:
+    src: str
+    dst: str
+    src_slot: int = 0
+    dst_slot: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.src}[{self.src_slot}] -> {self.dst}[{self.dst_slot}]"
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A named network input, output, cost or metric, bound to one node slot."""
+
+    name: str
+    node_id: str
+    slot_id: int = 0
+    type: str | None = None  # metrics only, e.g. learning_rate
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    id: str
+    type: str  # canonical type name
+    impl: NodeType  # the node type, built from its validated config
+    input_shapes: tuple[Shape | None, ...]
+    output_shapes: tuple[Shape | None, ...]
+    param_precision: str  # float32 | fp16 | bf16, after inheritance
+    activation_precision: str
+
+    @property
+    def config(self):  # type: ignore[no-untyped-def]
+        return self.impl.cfg
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    seed: int
+    nodes: dict[str, NodeSpec]  # in file order
+    edges: tuple[Edge, ...]
+    inputs: tuple[Binding, ...]
+    outputs: tuple[Binding, ...]
+    costs: tuple[Binding, ...]
+    metrics: tuple[Binding, ...]
+    source: str = ""  # the submitted YAML, verbatim
+    path: str = "<string>"
+    topo_order: tuple[str, ...] = field(default=())
+
+    def in_edges(self, node_id: str) -> list[Edge]:
+        return [e for e in self.edges if e.dst == node_id]
+
+    def out_edges(self, node_id: str) -> list[Edge]:
+        return [e for e in self.edges if e.src == node_id]
+
+    def publishers(self) -> dict[str, str]:
+        """alias -> id of the node that publishes it."""
+        return {alias: n.id for n in self.nodes.values() for alias in n.impl.published()}
+
+    def parameter_shapes(self) -> dict[str, Shape]:
+        """Every stored parameter `<node_id>.<param>` (tied ones once, at the publisher)."""
+        out: dict[str, Shape] = {}
+        for n in self.nodes.values():
+            tied = n.impl.tied()
+            for pname, shape in n.impl.param_shapes().items():
+                if pname not in tied:
+                    out[f"{n.id}.{pname}"] = shape
+        return out
+
+    def num_parameters(self) -> int:
+        total = 0
+        for shape in self.parameter_shapes().values():
+            count = 1
+            for d in shape:
+                count *= d
+            total += count
+        return total
