@@ -105,3 +105,11 @@ def transformer_lm(
         "costs": [{"name": "ce_loss", "node_id": "loss", "slot_id": 0}],
         "metrics": [{"name": "lm_head_lr", "type": "learning_rate", "node_id": "lm_head", "slot_id": 0}],
     }
+
+
+def tiny_lm() -> dict[str, Any]:
+    """The tiny LM (< 1 M parameters) used by tests and `dcnr demo`."""
+    return transformer_lm("tiny-lm", blocks=2, heads=4, head_dim=32, dim=128, seq_len=64, vocab_size=2048,
+                          precision="float32", lr=3e-3, dropout=0.0,
+                          extra_config={"lr_schedule": "cosine", "warmup_steps": 20, "decay_steps": 400,
+                                        "min_lr": 3e-4})

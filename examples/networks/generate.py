@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from dcnr.spec.transformer import transformer_lm
+from dcnr.spec.transformer import tiny_lm, transformer_lm
 
 HERE = Path(__file__).parent
 
@@ -19,10 +19,7 @@ NETWORKS = {
     "topology2.yml": transformer_lm("topology-2", blocks=8, heads=8, head_dim=64, dim=512, seq_len=512,
                                     vocab_size=32_768, precision="fp16"),
     # a tiny LM (< 1 M parameters) for tests and `dcnr demo`
-    "tiny_lm.yml": transformer_lm("tiny-lm", blocks=2, heads=4, head_dim=32, dim=128, seq_len=64,
-                                  vocab_size=2048, precision="float32", lr=3e-3, dropout=0.0,
-                                  extra_config={"lr_schedule": "cosine", "warmup_steps": 20,
-                                                "decay_steps": 400, "min_lr": 3e-4}),
+    "tiny_lm.yml": tiny_lm(),
 }
 
 

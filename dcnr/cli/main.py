@@ -1,0 +1,144 @@
+"""`dcnr` entry point and the `network` commands."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dcnr.cli import exit_codes
+from dcnr.errors import NetworkError
+from dcnr.spec.loader import load_network
+
+app = typer.Typer(
+    help="DCNR: train and run one shared neural network, cut into small VNodes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+network_app = typer.Typer(help="Check and inspect network definitions (YAML).", no_args_is_help=True)
+app.add_typer(network_app, name="network")
+
+out = Console()
+err = Console(stderr=True)
+_state = {"verbose": False}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(fn: F) -> F:
+    """Turn errors into one clear line and an exit code (tracebacks only with --verbose)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NetworkError as exc:
+            for line in exc.problems:
+                err.print(line, markup=False, highlight=False)
+            raise typer.Exit(exit_codes.USER_ERROR) from None
+        except (ValueError, FileNotFoundError) as exc:
+            if _state["verbose"]:
+                traceback.print_exc()
+            err.print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(exit_codes.USER_ERROR) from None
+        except KeyboardInterrupt:
+            err.print("interrupted", markup=False)
+            raise typer.Exit(exit_codes.INTERRUPTED) from None
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            if _state["verbose"]:
+                traceback.print_exc()
+            err.print(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
+                      markup=False, highlight=False)
+            raise typer.Exit(exit_codes.RUNTIME_FAILURE) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    _state["verbose"] = verbose
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@network_app.command("validate")
+@guarded
+def network_validate(file: Annotated[Path, typer.Argument(help="Network YAML file.")]) -> None:
+    """Validate a network file: every problem is printed, one per line (exit 2 if any)."""
+    spec = load_network(file)
+    out.print(f"{file}: ok — network {spec.name!r}, {len(spec.nodes)} VNodes, "
+              f"{spec.num_parameters():,} parameters", highlight=False)
+
+
+def _shapes(shapes: tuple[Any, ...]) -> list[list[int] | None]:
+    return [list(s) if s is not None else None for s in shapes]
+
+
+@network_app.command("analyze")
+@guarded
+def network_analyze(
+    file: Annotated[Path, typer.Argument(help="Network YAML file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
+) -> None:
+    """Per node: type, input/output shapes (no batch axis) and parameter count, with totals."""
+    spec = load_network(file)
+    rows = []
+    for nid, node in spec.nodes.items():
+        tied = node.impl.tied()
+        count = sum(math.prod(shape) for pname, shape in node.impl.param_shapes().items() if pname not in tied)
+        rows.append({"id": nid, "type": node.type, "input_shapes": _shapes(node.input_shapes),
+                     "output_shapes": _shapes(node.output_shapes), "parameters": count})
+    total = sum(r["parameters"] for r in rows)
+    if as_json:
+        print(json.dumps({"name": spec.name, "vnodes": len(rows), "parameters": total, "nodes": rows}))
+        return
+    table = Table(title=f"{spec.name}: {len(rows)} VNodes, {total:,} parameters")
+    for col, justify in (("id", "left"), ("type", "left"), ("inputs", "left"), ("outputs", "left"),
+                         ("parameters", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+
+    def fmt(shapes: list[list[int] | None]) -> str:
+        texts = ["?" if s is None else "[" + ",".join(map(str, s)) + "]" for s in shapes]
+        if len(texts) > 1 and len(set(texts)) == 1:
+            return f"{len(texts)} × {texts[0]}"
+        return " ".join(texts)
+
+    for r in rows:
+        table.add_row(r["id"], r["type"], fmt(r["input_shapes"]), fmt(r["output_shapes"]), f"{r['parameters']:,}")
+    table.add_section()
+    table.add_row("total", "", "", "", f"{total:,}")
+    out.print(table)
+
+
+def _register_demo() -> None:
+    from dcnr.cli.demo import demo
+
+    app.command("demo")(guarded(demo))
+
+
+_register_demo()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(exit_codes.INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()
