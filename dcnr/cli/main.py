@@ -44,12 +44,12 @@ def guarded(fn: F) -> F:
             return fn(*args, **kwargs)
         except NetworkError as exc:
             for line in exc.problems:
-                err.print(line, markup=False, highlight=False)
+                print(line, file=sys.stderr)  # verbatim: one problem, one line, never wrapped
             raise typer.Exit(exit_codes.USER_ERROR) from None
         except (ValueError, FileNotFoundError) as exc:
             if _state["verbose"]:
                 traceback.print_exc()
-            err.print(f"error: {exc}", markup=False, highlight=False)
+            print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(exit_codes.USER_ERROR) from None
         except KeyboardInterrupt:
             err.print("interrupted", markup=False)
@@ -59,8 +59,7 @@ def guarded(fn: F) -> F:
         except Exception as exc:
             if _state["verbose"]:
                 traceback.print_exc()
-            err.print(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
-                      markup=False, highlight=False)
+            print(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", file=sys.stderr)
             raise typer.Exit(exit_codes.RUNTIME_FAILURE) from None
 
     return wrapper  # type: ignore[return-value]
@@ -71,7 +70,8 @@ def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
     _state["verbose"] = verbose
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
 
 
 @network_app.command("validate")
@@ -95,7 +95,7 @@ def network_analyze(
 ) -> None:
     """Per node: type, input/output shapes (no batch axis) and parameter count, with totals."""
     spec = load_network(file)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for nid, node in spec.nodes.items():
         tied = node.impl.tied()
         count = sum(math.prod(shape) for pname, shape in node.impl.param_shapes().items() if pname not in tied)

@@ -8,6 +8,7 @@ Each type below parses both and fails with a message of the form
 
 from __future__ import annotations
 
+import reprlib
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -26,23 +27,45 @@ PRECISION_ALIASES = {
 }
 
 
+INT64_MAX = 2**63 - 1  # no size, slot, axis or seed is larger than an int64
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 6, 6, 6
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 40
+
+
+def short_repr(value: Any) -> str:
+    """A bounded repr for messages: never huge, never raises, whatever the value."""
+    try:
+        shown = _REPR.repr(value)
+    except ValueError:  # an int too long for str() (sys.get_int_max_str_digits)
+        shown = f"an integer of {value.bit_length()} bits"
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
 def _fail(what: str, value: Any) -> ValueError:
-    return ValueError(f"expected {what}, got {value!r}")
+    return ValueError(f"expected {what}, got {short_repr(value)}")
 
 
 def _as_int(value: Any, what: str) -> int:
     if isinstance(value, bool):
         raise _fail(what, value)
+    n: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        n = value
+    elif isinstance(value, float) and value.is_integer():
+        n = int(value)
+    elif isinstance(value, str):
         try:
-            return int(value.strip())
+            n = int(value.strip())
         except ValueError:
-            pass
-    raise _fail(what, value)
+            n = None
+    if n is None:
+        raise _fail(what, value)
+    if abs(n) > INT64_MAX:
+        raise _fail(f"{what} of at most {INT64_MAX}", value)
+    return n
 
 
 def _positive_int(value: Any) -> int:
@@ -67,7 +90,10 @@ def _as_float(value: Any, what: str) -> float:
     if isinstance(value, bool):
         raise _fail(what, value)
     if isinstance(value, (int, float)):
-        out = float(value)
+        try:
+            out = float(value)
+        except OverflowError:  # an int beyond float range
+            raise _fail(what, value) from None
     elif isinstance(value, str):
         try:
             out = float(value.strip())
@@ -121,7 +147,7 @@ def _list(value: Any, what: str) -> list[Any]:
     if isinstance(value, str):
         try:
             value = yaml.safe_load(value)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, RecursionError):  # e.g. "2001-13-01", "[[[[..."
             raise _fail(what, value) from None
     if isinstance(value, tuple):
         value = list(value)

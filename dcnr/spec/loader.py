@@ -14,11 +14,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from dcnr.errors import NetworkError, ShapeError
 from dcnr.nodes.base import NodeType, Shape
 from dcnr.nodes.registry import NODE_TYPES, canonical_type, suggest_type
-from dcnr.errors import NetworkError, ShapeError
+from dcnr.nodes.values import PRECISION_ALIASES, short_repr
 from dcnr.spec.model import Binding, Edge, NetworkSpec, NodeSpec
-from dcnr.nodes.values import PRECISION_ALIASES
 
 TOP_KEYS = {
     "name", "seed", "description", "precision", "param_precision", "activation_precision",
@@ -28,6 +28,7 @@ NODE_KEYS = {"id", "type", "config", "input_shapes", "output_shapes"}
 EDGE_KEYS = {"from", "to", "from_slot", "to_slot"}
 BINDING_KEYS = {"name", "node_id", "slot_id", "type"}
 METRIC_TYPES = ("learning_rate",)
+MAX_OUTPUT_SLOTS = 65536  # shape inference builds one entry per output slot
 
 
 def _closest(word: str, options: Any) -> str:
@@ -36,8 +37,16 @@ def _closest(word: str, options: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return short_repr(value)
+
+
+# every character str.splitlines() breaks on, written as an escape instead
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def _one_line(text: str) -> str:
+    """A problem is one line even when an id or key holds a line break."""
+    return text.translate(_LINE_BREAKS)
 
 
 class _Problems:
@@ -46,7 +55,7 @@ class _Problems:
         self.lines: list[str] = []
 
     def add(self, where: str, what: str) -> None:
-        self.lines.append(f"{self.source}: {where}: {what}")
+        self.lines.append(_one_line(f"{self.source}: {where}: {what}"))
 
 
 def load_network(path: str | Path) -> NetworkSpec:
@@ -68,12 +77,44 @@ def parse_network(text: str, source: str = "<string>") -> NetworkSpec:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise NetworkError([f"{source}: {where}: invalid YAML: {problem}"]) from None
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise NetworkError([_one_line(f"{source}: {where}: invalid YAML: {problem}")]) from None
+    except (ValueError, RecursionError) as exc:  # a scalar the constructor rejects (2001-13-01), deep nesting
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else (str(exc).splitlines() or [""])[0]
+        raise NetworkError([_one_line(f"{source}: invalid YAML: {detail}")]) from None
     if not isinstance(doc, dict):
         kind = "empty" if doc is None else type(doc).__name__
         raise NetworkError([f"{source}: expected a mapping with 'nodes' and 'edges' at the top level, got {kind}"])
+    huge = _huge_ints(doc)
+    if huge:
+        raise NetworkError([_one_line(f"{source}: {where}: integer of more than {HUGE_INT_BITS} bits; no size, slot, "
+                                      "id or seed is that large") for where in huge])
     return _Builder(doc, source, text if isinstance(text, str) else "").build()
+
+
+HUGE_INT_BITS = 8192  # beyond this Python may refuse to print the number at all
+
+
+def _huge_ints(doc: Any) -> list[str]:
+    """Where a mapping given directly (not YAML text) holds an absurdly large int, key or value."""
+    found: list[str] = []
+    seen: set[int] = set()
+    todo: list[tuple[Any, str]] = [(doc, "")]
+    while todo:
+        value, path = todo.pop()
+        if isinstance(value, int) and value.bit_length() > HUGE_INT_BITS:
+            found.append(path or "document")
+        elif isinstance(value, (dict, list)) and id(value) not in seen:
+            seen.add(id(value))
+            if isinstance(value, list):
+                todo.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+                continue
+            for k, v in value.items():
+                key = k if isinstance(k, str) else _show(k)
+                todo.append((v, f"{path}.{key}" if path else key))
+                if isinstance(k, int) and k.bit_length() > HUGE_INT_BITS:
+                    found.append(f"{path}.{key}" if path else key)
+    return sorted(found)
 
 
 class _Builder:
@@ -97,7 +138,7 @@ class _Builder:
             p.add("name", f"expected a non-empty string, got {_show(name)}")
             name = "network"
         seed = doc.get("seed", 0)
-        if isinstance(seed, str) and seed.strip().lstrip("-").isdigit():
+        if isinstance(seed, str) and seed.strip().lstrip("-").isdecimal() and seed.count("-") <= 1:
             seed = int(seed)
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             p.add("seed", f"expected a non-negative integer, got {_show(seed)}")
@@ -187,7 +228,8 @@ class _Builder:
                            + (f" (did you mean {hint!r}?)" if hint else ""))
                 continue
             cls = NODE_TYPES[canon]
-            config = node.get("config") or {}
+            config = node.get("config")
+            config = {} if config is None else config
             if not isinstance(config, dict):
                 self.p.add(f"{here}: config", f"expected a mapping, got {_show(config)}")
                 continue
@@ -200,11 +242,17 @@ class _Builder:
                 continue
             declared = [self._shapes(node, key, here) for key in ("input_shapes", "output_shapes")]
             if cfg.input_shape is not None:
-                declared[0] = [cfg.input_shape] + (declared[0] or [])[1:]
+                declared[0] = [cfg.input_shape, *(declared[0] or [])[1:]]
             if cfg.output_shape is not None:
-                declared[1] = [cfg.output_shape] + (declared[1] or [])[1:]
+                declared[1] = [cfg.output_shape, *(declared[1] or [])[1:]]
+            impl = cls(nid, cfg)
+            if impl.num_outputs > MAX_OUTPUT_SLOTS:
+                key = "config.num_outputs" if "num_outputs" in cls.Config.model_fields else "outputs"
+                self.p.add(f"{here}: {key}", f"expected at most {MAX_OUTPUT_SLOTS} output slots, "
+                           f"got {impl.num_outputs}")
+                continue
             self.declared[nid] = (declared[0], declared[1])
-            self.impls[nid] = cls(nid, cfg)
+            self.impls[nid] = impl
 
     def _shapes(self, node: dict[str, Any], key: str, here: str) -> list[Shape] | None:
         raw = node.get(key)
@@ -260,7 +308,8 @@ class _Builder:
         return edges
 
     def _bindings(self, key: str, required: bool) -> list[Binding]:
-        raw = self.doc.get(key) or []
+        raw = self.doc.get(key)
+        raw = [] if raw is None else raw
         if not isinstance(raw, list):
             self.p.add(key, f"expected a list of {{name, node_id, slot_id}}, got {_show(raw)}")
             return []
@@ -285,7 +334,7 @@ class _Builder:
                 self.p.add(f"{here}.slot_id", f"expected a non-negative integer, got {_show(b.get('slot_id'))}")
                 continue
             if not isinstance(nid, (str, int)) or str(nid) not in self.where:
-                self.p.add(f"{here} {name!r}", f"node_id: unknown node {_show(nid)}" + _closest(nid, self.where))
+                self.p.add(f"{here} {name!r}", f"node_id: unknown node {_show(nid)}" + _closest(str(nid), self.where))
                 continue
             mtype = b.get("type")
             if key == "metrics" and mtype not in METRIC_TYPES:
@@ -330,16 +379,26 @@ class _Builder:
             if key in fed:
                 self.p.add(f"edge {e}", f"input slot {e.dst_slot} of {e.dst!r} is already fed by {fed[key]}")
             fed[key] = f"edge {e}"
+        fed_slots: dict[str, set[int]] = {}
+        for n, s in fed:
+            fed_slots.setdefault(n, set()).add(s)
         for nid, impl in self.impls.items():
+            have = fed_slots.get(nid, set())
             fixed = impl.fixed_inputs()
             if fixed is None:
-                count = 1 + max((s for (n, s) in fed if n == nid), default=-1)
+                count = 1 + max(have, default=-1)
                 if count < impl.min_inputs():
                     self.p.add(self.where[nid], "has no input: connect at least one edge or network input")
                 impl.num_inputs = count
-            for slot in range(impl.num_inputs):
-                if (nid, slot) not in fed:
-                    self.p.add(self.where[nid], f"input slot {slot} is not connected and is not a network input")
+            # walk the fed slots, not range(num_inputs): a variadic node's to_slot may be huge
+            nxt = 0
+            for slot in [*sorted(s for s in have if s < impl.num_inputs), impl.num_inputs]:
+                if slot - nxt == 1:
+                    self.p.add(self.where[nid], f"input slot {nxt} is not connected and is not a network input")
+                elif slot > nxt:
+                    self.p.add(self.where[nid], f"input slots {nxt} to {slot - 1} are not connected and are not "
+                               "network inputs")
+                nxt = slot + 1
 
     def _check_ties(self) -> None:
         publishers: dict[str, str] = {}
@@ -351,11 +410,13 @@ class _Builder:
                 else:
                     publishers[alias] = nid
             if impl.cfg.shared_weight_alias and not impl.published():
-                self.p.add(self.where[nid], f"config.shared_weight_alias: a {_type_name(impl)} has no weight to publish")
+                self.p.add(self.where[nid],
+                           f"config.shared_weight_alias: a {_type_name(impl)} has no weight to publish")
         for nid, impl in self.impls.items():
-            alias = impl.cfg.tie_weight_alias
-            if not alias:
+            tie = impl.cfg.tie_weight_alias
+            if not tie:
                 continue
+            alias = tie
             if alias not in publishers:
                 self.p.add(self.where[nid], f"config.tie_weight_alias: no node publishes {alias!r} "
                            "(set shared_weight_alias on the node that owns the weight)"
@@ -415,6 +476,8 @@ class _Builder:
                 if want is not None and shape is not None and want != shape:
                     self.p.add(self.where[nid], f"input slot {slot}: declared shape {list(want)} but edge "
                                f"{edge} brings {list(shape)}")
+                if shape is None and want is None and edge is None:
+                    want = impl.default_input_shape(slot)
                 ins.append(shape if shape is not None else want)
             try:
                 outs = list(impl.infer_shapes(ins))
@@ -436,7 +499,7 @@ class _Builder:
 def _slot(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdecimal():
         return int(value)
     return value if isinstance(value, int) and value >= 0 else None
 
@@ -469,28 +532,40 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
     found: list[list[str]] = []
     counter = [0]
 
-    def visit(v: str) -> None:
+    def enter(v: str) -> None:
         index[v] = low[v] = counter[0]
         counter[0] += 1
         stack.append(v)
         on.add(v)
-        for w in graph.get(v, []):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1 or v in graph.get(v, []):
-                found.append(_cycle_path(comp, graph))
+        work.append((v, iter(graph.get(v, []))))
 
+    def visit(root: str) -> None:  # iterative: a long chain must not hit the recursion limit
+        enter(root)
+        while work:
+            v, succ = work[-1]
+            for w in succ:
+                if w not in index:
+                    enter(w)
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        w = stack.pop()
+                        on.discard(w)
+                        comp.append(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1 or v in graph.get(v, []):
+                        found.append(_cycle_path(comp, graph))
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[v])
+
+    work: list[tuple[str, Any]] = []
     for v in graph:
         if v not in index:
             visit(v)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dcnr.nodes.base import NodeType, Shape
+    from dcnr.nodes.base import NodeConfig, NodeType, Shape
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class NodeSpec:
     activation_precision: str
 
     @property
-    def config(self):  # type: ignore[no-untyped-def]
+    def config(self) -> NodeConfig:
         return self.impl.cfg
 
 
