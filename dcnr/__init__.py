@@ -4,8 +4,8 @@ The public API: `load_network` (YAML -> validated spec), `NetworkError`, and
 `LocalExecutor` (train and run a network in-process by message passing).
 """
 
-from dcnr.runtime.executor import LocalExecutor
 from dcnr.errors import NetworkError
+from dcnr.runtime.executor import LocalExecutor
 from dcnr.spec.loader import load_network, parse_network
 from dcnr.spec.model import NetworkSpec
 

@@ -12,9 +12,9 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
+from dcnr.errors import ShapeError
 from dcnr.nodes.base import AutogradNode, Context, NodeConfig, Shape, require_shape, uniform_fan_in
 from dcnr.nodes.rope import apply_rope
-from dcnr.errors import ShapeError
 from dcnr.nodes.values import Bool, PositiveFloat, PositiveInt, choice
 
 

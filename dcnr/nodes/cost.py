@@ -13,8 +13,8 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
-from dcnr.nodes.base import AutogradNode, Context, NodeConfig, Shape
 from dcnr.errors import ShapeError
+from dcnr.nodes.base import AutogradNode, Context, NodeConfig, Shape
 from dcnr.nodes.values import PositiveInt, PrecisionValue, choice
 
 _TINY = 1e-12  # keeps log() finite for probabilities that underflow to zero

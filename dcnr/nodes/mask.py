@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
 from dcnr.errors import ShapeError
+from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
 from dcnr.nodes.values import Bool, Float, Int, Probability
 
 

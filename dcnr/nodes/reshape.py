@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
 from dcnr.errors import ShapeError
+from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
 from dcnr.nodes.values import ShapeValue
 
 

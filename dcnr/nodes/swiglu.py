@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dcnr.errors import ShapeError
 from dcnr.nodes.base import Context, NodeType, Shape
 from dcnr.nodes.silu import silu_grad
-from dcnr.errors import ShapeError
 
 
 class SwiGLU(NodeType):

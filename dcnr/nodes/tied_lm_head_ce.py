@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape, require_shape
 from dcnr.errors import ShapeError
+from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape, require_shape
 from dcnr.nodes.values import Name, PositiveInt, PrecisionValue
 
 

@@ -59,7 +59,7 @@ class TokenizerNode(NodeType):
         rows = []
         for enc in tok.encode_batch(list(texts), add_special_tokens=False):
             ids = list(enc.ids)
-            if self.cfg.use_word_boundary_tokens:
+            if bos is not None and eos is not None and self.cfg.use_word_boundary_tokens:
                 ids = [bos, *ids, eos]
             ids = ids[: self.cfg.pad_length]
             rows.append(ids + [pad] * (self.cfg.pad_length - len(ids)))

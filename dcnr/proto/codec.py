@@ -1,0 +1,83 @@
+"""Tensors and values to and from protobuf messages: the only place that does it.
+
+A tensor travels as dtype name + shape + raw little-endian bytes in C order
+(SPEC §7). Decoding checks everything a peer could get wrong, so a bad message is
+a `CodecError` (answered as INVALID_ARGUMENT), never a crash or an unpickle.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import torch
+
+from dcnr.proto.v1 import common_pb2
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int16": torch.int16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+NAMES = {dtype: name for name, dtype in DTYPES.items()}
+MAX_RANK = 16
+
+
+class CodecError(ValueError):
+    """A message does not describe a valid tensor or value."""
+
+
+def encode_tensor(t: torch.Tensor) -> common_pb2.Tensor:
+    name = NAMES.get(t.dtype)
+    if name is None:
+        raise CodecError(f"dtype {t.dtype} cannot travel; supported: {', '.join(DTYPES)}")
+    t = t.detach().to("cpu").contiguous()
+    raw = t.view(torch.uint8) if t.dim() else t.reshape(1).view(torch.uint8)
+    if sys.byteorder != "little" and t.element_size() > 1:
+        raw = t.reshape(-1).view(torch.uint8).reshape(-1, t.element_size()).flip(1).reshape(-1)
+    return common_pb2.Tensor(dtype=name, shape=list(t.shape), data=raw.numpy().tobytes())
+
+
+def decode_tensor(msg: common_pb2.Tensor) -> torch.Tensor:
+    dtype = DTYPES.get(msg.dtype)
+    if dtype is None:
+        raise CodecError(f"unknown dtype {msg.dtype!r}; supported: {', '.join(DTYPES)}")
+    shape = list(msg.shape)
+    if len(shape) > MAX_RANK or any(d < 0 for d in shape):
+        raise CodecError(f"invalid shape {shape}: at most {MAX_RANK} non-negative axes")
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    count = math.prod(shape)
+    if len(msg.data) != count * itemsize:
+        raise CodecError(f"tensor data has {len(msg.data)} bytes, but {msg.dtype} × {shape} needs {count * itemsize}")
+    if count == 0:
+        return torch.empty(shape, dtype=dtype)
+    raw = torch.frombuffer(bytearray(msg.data), dtype=torch.uint8)
+    if sys.byteorder != "little" and itemsize > 1:
+        raw = raw.reshape(-1, itemsize).flip(1).reshape(-1).contiguous()
+    return raw.view(dtype).reshape(shape)
+
+
+def encode_value(value: Any) -> common_pb2.Value:
+    """A tensor, or a list of strings (text for tokenizer nodes)."""
+    if isinstance(value, torch.Tensor):
+        return common_pb2.Value(tensor=encode_tensor(value))
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return common_pb2.Value(text=common_pb2.TextBatch(items=list(value)))
+    raise CodecError(f"cannot send a {type(value).__name__}: expected a tensor or a list of strings")
+
+
+def decode_value(msg: common_pb2.Value) -> Any:
+    kind = msg.WhichOneof("kind")
+    if kind == "tensor":
+        return decode_tensor(msg.tensor)
+    if kind == "text":
+        return list(msg.text.items)
+    raise CodecError("empty value: expected a tensor or text")

@@ -1,0 +1,250 @@
+from dcnr.proto.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Hardware(_message.Message):
+    __slots__ = ("cpu_cores", "memory_bytes", "device", "memory_budget_bytes", "threads")
+    CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    cpu_cores: int
+    memory_bytes: int
+    device: str
+    memory_budget_bytes: int
+    threads: int
+    def __init__(self, cpu_cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., device: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ..., threads: _Optional[int] = ...) -> None: ...
+
+class RegisterPNodeRequest(_message.Message):
+    __slots__ = ("id", "version", "address", "hardware")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: _common_pb2.ProtocolVersion
+    address: str
+    hardware: Hardware
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., address: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ...) -> None: ...
+
+class RegisterPNodeResponse(_message.Message):
+    __slots__ = ("heartbeat_interval_ms", "version")
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    heartbeat_interval_ms: int
+    version: _common_pb2.ProtocolVersion
+    def __init__(self, heartbeat_interval_ms: _Optional[int] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ...) -> None: ...
+
+class PNodeRef(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class UnregisterPNodeResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: bool
+    def __init__(self, removed: _Optional[bool] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("id", "load", "memory_used_bytes", "pending_requests", "vnodes")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    VNODES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    load: float
+    memory_used_bytes: int
+    pending_requests: int
+    vnodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., load: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., pending_requests: _Optional[int] = ..., vnodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("known",)
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    def __init__(self, known: _Optional[bool] = ...) -> None: ...
+
+class VNodeLocationRequest(_message.Message):
+    __slots__ = ("network", "vnode")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    VNODE_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    vnode: str
+    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ...) -> None: ...
+
+class VNodeLocation(_message.Message):
+    __slots__ = ("network", "vnode", "pnode", "address")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    VNODE_FIELD_NUMBER: _ClassVar[int]
+    PNODE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    vnode: str
+    pnode: str
+    address: str
+    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ..., pnode: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class HopRequest(_message.Message):
+    __slots__ = ("version", "request", "vnode", "slot", "value", "sender")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    VNODE_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    version: _common_pb2.ProtocolVersion
+    request: _common_pb2.RequestId
+    vnode: str
+    slot: int
+    value: _common_pb2.Value
+    sender: str
+    def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., request: _Optional[_Union[_common_pb2.RequestId, _Mapping]] = ..., vnode: _Optional[str] = ..., slot: _Optional[int] = ..., value: _Optional[_Union[_common_pb2.Value, _Mapping]] = ..., sender: _Optional[str] = ...) -> None: ...
+
+class HopResponse(_message.Message):
+    __slots__ = ("outputs",)
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    outputs: _containers.RepeatedCompositeFieldContainer[_common_pb2.Value]
+    def __init__(self, outputs: _Optional[_Iterable[_Union[_common_pb2.Value, _Mapping]]] = ...) -> None: ...
+
+class HopAck(_message.Message):
+    __slots__ = ("accepted", "duplicate")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    duplicate: bool
+    def __init__(self, accepted: _Optional[bool] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class GradientHop(_message.Message):
+    __slots__ = ("version", "request", "vnode", "edge", "gradient", "has_gradient")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    VNODE_FIELD_NUMBER: _ClassVar[int]
+    EDGE_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    HAS_GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    version: _common_pb2.ProtocolVersion
+    request: _common_pb2.RequestId
+    vnode: str
+    edge: int
+    gradient: _common_pb2.Tensor
+    has_gradient: bool
+    def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., request: _Optional[_Union[_common_pb2.RequestId, _Mapping]] = ..., vnode: _Optional[str] = ..., edge: _Optional[int] = ..., gradient: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., has_gradient: _Optional[bool] = ...) -> None: ...
+
+class UpdateRequest(_message.Message):
+    __slots__ = ("network", "vnodes", "loss_scale", "apply", "check_only")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    VNODES_FIELD_NUMBER: _ClassVar[int]
+    LOSS_SCALE_FIELD_NUMBER: _ClassVar[int]
+    APPLY_FIELD_NUMBER: _ClassVar[int]
+    CHECK_ONLY_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    vnodes: _containers.RepeatedScalarFieldContainer[str]
+    loss_scale: float
+    apply: bool
+    check_only: bool
+    def __init__(self, network: _Optional[str] = ..., vnodes: _Optional[_Iterable[str]] = ..., loss_scale: _Optional[float] = ..., apply: _Optional[bool] = ..., check_only: _Optional[bool] = ...) -> None: ...
+
+class UpdateResponse(_message.Message):
+    __slots__ = ("finite", "step")
+    FINITE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    finite: bool
+    step: int
+    def __init__(self, finite: _Optional[bool] = ..., step: _Optional[int] = ...) -> None: ...
+
+class LoadRequest(_message.Message):
+    __slots__ = ("network", "vnode", "tensors", "step")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    VNODE_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    vnode: str
+    tensors: _containers.RepeatedCompositeFieldContainer[_common_pb2.NamedTensor]
+    step: int
+    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[_common_pb2.NamedTensor, _Mapping]]] = ..., step: _Optional[int] = ...) -> None: ...
+
+class LoadResponse(_message.Message):
+    __slots__ = ("loaded",)
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    loaded: bool
+    def __init__(self, loaded: _Optional[bool] = ...) -> None: ...
+
+class SaveRequest(_message.Message):
+    __slots__ = ("network", "vnode")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    VNODE_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    vnode: str
+    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ...) -> None: ...
+
+class SaveResponse(_message.Message):
+    __slots__ = ("tensors", "step")
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    tensors: _containers.RepeatedCompositeFieldContainer[_common_pb2.NamedTensor]
+    step: int
+    def __init__(self, tensors: _Optional[_Iterable[_Union[_common_pb2.NamedTensor, _Mapping]]] = ..., step: _Optional[int] = ...) -> None: ...
+
+class ListLocalVNodesRequest(_message.Message):
+    __slots__ = ("network",)
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    def __init__(self, network: _Optional[str] = ...) -> None: ...
+
+class LocalVNode(_message.Message):
+    __slots__ = ("network", "vnode", "type", "step", "memory_bytes", "pending_requests")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    VNODE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    vnode: str
+    type: str
+    step: int
+    memory_bytes: int
+    pending_requests: int
+    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ..., type: _Optional[str] = ..., step: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pending_requests: _Optional[int] = ...) -> None: ...
+
+class ListLocalVNodesResponse(_message.Message):
+    __slots__ = ("vnodes",)
+    VNODES_FIELD_NUMBER: _ClassVar[int]
+    vnodes: _containers.RepeatedCompositeFieldContainer[LocalVNode]
+    def __init__(self, vnodes: _Optional[_Iterable[_Union[LocalVNode, _Mapping]]] = ...) -> None: ...
+
+class DropLocalVNodeRequest(_message.Message):
+    __slots__ = ("network", "vnode")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    VNODE_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    vnode: str
+    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ...) -> None: ...
+
+class DropLocalVNodeResponse(_message.Message):
+    __slots__ = ("dropped",)
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dropped: bool
+    def __init__(self, dropped: _Optional[bool] = ...) -> None: ...
+
+class InspectLocalRequest(_message.Message):
+    __slots__ = ("network",)
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    def __init__(self, network: _Optional[str] = ...) -> None: ...
+
+class InspectLocalResponse(_message.Message):
+    __slots__ = ("vnodes",)
+    VNODES_FIELD_NUMBER: _ClassVar[int]
+    vnodes: _containers.RepeatedCompositeFieldContainer[LocalVNode]
+    def __init__(self, vnodes: _Optional[_Iterable[_Union[LocalVNode, _Mapping]]] = ...) -> None: ...
