@@ -1,0 +1,244 @@
+"""Durable orchestrator state behind one interface: SQLite by default.
+
+Everything the orchestrator must remember across restarts — PNodes, networks,
+placements, sessions, vocabularies, datasets — goes through `StateStore`. The
+SQLite implementation keeps one file under the state dir, in WAL mode, with
+every write in a transaction; a PostgreSQL implementation of the same interface
+lets several orchestrators share one backend.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+SCHEMA_VERSION = 1
+
+
+class NotFound(KeyError):
+    """The named record does not exist (answered as NOT_FOUND)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not found"
+
+
+class AlreadyExists(ValueError):
+    """A record with that name or id exists (answered as ALREADY_EXISTS)."""
+
+
+@dataclass
+class PNodeRecord:
+    id: str
+    address: str
+    hardware: dict[str, Any]
+    state: str = "alive"  # alive | dead
+    last_seen: float = field(default_factory=time.time)
+    load: float = 0.0
+
+
+@dataclass
+class NetworkRecord:
+    name: str
+    yaml: str
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class SessionRecord:
+    id: str
+    network: str
+    dataset: str
+    steps: int
+    batch_size: int
+    micro_batches: int
+    seed: int
+    checkpoint_every: int = 0
+    state: str = "created"  # created | running | suspended | completed | failed
+    step: int = 0
+    error: str = ""
+    created_at: float = field(default_factory=time.time)
+
+
+class StateStore(Protocol):
+    """What the orchestrator needs from durable storage."""
+
+    def put_pnode(self, rec: PNodeRecord) -> None: ...
+    def get_pnode(self, pnode_id: str) -> PNodeRecord: ...
+    def list_pnodes(self) -> list[PNodeRecord]: ...
+    def delete_pnode(self, pnode_id: str) -> bool: ...
+    def create_network(self, rec: NetworkRecord) -> None: ...
+    def update_network(self, name: str, yaml: str) -> None: ...
+    def get_network(self, name: str) -> NetworkRecord: ...
+    def list_networks(self) -> list[NetworkRecord]: ...
+    def delete_network(self, name: str) -> bool: ...
+    def set_placement(self, network: str, vnode: str, pnode: str) -> None: ...
+    def placements(self, network: str) -> dict[str, str]: ...
+    def clear_placements(self, pnode: str) -> list[tuple[str, str]]: ...
+    def put_session(self, rec: SessionRecord) -> None: ...
+    def get_session(self, session_id: str) -> SessionRecord: ...
+    def list_sessions(self) -> list[SessionRecord]: ...
+    def delete_session(self, session_id: str) -> bool: ...
+    def put_blob_record(self, kind: str, name: str, meta: dict[str, Any]) -> None: ...
+    def get_blob_record(self, kind: str, name: str) -> dict[str, Any]: ...
+    def list_blob_records(self, kind: str) -> list[dict[str, Any]]: ...
+    def delete_blob_record(self, kind: str, name: str) -> bool: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pnodes (id TEXT PRIMARY KEY, address TEXT NOT NULL, hardware TEXT NOT NULL,
+    state TEXT NOT NULL, last_seen REAL NOT NULL, load REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS networks (name TEXT PRIMARY KEY, yaml TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS placements (network TEXT NOT NULL, vnode TEXT NOT NULL, pnode TEXT NOT NULL,
+    PRIMARY KEY (network, vnode));
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (kind TEXT NOT NULL, name TEXT NOT NULL, meta TEXT NOT NULL,
+    PRIMARY KEY (kind, name));
+"""
+
+
+class SQLiteStore:
+    """`StateStore` in one SQLite file (WAL mode; safe across threads of one process)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: state schema version {row[0]}, this orchestrator needs {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _one(self, sql: str, args: tuple[Any, ...], what: str) -> tuple[Any, ...]:
+        with self._lock:
+            row = self._db.execute(sql, args).fetchone()
+        if row is None:
+            raise NotFound(what)
+        return tuple(row)
+
+    # -- pnodes --------------------------------------------------------------------
+    def put_pnode(self, rec: PNodeRecord) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO pnodes VALUES (?, ?, ?, ?, ?, ?)",
+                       (rec.id, rec.address, json.dumps(rec.hardware), rec.state, rec.last_seen, rec.load))
+
+    def get_pnode(self, pnode_id: str) -> PNodeRecord:
+        row = self._one("SELECT * FROM pnodes WHERE id=?", (pnode_id,), f"unknown PNode {pnode_id!r}")
+        return PNodeRecord(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
+
+    def list_pnodes(self) -> list[PNodeRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM pnodes ORDER BY id").fetchall()
+        return [PNodeRecord(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    def delete_pnode(self, pnode_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM pnodes WHERE id=?", (pnode_id,)).rowcount > 0
+
+    # -- networks --------------------------------------------------------------------
+    def create_network(self, rec: NetworkRecord) -> None:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM networks WHERE name=?", (rec.name,)).fetchone():
+                raise AlreadyExists(f"network {rec.name!r} already exists")
+            db.execute("INSERT INTO networks VALUES (?, ?, ?)", (rec.name, rec.yaml, rec.created_at))
+
+    def update_network(self, name: str, yaml: str) -> None:
+        with self._tx() as db:
+            if db.execute("UPDATE networks SET yaml=? WHERE name=?", (yaml, name)).rowcount == 0:
+                raise NotFound(f"unknown network {name!r}")
+
+    def get_network(self, name: str) -> NetworkRecord:
+        row = self._one("SELECT * FROM networks WHERE name=?", (name,), f"unknown network {name!r}")
+        return NetworkRecord(*row)
+
+    def list_networks(self) -> list[NetworkRecord]:
+        with self._lock:
+            return [NetworkRecord(*r) for r in self._db.execute("SELECT * FROM networks ORDER BY name")]
+
+    def delete_network(self, name: str) -> bool:
+        with self._tx() as db:
+            db.execute("DELETE FROM placements WHERE network=?", (name,))
+            return db.execute("DELETE FROM networks WHERE name=?", (name,)).rowcount > 0
+
+    # -- placements ----------------------------------------------------------------------
+    def set_placement(self, network: str, vnode: str, pnode: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO placements VALUES (?, ?, ?)", (network, vnode, pnode))
+
+    def placements(self, network: str) -> dict[str, str]:
+        with self._lock:
+            rows = self._db.execute("SELECT vnode, pnode FROM placements WHERE network=? ORDER BY vnode",
+                                    (network,)).fetchall()
+        return dict(rows)
+
+    def clear_placements(self, pnode: str) -> list[tuple[str, str]]:
+        """Forget every placement on a PNode; returns the (network, vnode) pairs it hosted."""
+        with self._tx() as db:
+            rows = db.execute("SELECT network, vnode FROM placements WHERE pnode=? ORDER BY network, vnode",
+                              (pnode,)).fetchall()
+            db.execute("DELETE FROM placements WHERE pnode=?", (pnode,))
+        return [(r[0], r[1]) for r in rows]
+
+    # -- sessions ----------------------------------------------------------------------------
+    def put_session(self, rec: SessionRecord) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?)", (rec.id, json.dumps(asdict(rec))))
+
+    def get_session(self, session_id: str) -> SessionRecord:
+        row = self._one("SELECT record FROM sessions WHERE id=?", (session_id,), f"unknown session {session_id!r}")
+        return SessionRecord(**json.loads(row[0]))
+
+    def list_sessions(self) -> list[SessionRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM sessions").fetchall()
+        return sorted((SessionRecord(**json.loads(r[0])) for r in rows), key=lambda s: (s.created_at, s.id))
+
+    def delete_session(self, session_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM sessions WHERE id=?", (session_id,)).rowcount > 0
+
+    # -- vocabularies, datasets (metadata; their contents live in object storage) ------------------
+    def put_blob_record(self, kind: str, name: str, meta: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (kind, name, json.dumps(meta)))
+
+    def get_blob_record(self, kind: str, name: str) -> dict[str, Any]:
+        row = self._one("SELECT meta FROM records WHERE kind=? AND name=?", (kind, name), f"unknown {kind} {name!r}")
+        meta: dict[str, Any] = json.loads(row[0])
+        return meta
+
+    def list_blob_records(self, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT meta FROM records WHERE kind=? ORDER BY name", (kind,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def delete_blob_record(self, kind: str, name: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM records WHERE kind=? AND name=?", (kind, name)).rowcount > 0

@@ -1,0 +1,76 @@
+"""The SQLite state store: records survive a reopen, errors are typed, writes are atomic."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from dcnr.orchestrator.store import (
+    AlreadyExists,
+    NetworkRecord,
+    NotFound,
+    PNodeRecord,
+    SessionRecord,
+    SQLiteStore,
+)
+
+
+def test_everything_survives_a_reopen(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "dcnr.sqlite"
+    s = SQLiteStore(db)
+    s.put_pnode(PNodeRecord("p1", "127.0.0.1:5000", {"cpu_cores": 2}))
+    s.create_network(NetworkRecord("net", "nodes: []"))
+    s.set_placement("net", "fc1", "p1")
+    s.set_placement("net", "fc2", "p1")
+    s.put_session(SessionRecord("s1", "net", "d", steps=10, batch_size=4, micro_batches=2, seed=3))
+    s.put_blob_record("dataset", "d", {"name": "d", "tokens": 123})
+    s.close()
+    s = SQLiteStore(db)
+    assert s.get_pnode("p1").hardware == {"cpu_cores": 2}
+    assert s.get_network("net").yaml == "nodes: []"
+    assert s.placements("net") == {"fc1": "p1", "fc2": "p1"}
+    assert s.get_session("s1").micro_batches == 2
+    assert s.get_blob_record("dataset", "d")["tokens"] == 123
+    assert s.clear_placements("p1") == [("net", "fc1"), ("net", "fc2")] and s.placements("net") == {}
+
+
+def test_typed_errors(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "s.sqlite")
+    s.create_network(NetworkRecord("net", "a"))
+    with pytest.raises(AlreadyExists, match="'net' already exists"):
+        s.create_network(NetworkRecord("net", "b"))
+    for call, message in ((lambda: s.get_network("x"), "unknown network 'x'"),
+                          (lambda: s.get_pnode("x"), "unknown PNode 'x'"),
+                          (lambda: s.get_session("x"), "unknown session 'x'"),
+                          (lambda: s.update_network("x", "y"), "unknown network 'x'"),
+                          (lambda: s.get_blob_record("vocabulary", "x"), "unknown vocabulary 'x'")):
+        with pytest.raises(NotFound) as info:
+            call()
+        assert str(info.value) == message
+    assert s.delete_network("net") and not s.delete_network("net")
+
+
+def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "s.sqlite")
+    with pytest.raises(RuntimeError), s._tx() as db:
+        db.execute("INSERT INTO networks VALUES ('half', 'x', 0)")
+        raise RuntimeError("crash mid-write")
+    with pytest.raises(NotFound):
+        s.get_network("half")
+
+
+def test_concurrent_writers(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "s.sqlite")
+
+    def work(i: int) -> None:
+        for j in range(50):
+            s.set_placement("net", f"v{i}_{j}", f"p{i}")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(s.placements("net")) == 200
