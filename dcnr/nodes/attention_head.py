@@ -11,9 +11,9 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
+from dcnr.errors import ShapeError
 from dcnr.nodes.base import AutogradNode, Context, NodeConfig, Shape, require_shape, uniform_fan_in
 from dcnr.nodes.rope import apply_rope
-from dcnr.errors import ShapeError
 from dcnr.nodes.values import Bool, PositiveFloat, PositiveInt, choice
 
 
@@ -43,12 +43,17 @@ class AttentionHead(AutogradNode):
 
     def compute(self, ctx: Context, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         (x,) = xs  # (B, S, D)
-        p = ctx.params
-        q = F.linear(x, p["q.weight"])  # (B, S, hd)
-        k = F.linear(x, p["k.weight"])
-        v = F.linear(x, p["v.weight"])
+        p, hd = ctx.params, self.cfg.head_dim
+        b, s, _ = x.shape
+        # one matmul for q, k and v (their weights stacked), then views of the result
+        qkv = F.linear(x, torch.cat([p["q.weight"], p["k.weight"], p["v.weight"]])).view(b, s, 3, hd)
+        qk, v = qkv.split([2, 1], dim=2)  # (B, S, 2, hd), (B, S, 1, hd)
         if self.cfg.position_encoding == "rope":
-            q, k = apply_rope(q, self.cfg.rope_theta), apply_rope(k, self.cfg.rope_theta)
+            qk = apply_rope(qk, self.cfg.rope_theta, seq_dim=-3)  # q and k at once
+        q, k = qk.unbind(2)
         scale = 1.0 / math.sqrt(self.cfg.head_dim)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.cfg.causal, scale=scale)
-        return [y]  # (B, S, hd)
+        # (B, 1, S, hd): a 4-D call takes SDPA's fused CPU kernel instead of the unfused 3-D fallback
+        y = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.transpose(1, 2),
+                                           is_causal=self.cfg.causal, scale=scale)
+        return [y.squeeze(1)]  # (B, S, hd)
+

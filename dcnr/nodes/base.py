@@ -122,6 +122,10 @@ class NodeType:
     def num_outputs(self) -> int:
         return 1
 
+    def default_input_shape(self, slot: int) -> Shape | None:
+        """The shape of a network input bound to `slot` when the file declares none."""
+        return None
+
     def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
         """Output shapes (no batch axis) from input shapes; None where unknown."""
         return [inputs[0]] if inputs else [None]

@@ -27,7 +27,14 @@ class Broadcast(NodeType):
 
     def backward(self, ctx: Context, gys: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
         total: torch.Tensor | None = None
+        owned = False  # total is a sum made here, safe to add into in place
         for g in gys:  # slot order: a fixed summation order
-            if g is not None:
-                total = g if total is None else total + g
+            if g is None:
+                continue
+            if total is None:
+                total = g
+            elif owned:
+                total.add_(g)
+            else:
+                total, owned = total + g, True
         return [total]

@@ -8,12 +8,12 @@ from dcnr.nodes.base import Context, NodeType
 
 
 class Elementwise(NodeType):
-    """Subclasses give `f` and `df` (the derivative, from the saved input)."""
+    """Subclasses give `f` and `grad` (gy · f'(x), from the saved input)."""
 
     def f(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def df(self, x: torch.Tensor) -> torch.Tensor:
+    def grad(self, gy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -26,4 +26,4 @@ class Elementwise(NodeType):
         (x,) = ctx.saved
         (gy,) = gys
         assert gy is not None
-        return [gy * self.df(x)]
+        return [self.grad(gy, x)]

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import torch
 
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape, require_shape
 from dcnr.errors import ShapeError
+from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape, require_shape
 from dcnr.nodes.values import PositiveFloat, PositiveInt, choice
 
 
@@ -25,6 +25,9 @@ class Embedder(NodeType):
         rope_theta: PositiveFloat = 10000.0
 
     cfg: Config
+
+    def default_input_shape(self, slot: int) -> Shape | None:
+        return (self.cfg.seq_len,)
 
     def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
         shape = require_shape(inputs, 0, rank=1, what=" (token ids)")

@@ -1,4 +1,4 @@
-"""`relu`: max(x, 0)."""
+"""`relu`: max(x, 0); gx = gy where x > 0, else 0."""
 
 from __future__ import annotations
 
@@ -11,5 +11,5 @@ class ReLU(Elementwise):
     def f(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
 
-    def df(self, x: torch.Tensor) -> torch.Tensor:
-        return (x > 0).to(x.dtype)
+    def grad(self, gy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return gy * (x > 0).to(gy.dtype)

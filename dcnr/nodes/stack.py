@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
 from dcnr.errors import ShapeError
+from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
 from dcnr.nodes.values import Int
 
 

@@ -30,4 +30,4 @@ class SwiGLU(NodeType):
         a, g = ctx.saved
         (gy,) = gys
         assert gy is not None
-        return [torch.cat([gy * F.silu(g), gy * a * silu_grad(g)], dim=-1)]
+        return [torch.cat([gy * F.silu(g), silu_grad(gy * a, g)], dim=-1)]  # (B, ..., 2n)

@@ -40,9 +40,11 @@ def encode_tensor(t: torch.Tensor) -> common_pb2.Tensor:
     if name is None:
         raise CodecError(f"dtype {t.dtype} cannot travel; supported: {', '.join(DTYPES)}")
     t = t.detach().to("cpu").contiguous()
-    raw = t.view(torch.uint8) if t.dim() else t.reshape(1).view(torch.uint8)
+    if t.numel() == 0:
+        return common_pb2.Tensor(dtype=name, shape=list(t.shape), data=b"")
+    raw = t.reshape(-1).view(torch.uint8)  # flat C order: stride 1, as view() needs
     if sys.byteorder != "little" and t.element_size() > 1:
-        raw = t.reshape(-1).view(torch.uint8).reshape(-1, t.element_size()).flip(1).reshape(-1)
+        raw = raw.reshape(-1, t.element_size()).flip(1).reshape(-1)
     return common_pb2.Tensor(dtype=name, shape=list(t.shape), data=raw.numpy().tobytes())
 
 

@@ -23,7 +23,7 @@ from dcnr.nodes.base import stable_seed
 from dcnr.nodes.embedder import Embedder
 from dcnr.runtime.precision import LossScaler
 from dcnr.runtime.vnode import Parameter, RequestId, VNode
-from dcnr.spec.model import NetworkSpec
+from dcnr.spec.model import Edge, NetworkSpec
 
 CHECKPOINT_FORMAT = "dcnr-checkpoint/1"
 
@@ -87,11 +87,17 @@ class LocalExecutor:
         self.vnodes = build_vnodes(spec, self.seed, self.device)
         self.step = 0
         self._infer_counter = 0
+        self._next_micro_batch = 0  # micro-batch index where the next train_step of this step starts
         fp16 = any("fp16" in (n.param_precision, n.activation_precision) for n in spec.nodes.values())
         self.scaler = LossScaler(enabled=fp16)
         self._live = backward_set(spec)
         self._edges = list(spec.edges)
         self._feeds: dict[tuple[str, int], int] = {(e.dst, e.dst_slot): i for i, e in enumerate(self._edges)}
+        self._out_edges: dict[str, list[Edge]] = {nid: [] for nid in spec.nodes}  # per node, in edge order
+        self._in_srcs: dict[str, list[str]] = {nid: [] for nid in spec.nodes}
+        for e in self._edges:
+            self._out_edges[e.src].append(e)
+            self._in_srcs[e.dst].append(e.src)
 
     # -- helpers ------------------------------------------------------------------------
     def _needed(self, targets: set[str]) -> set[str]:
@@ -99,7 +105,7 @@ class LocalExecutor:
         need = set(targets)
         for nid in reversed(self.spec.topo_order):
             if nid in need:
-                need.update(e.src for e in self.spec.in_edges(nid))
+                need.update(self._in_srcs[nid])
         return need
 
     def _check_inputs(self, inputs: Mapping[str, Any], needed: set[str]) -> dict[str, Any]:
@@ -131,7 +137,7 @@ class LocalExecutor:
                     continue
                 for s, y in enumerate(ys):
                     produced[(nid, s)] = y
-                for e in self.spec.out_edges(nid):
+                for e in self._out_edges[nid]:
                     if e.dst in needed:
                         queue.append(("fwd", e.dst, e.dst_slot, ys[e.src_slot]))
                 if nid in cost_roots:
@@ -178,7 +184,9 @@ class LocalExecutor:
     def train_step(self, inputs: Mapping[str, Any], micro_batches: int = 1, update: bool = True) -> dict[str, float]:
         """One training step: forward+backward per micro-batch, then (optionally) update.
 
-        Returns {cost name: loss}, each the mean over micro-batches.
+        Returns {cost name: loss}, each the mean over micro-batches. Called again before
+        `update`, it adds further micro-batches to the step's gradients. A step that fails
+        (bad input) discards the step's gradients, leaving the executor usable.
         """
         if not self.spec.costs:
             raise ValueError(f"network {self.spec.name!r} has no costs to train")
@@ -188,12 +196,17 @@ class LocalExecutor:
         batch = self._check_inputs(inputs, needed)
         chunks = _split(batch, micro_batches)
         totals = {b.name: 0.0 for b in self.spec.costs}
-        for mb, chunk in enumerate(chunks):
-            rid = RequestId(self.step, mb)
-            with torch.no_grad():
-                produced = self._run(rid, chunk, needed, training=True, micro_batches=micro_batches)
-            for b in self.spec.costs:
-                totals[b.name] += float(produced[(b.node_id, b.slot_id)]) / micro_batches
+        try:
+            for mb, chunk in enumerate(chunks):
+                rid = RequestId(self.step, self._next_micro_batch + mb)
+                with torch.no_grad():
+                    produced = self._run(rid, chunk, needed, training=True, micro_batches=micro_batches)
+                for b in self.spec.costs:
+                    totals[b.name] += float(produced[(b.node_id, b.slot_id)]) / micro_batches
+        except BaseException:
+            self.zero_grad()  # nothing half-done may poison the next step's request ids
+            raise
+        self._next_micro_batch += micro_batches
         for vnode in self.vnodes.values():
             for p in vnode.params.values():
                 assert p.settled(), f"{vnode.id}: gradients left pending after the step"
@@ -209,6 +222,7 @@ class LocalExecutor:
         for vnode in self.vnodes.values():
             vnode.apply_update(scale, apply)
         self.step += 1
+        self._next_micro_batch = 0
         return apply
 
     def metrics(self) -> dict[str, float]:
@@ -231,9 +245,12 @@ class LocalExecutor:
         return out
 
     def zero_grad(self) -> None:
+        """Discard the current step's gradients and unfinished work; the step can be redone."""
         for v in self.vnodes.values():
             for p in v.owned:
                 v.params[p].zero_grad()
+            v.abandon_step()
+        self._next_micro_batch = 0
 
     def load_parameters(self, params: Mapping[str, torch.Tensor]) -> None:
         """Replace parameters; keys and shapes must match `parameters()` exactly."""
@@ -286,6 +303,9 @@ class LocalExecutor:
             v.load_optimizer_state({k[len(prefix):]: t for k, t in optim.items() if k.startswith(prefix)})
             v.step = int(meta["step"])
         self.step = int(meta["step"])
+        self.seed = int(meta.get("seed", self.seed))  # dropout/mask streams continue as they were
+        for v in self.vnodes.values():
+            v.seed = self.seed
         scaler = json.loads(meta.get("scaler", "{}"))
         self.scaler.scale = float(scaler.get("scale", self.scaler.scale))
         self.scaler.good_steps = int(scaler.get("good_steps", 0))
@@ -335,11 +355,15 @@ def _as_batch(name: str, value: Any) -> Any:
     try:
         return torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"input {name!r}: expected a tensor (or a list of strings), got {type(value).__name__}") from None
+        raise ValueError(
+            f"input {name!r}: expected a tensor (or a list of strings), got {type(value).__name__}") from None
 
 
 def _split(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
     sizes = {k: (v.shape[0] if isinstance(v, torch.Tensor) and v.dim() else len(v)) for k, v in batch.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError("inputs have different batch sizes: "
+                         + ", ".join(f"{k!r} {n}" for k, n in sorted(sizes.items())))
     for name, n in sizes.items():
         if n % parts:
             raise ValueError(f"input {name!r}: batch of {n} does not split into {parts} equal micro-batches")

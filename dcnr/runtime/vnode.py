@@ -10,6 +10,7 @@ makes (tied nodes are always colocated) and goes through a shared `Parameter`.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -19,6 +20,8 @@ from dcnr.nodes.base import Context, Value
 from dcnr.runtime.optim import learning_rate, make_optimizer
 from dcnr.runtime.precision import DTYPES
 from dcnr.spec.model import NodeSpec
+
+DONE_MEMORY = 4096  # finished request ids remembered per VNode for duplicate detection
 
 
 class RequestId(NamedTuple):
@@ -47,6 +50,7 @@ class Parameter:
     _pending: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
     _cursor: int = 0  # index of the next (micro_batch, rank) to add
     version: int = 0  # bumped whenever master changes; invalidates compute copies
+    _borrowed: bool = False  # `grad` is still the first contributor's own tensor (not copied)
 
     def accumulate(self, micro_batch: int, rank: int, grad: torch.Tensor) -> None:
         assert 0 <= rank < self.contributors
@@ -58,7 +62,12 @@ class Parameter:
             g = self._pending.pop(key, None)
             if g is None:
                 break
-            self.grad = g.clone() if self.grad is None else self.grad.add_(g)
+            if self.grad is None:  # kept as given: no copy unless a second contribution comes
+                self.grad, self._borrowed = g, True
+            elif self._borrowed:  # never write into a tensor the contributor handed over
+                self.grad, self._borrowed = self.grad + g, False
+            else:
+                self.grad.add_(g)
             self._cursor += 1
 
     def settled(self) -> bool:
@@ -66,6 +75,7 @@ class Parameter:
 
     def zero_grad(self) -> None:
         self.grad = None
+        self._borrowed = False
         self._pending.clear()
         self._cursor = 0
 
@@ -103,7 +113,8 @@ class VNode:
         self._inputs: dict[RequestId, dict[int, Value]] = {}
         self._contexts: dict[RequestId, Context] = {}
         self._grads: dict[RequestId, dict[int, torch.Tensor | None]] = {}
-        self._done: set[RequestId] = set()  # requests whose forward already fired
+        # requests whose forward already fired (duplicates are ignored); bounded, oldest forgotten first
+        self._done: OrderedDict[RequestId, None] = OrderedDict()
 
     # -- parameters ----------------------------------------------------------------
     def _compute_params(self) -> dict[str, torch.Tensor]:
@@ -135,7 +146,9 @@ class VNode:
         if len(slots) < self.impl.num_inputs:
             return None
         del self._inputs[rid]
-        self._done.add(rid)
+        self._done[rid] = None
+        if len(self._done) > DONE_MEMORY:
+            self._done.popitem(last=False)
         return self.run_forward(rid, [slots[i] for i in range(self.impl.num_inputs)], training)
 
     def run_forward(self, rid: RequestId, xs: list[Value], training: bool) -> list[Value]:
@@ -172,7 +185,8 @@ class VNode:
             g = got[index]
             if g is not None:
                 g = g.to(self.device)
-                gys[slot] = g if gys[slot] is None else gys[slot] + g
+                prev = gys[slot]
+                gys[slot] = g if prev is None else prev + g
         return self.run_backward(rid, gys)
 
     def start_backward(self, rid: RequestId, seed: torch.Tensor) -> list[torch.Tensor | None]:
@@ -181,8 +195,10 @@ class VNode:
 
     def run_backward(self, rid: RequestId, gys: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
         ctx = self._contexts.pop(rid)
+        # a gradient arrives in the sender's dtype (an fp16 neighbour of an fp32 node, or the
+        # reverse): bring it to this node's activation dtype, like the forward's inputs
         gys = [g.to(self.act_dtype) if g is not None and g.is_floating_point() and
-               self.act_dtype != torch.float32 and not self.impl.is_cost else g for g in gys]
+               g.dtype != self.act_dtype and not self.impl.is_cost else g for g in gys]
         if all(g is None for g in gys):
             return [None] * self.impl.num_inputs
         grads_in = self.impl.backward(ctx, gys)
@@ -200,11 +216,19 @@ class VNode:
         """Forget the request ids of the finished step (bounded duplicate detection)."""
         self._done.clear()
 
+    def abandon_step(self) -> None:
+        """Forget all unfinished work and request ids of the current step, so it can be redone."""
+        self._inputs.clear()
+        self._contexts.clear()
+        self._grads.clear()
+        self.end_step()
+
     # -- update --------------------------------------------------------------------
     def grads_finite(self) -> bool:
         for name in self.owned:
             g = self.params[name].grad
-            if g is not None and not bool(torch.isfinite(g).all()):
+            # min and max in one pass: both finite iff every element is (NaN propagates)
+            if g is not None and g.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(g))).all()):
                 return False
         return True
 
@@ -217,7 +241,7 @@ class VNode:
             for name in self.owned:
                 p = self.params[name]
                 assert p.settled(), f"{self.id}.{name}: gradients still pending at update"
-                p.master.grad = None if p.grad is None else p.grad / loss_scale
+                p.master.grad = None if p.grad is None else p.grad if loss_scale == 1.0 else p.grad / loss_scale
             self.optimizer.step()
             for name in self.owned:
                 self.params[name].master.grad = None

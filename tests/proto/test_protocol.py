@@ -33,9 +33,11 @@ def test_tensor_round_trip_is_bit_exact(dtype: str, shape: list[int], seed: int)
     msg = codec.encode_tensor(t)
     again = codec.decode_tensor(common_pb2.Tensor.FromString(msg.SerializeToString()))
     assert again.dtype == t.dtype and list(again.shape) == shape
-    assert torch.equal(again.view(torch.uint8) if again.dim() else again.reshape(1).view(torch.uint8),
-                       t.contiguous().view(torch.uint8) if t.dim() else t.reshape(1).view(torch.uint8))
+    assert torch.equal(_bytes(again), _bytes(t))
 
+
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().reshape(-1).view(torch.uint8)
 
 def test_little_endian_layout_is_the_documented_one() -> None:
     msg = codec.encode_tensor(torch.tensor([1.0, -2.0], dtype=torch.float32))
