@@ -16,7 +16,8 @@ Both start from the same parameters (the executor's initial ones are copied into
 module); an inference forward of both is compared first as an equivalence check.
 Peak memory is the peak RSS (VmHWM) of a fresh child process per variant that builds
 only that variant and trains it for `--mem-steps` steps. glibc's malloc is told to keep
-freed memory (`pin_malloc`; `--default-malloc` turns that off), otherwise page faults
+freed memory (`dcnr.runtime.allocator.keep_freed_memory`, as `dcnr` training processes do;
+`--default-malloc` turns that off), otherwise page faults
 that depend on which variant ran before dominate the differences.
 
 Run from the repository root:
@@ -34,8 +35,6 @@ a machine busy with other work are noisy; the load average is printed at both en
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import math
 import os
@@ -51,6 +50,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch import nn
+
+from dcnr.runtime.allocator import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORK = ROOT / "examples" / "networks" / "topology1.yml"
@@ -191,26 +192,6 @@ def make_batch(sz: dict[str, Any], batch: int, step: int) -> tuple[torch.Tensor,
     return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
 
 
-def pin_malloc() -> bool:
-    """Stop glibc from handing memory back to the kernel between allocations.
-
-    By default glibc serves big blocks with fresh mmaps and trims the heap top, so a
-    step can re-fault hundreds of MB of pages; how much depends on the heap layout
-    that the *other* variant left behind when both share a process. With mmap off
-    and a huge trim threshold, freed memory is reused and after warmup neither
-    variant page-faults, so the timing compares computation. Returns False where
-    glibc's `mallopt` is unavailable.
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
-
-
 def minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
@@ -282,10 +263,11 @@ def main() -> None:
     ap.add_argument("--mem-steps", type=int, default=2, help="training steps in each memory child (default 2)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     ap.add_argument("--default-malloc", action="store_true",
-                    help="leave glibc's malloc as it is (by default it is told to keep freed memory; see pin_malloc)")
+                    help="leave glibc's malloc as it is (by default it is told to keep freed memory, "
+                         "see keep_freed_memory)")
     ap.add_argument("--memory-child", choices=("executor", "monolithic"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    pinned = not args.default_malloc and pin_malloc()
+    pinned = not args.default_malloc and keep_freed_memory()
     torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(args.memory_child, args)
@@ -356,7 +338,7 @@ def main() -> None:
     if mem:
         print(f"ratio of peak RSS: {mem['executor']['peak_mib'] / mem['monolithic']['peak_mib']:.3f}  "
               f"(a fresh child process per variant, {args.mem_steps} training steps)")
-    print(f"{args.threads} threads; malloc {'pinned (see pin_malloc)' if pinned else 'as default'}")
+    print(f"{args.threads} threads; malloc {'pinned (see keep_freed_memory)' if pinned else 'as default'}")
     load = os.getloadavg()[0]
     print(f"load average at the end: {load:.2f}"
           + (" (busy machine: with more runnable threads than CPUs every parallel op waits for a time slice, "
