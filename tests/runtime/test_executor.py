@@ -21,14 +21,6 @@ TINY_LM = Path(__file__).resolve().parents[2] / "examples" / "networks" / "tiny_
 VOCAB, SEQ = 50, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to an oversubscribed CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def small_lm(dropout: float = 0.0, seed: int | None = None, **extra: Any) -> dcnr.LocalExecutor:
     """The §13 topology, shrunk (2 blocks × 2 heads, dim 16, context 8, vocab 50)."""

@@ -16,14 +16,6 @@ LR = 1e-2
 LOW = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to an oversubscribed CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def small_lm(precision: str = "float32", node_precision: dict[str, str] | None = None,
              extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -37,14 +37,6 @@ DIMS = Dims()
 LR = 1e-3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to an oversubscribed CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def rope(x: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
     """Rotate-half RoPE on x (..., S, d): pairs (i, i + d/2) turn by pos · theta^(-2i/d)."""
