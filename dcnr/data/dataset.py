@@ -6,12 +6,18 @@ same batch in any process, which is what makes training reproducible (SPEC §2).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tokenizers import Tokenizer
+
+FORMAT = "dcnr-dataset/1"
 
 
 @dataclass(frozen=True)
@@ -29,9 +35,9 @@ class TokenDataset:
                 ids.append(eos)
         return cls(torch.tensor(ids, dtype=torch.long), validation_fraction)
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
-        """Content hash: identifies the dataset in seeds and checkpoint metadata."""
+        """Content hash: identifies the dataset in seeds and checkpoint metadata (computed once)."""
         return hashlib.sha256(self.tokens.numpy().tobytes()).hexdigest()
 
     def split(self, name: str) -> torch.Tensor:
@@ -54,3 +60,27 @@ class TokenDataset:
         idx = starts[:, None] + torch.arange(seq_len + 1)  # (B, S+1)
         window = data[idx]
         return window[:, :-1], window[:, 1:]
+
+    def save(self, path: str | Path) -> None:
+        """Write the tokens as safetensors (atomically), with the split and hash as metadata."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        meta = {"format": FORMAT, "validation_fraction": repr(self.validation_fraction), "sha256": self.digest}
+        save_file({"tokens": self.tokens.contiguous()}, str(tmp), metadata=meta)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TokenDataset:
+        """Read what `save` wrote; refuses other files and content whose hash does not match."""
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            names = set(f.keys())
+            if meta.get("format") != FORMAT or "tokens" not in names:
+                raise ValueError(f"{path}: not a DCNR dataset")
+            tokens = f.get_tensor("tokens")
+        if tokens.dtype != torch.long or tokens.dim() != 1:
+            raise ValueError(f"{path}: tokens must be a flat int64 array")
+        ds = cls(tokens, float(meta["validation_fraction"]))
+        if ds.digest != meta.get("sha256"):
+            raise ValueError(f"{path}: content hash does not match its metadata (corrupt file)")
+        return ds

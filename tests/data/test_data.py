@@ -55,3 +55,23 @@ def test_batches_are_a_pure_function_of_dataset_seed_step() -> None:
     assert all(any(torch.equal(row, val[i:i + 8]) for i in range(len(val) - 7)) for row in vx)
     with pytest.raises(ValueError):
         ds.batch(seed=0, step=0, batch_size=1, seq_len=len(ds.tokens) + 5)
+
+
+def test_dataset_save_load_round_trip_and_corruption(tmp_path: Path) -> None:
+    tok = train_vocabulary(TEXT, 300)
+    ds = TokenDataset.from_texts(TEXT, tok, validation_fraction=0.1)
+    ds.save(tmp_path / "d.safetensors")
+    again = TokenDataset.load(tmp_path / "d.safetensors")
+    assert torch.equal(again.tokens, ds.tokens) and again.validation_fraction == 0.1
+    assert again.digest == ds.digest
+    assert torch.equal(again.batch(1, 2, 3, 8)[0], ds.batch(1, 2, 3, 8)[0])
+    raw = bytearray((tmp_path / "d.safetensors").read_bytes())
+    raw[-1] ^= 0xFF  # flip bits of the last token
+    (tmp_path / "bad.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="hash does not match"):
+        TokenDataset.load(tmp_path / "bad.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a DCNR dataset"):
+        TokenDataset.load(tmp_path / "other.safetensors")
