@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,14 @@ def backward_set(spec: NetworkSpec) -> set[str]:
     return live
 
 
-def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device) -> dict[str, VNode]:
-    """Create every VNode with initial parameters derived from (seed, node, param)."""
+def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device,
+                 only: Collection[str] | None = None) -> dict[str, VNode]:
+    """Create the VNodes (all, or those in `only`) with initial parameters derived from
+    (seed, node, param): the same values wherever a VNode is built."""
+    hosted = set(spec.nodes) if only is None else set(only)
+    unknown = sorted(hosted - set(spec.nodes))
+    if unknown:
+        raise ValueError(f"network {spec.name!r} has no VNode {unknown[0]!r}")
     live = backward_set(spec)
     publishers = spec.publishers()
     # contributors of each owned parameter: the owner first, then tied nodes in file order
@@ -56,8 +62,11 @@ def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device) -> dict[str
     masters: dict[tuple[str, str], Parameter] = {}
     for nid, node in spec.nodes.items():
         tied = node.impl.tied()
+        for alias in tied.values():
+            if nid in hosted and publishers[alias] not in hosted:
+                raise ValueError(f"VNode {nid!r} is tied to {publishers[alias]!r}: they must be hosted together")
         for pname, shape in node.impl.param_shapes().items():
-            if pname in tied:
+            if pname in tied or nid not in hosted:
                 continue
             gen = torch.Generator().manual_seed(stable_seed(seed, nid, pname))
             value = node.impl.init_param(pname, shape, gen).float().to(device)
@@ -65,6 +74,8 @@ def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device) -> dict[str
     edges = list(spec.edges)
     vnodes = {}
     for nid, node in spec.nodes.items():
+        if nid not in hosted:
+            continue
         tied = node.impl.tied()
         params, ranks = {}, {}
         for pname in node.impl.param_shapes():
