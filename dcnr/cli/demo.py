@@ -78,12 +78,11 @@ def demo(
             last = loss
             tps = tokens_per_step * (step + 1) / (time.perf_counter() - t0)
             bar.update(task, advance=1, loss=f"{loss:.3f}", tps=f"{tps:,.0f}")
-    val = [ex.forward({"tokens": vx}, outputs=["logits"])["logits"] for vx, _ in
-           [data.batch(seed, i, batch_size, seq_len, split="validation") for i in range(2)]]
+    held_out = [data.batch(seed, i, batch_size, seq_len, split="validation") for i in range(2)]
     val_loss = sum(
         torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), vy.reshape(-1)).item()
-        for logits, (_, vy) in zip(val, [data.batch(seed, i, batch_size, seq_len, split="validation")
-                                          for i in range(2)], strict=True)) / 2
+        for logits, vy in ((ex.forward({"tokens": vx}, outputs=["logits"])["logits"], vy) for vx, vy in held_out)
+    ) / len(held_out)
     console.print(f"loss {first:.3f} -> {last:.3f}; held-out loss {val_loss:.3f}")
     if save is not None:
         ex.save(save)

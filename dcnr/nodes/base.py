@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
@@ -201,6 +202,26 @@ class AutogradNode(NodeType):
                     ctx.add_grad(n, g)
         ctx.saved = ()
         return grads_in
+
+
+def sum_in_order(grads: Iterable[torch.Tensor | None]) -> torch.Tensor | None:
+    """Sum the non-None gradients in the given order (a fixed summation order, SPEC §2).
+
+    The first gradient is never written into: it may belong to a sender. Only a sum made
+    here is added to in place.
+    """
+    total: torch.Tensor | None = None
+    owned = False
+    for g in grads:
+        if g is None:
+            continue
+        if total is None:
+            total = g
+        elif owned:
+            total.add_(g)
+        else:
+            total, owned = total + g, True
+    return total
 
 
 def _is_float(x: Any) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
+from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape, sum_in_order
 from dcnr.nodes.values import PositiveInt
 
 
@@ -26,15 +26,4 @@ class Broadcast(NodeType):
         return [x] * self.cfg.num_outputs  # the same tensor: nodes never write into inputs
 
     def backward(self, ctx: Context, gys: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
-        total: torch.Tensor | None = None
-        owned = False  # total is a sum made here, safe to add into in place
-        for g in gys:  # slot order: a fixed summation order
-            if g is None:
-                continue
-            if total is None:
-                total = g
-            elif owned:
-                total.add_(g)
-            else:
-                total, owned = total + g, True
-        return [total]
+        return [sum_in_order(gys)]  # slot order: a fixed summation order

@@ -23,7 +23,7 @@ from dcnr.nodes.base import stable_seed
 from dcnr.nodes.embedder import Embedder
 from dcnr.runtime.precision import LossScaler
 from dcnr.runtime.vnode import Parameter, RequestId, VNode
-from dcnr.spec.model import Edge, NetworkSpec
+from dcnr.spec.model import NetworkSpec
 
 CHECKPOINT_FORMAT = "dcnr-checkpoint/1"
 
@@ -104,11 +104,6 @@ class LocalExecutor:
         self._live = backward_set(spec)
         self._edges = list(spec.edges)
         self._feeds: dict[tuple[str, int], int] = {(e.dst, e.dst_slot): i for i, e in enumerate(self._edges)}
-        self._out_edges: dict[str, list[Edge]] = {nid: [] for nid in spec.nodes}  # per node, in edge order
-        self._in_srcs: dict[str, list[str]] = {nid: [] for nid in spec.nodes}
-        for e in self._edges:
-            self._out_edges[e.src].append(e)
-            self._in_srcs[e.dst].append(e.src)
 
     # -- helpers ------------------------------------------------------------------------
     def _needed(self, targets: set[str]) -> set[str]:
@@ -116,7 +111,7 @@ class LocalExecutor:
         need = set(targets)
         for nid in reversed(self.spec.topo_order):
             if nid in need:
-                need.update(self._in_srcs[nid])
+                need.update(e.src for e in self.spec.in_edges(nid))
         return need
 
     def _check_inputs(self, inputs: Mapping[str, Any], needed: set[str]) -> dict[str, Any]:
@@ -148,7 +143,7 @@ class LocalExecutor:
                     continue
                 for s, y in enumerate(ys):
                     produced[(nid, s)] = y
-                for e in self._out_edges[nid]:
+                for e in self.spec.out_edges(nid):
                     if e.dst in needed:
                         queue.append(("fwd", e.dst, e.dst_slot, ys[e.src_slot]))
                 if nid in cost_roots:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from dcnr.nodes.base import Context, Value
+from dcnr.nodes.base import Context, Value, sum_in_order
 from dcnr.runtime.optim import learning_rate, make_optimizer
 from dcnr.runtime.precision import DTYPES
 from dcnr.spec.model import NodeSpec
@@ -180,13 +180,10 @@ class VNode:
         if len(got) < len(self.grad_edges):
             return None
         del self._grads[rid]
-        gys: list[torch.Tensor | None] = [None] * self.impl.num_outputs
-        for index, slot in self.grad_edges:  # edge order: a fixed summation order
-            g = got[index]
-            if g is not None:
-                g = g.to(self.device)
-                prev = gys[slot]
-                gys[slot] = g if prev is None else prev + g
+        # per output slot, the gradients of its edges summed in edge order
+        moved = {i: g.to(self.device) if g is not None else None for i, g in got.items()}
+        gys = [sum_in_order(moved[i] for i, slot in self.grad_edges if slot == out)
+               for out in range(self.impl.num_outputs)]
         return self.run_backward(rid, gys)
 
     def start_backward(self, rid: RequestId, seed: torch.Tensor) -> list[torch.Tensor | None]:

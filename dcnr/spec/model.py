@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -59,11 +60,21 @@ class NetworkSpec:
     path: str = "<string>"
     topo_order: tuple[str, ...] = field(default=())
 
+    @functools.cached_property
+    def _adjacency(self) -> tuple[dict[str, list[Edge]], dict[str, list[Edge]]]:
+        """Incoming and outgoing edges per node, in edge order (computed once)."""
+        ins: dict[str, list[Edge]] = {nid: [] for nid in self.nodes}
+        outs: dict[str, list[Edge]] = {nid: [] for nid in self.nodes}
+        for e in self.edges:
+            ins[e.dst].append(e)
+            outs[e.src].append(e)
+        return ins, outs
+
     def in_edges(self, node_id: str) -> list[Edge]:
-        return [e for e in self.edges if e.dst == node_id]
+        return self._adjacency[0][node_id]
 
     def out_edges(self, node_id: str) -> list[Edge]:
-        return [e for e in self.edges if e.src == node_id]
+        return self._adjacency[1][node_id]
 
     def publishers(self) -> dict[str, str]:
         """alias -> id of the node that publishes it."""
