@@ -181,7 +181,8 @@ def _betas(value: Any) -> tuple[float, float]:
     return (b[0], b[1])
 
 
-def _precision(value: Any) -> str:
+def parse_precision(value: Any) -> str:
+    """float32 | fp16 | bf16 from any accepted spelling (fp32, half, bfloat16, ...)."""
     if isinstance(value, str) and value.strip().lower() in PRECISION_ALIASES:
         return PRECISION_ALIASES[value.strip().lower()]
     raise _fail("one of float32, fp16, bf16", value)
@@ -214,5 +215,5 @@ Probability = Annotated[float, BeforeValidator(_probability)]
 Bool = Annotated[bool, BeforeValidator(_bool)]
 ShapeValue = Annotated[tuple[int, ...], BeforeValidator(_shape)]
 Betas = Annotated[tuple[float, float], BeforeValidator(_betas)]
-PrecisionValue = Annotated[str, BeforeValidator(_precision)]
+PrecisionValue = Annotated[str, BeforeValidator(parse_precision)]
 Name = Annotated[str, BeforeValidator(_name)]

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from dcnr.errors import NetworkError, ShapeError
 from dcnr.nodes.base import NodeType, Shape
 from dcnr.nodes.registry import NODE_TYPES, canonical_type, suggest_type
-from dcnr.nodes.values import PRECISION_ALIASES, short_repr
+from dcnr.nodes.values import parse_precision, short_repr
 from dcnr.spec.model import Binding, Edge, NetworkSpec, NodeSpec
 
 TOP_KEYS = {
@@ -34,10 +34,6 @@ MAX_OUTPUT_SLOTS = 65536  # shape inference builds one entry per output slot
 def _closest(word: str, options: Any) -> str:
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _show(value: Any) -> str:
-    return short_repr(value)
 
 
 # every character str.splitlines() breaks on, written as an escape instead
@@ -110,7 +106,7 @@ def _huge_ints(doc: Any) -> list[str]:
                 todo.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
                 continue
             for k, v in value.items():
-                key = k if isinstance(k, str) else _show(k)
+                key = k if isinstance(k, str) else short_repr(k)
                 todo.append((v, f"{path}.{key}" if path else key))
                 if isinstance(k, int) and k.bit_length() > HUGE_INT_BITS:
                     found.append(f"{path}.{key}" if path else key)
@@ -135,23 +131,23 @@ class _Builder:
                 p.add(str(key), "unknown top-level key" + _closest(key, TOP_KEYS))
         name = doc.get("name", Path(self.source).stem)
         if not isinstance(name, str) or not name.strip():
-            p.add("name", f"expected a non-empty string, got {_show(name)}")
+            p.add("name", f"expected a non-empty string, got {short_repr(name)}")
             name = "network"
         seed = doc.get("seed", 0)
         if isinstance(seed, str) and seed.strip().lstrip("-").isdecimal() and seed.count("-") <= 1:
             seed = int(seed)
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            p.add("seed", f"expected a non-negative integer, got {_show(seed)}")
+            p.add("seed", f"expected a non-negative integer, got {short_repr(seed)}")
             seed = 0
         net_prec = {}
         for key in ("precision", "param_precision", "activation_precision"):
             value = doc.get(key)
             if value is None:
                 continue
-            if not isinstance(value, str) or value.strip().lower() not in PRECISION_ALIASES:
-                p.add(key, f"expected one of float32, fp16, bf16, got {_show(value)}")
-            else:
-                net_prec[key] = PRECISION_ALIASES[value.strip().lower()]
+            try:
+                net_prec[key] = parse_precision(value)
+            except ValueError as exc:
+                p.add(key, str(exc))
 
         self._nodes()
         edges = self._edges()
@@ -195,17 +191,17 @@ class _Builder:
             self.p.add("nodes", "missing: a network needs a list of nodes")
             return
         if not isinstance(raw, list) or not raw:
-            self.p.add("nodes", f"expected a non-empty list of nodes, got {_show(raw)}")
+            self.p.add("nodes", f"expected a non-empty list of nodes, got {short_repr(raw)}")
             return
         seen: dict[str, int] = {}
         for i, node in enumerate(raw):
             here = f"nodes[{i}]"
             if not isinstance(node, dict):
-                self.p.add(here, f"expected a mapping with id, type and config, got {_show(node)}")
+                self.p.add(here, f"expected a mapping with id, type and config, got {short_repr(node)}")
                 continue
             nid = node.get("id")
             if not isinstance(nid, (str, int)) or isinstance(nid, bool) or not str(nid).strip():
-                self.p.add(f"{here}.id", f"expected a non-empty string, got {_show(nid)}")
+                self.p.add(f"{here}.id", f"expected a non-empty string, got {short_repr(nid)}")
                 continue
             nid = str(nid).strip()
             here = f"nodes[{i}] {nid!r}"
@@ -219,7 +215,7 @@ class _Builder:
                     self.p.add(here, f"unknown key {key!r}" + _closest(key, NODE_KEYS))
             tname = node.get("type")
             if not isinstance(tname, str) or not tname.strip():
-                self.p.add(f"{here}: type", f"expected a node type name, got {_show(tname)}")
+                self.p.add(f"{here}: type", f"expected a node type name, got {short_repr(tname)}")
                 continue
             canon = canonical_type(tname)
             if canon is None:
@@ -231,7 +227,7 @@ class _Builder:
             config = node.get("config")
             config = {} if config is None else config
             if not isinstance(config, dict):
-                self.p.add(f"{here}: config", f"expected a mapping, got {_show(config)}")
+                self.p.add(f"{here}: config", f"expected a mapping, got {short_repr(config)}")
                 continue
             try:
                 cfg = cls.Config.model_validate({str(k): v for k, v in config.items()})
@@ -263,7 +259,7 @@ class _Builder:
             for s in raw
         )
         if not ok:
-            self.p.add(f"{here}: {key}", f"expected a list of shapes like [[32, 64]], got {_show(raw)}")
+            self.p.add(f"{here}: {key}", f"expected a list of shapes like [[32, 64]], got {short_repr(raw)}")
             return None
         return [tuple(s) for s in raw]
 
@@ -273,13 +269,13 @@ class _Builder:
         if raw is None:
             raw = []
         if not isinstance(raw, list):
-            self.p.add("edges", f"expected a list of edges, got {_show(raw)}")
+            self.p.add("edges", f"expected a list of edges, got {short_repr(raw)}")
             return []
         edges = []
         for i, e in enumerate(raw):
             here = f"edges[{i}]"
             if not isinstance(e, dict):
-                self.p.add(here, f"expected a mapping with from and to, got {_show(e)}")
+                self.p.add(here, f"expected a mapping with from and to, got {short_repr(e)}")
                 continue
             for key in e:
                 if key not in EDGE_KEYS:
@@ -289,11 +285,11 @@ class _Builder:
             bad = False
             for key, value in (("from", src), ("to", dst)):
                 if not isinstance(value, (str, int)) or isinstance(value, bool):
-                    self.p.add(f"{here}.{key}", f"expected a node id, got {_show(value)}")
+                    self.p.add(f"{here}.{key}", f"expected a node id, got {short_repr(value)}")
                     bad = True
             for key, s in zip(("from_slot", "to_slot"), slots, strict=True):
                 if s is None:
-                    self.p.add(f"{here}.{key}", f"expected a non-negative integer, got {_show(e.get(key))}")
+                    self.p.add(f"{here}.{key}", f"expected a non-negative integer, got {short_repr(e.get(key))}")
                     bad = True
             if bad:
                 continue
@@ -311,34 +307,36 @@ class _Builder:
         raw = self.doc.get(key)
         raw = [] if raw is None else raw
         if not isinstance(raw, list):
-            self.p.add(key, f"expected a list of {{name, node_id, slot_id}}, got {_show(raw)}")
+            self.p.add(key, f"expected a list of {{name, node_id, slot_id}}, got {short_repr(raw)}")
             return []
         out = []
         names: set[str] = set()
         for i, b in enumerate(raw):
             here = f"{key}[{i}]"
             if not isinstance(b, dict):
-                self.p.add(here, f"expected a mapping with name, node_id and slot_id, got {_show(b)}")
+                self.p.add(here, f"expected a mapping with name, node_id and slot_id, got {short_repr(b)}")
                 continue
             for k in b:
                 if k not in BINDING_KEYS or (k == "type" and key != "metrics"):
                     self.p.add(here, f"unknown key {k!r}" + _closest(k, BINDING_KEYS))
             name, nid, slot = b.get("name"), b.get("node_id"), _slot(b.get("slot_id", 0))
             if not isinstance(name, str) or not name.strip():
-                self.p.add(f"{here}.name", f"expected a non-empty string, got {_show(name)}")
+                self.p.add(f"{here}.name", f"expected a non-empty string, got {short_repr(name)}")
                 continue
             if name in names:
                 self.p.add(f"{here}.name", f"duplicate name {name!r}")
             names.add(name)
             if slot is None:
-                self.p.add(f"{here}.slot_id", f"expected a non-negative integer, got {_show(b.get('slot_id'))}")
+                self.p.add(f"{here}.slot_id", f"expected a non-negative integer, got {short_repr(b.get('slot_id'))}")
                 continue
             if not isinstance(nid, (str, int)) or str(nid) not in self.where:
-                self.p.add(f"{here} {name!r}", f"node_id: unknown node {_show(nid)}" + _closest(str(nid), self.where))
+                self.p.add(f"{here} {name!r}",
+                           f"node_id: unknown node {short_repr(nid)}" + _closest(str(nid), self.where))
                 continue
             mtype = b.get("type")
             if key == "metrics" and mtype not in METRIC_TYPES:
-                self.p.add(f"{here} {name!r}", f"type: expected one of {', '.join(METRIC_TYPES)}, got {_show(mtype)}")
+                self.p.add(f"{here} {name!r}",
+                           f"type: expected one of {', '.join(METRIC_TYPES)}, got {short_repr(mtype)}")
                 continue
             out.append(Binding(name.strip(), str(nid), slot, mtype if key == "metrics" else None))
         return out
@@ -520,7 +518,7 @@ def _pydantic_message(err: Any, cls: type[NodeType]) -> str:
         return "unknown key" + _closest(key, cls.Config.model_fields)
     if kind == "value_error":
         return str(err["ctx"]["error"])
-    return f"{err['msg'].lower()}, got {_show(err.get('input'))}"
+    return f"{err['msg'].lower()}, got {short_repr(err.get('input'))}"
 
 
 def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
