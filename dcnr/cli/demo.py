@@ -23,7 +23,7 @@ from dcnr.runtime.executor import LocalExecutor
 from dcnr.spec.loader import parse_network
 from dcnr.spec.transformer import tiny_lm
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def demo(

@@ -29,8 +29,9 @@ app = typer.Typer(
 network_app = typer.Typer(help="Check and inspect network definitions (YAML).", no_args_is_help=True)
 app.add_typer(network_app, name="network")
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a status line is one line however narrow the terminal (scripts grep it); tables still fit.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 _state = {"verbose": False}
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -964,11 +964,15 @@ def test_cli_subprocess_exit_code(tmp_path: Path) -> None:
     assert f"{path}: line 3, column 1: invalid YAML" in " ".join(result.stderr.split())
 
 
-def test_cli_accepts_a_valid_file() -> None:
-    """A valid file exits 0 and reports its VNode count."""
-    result = run_cli("network", "validate", str(EXAMPLES / "tiny_lm.yml"))
+def test_cli_accepts_a_valid_file(tmp_path: Path) -> None:
+    """A valid file exits 0 and reports its VNode count on one line, even when the path is longer than the terminal."""
+    deep = tmp_path / ("long-directory-name-" * 4) / "tiny_lm.yml"
+    deep.parent.mkdir(parents=True)
+    deep.write_text((EXAMPLES / "tiny_lm.yml").read_text())
+    result = run_cli("network", "validate", str(deep))
     assert result.exit_code == 0, result.stderr
-    assert "43 VNodes" in result.stdout
+    assert result.stdout.count("\n") == 1, result.stdout
+    assert f"{deep}: ok" in result.stdout and "43 VNodes" in result.stdout
 
 
 def test_cli_prints_one_line_per_problem(tmp_path: Path) -> None:
