@@ -1,11 +1,54 @@
 from dcnr.proto.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ProgressEvent(_message.Message):
+    __slots__ = ("kind", "request", "vnode", "slot", "value", "error")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[ProgressEvent.Kind]
+        OUTPUT: _ClassVar[ProgressEvent.Kind]
+        BACKWARD_DONE: _ClassVar[ProgressEvent.Kind]
+        FAILED: _ClassVar[ProgressEvent.Kind]
+    KIND_UNSPECIFIED: ProgressEvent.Kind
+    OUTPUT: ProgressEvent.Kind
+    BACKWARD_DONE: ProgressEvent.Kind
+    FAILED: ProgressEvent.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    VNODE_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    kind: ProgressEvent.Kind
+    request: _common_pb2.RequestId
+    vnode: str
+    slot: int
+    value: _common_pb2.Value
+    error: str
+    def __init__(self, kind: _Optional[_Union[ProgressEvent.Kind, str]] = ..., request: _Optional[_Union[_common_pb2.RequestId, _Mapping]] = ..., vnode: _Optional[str] = ..., slot: _Optional[int] = ..., value: _Optional[_Union[_common_pb2.Value, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ProgressReport(_message.Message):
+    __slots__ = ("version", "pnode", "events")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PNODE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    version: _common_pb2.ProtocolVersion
+    pnode: str
+    events: _containers.RepeatedCompositeFieldContainer[ProgressEvent]
+    def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., pnode: _Optional[str] = ..., events: _Optional[_Iterable[_Union[ProgressEvent, _Mapping]]] = ...) -> None: ...
+
+class ProgressAck(_message.Message):
+    __slots__ = ("known",)
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    def __init__(self, known: _Optional[bool] = ...) -> None: ...
 
 class Hardware(_message.Message):
     __slots__ = ("cpu_cores", "memory_bytes", "device", "memory_budget_bytes", "threads")
@@ -54,18 +97,20 @@ class UnregisterPNodeResponse(_message.Message):
     def __init__(self, removed: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("id", "load", "memory_used_bytes", "pending_requests", "vnodes")
+    __slots__ = ("id", "load", "memory_used_bytes", "pending_requests", "vnodes", "refused_tasks")
     ID_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     PENDING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     VNODES_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_TASKS_FIELD_NUMBER: _ClassVar[int]
     id: str
     load: float
     memory_used_bytes: int
     pending_requests: int
     vnodes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., load: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., pending_requests: _Optional[int] = ..., vnodes: _Optional[_Iterable[str]] = ...) -> None: ...
+    refused_tasks: int
+    def __init__(self, id: _Optional[str] = ..., load: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., pending_requests: _Optional[int] = ..., vnodes: _Optional[_Iterable[str]] = ..., refused_tasks: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("known",)
@@ -74,12 +119,16 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, known: _Optional[bool] = ...) -> None: ...
 
 class VNodeLocationRequest(_message.Message):
-    __slots__ = ("network", "vnode")
+    __slots__ = ("network", "vnode", "pnode", "refresh")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     VNODE_FIELD_NUMBER: _ClassVar[int]
+    PNODE_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_FIELD_NUMBER: _ClassVar[int]
     network: str
     vnode: str
-    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ...) -> None: ...
+    pnode: str
+    refresh: bool
+    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ..., pnode: _Optional[str] = ..., refresh: _Optional[bool] = ...) -> None: ...
 
 class VNodeLocation(_message.Message):
     __slots__ = ("network", "vnode", "pnode", "address")
@@ -140,26 +189,37 @@ class GradientHop(_message.Message):
     def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., request: _Optional[_Union[_common_pb2.RequestId, _Mapping]] = ..., vnode: _Optional[str] = ..., edge: _Optional[int] = ..., gradient: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., has_gradient: _Optional[bool] = ...) -> None: ...
 
 class UpdateRequest(_message.Message):
-    __slots__ = ("network", "vnodes", "loss_scale", "apply", "check_only")
+    __slots__ = ("network", "vnodes", "loss_scale", "apply", "check_only", "step")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     VNODES_FIELD_NUMBER: _ClassVar[int]
     LOSS_SCALE_FIELD_NUMBER: _ClassVar[int]
     APPLY_FIELD_NUMBER: _ClassVar[int]
     CHECK_ONLY_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
     network: str
     vnodes: _containers.RepeatedScalarFieldContainer[str]
     loss_scale: float
     apply: bool
     check_only: bool
-    def __init__(self, network: _Optional[str] = ..., vnodes: _Optional[_Iterable[str]] = ..., loss_scale: _Optional[float] = ..., apply: _Optional[bool] = ..., check_only: _Optional[bool] = ...) -> None: ...
+    step: int
+    def __init__(self, network: _Optional[str] = ..., vnodes: _Optional[_Iterable[str]] = ..., loss_scale: _Optional[float] = ..., apply: _Optional[bool] = ..., check_only: _Optional[bool] = ..., step: _Optional[int] = ...) -> None: ...
 
 class UpdateResponse(_message.Message):
-    __slots__ = ("finite", "step")
+    __slots__ = ("finite", "step", "learning_rates")
+    class LearningRatesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     FINITE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATES_FIELD_NUMBER: _ClassVar[int]
     finite: bool
     step: int
-    def __init__(self, finite: _Optional[bool] = ..., step: _Optional[int] = ...) -> None: ...
+    learning_rates: _containers.ScalarMap[str, float]
+    def __init__(self, finite: _Optional[bool] = ..., step: _Optional[int] = ..., learning_rates: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class LoadRequest(_message.Message):
     __slots__ = ("network", "vnode", "tensors", "step")

@@ -55,6 +55,11 @@ class NodeManagementServiceStub:
                 request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.VNodeLocationRequest.SerializeToString,
                 response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.VNodeLocation.FromString,
                 _registered_method=True)
+        self.ReportProgress = channel.unary_unary(
+                '/dcnr.v1.NodeManagementService/ReportProgress',
+                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.ProgressReport.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.ProgressAck.FromString,
+                _registered_method=True)
 
 
 class NodeManagementServiceServicer:
@@ -84,6 +89,14 @@ class NodeManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportProgress(self, request, context):
+        """PNodes report what the orchestrator waits for: network outputs and costs,
+        finished backwards, and failures, batched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeManagementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +119,11 @@ def add_NodeManagementServiceServicer_to_server(servicer, server):
                     servicer.GetVNodeLocation,
                     request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.VNodeLocationRequest.FromString,
                     response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.VNodeLocation.SerializeToString,
+            ),
+            'ReportProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportProgress,
+                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.ProgressReport.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.ProgressAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +234,33 @@ class NodeManagementService:
             '/dcnr.v1.NodeManagementService/GetVNodeLocation',
             dcnr_dot_proto_dot_v1_dot_node__pb2.VNodeLocationRequest.SerializeToString,
             dcnr_dot_proto_dot_v1_dot_node__pb2.VNodeLocation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v1.NodeManagementService/ReportProgress',
+            dcnr_dot_proto_dot_v1_dot_node__pb2.ProgressReport.SerializeToString,
+            dcnr_dot_proto_dot_v1_dot_node__pb2.ProgressAck.FromString,
             options,
             channel_credentials,
             insecure,

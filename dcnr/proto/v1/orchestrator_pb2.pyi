@@ -1,4 +1,5 @@
 from dcnr.proto.v1 import common_pb2 as _common_pb2
+from dcnr.proto.v1 import node_pb2 as _node_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -6,6 +7,32 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PNodeInfo(_message.Message):
+    __slots__ = ("id", "address", "state", "hardware", "vnodes", "load", "last_seen", "version")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    VNODES_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    state: str
+    hardware: _node_pb2.Hardware
+    vnodes: _containers.RepeatedScalarFieldContainer[str]
+    load: float
+    last_seen: float
+    version: _common_pb2.ProtocolVersion
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., hardware: _Optional[_Union[_node_pb2.Hardware, _Mapping]] = ..., vnodes: _Optional[_Iterable[str]] = ..., load: _Optional[float] = ..., last_seen: _Optional[float] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ...) -> None: ...
+
+class ListPNodesResponse(_message.Message):
+    __slots__ = ("pnodes",)
+    PNODES_FIELD_NUMBER: _ClassVar[int]
+    pnodes: _containers.RepeatedCompositeFieldContainer[PNodeInfo]
+    def __init__(self, pnodes: _Optional[_Iterable[_Union[PNodeInfo, _Mapping]]] = ...) -> None: ...
 
 class NetworkRef(_message.Message):
     __slots__ = ("name",)
@@ -228,7 +255,7 @@ class ListTrainSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[TrainSessionInfo, _Mapping]]] = ...) -> None: ...
 
 class StepEvent(_message.Message):
-    __slots__ = ("session", "step", "loss", "tokens_per_second", "learning_rates", "duration_seconds", "state")
+    __slots__ = ("session", "step", "loss", "tokens_per_second", "learning_rates", "duration_seconds", "state", "steps", "error")
     class LearningRatesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +270,8 @@ class StepEvent(_message.Message):
     LEARNING_RATES_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     session: str
     step: int
     loss: float
@@ -250,17 +279,21 @@ class StepEvent(_message.Message):
     learning_rates: _containers.ScalarMap[str, float]
     duration_seconds: float
     state: str
-    def __init__(self, session: _Optional[str] = ..., step: _Optional[int] = ..., loss: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., learning_rates: _Optional[_Mapping[str, float]] = ..., duration_seconds: _Optional[float] = ..., state: _Optional[str] = ...) -> None: ...
+    steps: int
+    error: str
+    def __init__(self, session: _Optional[str] = ..., step: _Optional[int] = ..., loss: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., learning_rates: _Optional[_Mapping[str, float]] = ..., duration_seconds: _Optional[float] = ..., state: _Optional[str] = ..., steps: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class CreateVocabularyRequest(_message.Message):
-    __slots__ = ("name", "vocab_size", "texts")
+    __slots__ = ("name", "vocab_size", "texts", "tokenizer_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     vocab_size: int
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
+    tokenizer_json: str
+    def __init__(self, name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., texts: _Optional[_Iterable[str]] = ..., tokenizer_json: _Optional[str] = ...) -> None: ...
 
 class VocabularyInfo(_message.Message):
     __slots__ = ("name", "vocab_size", "tokenizer_json")
@@ -279,14 +312,16 @@ class ListVocabulariesResponse(_message.Message):
     def __init__(self, vocabularies: _Optional[_Iterable[_Union[VocabularyInfo, _Mapping]]] = ...) -> None: ...
 
 class DatasetUpload(_message.Message):
-    __slots__ = ("name", "vocabulary", "text")
+    __slots__ = ("name", "vocabulary", "text", "validation_fraction")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VOCABULARY_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FRACTION_FIELD_NUMBER: _ClassVar[int]
     name: str
     vocabulary: str
     text: str
-    def __init__(self, name: _Optional[str] = ..., vocabulary: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    validation_fraction: float
+    def __init__(self, name: _Optional[str] = ..., vocabulary: _Optional[str] = ..., text: _Optional[str] = ..., validation_fraction: _Optional[float] = ...) -> None: ...
 
 class DatasetInfo(_message.Message):
     __slots__ = ("name", "vocabulary", "tokens", "train_tokens", "validation_tokens", "sha256")

@@ -185,6 +185,11 @@ class OrchestratorServiceStub:
                 request_serializer=dcnr_dot_proto_dot_v1_dot_common__pb2.HealthRequest.SerializeToString,
                 response_deserializer=dcnr_dot_proto_dot_v1_dot_common__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.ListPNodes = channel.unary_unary(
+                '/dcnr.v1.OrchestratorService/ListPNodes',
+                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListPNodesResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -375,6 +380,13 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPNodes(self, request, context):
+        """the fleet
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -527,6 +539,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=dcnr_dot_proto_dot_v1_dot_common__pb2.HealthRequest.FromString,
                     response_serializer=dcnr_dot_proto_dot_v1_dot_common__pb2.HealthResponse.SerializeToString,
+            ),
+            'ListPNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPNodes,
+                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListPNodesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1339,6 +1356,33 @@ class OrchestratorService:
             '/dcnr.v1.OrchestratorService/Health',
             dcnr_dot_proto_dot_v1_dot_common__pb2.HealthRequest.SerializeToString,
             dcnr_dot_proto_dot_v1_dot_common__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v1.OrchestratorService/ListPNodes',
+            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
+            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListPNodesResponse.FromString,
             options,
             channel_credentials,
             insecure,
