@@ -9,7 +9,6 @@ a fixed order, so results do not depend on scheduling.
 from __future__ import annotations
 
 import json
-import math
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -20,8 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dcnr.nodes.base import stable_seed
-from dcnr.nodes.embedder import Embedder
 from dcnr.runtime.precision import LossScaler
+from dcnr.runtime.sampling import sample_tokens
 from dcnr.runtime.vnode import Parameter, RequestId, VNode
 from dcnr.spec.model import NetworkSpec
 
@@ -107,23 +106,10 @@ class LocalExecutor:
 
     # -- helpers ------------------------------------------------------------------------
     def _needed(self, targets: set[str]) -> set[str]:
-        """Nodes whose output the targets depend on (targets included)."""
-        need = set(targets)
-        for nid in reversed(self.spec.topo_order):
-            if nid in need:
-                need.update(e.src for e in self.spec.in_edges(nid))
-        return need
+        return needed_nodes(self.spec, targets)
 
     def _check_inputs(self, inputs: Mapping[str, Any], needed: set[str]) -> dict[str, Any]:
-        names = {b.name for b in self.spec.inputs}
-        unknown = sorted(set(inputs) - names)
-        if unknown:
-            raise ValueError(f"unknown input(s) {', '.join(map(repr, unknown))}; "
-                             f"this network takes {', '.join(map(repr, sorted(names)))}")
-        missing = sorted(b.name for b in self.spec.inputs if b.node_id in needed and b.name not in inputs)
-        if missing:
-            raise ValueError(f"missing input(s) {', '.join(map(repr, missing))}")
-        return {k: _as_batch(k, v) for k, v in inputs.items()}
+        return check_inputs(self.spec, inputs, needed)
 
     def _run(self, rid: RequestId, inputs: Mapping[str, Any], needed: set[str], training: bool,
              micro_batches: int = 1) -> dict[tuple[str, int], Any]:
@@ -169,16 +155,7 @@ class LocalExecutor:
     def forward(self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, Any]:
         """Evaluate the network (no dropout, nothing cached); returns {output name: value}."""
         by_name = {b.name: b for b in self.spec.outputs}
-        if outputs is None:
-            given = set(inputs)
-            outputs = [name for name, b in by_name.items()
-                       if all(i.name in given for i in self.spec.inputs if i.node_id in self._needed({b.node_id}))]
-            if not outputs:
-                raise ValueError("no network output can be computed from inputs "
-                                 f"{', '.join(map(repr, sorted(given))) or '(none)'}")
-        for name in outputs:
-            if name not in by_name:
-                raise ValueError(f"unknown output {name!r}; outputs are {', '.join(map(repr, by_name))}")
+        outputs = select_outputs(self.spec, set(inputs), outputs)
         needed = self._needed({by_name[n].node_id for n in outputs})
         batch = self._check_inputs(inputs, needed)
         self._infer_counter += 1
@@ -200,7 +177,7 @@ class LocalExecutor:
             raise ValueError(f"micro_batches must be at least 1, got {micro_batches}")
         needed = self._needed({b.node_id for b in self.spec.costs})
         batch = self._check_inputs(inputs, needed)
-        chunks = _split(batch, micro_batches)
+        chunks = split_batch(batch, micro_batches)
         totals = {b.name: 0.0 for b in self.spec.costs}
         try:
             for mb, chunk in enumerate(chunks):
@@ -326,31 +303,48 @@ class LocalExecutor:
         The network needs an input bound to an `embedder` and an output of logits
         [seq, vocab]. Returns prompt + new tokens as a 1-D tensor.
         """
-        tokens_in = next((b for b in self.spec.inputs if isinstance(self.spec.nodes[b.node_id].impl, Embedder)), None)
-        if tokens_in is None:
-            raise ValueError(f"network {self.spec.name!r} has no input bound to an embedder")
-        out = output or (self.spec.outputs[0].name if self.spec.outputs else None)
-        if out is None:
-            raise ValueError(f"network {self.spec.name!r} has no outputs to sample from")
-        window = self.spec.nodes[tokens_in.node_id].impl.cfg.seq_len  # type: ignore[attr-defined]
-        ids = torch.as_tensor(list(prompt_ids) if not isinstance(prompt_ids, torch.Tensor) else prompt_ids,
-                              dtype=torch.long).reshape(-1)
-        if ids.numel() == 0:
-            raise ValueError("generate needs at least one prompt token")
-        gen = torch.Generator().manual_seed(self.seed if seed is None else seed)
-        for _ in range(max_new_tokens):
-            context = ids[-window:][None]  # (1, S)
-            logits = self.forward({tokens_in.name: context}, outputs=[out])[out][0, -1].float().cpu()  # (V,)
-            if temperature <= 0:
-                nxt = int(logits.argmax())
-            else:
-                logits = logits / temperature
-                if top_k is not None and top_k < logits.numel():
-                    kth = torch.topk(logits, top_k).values[-1]
-                    logits = logits.masked_fill(logits < kth, -math.inf)
-                nxt = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
-            ids = torch.cat([ids, torch.tensor([nxt])])
-        return ids
+        prompt = torch.as_tensor(list(prompt_ids) if not isinstance(prompt_ids, torch.Tensor) else prompt_ids,
+                                 dtype=torch.long).reshape(-1)
+        new = list(sample_tokens(lambda x, outs: self.forward(x, outputs=outs), self.spec, prompt, max_new_tokens,
+                                 temperature, top_k, self.seed if seed is None else seed, output))
+        return torch.cat([prompt, torch.tensor(new, dtype=torch.long)])
+
+
+def needed_nodes(spec: NetworkSpec, targets: Collection[str]) -> set[str]:
+    """Nodes whose output the targets depend on (targets included)."""
+    need = set(targets)
+    for nid in reversed(spec.topo_order):
+        if nid in need:
+            need.update(e.src for e in spec.in_edges(nid))
+    return need
+
+
+def select_outputs(spec: NetworkSpec, given: set[str], outputs: Sequence[str] | None) -> list[str]:
+    """The outputs to compute: those named (checked), or every one the given inputs allow."""
+    by_name = {b.name: b for b in spec.outputs}
+    if outputs is None:
+        outputs = [name for name, b in by_name.items()
+                   if all(i.name in given for i in spec.inputs if i.node_id in needed_nodes(spec, {b.node_id}))]
+        if not outputs:
+            raise ValueError("no network output can be computed from inputs "
+                             f"{', '.join(map(repr, sorted(given))) or '(none)'}")
+    for name in outputs:
+        if name not in by_name:
+            raise ValueError(f"unknown output {name!r}; outputs are {', '.join(map(repr, by_name))}")
+    return list(outputs)
+
+
+def check_inputs(spec: NetworkSpec, inputs: Mapping[str, Any], needed: set[str]) -> dict[str, Any]:
+    """Inputs as batches; unknown names and missing needed inputs are errors."""
+    names = {b.name for b in spec.inputs}
+    unknown = sorted(set(inputs) - names)
+    if unknown:
+        raise ValueError(f"unknown input(s) {', '.join(map(repr, unknown))}; "
+                         f"this network takes {', '.join(map(repr, sorted(names)))}")
+    missing = sorted(b.name for b in spec.inputs if b.node_id in needed and b.name not in inputs)
+    if missing:
+        raise ValueError(f"missing input(s) {', '.join(map(repr, missing))}")
+    return {k: _as_batch(k, v) for k, v in inputs.items()}
 
 
 def _as_batch(name: str, value: Any) -> Any:
@@ -365,7 +359,7 @@ def _as_batch(name: str, value: Any) -> Any:
             f"input {name!r}: expected a tensor (or a list of strings), got {type(value).__name__}") from None
 
 
-def _split(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
+def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
     sizes = {k: (v.shape[0] if isinstance(v, torch.Tensor) and v.dim() else len(v)) for k, v in batch.items()}
     if len(set(sizes.values())) > 1:
         raise ValueError("inputs have different batch sizes: "

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64\x63nr/proto/v1/common.proto\x12\x07\x64\x63nr.v1\">\n\x0fProtocolVersion\x12\r\n\x05major\x18\x01 \x01(\r\x12\r\n\x05minor\x18\x02 \x01(\r\x12\r\n\x05patch\x18\x03 \x01(\r\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"V\n\x05Value\x12!\n\x06tensor\x18\x01 \x01(\x0b\x32\x0f.dcnr.v1.TensorH\x00\x12\"\n\x04text\x18\x02 \x01(\x0b\x32\x12.dcnr.v1.TextBatchH\x00\x42\x06\n\x04kind\"\x1a\n\tTextBatch\x12\r\n\x05items\x18\x01 \x03(\t\"k\n\tRequestId\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x04\x12\x13\n\x0bmicro_batch\x18\x04 \x01(\r\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x0f\n\x07outputs\x18\x06 \x03(\t\"<\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x06tensor\x18\x02 \x01(\x0b\x32\x0f.dcnr.v1.Tensor\"\x0f\n\rHealthRequest\"e\n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12)\n\x07version\x18\x02 \x01(\x0b\x32\x18.dcnr.v1.ProtocolVersion\x12\x18\n\x10software_version\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64\x63nr/proto/v1/common.proto\x12\x07\x64\x63nr.v1\">\n\x0fProtocolVersion\x12\r\n\x05major\x18\x01 \x01(\r\x12\r\n\x05minor\x18\x02 \x01(\r\x12\r\n\x05patch\x18\x03 \x01(\r\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"V\n\x05Value\x12!\n\x06tensor\x18\x01 \x01(\x0b\x32\x0f.dcnr.v1.TensorH\x00\x12\"\n\x04text\x18\x02 \x01(\x0b\x32\x12.dcnr.v1.TextBatchH\x00\x42\x06\n\x04kind\"\x1a\n\tTextBatch\x12\r\n\x05items\x18\x01 \x03(\t\"\x7f\n\tRequestId\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x04\x12\x13\n\x0bmicro_batch\x18\x04 \x01(\r\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x0f\n\x07outputs\x18\x06 \x03(\t\x12\x12\n\ngrad_scale\x18\x07 \x01(\x01\"<\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x06tensor\x18\x02 \x01(\x0b\x32\x0f.dcnr.v1.Tensor\"\x0f\n\rHealthRequest\"e\n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12)\n\x07version\x18\x02 \x01(\x0b\x32\x18.dcnr.v1.ProtocolVersion\x12\x18\n\x10software_version\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,11 +40,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEXTBATCH']._serialized_start=245
   _globals['_TEXTBATCH']._serialized_end=271
   _globals['_REQUESTID']._serialized_start=273
-  _globals['_REQUESTID']._serialized_end=380
-  _globals['_NAMEDTENSOR']._serialized_start=382
-  _globals['_NAMEDTENSOR']._serialized_end=442
-  _globals['_HEALTHREQUEST']._serialized_start=444
-  _globals['_HEALTHREQUEST']._serialized_end=459
-  _globals['_HEALTHRESPONSE']._serialized_start=461
-  _globals['_HEALTHRESPONSE']._serialized_end=562
+  _globals['_REQUESTID']._serialized_end=400
+  _globals['_NAMEDTENSOR']._serialized_start=402
+  _globals['_NAMEDTENSOR']._serialized_end=462
+  _globals['_HEALTHREQUEST']._serialized_start=464
+  _globals['_HEALTHREQUEST']._serialized_end=479
+  _globals['_HEALTHRESPONSE']._serialized_start=481
+  _globals['_HEALTHRESPONSE']._serialized_end=582
 # @@protoc_insertion_point(module_scope)

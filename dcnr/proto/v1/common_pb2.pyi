@@ -41,20 +41,22 @@ class TextBatch(_message.Message):
     def __init__(self, items: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RequestId(_message.Message):
-    __slots__ = ("network", "run", "step", "micro_batch", "kind", "outputs")
+    __slots__ = ("network", "run", "step", "micro_batch", "kind", "outputs", "grad_scale")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    GRAD_SCALE_FIELD_NUMBER: _ClassVar[int]
     network: str
     run: str
     step: int
     micro_batch: int
     kind: str
     outputs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., step: _Optional[int] = ..., micro_batch: _Optional[int] = ..., kind: _Optional[str] = ..., outputs: _Optional[_Iterable[str]] = ...) -> None: ...
+    grad_scale: float
+    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., step: _Optional[int] = ..., micro_batch: _Optional[int] = ..., kind: _Optional[str] = ..., outputs: _Optional[_Iterable[str]] = ..., grad_scale: _Optional[float] = ...) -> None: ...
 
 class NamedTensor(_message.Message):
     __slots__ = ("name", "tensor")
