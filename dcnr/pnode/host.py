@@ -7,7 +7,8 @@ import threading
 import torch
 
 from dcnr.runtime.executor import build_vnodes
-from dcnr.runtime.vnode import VNode
+from dcnr.runtime.memory import estimate_vnode_memory
+from dcnr.runtime.vnode import RequestId, VNode
 from dcnr.spec.model import NetworkSpec
 
 
@@ -18,6 +19,10 @@ class UnknownTarget(KeyError):
         return str(self.args[0]) if self.args else "unknown"
 
 
+class BudgetExceeded(RuntimeError):
+    """Hosting a VNode would exceed this PNode's memory budget (the work is refused)."""
+
+
 class VNodeHost:
     """Networks this PNode serves, and their VNodes, created lazily on first use.
 
@@ -25,15 +30,35 @@ class VNodeHost:
     are always colocated), from the deterministic initial parameters of its seed.
     """
 
-    def __init__(self, device: str | torch.device = "cpu") -> None:
+    def __init__(self, device: str | torch.device = "cpu", memory_budget: int | None = None) -> None:
         self.device = torch.device(device)
+        self.memory_budget = memory_budget
+        self.memory_used = 0  # estimated bytes of hosted VNodes
         self._networks: dict[str, tuple[NetworkSpec, int]] = {}
+        self._steps: dict[str, int] = {}  # each network's current training step
         self._vnodes: dict[tuple[str, str], VNode] = {}
+        self._memory: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
     def add_network(self, spec: NetworkSpec, seed: int | None = None) -> None:
         with self._lock:
             self._networks[spec.name] = (spec, spec.seed if seed is None else seed)
+
+    def remove_network(self, network: str) -> int:
+        """Forget a network and drop its VNodes; returns how many were dropped."""
+        with self._lock:
+            self._networks.pop(network, None)
+            self._steps.pop(network, None)
+            keys = [k for k in self._vnodes if k[0] == network]
+            for k in keys:
+                self._forget(k)
+            return len(keys)
+
+    def step(self, network: str) -> int:
+        return self._steps.get(network, 0)
+
+    def set_step(self, network: str, step: int) -> None:
+        self._steps[network] = step
 
     def networks(self) -> list[str]:
         with self._lock:
@@ -51,8 +76,18 @@ class VNodeHost:
             if vnode_id not in spec.nodes:
                 raise UnknownTarget(f"network {network!r} has no VNode {vnode_id!r}")
             unit = _tie_unit(spec, vnode_id)
+            need = {nid: estimate_vnode_memory(spec.nodes[nid]) for nid in unit}
+            if self.memory_budget is not None and self.memory_used + sum(need.values()) > self.memory_budget:
+                raise BudgetExceeded(
+                    f"memory budget exceeded: hosting {', '.join(sorted(unit)[:4])} needs "
+                    f"{sum(need.values()) / 2**20:.1f} MiB, {max(0, self.memory_budget - self.memory_used) / 2**20:.1f}"
+                    f" MiB of {self.memory_budget / 2**20:.1f} MiB left")
             for nid, v in build_vnodes(spec, seed, self.device, only=unit).items():
-                self._vnodes.setdefault((network, nid), v)
+                if (network, nid) not in self._vnodes:
+                    v.step = self._steps.get(network, 0)
+                    self._vnodes[(network, nid)] = v
+                    self._memory[(network, nid)] = need[nid]
+                    self.memory_used += need[nid]
             return self._vnodes[(network, vnode_id)]
 
     def local(self, network: str | None = None) -> list[tuple[str, VNode]]:
@@ -62,7 +97,27 @@ class VNodeHost:
 
     def drop(self, network: str, vnode_id: str) -> bool:
         with self._lock:
-            return self._vnodes.pop((network, vnode_id), None) is not None
+            return self._forget((network, vnode_id))
+
+    def _forget(self, key: tuple[str, str]) -> bool:
+        self.memory_used -= self._memory.pop(key, 0)
+        return self._vnodes.pop(key, None) is not None
+
+    def drop_request(self, network: str, rid: RequestId) -> list[str]:
+        """Forget one request's unfinished work everywhere; returns the VNodes that held some."""
+        held = []
+        for (net, nid), v in self.local_items():
+            if net == network and v.holds(rid):
+                v.drop(rid)
+                held.append(nid)
+        return held
+
+    def memory_of(self, network: str, vnode_id: str) -> int:
+        return self._memory.get((network, vnode_id), 0)
+
+    def local_items(self) -> list[tuple[tuple[str, str], VNode]]:
+        with self._lock:
+            return sorted(self._vnodes.items())
 
 
 def _tie_unit(spec: NetworkSpec, vnode_id: str) -> set[str]:

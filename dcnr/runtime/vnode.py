@@ -203,6 +203,10 @@ class VNode:
             self.params[name].accumulate(rid.micro_batch, self.ranks[name], g)
         return grads_in
 
+    def holds(self, rid: RequestId) -> bool:
+        """Whether unfinished work of this request waits here."""
+        return rid in self._inputs or rid in self._contexts or rid in self._grads
+
     def drop(self, rid: RequestId) -> None:
         """Forget everything about a request (abandoned work)."""
         self._inputs.pop(rid, None)

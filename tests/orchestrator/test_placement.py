@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import dcnr
-from dcnr.orchestrator.placement import PlacementError, PNodeCapacity, estimate_vnode_memory, place, units
+from dcnr.orchestrator.placement import PlacementError, PNodeCapacity, place, units
+from dcnr.runtime.memory import estimate_vnode_memory
 
 NETWORKS = Path(__file__).resolve().parents[2] / "examples" / "networks"
 GiB = 2**30

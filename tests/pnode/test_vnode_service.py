@@ -12,6 +12,7 @@ import yaml
 
 import dcnr
 from dcnr.pnode.host import VNodeHost
+from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.pnode.service import serve
 from dcnr.proto import codec
 from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc
@@ -29,15 +30,17 @@ def spec() -> dcnr.NetworkSpec:
 
 @pytest.fixture()
 def stub(spec: dcnr.NetworkSpec) -> Iterator[node_pb2_grpc.VNodeServiceStub]:
-    host = VNodeHost()
-    host.add_network(spec, seed=3)
-    server, port = serve(host, "127.0.0.1:0", threads=2, max_message_bytes=LIMIT)
+    runtime = PNodeRuntime("p1")
+    runtime.add_network(spec, seed=3)
+    runtime.start()
+    server, port = serve(runtime, "127.0.0.1:0", threads=2, max_message_bytes=LIMIT)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
         yield node_pb2_grpc.VNodeServiceStub(channel)
     finally:
         channel.close()
         server.stop(grace=None)
+        runtime.stop()
 
 
 def hop(vnode: str, value: torch.Tensor, step: int = 1, slot: int = 0,
