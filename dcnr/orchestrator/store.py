@@ -48,6 +48,7 @@ class NetworkRecord:
     name: str
     yaml: str
     created_at: float = field(default_factory=time.time)
+    step: int = 0  # training steps applied to its parameters
 
 
 @dataclass
@@ -78,7 +79,9 @@ class StateStore(Protocol):
     def get_network(self, name: str) -> NetworkRecord: ...
     def list_networks(self) -> list[NetworkRecord]: ...
     def delete_network(self, name: str) -> bool: ...
+    def set_network_step(self, name: str, step: int) -> None: ...
     def set_placement(self, network: str, vnode: str, pnode: str) -> None: ...
+    def set_placements(self, network: str, placement: dict[str, str]) -> None: ...
     def placements(self, network: str) -> dict[str, str]: ...
     def clear_placements(self, pnode: str) -> list[tuple[str, str]]: ...
     def put_session(self, rec: SessionRecord) -> None: ...
@@ -95,7 +98,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pnodes (id TEXT PRIMARY KEY, address TEXT NOT NULL, hardware TEXT NOT NULL,
     state TEXT NOT NULL, last_seen REAL NOT NULL, load REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS networks (name TEXT PRIMARY KEY, yaml TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS networks (name TEXT PRIMARY KEY, yaml TEXT NOT NULL, created_at REAL NOT NULL,
+    step INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS placements (network TEXT NOT NULL, vnode TEXT NOT NULL, pnode TEXT NOT NULL,
     PRIMARY KEY (network, vnode));
 CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL);
@@ -167,11 +171,16 @@ class SQLiteStore:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM networks WHERE name=?", (rec.name,)).fetchone():
                 raise AlreadyExists(f"network {rec.name!r} already exists")
-            db.execute("INSERT INTO networks VALUES (?, ?, ?)", (rec.name, rec.yaml, rec.created_at))
+            db.execute("INSERT INTO networks VALUES (?, ?, ?, ?)", (rec.name, rec.yaml, rec.created_at, rec.step))
 
     def update_network(self, name: str, yaml: str) -> None:
         with self._tx() as db:
             if db.execute("UPDATE networks SET yaml=? WHERE name=?", (yaml, name)).rowcount == 0:
+                raise NotFound(f"unknown network {name!r}")
+
+    def set_network_step(self, name: str, step: int) -> None:
+        with self._tx() as db:
+            if db.execute("UPDATE networks SET step=? WHERE name=?", (step, name)).rowcount == 0:
                 raise NotFound(f"unknown network {name!r}")
 
     def get_network(self, name: str) -> NetworkRecord:
@@ -191,6 +200,13 @@ class SQLiteStore:
     def set_placement(self, network: str, vnode: str, pnode: str) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO placements VALUES (?, ?, ?)", (network, vnode, pnode))
+
+    def set_placements(self, network: str, placement: dict[str, str]) -> None:
+        """Replace a network's whole placement in one transaction."""
+        with self._tx() as db:
+            db.execute("DELETE FROM placements WHERE network=?", (network,))
+            db.executemany("INSERT INTO placements VALUES (?, ?, ?)",
+                           [(network, v, p) for v, p in sorted(placement.items())])
 
     def placements(self, network: str) -> dict[str, str]:
         with self._lock:

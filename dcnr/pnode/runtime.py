@@ -198,6 +198,10 @@ class PNodeRuntime:
         self._work.put(_Work(op, meta, vnode, index, value))
         return True
 
+    def load(self) -> float:
+        """Queued work per compute thread: what heartbeats report."""
+        return float(self._work.qsize())
+
     def call(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
         """Run `fn` on the compute thread (between two VNode computations) and return its result."""
         c = _Call(fn)
@@ -304,10 +308,20 @@ class PNodeRuntime:
 
     # -- update, save, load (called through `call`) --------------------------------------------
     def update(self, network: str, loss_scale: float, apply: bool, check_only: bool,
-               step: int) -> tuple[bool, dict[str, float]]:
+               step: int, abandon: bool = False) -> tuple[bool, dict[str, float]]:
         vnodes = [v for _, v in self.host.local(network)]
         if check_only:
             return all(v.grads_finite() for v in vnodes), {}
+        if abandon:
+            for v in vnodes:
+                for name in v.owned:
+                    v.params[name].zero_grad()
+                v.abandon_step()
+            with self._seen_lock:  # the step will be sent again under the same request ids
+                for key in [k for k in self._seen if k[1] == network]:
+                    del self._seen[key]
+            self._started = {k: t for k, t in self._started.items() if k[0] != network}
+            return True, {}
         for v in vnodes:
             v.apply_update(loss_scale, apply)
             v.step = step

@@ -55,7 +55,7 @@ def test_typed_errors(tmp_path: Path) -> None:
 def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     s = SQLiteStore(tmp_path / "s.sqlite")
     with pytest.raises(RuntimeError), s._tx() as db:
-        db.execute("INSERT INTO networks VALUES ('half', 'x', 0)")
+        db.execute("INSERT INTO networks VALUES ('half', 'x', 0, 0)")
         raise RuntimeError("crash mid-write")
     with pytest.raises(NotFound):
         s.get_network("half")

@@ -63,20 +63,24 @@ class DeleteResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class CreateNetworkRequest(_message.Message):
-    __slots__ = ("yaml", "name")
+    __slots__ = ("yaml", "name", "source")
     YAML_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     yaml: str
     name: str
-    def __init__(self, yaml: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    source: str
+    def __init__(self, yaml: _Optional[str] = ..., name: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
 
 class UpdateNetworkRequest(_message.Message):
-    __slots__ = ("name", "yaml")
+    __slots__ = ("name", "yaml", "source")
     NAME_FIELD_NUMBER: _ClassVar[int]
     YAML_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     yaml: str
-    def __init__(self, name: _Optional[str] = ..., yaml: _Optional[str] = ...) -> None: ...
+    source: str
+    def __init__(self, name: _Optional[str] = ..., yaml: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
 
 class NetworkInfo(_message.Message):
     __slots__ = ("name", "yaml", "vnodes", "parameters", "step", "created_at")

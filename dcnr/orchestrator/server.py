@@ -1,0 +1,513 @@
+"""The orchestrator process: `OrchestratorService` and `NodeManagementService` over gRPC.
+
+Owns the mapping of requests to the fleet, driver, sessions and data store, and of
+their errors to gRPC statuses: INVALID_ARGUMENT for a bad value (with the same
+one-line messages as the CLI), NOT_FOUND for an unknown name or id, ALREADY_EXISTS,
+FAILED_PRECONDITION for another major protocol version or a state that forbids the
+call, RESOURCE_EXHAUSTED when no PNode has room, ABORTED when a step could not
+finish. A bad request never stops the server.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import torch
+from safetensors.torch import save as save_safetensors
+
+from dcnr import __version__
+from dcnr.data.vocab import train_vocabulary
+from dcnr.errors import NetworkError
+from dcnr.orchestrator.datastore import DataStore
+from dcnr.orchestrator.driver import Driver, Inbox, StepFailed
+from dcnr.orchestrator.fleet import Fleet, hardware_dict
+from dcnr.orchestrator.placement import PlacementError
+from dcnr.orchestrator.sessions import Sessions
+from dcnr.orchestrator.store import AlreadyExists, NetworkRecord, NotFound, SessionRecord, SQLiteStore
+from dcnr.proto import codec
+from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
+from dcnr.proto.version import IncompatibleVersion, check_compatible, version_message
+from dcnr.runtime.sampling import lm_interface
+from dcnr.spec.loader import parse_network
+
+log = logging.getLogger("dcnr.orchestrator")
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CHUNK = 1 << 20  # bytes per streamed blob chunk
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
+
+
+class Conflict(RuntimeError):
+    """The request is valid but the current state forbids it (FAILED_PRECONDITION)."""
+
+
+@contextmanager
+def _statuses(context: grpc.ServicerContext) -> Iterator[None]:
+    try:
+        yield
+    except IncompatibleVersion as exc:
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    except NetworkError as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(exc.problems))
+    except PlacementError as exc:
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+    except NotFound as exc:
+        context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+    except AlreadyExists as exc:
+        context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+    except Conflict as exc:
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    except StepFailed as exc:
+        context.abort(grpc.StatusCode.ABORTED, str(exc))
+    except ValueError as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not NAME.match(name):
+        raise ValueError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-' "
+                         "(at most 64, starting with a letter or digit)")
+    return name
+
+
+def _session_info(rec: SessionRecord) -> orchestrator_pb2.TrainSessionInfo:
+    return orchestrator_pb2.TrainSessionInfo(
+        id=rec.id, network=rec.network, dataset=rec.dataset, state=rec.state, step=rec.step, steps=rec.steps,
+        batch_size=rec.batch_size, micro_batches=rec.micro_batches, seed=rec.seed, error=rec.error)
+
+
+def _dataset_info(d: dict[str, Any]) -> orchestrator_pb2.DatasetInfo:
+    return orchestrator_pb2.DatasetInfo(name=d["name"], vocabulary=d["vocabulary"], tokens=d["tokens"],
+                                        train_tokens=d["train_tokens"], validation_tokens=d["validation_tokens"],
+                                        sha256=d["sha256"])
+
+
+class Orchestrator:
+    """Everything one orchestrator runs, wired together; `start` serves, `stop` shuts down cleanly."""
+
+    def __init__(self, state_dir: str | Path, heartbeat_interval: float = 30.0, step_timeout: float = 600.0,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = SQLiteStore(self.state_dir / "state.sqlite")
+        self.data = DataStore(self.store, self.state_dir / "data")
+        self.fleet = Fleet(self.store, heartbeat_interval, max_message_bytes)
+        self.inbox = Inbox()
+        self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout)
+        self.sessions = Sessions(self.store, self.driver, self.data)
+        self.max_message_bytes = max_message_bytes
+        self.server: grpc.Server | None = None
+        self.port = 0
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+
+    def start(self, address: str = "127.0.0.1:0", threads: int = 32) -> int:
+        options = [("grpc.max_receive_message_length", self.max_message_bytes),
+                   ("grpc.max_send_message_length", self.max_message_bytes)]
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="orch-rpc"),
+                             options=options)
+        orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(OrchestratorServicer(self), server)
+        node_pb2_grpc.add_NodeManagementServiceServicer_to_server(NodeManagementServicer(self), server)
+        self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+        server.start()
+        self.server = server
+        self._monitor = threading.Thread(target=self._watch, name="heartbeats", daemon=True)
+        self._monitor.start()
+        log.info("orchestrator serving on port %d (state in %s)", self.port, self.state_dir,
+                 extra={"port": self.port})
+        return self.port
+
+    def _watch(self) -> None:
+        interval = max(0.05, self.fleet.heartbeat_interval / 2)
+        while not self._stop.wait(interval):
+            try:
+                self.fleet.sweep()
+            except Exception:  # never let the monitor die
+                log.exception("heartbeat sweep failed")
+
+    def stop(self, grace: float = 2.0) -> None:
+        self._stop.set()
+        for rec in self.store.list_sessions():
+            if rec.state == "running":
+                self.sessions.suspend(rec.id)
+        if self.server is not None:
+            self.server.stop(grace).wait()
+        self.driver.close()
+        self.fleet.close()
+        self.store.close()
+
+
+class NodeManagementServicer(node_pb2_grpc.NodeManagementServiceServicer):
+    def __init__(self, orch: Orchestrator) -> None:
+        self.o = orch
+
+    def RegisterPNode(self, request: node_pb2.RegisterPNodeRequest,
+                      context: grpc.ServicerContext) -> node_pb2.RegisterPNodeResponse:
+        with _statuses(context):
+            check_compatible(request.version)
+            v = request.version
+            self.o.fleet.register(request.id, request.address, hardware_dict(request.hardware),
+                                  f"{v.major}.{v.minor}.{v.patch}")
+            return node_pb2.RegisterPNodeResponse(
+                heartbeat_interval_ms=int(self.o.fleet.heartbeat_interval * 1000), version=version_message())
+        raise AssertionError("unreachable: abort raises")
+
+    def UnregisterPNode(self, request: node_pb2.PNodeRef,
+                        context: grpc.ServicerContext) -> node_pb2.UnregisterPNodeResponse:
+        return node_pb2.UnregisterPNodeResponse(removed=self.o.fleet.unregister(request.id))
+
+    def HeartbeatPNode(self, request: node_pb2.HeartbeatRequest,
+                       context: grpc.ServicerContext) -> node_pb2.HeartbeatResponse:
+        with _statuses(context):
+            self.o.fleet.heartbeat(request.id, request.load)
+            return node_pb2.HeartbeatResponse(known=True)
+        raise AssertionError("unreachable: abort raises")
+
+    def GetVNodeLocation(self, request: node_pb2.VNodeLocationRequest,
+                         context: grpc.ServicerContext) -> node_pb2.VNodeLocation:
+        with _statuses(context):
+            if request.refresh:
+                self.o.fleet.sweep()
+            spec = self.o.driver.network(request.network).spec
+            pnode, address = self.o.fleet.locate(spec, request.vnode)
+            return node_pb2.VNodeLocation(network=request.network, vnode=request.vnode, pnode=pnode, address=address)
+        raise AssertionError("unreachable: abort raises")
+
+    def ReportProgress(self, request: node_pb2.ProgressReport,
+                       context: grpc.ServicerContext) -> node_pb2.ProgressAck:
+        with _statuses(context):
+            check_compatible(request.version)
+            self.o.inbox.deliver(request.events)
+            return node_pb2.ProgressAck(known=True)
+        raise AssertionError("unreachable: abort raises")
+
+
+class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
+    def __init__(self, orch: Orchestrator) -> None:
+        self.o = orch
+
+    # -- networks ---------------------------------------------------------------------------------
+    def _info(self, rec: NetworkRecord) -> orchestrator_pb2.NetworkInfo:
+        spec = self.o.driver.network(rec.name).spec
+        created = datetime.fromtimestamp(rec.created_at, UTC).isoformat(timespec="seconds")
+        return orchestrator_pb2.NetworkInfo(name=rec.name, yaml=rec.yaml, vnodes=len(spec.nodes),
+                                            parameters=spec.num_parameters(), step=self.o.driver.step_of(rec.name),
+                                            created_at=created)
+
+    def CreateNetwork(self, request: orchestrator_pb2.CreateNetworkRequest,
+                      context: grpc.ServicerContext) -> orchestrator_pb2.NetworkInfo:
+        with _statuses(context):
+            source = request.source or "network"
+            spec = parse_network(request.yaml, source=source)
+            name = _check_name("network", request.name or spec.name)
+            self.o.store.create_network(NetworkRecord(name, request.yaml))
+            log.info("network %s created: %d VNodes", name, len(spec.nodes), extra={"network": name})
+            return self._info(self.o.store.get_network(name))
+        raise AssertionError("unreachable: abort raises")
+
+    def UpdateNetwork(self, request: orchestrator_pb2.UpdateNetworkRequest,
+                      context: grpc.ServicerContext) -> orchestrator_pb2.NetworkInfo:
+        """Replace a network's definition; its VNodes start again from their initial parameters."""
+        with _statuses(context):
+            parse_network(request.yaml, source=request.source or "network")
+            self.o.store.get_network(request.name)
+            self._refuse_if_training(request.name)
+            self.o.store.update_network(request.name, request.yaml)
+            self.o.store.set_network_step(request.name, 0)
+            self.o.store.set_placements(request.name, {})
+            self.o.driver.forget(request.name)
+            return self._info(self.o.store.get_network(request.name))
+        raise AssertionError("unreachable: abort raises")
+
+    def _refuse_if_training(self, network: str) -> None:
+        busy = [s.id for s in self.o.store.list_sessions() if s.network == network and s.state == "running"]
+        if busy:
+            raise Conflict(f"network {network!r} is being trained by session {busy[0]}; suspend it first")
+
+    def DeleteNetwork(self, request: orchestrator_pb2.NetworkRef,
+                      context: grpc.ServicerContext) -> orchestrator_pb2.DeleteResponse:
+        with _statuses(context):
+            self.o.store.get_network(request.name)
+            self._refuse_if_training(request.name)
+            self.o.driver.forget(request.name)
+            return orchestrator_pb2.DeleteResponse(deleted=self.o.store.delete_network(request.name))
+        raise AssertionError("unreachable: abort raises")
+
+    def GetNetwork(self, request: orchestrator_pb2.NetworkRef,
+                   context: grpc.ServicerContext) -> orchestrator_pb2.NetworkInfo:
+        with _statuses(context):
+            return self._info(self.o.store.get_network(request.name))
+        raise AssertionError("unreachable: abort raises")
+
+    def ListNetworks(self, request: orchestrator_pb2.ListRequest,
+                     context: grpc.ServicerContext) -> orchestrator_pb2.ListNetworksResponse:
+        with _statuses(context):
+            return orchestrator_pb2.ListNetworksResponse(
+                networks=[self._info(r) for r in self.o.store.list_networks()])
+        raise AssertionError("unreachable: abort raises")
+
+    def InspectNetwork(self, request: orchestrator_pb2.NetworkRef,
+                       context: grpc.ServicerContext) -> orchestrator_pb2.InspectNetworkResponse:
+        with _statuses(context):
+            info = self._info(self.o.store.get_network(request.name))
+            pnodes = {p.id: p.address for p in self.o.store.list_pnodes()}
+            return orchestrator_pb2.InspectNetworkResponse(network=info, placements=[
+                orchestrator_pb2.Placement(vnode=v, pnode=p, address=pnodes.get(p, ""))
+                for v, p in sorted(self.o.store.placements(request.name).items())])
+        raise AssertionError("unreachable: abort raises")
+
+    def ExportNetwork(self, request: orchestrator_pb2.ExportNetworkRequest,
+                      context: grpc.ServicerContext) -> Iterator[orchestrator_pb2.BlobChunk]:
+        """Every VNode's parameters and optimizer state as one safetensors file, streamed."""
+        with _statuses(context):
+            spec = self.o.driver.network(request.name).spec
+            placement = self.o.fleet.placement(spec)
+            tensors: dict[str, torch.Tensor] = {}
+            for vnode, pid in sorted(placement.items()):
+                reply = self.o.fleet.vnode_stub(pid).Save(node_pb2.SaveRequest(network=request.name, vnode=vnode),
+                                                          timeout=self.o.driver.timeout)
+                for t in reply.tensors:
+                    kind, _, rest = t.name.partition("/")
+                    tensors[f"{kind}/{vnode}.{rest}"] = codec.decode_tensor(t.tensor)
+            blob = save_safetensors(tensors, metadata={"format": "dcnr-checkpoint/1", "network": request.name,
+                                                       "step": str(self.o.driver.step_of(request.name)),
+                                                       "seed": str(spec.seed)})
+        buf = io.BytesIO(blob)
+        while chunk := buf.read(CHUNK):
+            yield orchestrator_pb2.BlobChunk(data=chunk)
+
+    # -- execution --------------------------------------------------------------------------------
+    def ForwardNetwork(self, request: orchestrator_pb2.ForwardRequest,
+                       context: grpc.ServicerContext) -> orchestrator_pb2.ForwardResponse:
+        with _statuses(context):
+            inputs = {nv.name: codec.decode_value(nv.value) for nv in request.inputs}
+            outs = self.o.driver.forward(request.network, inputs, list(request.outputs) or None)
+            return orchestrator_pb2.ForwardResponse(outputs=[
+                orchestrator_pb2.NamedValue(name=k, value=codec.encode_value(v)) for k, v in outs.items()])
+        raise AssertionError("unreachable: abort raises")
+
+    def TrainNetwork(self, request: orchestrator_pb2.TrainRequest,
+                     context: grpc.ServicerContext) -> orchestrator_pb2.TrainResponse:
+        with _statuses(context):
+            self._refuse_if_training(request.network)
+            inputs = {nv.name: codec.decode_value(nv.value) for nv in request.inputs}
+            costs, step, skipped, _ = self.o.driver.train_step(request.network, inputs, request.micro_batches or 1)
+            return orchestrator_pb2.TrainResponse(costs=costs, step=step, skipped=skipped)
+        raise AssertionError("unreachable: abort raises")
+
+    def ValidateNetwork(self, request: orchestrator_pb2.ValidateRequest,
+                        context: grpc.ServicerContext) -> orchestrator_pb2.ValidateResponse:
+        """Mean costs over held-out batches of the dataset's validation split."""
+        with _statuses(context):
+            spec = self.o.driver.network(request.network).spec
+            ds = self.o.data.dataset(request.dataset)
+            _, _, seq_len = lm_interface(spec)
+            batches, size = request.batches or 4, request.batch_size or 8
+            totals: dict[str, float] = {}
+            for i in range(batches):
+                x, y = ds.batch(request.seed, i, size, seq_len, split="validation")
+                for k, v in self.o.driver.costs(request.network, {"tokens": x, "targets": y}).items():
+                    totals[k] = totals.get(k, 0.0) + v / batches
+            return orchestrator_pb2.ValidateResponse(costs=totals)
+        raise AssertionError("unreachable: abort raises")
+
+    def ChatNetwork(self, request: orchestrator_pb2.ChatRequest,
+                    context: grpc.ServicerContext) -> Iterator[orchestrator_pb2.ChatChunk]:
+        """Stream generated text token by token."""
+        with _statuses(context):
+            if not request.vocabulary:
+                raise ValueError("chat needs a vocabulary to encode the prompt and decode tokens")
+            tok = self.o.data.tokenizer(request.vocabulary)
+            bos = tok.token_to_id("<bos>")
+            ids = tok.encode(request.prompt, add_special_tokens=False).ids
+            prompt = ids or ([bos] if bos is not None else [])
+            new: list[int] = []
+            text = ""
+            for token in self.o.driver.generate(request.network, prompt, request.max_new_tokens or 64,
+                                                request.temperature, request.top_k or None, request.seed):
+                if not context.is_active():
+                    return
+                new.append(token)
+                full = tok.decode(new)
+                if full.endswith("\ufffd"):
+                    yield orchestrator_pb2.ChatChunk(text="", token=token)  # an incomplete UTF-8 sequence
+                    continue
+                yield orchestrator_pb2.ChatChunk(text=full[len(text):], token=token)
+                text = full
+            yield orchestrator_pb2.ChatChunk(done=True)
+
+    # -- sessions ---------------------------------------------------------------------------------
+    def CreateTrainSession(self, request: orchestrator_pb2.CreateTrainSessionRequest,
+                           context: grpc.ServicerContext) -> orchestrator_pb2.TrainSessionInfo:
+        with _statuses(context):
+            rec = self.o.sessions.create(request.network, request.dataset, request.steps, request.batch_size,
+                                         request.micro_batches, request.seed, request.checkpoint_every)
+            return _session_info(rec)
+        raise AssertionError("unreachable: abort raises")
+
+    def StartTrainSession(self, request: orchestrator_pb2.SessionRef,
+                          context: grpc.ServicerContext) -> orchestrator_pb2.TrainSessionInfo:
+        with _statuses(context):
+            try:
+                return _session_info(self.o.sessions.start(request.id))
+            except ValueError as exc:
+                raise Conflict(str(exc)) from None
+        raise AssertionError("unreachable: abort raises")
+
+    def SuspendTrainSession(self, request: orchestrator_pb2.SessionRef,
+                            context: grpc.ServicerContext) -> orchestrator_pb2.TrainSessionInfo:
+        with _statuses(context):
+            try:
+                return _session_info(self.o.sessions.suspend(request.id, wait=self.o.driver.timeout))
+            except ValueError as exc:
+                raise Conflict(str(exc)) from None
+        raise AssertionError("unreachable: abort raises")
+
+    def ListTrainSessions(self, request: orchestrator_pb2.ListRequest,
+                          context: grpc.ServicerContext) -> orchestrator_pb2.ListTrainSessionsResponse:
+        return orchestrator_pb2.ListTrainSessionsResponse(sessions=[_session_info(r) for r in self.o.sessions.list()])
+
+    def DeleteTrainSession(self, request: orchestrator_pb2.SessionRef,
+                           context: grpc.ServicerContext) -> orchestrator_pb2.DeleteResponse:
+        with _statuses(context):
+            return orchestrator_pb2.DeleteResponse(deleted=self.o.sessions.delete(request.id))
+        raise AssertionError("unreachable: abort raises")
+
+    def ListenTrainSession(self, request: orchestrator_pb2.SessionRef,
+                           context: grpc.ServicerContext) -> Iterator[orchestrator_pb2.StepEvent]:
+        with _statuses(context):
+            events = self.o.sessions.listen(request.id, context.is_active)
+            first = next(events, None)
+        if first is None:
+            return
+        yield _step_event(first)
+        for ev in events:
+            yield _step_event(ev)
+
+    # -- vocabularies and datasets ------------------------------------------------------------------
+    def CreateVocabulary(self, request: orchestrator_pb2.CreateVocabularyRequest,
+                         context: grpc.ServicerContext) -> orchestrator_pb2.VocabularyInfo:
+        with _statuses(context):
+            _check_name("vocabulary", request.name)
+            if request.tokenizer_json:
+                text = request.tokenizer_json
+            elif request.texts:
+                text = train_vocabulary(request.texts, request.vocab_size or 4096).to_str()
+            else:
+                raise ValueError("a vocabulary needs either tokenizer JSON or texts to train on")
+            info = self.o.data.create_vocabulary(request.name, text)
+            return orchestrator_pb2.VocabularyInfo(name=info["name"], vocab_size=info["vocab_size"])
+        raise AssertionError("unreachable: abort raises")
+
+    def GetVocabulary(self, request: orchestrator_pb2.NameRef,
+                      context: grpc.ServicerContext) -> orchestrator_pb2.VocabularyInfo:
+        with _statuses(context):
+            info = self.o.data.get_vocabulary(request.name)
+            return orchestrator_pb2.VocabularyInfo(name=info["name"], vocab_size=info["vocab_size"],
+                                                   tokenizer_json=self.o.data.tokenizer(request.name).to_str())
+        raise AssertionError("unreachable: abort raises")
+
+    def ListVocabularies(self, request: orchestrator_pb2.ListRequest,
+                         context: grpc.ServicerContext) -> orchestrator_pb2.ListVocabulariesResponse:
+        return orchestrator_pb2.ListVocabulariesResponse(vocabularies=[
+            orchestrator_pb2.VocabularyInfo(name=v["name"], vocab_size=v["vocab_size"])
+            for v in self.o.data.list_vocabularies()])
+
+    def DeleteVocabulary(self, request: orchestrator_pb2.NameRef,
+                         context: grpc.ServicerContext) -> orchestrator_pb2.DeleteResponse:
+        with _statuses(context):
+            self.o.data.get_vocabulary(request.name)
+            return orchestrator_pb2.DeleteResponse(deleted=self.o.data.delete_vocabulary(request.name))
+        raise AssertionError("unreachable: abort raises")
+
+    def CreateDataset(self, request_iterator: Iterator[orchestrator_pb2.DatasetUpload],
+                      context: grpc.ServicerContext) -> orchestrator_pb2.DatasetInfo:
+        with _statuses(context):
+            first = next(request_iterator, None)
+            if first is None or not first.name or not first.vocabulary:
+                raise ValueError("a dataset upload starts with a message naming the dataset and its vocabulary")
+
+            def texts() -> Iterator[str]:
+                if first.text:
+                    yield first.text
+                for msg in request_iterator:
+                    if msg.text:
+                        yield msg.text
+
+            info = self.o.data.create_dataset(first.name, first.vocabulary, texts(),
+                                              first.validation_fraction or 0.05)
+            return _dataset_info(info)
+        raise AssertionError("unreachable: abort raises")
+
+    def GetDataset(self, request: orchestrator_pb2.NameRef,
+                   context: grpc.ServicerContext) -> orchestrator_pb2.DatasetInfo:
+        with _statuses(context):
+            return _dataset_info(self.o.data.get_dataset(request.name))
+        raise AssertionError("unreachable: abort raises")
+
+    def ExploreDataset(self, request: orchestrator_pb2.ExploreDatasetRequest,
+                       context: grpc.ServicerContext) -> orchestrator_pb2.ExploreDatasetResponse:
+        with _statuses(context):
+            info, sample = self.o.data.explore(request.name, request.sample_tokens or 64)
+            return orchestrator_pb2.ExploreDatasetResponse(info=_dataset_info(info), sample=sample)
+        raise AssertionError("unreachable: abort raises")
+
+    def ListDatasets(self, request: orchestrator_pb2.ListRequest,
+                     context: grpc.ServicerContext) -> orchestrator_pb2.ListDatasetsResponse:
+        return orchestrator_pb2.ListDatasetsResponse(datasets=[_dataset_info(d) for d in self.o.data.list_datasets()])
+
+    def DeleteDataset(self, request: orchestrator_pb2.NameRef,
+                      context: grpc.ServicerContext) -> orchestrator_pb2.DeleteResponse:
+        with _statuses(context):
+            self.o.data.get_dataset(request.name)
+            users = [s.id for s in self.o.store.list_sessions() if s.dataset == request.name and s.state == "running"]
+            if users:
+                raise Conflict(f"dataset {request.name!r} feeds running session {users[0]}; suspend it first")
+            return orchestrator_pb2.DeleteResponse(deleted=self.o.data.delete_dataset(request.name))
+        raise AssertionError("unreachable: abort raises")
+
+    def SplitDataset(self, request: orchestrator_pb2.SplitDatasetRequest,
+                     context: grpc.ServicerContext) -> orchestrator_pb2.DatasetInfo:
+        with _statuses(context):
+            return _dataset_info(self.o.data.split_dataset(request.name, request.validation_fraction))
+        raise AssertionError("unreachable: abort raises")
+
+    # -- fleet and health ---------------------------------------------------------------------------
+    def ListPNodes(self, request: orchestrator_pb2.ListRequest,
+                   context: grpc.ServicerContext) -> orchestrator_pb2.ListPNodesResponse:
+        hosted = self.o.fleet.vnodes_by_pnode()
+        rows = []
+        for p in self.o.store.list_pnodes():
+            hw = p.hardware
+            major, minor, patch = (int(x) for x in str(hw.get("version", "0.0.0")).split("."))
+            rows.append(orchestrator_pb2.PNodeInfo(
+                id=p.id, address=p.address, state=p.state, load=p.load, last_seen=p.last_seen,
+                vnodes=sorted(hosted.get(p.id, [])),
+                version=common_pb2.ProtocolVersion(major=major, minor=minor, patch=patch),
+                hardware=node_pb2.Hardware(cpu_cores=hw.get("cpu_cores", 0), memory_bytes=hw.get("memory_bytes", 0),
+                                           device=hw.get("device", "cpu"),
+                                           memory_budget_bytes=hw.get("memory_budget_bytes", 0),
+                                           threads=hw.get("threads", 0))))
+        return orchestrator_pb2.ListPNodesResponse(pnodes=rows)
+
+    def Health(self, request: common_pb2.HealthRequest, context: grpc.ServicerContext) -> common_pb2.HealthResponse:
+        return common_pb2.HealthResponse(status="serving", version=version_message(), software_version=__version__)
+
+
+def _step_event(ev: dict[str, Any]) -> orchestrator_pb2.StepEvent:
+    return orchestrator_pb2.StepEvent(
+        session=ev["session"], step=ev["step"], steps=ev["steps"], loss=ev["loss"],
+        tokens_per_second=ev["tokens_per_second"], learning_rates=ev["learning_rates"],
+        duration_seconds=ev["duration_seconds"], state=ev["state"], error=ev["error"])

@@ -1,0 +1,219 @@
+"""Training sessions: a network trained on a dataset for a number of steps, resumably.
+
+Owns each session's life (created → running ⇄ suspended → completed | failed), the
+thread that runs a running session step by step through the driver, and the stream
+of step events listeners follow. The batch of step k is a pure function of (dataset,
+seed, k), so a suspended or interrupted session resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from dcnr.orchestrator.datastore import DataStore
+from dcnr.orchestrator.driver import Driver
+from dcnr.orchestrator.store import NotFound, SessionRecord, StateStore
+from dcnr.runtime.sampling import lm_interface
+
+log = logging.getLogger("dcnr.orchestrator")
+
+FINAL = ("completed", "failed")
+EVENT_MEMORY = 100_000  # step events kept per session for listeners that join late
+
+
+@dataclass
+class _Live:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    deleted: bool = False
+
+
+class Sessions:
+    def __init__(self, store: StateStore, driver: Driver, data: DataStore) -> None:
+        self.store = store
+        self.driver = driver
+        self.data = data
+        self._live: dict[str, _Live] = {}
+        self._lock = threading.Lock()
+        for rec in store.list_sessions():  # an orchestrator that stopped mid-session resumes it on request
+            if rec.state == "running":
+                rec.state = "suspended"
+                store.put_session(rec)
+
+    def _state(self, session_id: str) -> _Live:
+        with self._lock:
+            return self._live.setdefault(session_id, _Live())
+
+    def create(self, network: str, dataset: str, steps: int, batch_size: int, micro_batches: int, seed: int,
+               checkpoint_every: int = 0) -> SessionRecord:
+        spec = self.driver.network(network).spec  # NotFound for an unknown network
+        ds = self.data.dataset(dataset)  # NotFound for an unknown dataset
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        micro_batches = micro_batches or 1
+        if batch_size < 1 or batch_size % micro_batches:
+            raise ValueError(f"batch size {batch_size} must be a positive multiple of micro-batches {micro_batches}")
+        names = {b.name for b in spec.inputs}
+        if not {"tokens", "targets"} <= names:
+            raise ValueError(f"network {network!r}: a training session feeds inputs 'tokens' and 'targets' from the "
+                             f"dataset; this network takes {', '.join(map(repr, sorted(names)))}")
+        if not spec.costs:
+            raise ValueError(f"network {network!r} has no costs to train")
+        _, _, seq_len = lm_interface(spec)
+        vocab_size = self.data.tokenizer(self.data.get_dataset(dataset)["vocabulary"]).get_vocab_size()
+        embed = next(spec.nodes[b.node_id] for b in spec.inputs if b.name == "tokens")
+        want = getattr(embed.impl.cfg, "vocab_size", vocab_size)
+        if vocab_size > want:
+            raise ValueError(f"dataset {dataset!r} uses a vocabulary of {vocab_size} tokens; network {network!r} "
+                             f"embeds only {want}")
+        ds.batch(seed, 0, 1, seq_len)  # the train split must hold one window (ValueError otherwise)
+        rec = SessionRecord(uuid.uuid4().hex[:12], network, dataset, steps, batch_size, micro_batches, seed,
+                            checkpoint_every)
+        self.store.put_session(rec)
+        log.info("session %s created: %s on %s, %d steps", rec.id, network, dataset, steps,
+                 extra={"session": rec.id, "network": network})
+        return rec
+
+    def get(self, session_id: str) -> SessionRecord:
+        return self.store.get_session(session_id)
+
+    def list(self) -> list[SessionRecord]:
+        return self.store.list_sessions()
+
+    def start(self, session_id: str) -> SessionRecord:
+        """Start a created session, or resume a suspended one (a running one is left running)."""
+        with self._lock:
+            rec = self.store.get_session(session_id)
+            if rec.state in FINAL:
+                raise ValueError(f"session {session_id} is {rec.state}; create a new session to train further")
+            live = self._live.setdefault(session_id, _Live())
+            if live.thread is not None and live.thread.is_alive():
+                live.stop.clear()  # a suspend that has not taken effect yet is cancelled
+                return rec
+            rec.state = "running"
+            self.store.put_session(rec)
+            live.stop.clear()
+            live.thread = threading.Thread(target=self._run, args=(session_id, live), name=f"session-{session_id}",
+                                           daemon=True)
+            live.thread.start()
+        return rec
+
+    def suspend(self, session_id: str, wait: float = 0.0) -> SessionRecord:
+        """Stop after the current step; the session can be resumed with `start`."""
+        rec = self.store.get_session(session_id)
+        if rec.state in FINAL:
+            raise ValueError(f"session {session_id} is already {rec.state}")
+        live = self._state(session_id)
+        live.stop.set()
+        if live.thread is not None and wait:
+            live.thread.join(wait)
+        if live.thread is None or not live.thread.is_alive():
+            rec = self.store.get_session(session_id)
+            if rec.state == "created" or rec.state == "running":
+                rec.state = "suspended"
+                self.store.put_session(rec)
+        return self.store.get_session(session_id)
+
+    def delete(self, session_id: str) -> bool:
+        self.store.get_session(session_id)  # NotFound for an unknown id
+        live = self._state(session_id)
+        live.stop.set()
+        live.deleted = True
+        if live.thread is not None:
+            live.thread.join(self.driver.timeout)
+        with live.cond:
+            live.cond.notify_all()
+        with self._lock:
+            self._live.pop(session_id, None)
+        return self.store.delete_session(session_id)
+
+    def listen(self, session_id: str, active: Any = lambda: True) -> Iterator[dict[str, Any]]:
+        """Step events from the first one this orchestrator saw; ends when the session ends."""
+        self.store.get_session(session_id)
+        live = self._state(session_id)
+        sent = 0
+        while active():
+            with live.cond:
+                while sent >= len(live.events) and not live.deleted:
+                    try:
+                        state = self.store.get_session(session_id).state
+                    except NotFound:
+                        return
+                    if state in FINAL:
+                        return
+                    live.cond.wait(0.5)
+                    if not active():
+                        return
+                if sent >= len(live.events):
+                    return  # deleted
+                batch = live.events[sent:]
+            for ev in batch:
+                sent += 1
+                yield ev
+                if ev["state"] in FINAL:
+                    return
+
+    def _emit(self, live: _Live, event: dict[str, Any]) -> None:
+        with live.cond:
+            live.events.append(event)
+            if len(live.events) > EVENT_MEMORY:
+                del live.events[: len(live.events) - EVENT_MEMORY]
+            live.cond.notify_all()
+
+    def _run(self, session_id: str, live: _Live) -> None:
+        rec = self.store.get_session(session_id)
+        try:
+            spec = self.driver.network(rec.network).spec
+            _, _, seq_len = lm_interface(spec)
+            ds = self.data.dataset(rec.dataset)
+            while rec.step < rec.steps and not live.stop.is_set():
+                started = time.perf_counter()
+                x, y = ds.batch(rec.seed, rec.step, rec.batch_size, seq_len)
+                costs, _, skipped, lrs = self.driver.train_step(rec.network, {"tokens": x, "targets": y},
+                                                                rec.micro_batches, run_prefix=f"session-{rec.id}")
+                duration = time.perf_counter() - started
+                if live.deleted:
+                    return
+                rec.step += 1
+                done = rec.step >= rec.steps
+                if done:
+                    rec.state = "completed"
+                self.store.put_session(rec)
+                self._emit(live, {"session": rec.id, "step": rec.step, "steps": rec.steps,
+                                  "loss": next(iter(costs.values())), "costs": costs,
+                                  "tokens_per_second": rec.batch_size * seq_len / duration,
+                                  "learning_rates": lrs, "duration_seconds": duration, "skipped": skipped,
+                                  "state": rec.state, "error": ""})
+            if live.deleted:
+                return
+            if rec.state != "completed":
+                rec = self.store.get_session(session_id)
+                rec.state = "suspended"
+                self.store.put_session(rec)
+                self._emit(live, self._status_event(rec))
+            log.info("session %s %s at step %d", rec.id, rec.state, rec.step, extra={"session": rec.id})
+        except Exception as exc:  # the session fails with a clear reason; the orchestrator goes on
+            if live.deleted:
+                return
+            try:
+                rec = self.store.get_session(session_id)
+            except NotFound:
+                return
+            rec.state, rec.error = "failed", str(exc)
+            self.store.put_session(rec)
+            self._emit(live, self._status_event(rec))
+            log.warning("session %s failed at step %d: %s", rec.id, rec.step, exc, extra={"session": rec.id})
+
+    @staticmethod
+    def _status_event(rec: SessionRecord) -> dict[str, Any]:
+        return {"session": rec.id, "step": rec.step, "steps": rec.steps, "loss": float("nan"), "costs": {},
+                "tokens_per_second": 0.0, "learning_rates": {}, "duration_seconds": 0.0, "skipped": False,
+                "state": rec.state, "error": rec.error}
