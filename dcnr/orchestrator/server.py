@@ -11,6 +11,7 @@ finish. A bad request never stops the server.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import re
 import threading
@@ -440,11 +441,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 raise ValueError("a dataset upload starts with a message naming the dataset and its vocabulary")
 
             def texts() -> Iterator[str]:
-                if first.text:
-                    yield first.text
-                for msg in request_iterator:
-                    if msg.text:
-                        yield msg.text
+                """Whole documents, joined from their pieces (one document in memory at a time)."""
+                pieces: list[str] = []
+                for m in itertools.chain([first], request_iterator):
+                    pieces.append(m.text)
+                    if m.end_of_document:
+                        yield "".join(pieces)
+                        pieces = []
+                if any(pieces):
+                    yield "".join(pieces)
 
             info = self.o.data.create_dataset(first.name, first.vocabulary, texts(),
                                               first.validation_fraction or 0.05)

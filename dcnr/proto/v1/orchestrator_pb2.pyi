@@ -316,16 +316,18 @@ class ListVocabulariesResponse(_message.Message):
     def __init__(self, vocabularies: _Optional[_Iterable[_Union[VocabularyInfo, _Mapping]]] = ...) -> None: ...
 
 class DatasetUpload(_message.Message):
-    __slots__ = ("name", "vocabulary", "text", "validation_fraction")
+    __slots__ = ("name", "vocabulary", "text", "validation_fraction", "end_of_document")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VOCABULARY_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    END_OF_DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     vocabulary: str
     text: str
     validation_fraction: float
-    def __init__(self, name: _Optional[str] = ..., vocabulary: _Optional[str] = ..., text: _Optional[str] = ..., validation_fraction: _Optional[float] = ...) -> None: ...
+    end_of_document: bool
+    def __init__(self, name: _Optional[str] = ..., vocabulary: _Optional[str] = ..., text: _Optional[str] = ..., validation_fraction: _Optional[float] = ..., end_of_document: _Optional[bool] = ...) -> None: ...
 
 class DatasetInfo(_message.Message):
     __slots__ = ("name", "vocabulary", "tokens", "train_tokens", "validation_tokens", "sha256")
