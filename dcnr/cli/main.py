@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import grpc
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -26,10 +27,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-network_app = typer.Typer(help="Check and inspect network definitions (YAML).", no_args_is_help=True)
+network_app = typer.Typer(help="Network definitions: check YAML files here (validate, analyze), or manage the "
+                          "networks an orchestrator holds (create, list, show, update, export, delete).",
+                          no_args_is_help=True)
 app.add_typer(network_app, name="network")
 
 # soft_wrap: a status line is one line however narrow the terminal (scripts grep it); tables still fit.
+USER_STATUSES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
+                 grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE}
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 _state = {"verbose": False}
@@ -43,6 +48,18 @@ def guarded(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except grpc.RpcError as exc:
+            code, detail = exc.code(), exc.details() or ""
+            if _state["verbose"]:
+                traceback.print_exc()
+            if code == grpc.StatusCode.UNAVAILABLE:
+                print(f"error: cannot reach the server ({detail}); is `dcnr orchestrator` running, and is "
+                      "--orchestrator / DCNR_ORCHESTRATOR right?", file=sys.stderr)
+                raise typer.Exit(exit_codes.RUNTIME_FAILURE) from None
+            for line in detail.splitlines() or [code.name]:
+                print(line if code == grpc.StatusCode.INVALID_ARGUMENT and len(detail.splitlines()) > 1
+                      else f"error: {line}", file=sys.stderr)
+            raise typer.Exit(exit_codes.USER_ERROR if code in USER_STATUSES else exit_codes.RUNTIME_FAILURE) from None
         except NetworkError as exc:
             for line in exc.problems:
                 print(line, file=sys.stderr)  # verbatim: one problem, one line, never wrapped
@@ -126,8 +143,10 @@ def network_analyze(
 
 def _register_demo() -> None:
     from dcnr.cli.demo import demo
+    from dcnr.cli.remote import register
 
     app.command("demo")(guarded(demo))
+    register(app, network_app)
 
 
 _register_demo()

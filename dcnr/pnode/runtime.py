@@ -327,7 +327,7 @@ class PNodeRuntime:
             v.step = step
         self.host.set_step(network, step)
         self._started = {k: t for k, t in self._started.items() if k[0] != network or k[1].kind != "train"}
-        return True, {v.id: v.learning_rate() for v in vnodes if v.optimizer is not None}
+        return True, {v.id: v.learning_rate() for v in vnodes if v.params}
 
     # -- outbox thread: resolution and remote sends ---------------------------------------------
     def _outbox_loop(self) -> None:

@@ -1,0 +1,456 @@
+"""Training-step benchmark: SPEC §13 topology 1 as one PyTorch module, on `LocalExecutor`, and on 2 PNodes.
+
+Topology 1 (examples/networks/topology1.yml, precision overridden to float32) is trained
+on CPU three ways, alternating step by step in one run so that all see the same machine:
+
+  monolithic  the model as one `torch.nn.Module` trained with one `torch.optim.Adam`
+              (the module of benchmarks/bench_topology1.py, started from the executor's
+              initial parameters);
+  local       `dcnr.LocalExecutor.train_step`, every VNode in this process;
+  cluster     one step across 2 PNodes on loopback: an `Orchestrator` runs in this
+              process and drives the step (`driver.train_step`, 1 micro-batch); each
+              PNode is a child process of this script (`--pnode-child`), so activations
+              and gradients between them travel over gRPC.
+
+Every variant gets the same number of torch threads (`--threads`, default 1: this is
+meant for small machines, where 2 PNodes x N threads already oversubscribe the CPUs).
+The batches are random tokens drawn with a fixed seed, the same for every variant.
+
+Besides step times it reports the bytes the PNodes sent each other per step (serialized
+hops, as counted by `PNodeRuntime.stats`) against the minimum: the raw bytes of the
+activations (and, where both ends are in the backward set, of the gradients) on the
+edges that cross PNodes, computed from the placement and the network's shapes. Peak
+RSS is given per PNode process, and for the monolithic module (and the executor) in a
+fresh child process that trains only that variant (bench_topology1's memory child).
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/bench_cluster.py                # 1 warm-up + 5 timed steps
+    .venv/bin/python benchmarks/bench_cluster.py --steps 10 --threads 2 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_topology1 import (  # noqa: E402
+    NETWORK,
+    Monolithic,
+    copy_params,
+    load_doc,
+    make_batch,
+    make_executor,
+    measure_memory,
+    model_sizes,
+    peak_rss_mib,
+)
+
+from dcnr.runtime.allocator import keep_freed_memory  # noqa: E402
+
+NAME = "topology1"
+PNODES = ("p0", "p1")
+TARGET_TIME_RATIO = 1.5  # cluster / monolithic, median step time
+TARGET_WIRE_RATIO = 1.1  # bytes sent between PNodes / minimum
+BYTES = {"float32": 4, "fp16": 2, "bf16": 2}
+INT64_OUTPUTS = {"tokenizer"}  # node types whose outputs are token ids (int64)
+
+
+# -- the PNode child process -------------------------------------------------------------------
+def pnode_child(address: str, pnode_id: str, stats_file: str, threads: int, default_malloc: bool) -> None:
+    """Run one PNode until SIGTERM/SIGINT (or until the parent goes away), then write its stats."""
+    from dcnr.pnode.agent import PNode
+
+    if not default_malloc:
+        keep_freed_memory()
+    torch.set_num_threads(threads)
+    parent = os.getppid()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    pnode = PNode(address, pnode_id=pnode_id, threads=threads, set_torch_threads=True)
+    pnode.start()
+    try:
+        while not stop.wait(0.5):
+            if os.getppid() != parent:  # the benchmark died without stopping us: leave too
+                break
+    finally:
+        pnode.stop()
+        stats = {**pnode.runtime.stats,
+                 "peak_rss_bytes": int(peak_rss_mib() * 2**20),  # VmHWM: starts afresh at exec
+                 "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                 "torch_threads": torch.get_num_threads()}
+        tmp = stats_file + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(stats))
+        os.replace(tmp, stats_file)
+
+
+# -- the cluster, seen from the benchmark ------------------------------------------------------------
+class Cluster:
+    """An orchestrator in this process and PNode child processes; `close` leaves nothing running."""
+
+    def __init__(self, workdir: Path, threads: int, step_timeout: float, default_malloc: bool) -> None:
+        from dcnr.orchestrator.server import Orchestrator
+
+        self.workdir = workdir
+        self.threads = threads
+        self.default_malloc = default_malloc
+        self.orch = Orchestrator(workdir / "state", step_timeout=step_timeout)
+        self.address = ""
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Any] = {}
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.channel: Any = None
+        self.control: Any = None
+        self._orch_started = False
+
+    def start(self, pnode_ids: tuple[str, ...], wait: float = 120.0) -> None:
+        import grpc
+
+        from dcnr.proto.v1 import orchestrator_pb2_grpc
+
+        self.address = f"127.0.0.1:{self.orch.start('127.0.0.1:0')}"
+        self._orch_started = True
+        self.channel = grpc.insecure_channel(self.address)
+        self.control = orchestrator_pb2_grpc.OrchestratorServiceStub(self.channel)
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        for pid in pnode_ids:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--pnode-child", self.address, pid,
+                   str(self.stats_path(pid)), "--threads", str(self.threads)]
+            if self.default_malloc:
+                cmd.append("--default-malloc")
+            log = self.logs[pid] = open(self.workdir / f"{pid}.log", "wb")  # noqa: SIM115 (closed in close())
+            # a session of their own: a Ctrl-C reaches only this process, which stops them in order
+            self.procs[pid] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                               start_new_session=True)
+        self.wait_for_pnodes(set(pnode_ids), wait)
+
+    def stats_path(self, pid: str) -> Path:
+        return self.workdir / f"{pid}.stats.json"
+
+    def log_tail(self, pid: str, lines: int = 20) -> str:
+        try:
+            text = (self.workdir / f"{pid}.log").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_children(self) -> None:
+        for pid, p in self.procs.items():
+            if p.poll() is not None:
+                raise RuntimeError(f"PNode {pid} exited with status {p.returncode}:\n{self.log_tail(pid)}")
+
+    def wait_for_pnodes(self, ids: set[str], wait: float) -> None:
+        from dcnr.proto.v1 import orchestrator_pb2
+
+        deadline = time.monotonic() + wait
+        while True:
+            self.check_children()
+            listed = self.control.ListPNodes(orchestrator_pb2.ListRequest(), timeout=10)
+            alive = {p.id for p in listed.pnodes if p.state == "alive"}
+            if ids <= alive:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"PNodes {sorted(ids - alive)} did not register within {wait:g} s")
+            time.sleep(0.1)
+
+    def create_network(self, doc: dict[str, Any]) -> None:
+        from dcnr.proto.v1 import orchestrator_pb2
+
+        self.control.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(
+            name=NAME, yaml=yaml.safe_dump(doc, sort_keys=False), source=str(NETWORK)), timeout=60)
+
+    def train_step(self, tokens: torch.Tensor, targets: torch.Tensor) -> float:
+        self.check_children()
+        costs, _, _, _ = self.orch.driver.train_step(NAME, {"tokens": tokens, "targets": targets}, 1)
+        return costs["ce_loss"]
+
+    def stop_pnodes(self, grace: float = 30.0) -> dict[str, dict[str, Any]]:
+        """SIGTERM every PNode, wait for it (SIGKILL after `grace` s), and read the stats each wrote."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for pid, p in self.procs.items():
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                print(f"PNode {pid} did not stop within {grace:g} s: killed", file=sys.stderr)
+            path = self.stats_path(pid)
+            if path.exists() and pid not in self.stats:
+                self.stats[pid] = json.loads(path.read_text(encoding="utf-8"))
+        return self.stats
+
+    def close(self) -> None:
+        """Idempotent: stop the PNode processes (killing any that hang), then the orchestrator."""
+        try:
+            self.stop_pnodes(grace=15.0)
+        finally:
+            for log in self.logs.values():
+                log.close()
+            if self.channel is not None:
+                self.channel.close()
+                self.channel = None
+            if self._orch_started:
+                self._orch_started = False
+                self.orch.stop(grace=0.5)
+
+
+# -- the minimum traffic between PNodes -----------------------------------------------------------------
+def value_bytes(node: Any) -> int:
+    return 8 if node.type in INT64_OUTPUTS else BYTES[node.activation_precision]
+
+
+def crossing_traffic(spec: Any, placement: dict[str, str], batch: int) -> list[dict[str, Any]]:
+    """Per edge between two PNodes: raw activation bytes forward, gradient bytes backward, per step.
+    `output_shapes` are per sample (no batch axis), hence the factor `batch`."""
+    from dcnr.runtime.executor import backward_set
+
+    live = backward_set(spec)
+    rows = []
+    for e in spec.edges:
+        if placement[e.src] == placement[e.dst]:
+            continue
+        src = spec.nodes[e.src]
+        shape = src.output_shapes[e.src_slot]
+        if shape is None:
+            raise ValueError(f"edge {e}: the output shape of {e.src} is unknown, cannot compute its size")
+        act = batch * math.prod(shape) * value_bytes(src)
+        grad = act if (e.src in live and e.dst in live) else 0
+        rows.append({"edge": str(e), "from": placement[e.src], "to": placement[e.dst],
+                     "shape": [batch, *shape], "activation_bytes": act, "gradient_bytes": grad})
+    return rows
+
+
+def input_traffic(spec: Any, batch: dict[str, torch.Tensor], placement: dict[str, str]) -> dict[str, Any]:
+    """What the orchestrator sends the PNodes per step (the network inputs), raw and as hops."""
+    from dcnr.proto import codec
+    from dcnr.proto.v1 import common_pb2, node_pb2
+    from dcnr.proto.version import version_message
+
+    meta = common_pb2.RequestId(network=NAME, run=f"train/{NAME}/0/00000000", step=0, micro_batch=0, kind="train",
+                                grad_scale=1.0)
+    raw = wire = 0
+    to: dict[str, str] = {}
+    for b in spec.inputs:
+        t = batch[b.name]
+        raw += t.numel() * t.element_size()
+        wire += node_pb2.HopRequest(version=version_message(), request=meta, vnode=b.node_id, slot=b.slot_id,
+                                    value=codec.encode_value(t), sender="orchestrator").ByteSize()
+        to[b.name] = placement[b.node_id]
+    return {"raw_bytes": raw, "wire_bytes": wire, "to": to}
+
+
+# -- main --------------------------------------------------------------------------------------------------
+def mib(n: float) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (default 5)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps per variant (default 1)")
+    ap.add_argument("--batch-size", type=int, default=8, help="sequences per step (default 8)")
+    ap.add_argument("--seq-len", type=int, default=128,
+                    help="tokens per sequence; topology 1 is built for 128, and only 128 is accepted")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads per process: each PNode, and this process for monolithic/local (default 1)")
+    ap.add_argument("--step-timeout", type=float, default=300.0, help="seconds before a cluster step fails")
+    ap.add_argument("--no-memory", action="store_true",
+                    help="skip the child processes that measure peak RSS of the monolithic module and executor")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's malloc as it is in every process (by default it keeps freed memory)")
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON object (progress to stderr)")
+    ap.add_argument("--pnode-child", nargs=3, metavar=("ADDRESS", "ID", "STATSFILE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.threads < 1:
+        ap.error("--threads must be at least 1")
+    if args.pnode_child:
+        pnode_child(*args.pnode_child, threads=args.threads, default_malloc=args.default_malloc)
+        return
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
+        ap.error("--steps and --batch-size must be at least 1, --warmup at least 0")
+
+    out = sys.stderr if args.json else sys.stdout
+
+    def say(*parts: Any) -> None:
+        print(*parts, file=out, flush=True)
+
+    pinned = not args.default_malloc and keep_freed_memory()
+    torch.set_num_threads(args.threads)
+    doc = load_doc()  # float32
+    doc["name"] = NAME
+    sz = model_sizes(doc)
+    if args.seq_len != sz["seq_len"]:
+        ap.error(f"--seq-len must be {sz['seq_len']}: topology 1's context length (RoPE tables, shapes) is fixed")
+    batch = args.batch_size
+    say(f"topology 1: {sz['blocks']} blocks x {sz['heads']} heads, dim {sz['dim']}, context {sz['seq_len']}, "
+        f"vocab {sz['vocab']}; float32, batch {batch} x {sz['seq_len']} tokens, 1 micro-batch")
+    say(f"torch {torch.__version__}, {args.threads} thread(s) per process on {os.cpu_count()} CPUs "
+        f"(load average {os.getloadavg()[0]:.2f}); {args.warmup} warm-up + {args.steps} timed steps each, "
+        f"alternating; malloc {'keeps freed memory' if pinned else 'as default'}")
+
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        # the PNodes start before this process grows: a child's figures never include the parent's pages
+        cluster = Cluster(Path(tmp), args.threads, args.step_timeout, args.default_malloc)
+        try:
+            t0 = time.perf_counter()
+            cluster.start(PNODES)
+            say(f"cluster: orchestrator at {cluster.address}, PNodes {', '.join(PNODES)} registered "
+                f"in {time.perf_counter() - t0:.1f} s")
+            cluster.create_network(doc)
+
+            t0 = time.perf_counter()
+            ex = make_executor(doc)
+            torch.manual_seed(0)
+            mono = Monolithic(sz)
+            copy_params(mono.model, ex.parameters(), sz)
+            say(f"local executor: {len(ex.vnodes)} VNodes; monolithic: "
+                f"{sum(p.numel() for p in mono.model.parameters()) / 1e6:.1f} M parameters "
+                f"(both built in {time.perf_counter() - t0:.1f} s, same initial parameters)")
+
+            runners = {
+                "monolithic": mono.train_step,
+                "local": lambda t, y: float(ex.train_step({"tokens": t, "targets": y})["ce_loss"]),
+                "cluster": cluster.train_step,
+            }
+            names = list(runners)
+            times: dict[str, list[float]] = {k: [] for k in runners}
+            warm_times: dict[str, list[float]] = {k: [] for k in runners}
+            losses: dict[str, list[float]] = {k: [] for k in runners}
+            for i in range(args.warmup + args.steps):
+                tokens, targets = make_batch(sz, batch, i)  # seeded per step: the same batch for everyone
+                order = names[i % 3:] + names[:i % 3]  # rotate who goes first
+                for name in order:
+                    start = time.perf_counter()
+                    loss = runners[name](tokens, targets)
+                    elapsed = time.perf_counter() - start
+                    losses[name].append(loss)
+                    (times if i >= args.warmup else warm_times)[name].append(elapsed)
+                    if elapsed > 60:
+                        say(f"  warning: one {name} step took {elapsed:.0f} s")
+                tag = "warm-up" if i < args.warmup else "step   "
+                say(f"  {tag} {i:2d}: " + ", ".join(
+                    f"{n} loss {losses[n][-1]:.4f} {(times if i >= args.warmup else warm_times)[n][-1]:.3f} s"
+                    for n in names))
+
+            spec = cluster.orch.driver.network(NAME).spec
+            placement = cluster.orch.store.placements(NAME)
+            if set(placement) != set(spec.nodes):
+                raise RuntimeError(f"placement of {NAME!r} covers {len(placement)} of {len(spec.nodes)} VNodes")
+            stats = cluster.stop_pnodes()
+        finally:
+            cluster.close()
+    missing = [p for p in PNODES if p not in stats]
+    if missing:
+        raise SystemExit(f"PNode(s) {', '.join(missing)} wrote no stats")
+    del ex, mono
+
+    mem: dict[str, dict[str, float]] = {}
+    if not args.no_memory:
+        say(f"peak RSS of monolithic and executor: a fresh child process each, "
+            f"{args.warmup + args.steps} training steps")
+        ns = SimpleNamespace(batch=batch, threads=args.threads, mem_steps=args.warmup + args.steps,
+                             default_malloc=args.default_malloc)
+        for variant, key in (("monolithic", "monolithic"), ("executor", "local")):
+            mem[key] = measure_memory(variant, ns)
+
+    # -- figures --
+    total_steps = args.warmup + args.steps
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio_local, ratio_cluster = med["local"] / med["monolithic"], med["cluster"] / med["monolithic"]
+    crossing = crossing_traffic(spec, placement, batch)
+    min_act = sum(r["activation_bytes"] for r in crossing)
+    min_grad = sum(r["gradient_bytes"] for r in crossing)
+    minimum = min_act + min_grad
+    sent = sum(stats[p]["bytes_sent"] for p in PNODES)
+    sent_tensor = sum(stats[p]["tensor_bytes_sent"] for p in PNODES)
+    hops = sum(stats[p]["hops_sent"] for p in PNODES)
+    wire_per_step = sent / total_steps
+    wire_ratio = wire_per_step / minimum if minimum else float("inf")
+    tokens, targets = make_batch(sz, batch, 0)
+    inputs = input_traffic(spec, {"tokens": tokens, "targets": targets}, placement)
+    hosted = {p: sum(1 for v in placement.values() if v == p) for p in PNODES}
+    peak = {p: stats[p]["peak_rss_bytes"] for p in PNODES}
+    figures = {
+        "setup": {"batch_size": batch, "seq_len": sz["seq_len"], "threads": args.threads, "cpus": os.cpu_count(),
+                  "warmup": args.warmup, "steps": args.steps, "malloc_keeps_freed": bool(pinned)},
+        "step_seconds": {k: {"median": med[k], "min": min(v), "max": max(v), "all": v} for k, v in times.items()},
+        "warmup_seconds": warm_times,
+        "losses": losses,
+        "ratio_local_to_monolithic": ratio_local,
+        "ratio_cluster_to_monolithic": ratio_cluster,
+        "target_cluster_ratio": TARGET_TIME_RATIO,
+        "placement": {"vnodes_per_pnode": hosted, "crossing_edges": crossing},
+        "wire": {"bytes_sent_per_step": wire_per_step, "tensor_bytes_sent_per_step": sent_tensor / total_steps,
+                 "hops_sent_per_step": hops / total_steps,
+                 "minimum_bytes_per_step": minimum, "minimum_activation_bytes": min_act,
+                 "minimum_gradient_bytes": min_grad, "ratio_to_minimum": wire_ratio,
+                 "target_ratio": TARGET_WIRE_RATIO, "steps_counted": total_steps,
+                 "per_pnode": {p: {k: stats[p][k] for k in ("hops_sent", "bytes_sent", "tensor_bytes_sent",
+                                                            "local_hops", "refused")} for p in PNODES}},
+        "orchestrator_inputs_per_step": inputs,
+        "peak_rss_bytes": {**{f"pnode {p}": peak[p] for p in PNODES},
+                           **{k: int(v["peak_mib"] * 2**20) for k, v in mem.items()}},
+        "pnode_ru_maxrss_bytes": {p: stats[p]["ru_maxrss_bytes"] for p in PNODES},
+        "pnode_torch_threads": {p: stats[p]["torch_threads"] for p in PNODES},
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+
+    print()
+    print(f"{'variant':<11} {'median step':>12} {'min':>9} {'max':>9} {'tokens/s':>9} {'peak RSS':>22}")
+    tok = batch * sz["seq_len"]
+    for k in names:
+        v = times[k]
+        if k == "cluster":
+            rss = " + ".join(f"{peak[p] / 2**20:.0f}" for p in PNODES) + " MiB"
+        else:
+            rss = f"{mem[k]['peak_mib']:.0f} MiB" if k in mem else "-"
+        print(f"{k:<11} {med[k]:10.3f} s {min(v):7.3f} s {max(v):7.3f} s {tok / med[k]:9.0f} {rss:>22}")
+    print(f"ratio local / monolithic (median step): {ratio_local:.3f}")
+    print(f"ratio cluster / monolithic (median step): {ratio_cluster:.3f}  (target <= {TARGET_TIME_RATIO}: "
+          f"{'ok' if ratio_cluster <= TARGET_TIME_RATIO else 'above target'})")
+    print()
+    print("placement: " + ", ".join(f"{p} {n} VNodes" for p, n in hosted.items())
+          + f"; {len(crossing)} edge(s) cross PNodes:")
+    for r in crossing:
+        print(f"  {r['edge']:<34} {r['from']}->{r['to']}  {'x'.join(map(str, r['shape'])):<14} "
+              f"fwd {mib(r['activation_bytes']):>10}  bwd {mib(r['gradient_bytes']):>10}")
+    print(f"wire between PNodes per step: {mib(wire_per_step)} in {hops / total_steps:.1f} hops "
+          f"(tensor payload {mib(sent_tensor / total_steps)}; totals over {total_steps} steps incl. warm-up)")
+    print(f"minimum per step: {mib(minimum)} (activations {mib(min_act)}, gradients {mib(min_grad)})")
+    print(f"ratio wire / minimum: {wire_ratio:.3f}  (target <= {TARGET_WIRE_RATIO}: "
+          f"{'ok' if wire_ratio <= TARGET_WIRE_RATIO else 'above target'})")
+    print(f"orchestrator -> PNodes inputs per step (not in the ratio): {mib(inputs['wire_bytes'])} as hops, "
+          f"{mib(inputs['raw_bytes'])} raw (" + ", ".join(f"{k} to {v}" for k, v in inputs["to"].items()) + ")")
+    print("peak RSS: " + ", ".join(f"PNode {p} {peak[p] / 2**20:.0f} MiB" for p in PNODES)
+          + "".join(f", {k} {v['peak_mib']:.0f} MiB" for k, v in mem.items())
+          + "  (VmHWM of each process; PNode ru_maxrss: "
+          + ", ".join(f"{p} {stats[p]['ru_maxrss_bytes'] / 2**20:.0f} MiB" for p in PNODES) + ")")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
