@@ -103,3 +103,48 @@ def test_demo_on_user_corpus(tmp_path: Path) -> None:
 def test_demo_bad_corpus_is_a_user_error(tmp_path: Path) -> None:
     res = dcnr("demo", "--corpus", str(tmp_path / "missing"), "--steps", "1")
     assert res.returncode == 2 and "no such file or directory" in res.stderr and "Traceback" not in res.stderr
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_demo_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Ctrl-C during training: exit 130, both PNode processes gone, state directory removed."""
+    import signal
+    import time
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"the dog number {i % 5} ran in the park.\n" for i in range(3000)))
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "dcnr.cli.main", "demo", "--corpus", str(corpus),
+                             "--steps", "100000", "--batch-size", "4"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        address, state = "", Path()
+        deadline = time.monotonic() + 120
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("cluster: orchestrator at "):
+                address = line.split()[3].rstrip(",")
+                state = Path(line.rsplit("(state in ", 1)[1].strip().rstrip(")"))
+            if address and "network 'tiny-lm'" in line:
+                break
+            assert time.monotonic() < deadline, "the demo did not start in time"
+        assert address and len(_processes_mentioning(address)) == 2  # the two PNodes
+        time.sleep(2)  # training is under way
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _processes_mentioning(address) == []
+    assert not state.exists()

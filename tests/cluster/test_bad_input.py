@@ -7,6 +7,7 @@ A failed training step must not poison the next one.
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 import uuid
@@ -35,6 +36,10 @@ MINE = ".".join(map(str, PROTOCOL_VERSION))
 ALIEN = common_pb2.ProtocolVersion(major=99, minor=3, patch=1)
 
 Thunk = Callable[[Cluster], Any]
+
+# torch imports its compiler stack the first time an optimizer is built (seconds, once per process).
+# Do it at collection, so no test's step — whose promptness some tests measure — pays for it.
+importlib.import_module("torch._dynamo")
 
 
 # -- helpers ------------------------------------------------------------------------------------
