@@ -1,0 +1,153 @@
+"""The orchestrator and PNodes together: membership, placement, sessions, data, forward and chat."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+import torch
+from cluster_helpers import Cluster, add_data, small_lm_yaml
+
+import dcnr
+from dcnr.proto import codec
+from dcnr.proto.v1 import node_pb2, orchestrator_pb2
+from dcnr.proto.version import version_message
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def forward(cluster: Cluster, tokens: torch.Tensor) -> torch.Tensor:
+    reply = cluster.control.ForwardNetwork(orchestrator_pb2.ForwardRequest(
+        network="small", inputs=[orchestrator_pb2.NamedValue(name="tokens", value=codec.encode_value(tokens))],
+        outputs=["logits"]), timeout=30)
+    return codec.decode_value(reply.outputs[0].value)
+
+
+def test_silent_pnode_is_marked_dead_after_three_missed_heartbeats(cluster_factory: Callable[..., Cluster]) -> None:
+    cluster = cluster_factory(0, heartbeat_interval=0.2)
+    cluster.nodes.RegisterPNode(node_pb2.RegisterPNodeRequest(
+        id="silent", version=version_message(), address="127.0.0.1:1", hardware=node_pb2.Hardware(cpu_cores=1)),
+        timeout=10)
+    started = time.monotonic()
+    states = lambda: {p.id: p.state for p in cluster.control.ListPNodes(orchestrator_pb2.ListRequest()).pnodes}  # noqa: E731
+    assert states() == {"silent": "alive"}
+    wait_for(lambda: states() == {"silent": "dead"})
+    assert time.monotonic() - started >= 3 * 0.2  # not before three beats were missed
+    with pytest.raises(grpc.RpcError) as info:  # a dead PNode's heartbeat is refused: it must register again
+        cluster.nodes.HeartbeatPNode(node_pb2.HeartbeatRequest(id="silent"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_heartbeating_pnodes_stay_alive_and_unregister_on_stop(cluster_factory: Callable[..., Cluster]) -> None:
+    cluster = cluster_factory(2, heartbeat_interval=0.2)
+    time.sleep(1.0)  # five intervals: they would be dead without heartbeats
+    rows = cluster.control.ListPNodes(orchestrator_pb2.ListRequest(), timeout=10).pnodes
+    assert [(p.id, p.state) for p in rows] == [("p0", "alive"), ("p1", "alive")]
+    assert rows[0].hardware.cpu_cores >= 1 and rows[0].hardware.device == "cpu"
+    cluster.pnodes[1].stop()
+    rows = cluster.control.ListPNodes(orchestrator_pb2.ListRequest(), timeout=10).pnodes
+    assert [p.id for p in rows] == ["p0"]
+
+
+def test_forward_matches_the_local_executor_and_follows_a_moved_vnode(cluster_factory: Callable[..., Cluster]) -> None:
+    """PNodes cache where VNodes live; when a PNode leaves, hops to it fail, are re-resolved and succeed."""
+    cluster = cluster_factory(2)
+    text = small_lm_yaml(dropout=0.0)
+    cluster.control.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=text), timeout=30)
+    tokens = torch.randint(0, 300, (2, 8), generator=torch.Generator().manual_seed(1))
+    want = dcnr.LocalExecutor(dcnr.parse_network(text)).forward({"tokens": tokens})["logits"]
+    assert torch.equal(forward(cluster, tokens), want)
+    before = cluster.orch.store.placements("small")
+    assert set(before.values()) == {"p0", "p1"}
+    cluster.pnodes[1].stop()
+    cluster.pnodes.append(cluster.add_pnode("p2"))
+    assert torch.equal(forward(cluster, tokens), want)  # untrained: re-created VNodes hold the same parameters
+    after = cluster.orch.store.placements("small")
+    assert set(after.values()) == {"p0", "p2"}
+    assert all(after[v] == "p0" for v, p in before.items() if p == "p0"), "VNodes on a live PNode stay put"
+
+
+def test_session_suspend_and_resume_give_the_uninterrupted_result(cluster_factory: Callable[..., Cluster]) -> None:
+    a, b = cluster_factory(2), cluster_factory(2)
+    losses = []
+    for cluster, pause in ((a, False), (b, True)):
+        c = cluster.control
+        c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=small_lm_yaml()), timeout=30)
+        add_data(c)
+        s = c.CreateTrainSession(orchestrator_pb2.CreateTrainSessionRequest(
+            network="small", dataset="d", steps=12, batch_size=4, micro_batches=2, seed=3), timeout=30)
+        assert s.state == "created"
+        ref = orchestrator_pb2.SessionRef(id=s.id)
+        c.StartTrainSession(ref, timeout=30)
+        events = []
+        if pause:
+            for ev in c.ListenTrainSession(ref, timeout=60):
+                events.append(ev)
+                if ev.step == 4:
+                    break
+            info = c.SuspendTrainSession(ref, timeout=60)
+            assert info.state == "suspended" and 4 <= info.step < 12
+            assert c.ListTrainSessions(orchestrator_pb2.ListRequest()).sessions[0].state == "suspended"
+            time.sleep(0.3)
+            assert c.ListTrainSessions(orchestrator_pb2.ListRequest()).sessions[0].step == info.step  # really stopped
+            c.StartTrainSession(ref, timeout=30)  # resume
+            events = []
+        events += [ev for ev in c.ListenTrainSession(ref, timeout=60)]
+        assert events[-1].state == "completed" and events[-1].step == 12
+        with pytest.raises(grpc.RpcError) as info_err:
+            c.StartTrainSession(ref, timeout=30)
+        assert info_err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        losses.append([e.loss for e in events if e.state in ("running", "completed") and e.step > 4])
+    assert losses[0] == losses[1]
+
+
+def test_validate_and_chat(cluster_factory: Callable[..., Cluster]) -> None:
+    cluster = cluster_factory(2)
+    c = cluster.control
+    c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=small_lm_yaml(dropout=0.0)), timeout=30)
+    add_data(c)
+    val = c.ValidateNetwork(orchestrator_pb2.ValidateRequest(network="small", dataset="d", batches=2, batch_size=4,
+                                                             seed=0), timeout=60)
+    ds = cluster.orch.data.dataset("d")
+    ex = dcnr.LocalExecutor(dcnr.parse_network(small_lm_yaml(dropout=0.0)))
+    want = 0.0
+    for i in range(2):
+        x, y = ds.batch(0, i, 4, 8, split="validation")
+        logits = ex.forward({"tokens": x}, outputs=["logits"])["logits"]
+        want += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).item() / 2
+    assert val.costs["ce_loss"] == pytest.approx(want, rel=1e-5)
+    chunks = list(c.ChatNetwork(orchestrator_pb2.ChatRequest(network="small", vocabulary="v", prompt="the quick",
+                                                             max_new_tokens=6, temperature=0.0), timeout=60))
+    assert chunks[-1].done and len([ch for ch in chunks if not ch.done]) == 6
+    tok = cluster.orch.data.tokenizer("v")
+    ids = ex.generate(tok.encode("the quick", add_special_tokens=False).ids, max_new_tokens=6, temperature=0.0)
+    assert [ch.token for ch in chunks if not ch.done] == ids[-6:].tolist()
+
+
+def test_placement_refuses_a_network_no_pnode_can_hold(cluster_factory: Callable[..., Cluster]) -> None:
+    cluster = cluster_factory(1, budget=1 << 16)
+    cluster.control.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=small_lm_yaml()), timeout=30)
+    with pytest.raises(grpc.RpcError) as info:
+        forward(cluster, torch.zeros(1, 8, dtype=torch.long))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "MiB" in (info.value.details() or "")
+
+
+def test_pnode_refuses_vnodes_beyond_its_budget_and_reports_it(cluster_factory: Callable[..., Cluster]) -> None:
+    """A PNode that declared more than it enforces (or placement raced): work is refused, the request fails
+    fast with the reason, and the refusal is counted in heartbeats."""
+    cluster = cluster_factory(1)
+    cluster.pnodes[0].runtime.host.memory_budget = 1 << 16
+    cluster.control.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=small_lm_yaml()), timeout=30)
+    with pytest.raises(grpc.RpcError) as info:
+        forward(cluster, torch.zeros(1, 8, dtype=torch.long))
+    assert info.value.code() == grpc.StatusCode.ABORTED
+    assert "memory budget exceeded" in (info.value.details() or "")
+    assert cluster.pnodes[0].runtime.stats["refused"] >= 1
