@@ -56,9 +56,9 @@ def guarded(fn: F) -> F:
                 print(f"error: cannot reach the server ({detail}); is `dcnr orchestrator` running, and is "
                       "--orchestrator / DCNR_ORCHESTRATOR right?", file=sys.stderr)
                 raise typer.Exit(exit_codes.RUNTIME_FAILURE) from None
+            problems = any(k == "dcnr-problems" for k, _ in (exc.trailing_metadata() or ()))
             for line in detail.splitlines() or [code.name]:
-                print(line if code == grpc.StatusCode.INVALID_ARGUMENT and len(detail.splitlines()) > 1
-                      else f"error: {line}", file=sys.stderr)
+                print(line if problems else f"error: {line}", file=sys.stderr)  # problems: as `validate` prints
             raise typer.Exit(exit_codes.USER_ERROR if code in USER_STATUSES else exit_codes.RUNTIME_FAILURE) from None
         except NetworkError as exc:
             for line in exc.problems:

@@ -29,7 +29,7 @@ from dcnr.proto.version import version_message
 from dcnr.runtime.executor import backward_set, check_inputs, needed_nodes, select_outputs, split_batch
 from dcnr.runtime.precision import LossScaler
 from dcnr.runtime.sampling import sample_tokens
-from dcnr.spec.loader import parse_network
+from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.model import NetworkSpec
 
 SENDER = "orchestrator"
@@ -106,7 +106,7 @@ class Driver:
             found = self._networks.get(name)
             if found is None:
                 rec = self.store.get_network(name)
-                spec = parse_network(rec.yaml, source=f"network {name!r}")
+                spec = parse_stored_network(rec.yaml, name)
                 fp16 = any("fp16" in (n.param_precision, n.activation_precision) for n in spec.nodes.values())
                 found = _Network(spec, rec.step, LossScaler(enabled=fp16), live=backward_set(spec))
                 self._networks[name] = found

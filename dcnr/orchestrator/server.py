@@ -46,6 +46,7 @@ log = logging.getLogger("dcnr.orchestrator")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CHUNK = 1 << 20  # bytes per streamed blob chunk
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
+PROBLEMS_KEY = "dcnr-problems"  # trailing metadata: the details are a network file's problems, one per line
 
 
 class Conflict(RuntimeError):
@@ -59,6 +60,7 @@ def _statuses(context: grpc.ServicerContext) -> Iterator[None]:
     except IncompatibleVersion as exc:
         context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     except NetworkError as exc:
+        context.set_trailing_metadata(((PROBLEMS_KEY, "network"),))  # clients print the lines verbatim
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(exc.problems))
     except PlacementError as exc:
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))

@@ -32,7 +32,7 @@ from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc
 from dcnr.proto.version import version_message
 from dcnr.runtime.executor import backward_set, needed_nodes
 from dcnr.runtime.vnode import RequestId
-from dcnr.spec.loader import parse_network
+from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.model import NetworkSpec
 
 log = logging.getLogger("dcnr.pnode")
@@ -155,7 +155,7 @@ class PNodeRuntime:
             return found
         if self.link is None:
             raise UnknownTarget(f"unknown network {network!r}")
-        spec = parse_network(self.link.network_yaml(network), source=f"network {network!r}")
+        spec = parse_stored_network(self.link.network_yaml(network), network)
         return self.add_network(spec)
 
     def add_network(self, spec: NetworkSpec, seed: int | None = None) -> NetworkView:

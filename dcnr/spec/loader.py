@@ -6,6 +6,7 @@ the node (`nodes[3] 'head_0': config.head_dim`), the edge or the top-level key.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import heapq
 from pathlib import Path
@@ -64,6 +65,12 @@ def load_network(path: str | Path) -> NetworkSpec:
     except (OSError, UnicodeDecodeError) as exc:
         raise NetworkError([f"{p}: cannot read: {exc}"]) from None
     return parse_network(text, source=str(p))
+
+
+def parse_stored_network(text: str, name: str) -> NetworkSpec:
+    """A network stored under `name` (which may override the name inside its YAML)."""
+    spec = parse_network(text, source=f"network {name!r}")
+    return spec if spec.name == name else dataclasses.replace(spec, name=name)
 
 
 def parse_network(text: str, source: str = "<string>") -> NetworkSpec:
