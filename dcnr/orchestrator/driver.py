@@ -186,7 +186,8 @@ class Driver:
                 # nothing half-done may poison the retry of this step; an unreachable PNode is the
                 # failure already being reported
                 with contextlib.suppress(StepFailed):
-                    self._each_pnode(pnodes, node_pb2.UpdateRequest(network=name, abandon=True, step=net.step))
+                    self._each_pnode(pnodes, node_pb2.UpdateRequest(network=name, abandon=True, step=net.step,
+                                                                            run=run_id))
                 raise
             finally:
                 self.inbox.close(run_id)

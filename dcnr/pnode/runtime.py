@@ -39,6 +39,7 @@ log = logging.getLogger("dcnr.pnode")
 
 SEND_ATTEMPTS = 4  # a hop to an unreachable PNode is re-resolved and retried this often
 SEEN_MEMORY = 65536  # hop keys remembered for duplicate detection
+ABANDONED_MEMORY = 1024  # abandoned runs remembered, so their late messages are dropped
 
 
 class OrchestratorLink(Protocol):
@@ -123,6 +124,7 @@ class PNodeRuntime:
         self._events: queue.Queue[node_pb2.ProgressEvent | None] = queue.Queue()
         self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._seen_lock = threading.Lock()
+        self._abandoned: OrderedDict[str, None] = OrderedDict()
         self._started: dict[tuple[str, RequestId], float] = {}  # first hop of each request, for timeouts
         self._channels: dict[str, tuple[grpc.Channel, node_pb2_grpc.VNodeServiceStub]] = {}
         self._threads: list[threading.Thread] = []
@@ -190,7 +192,7 @@ class PNodeRuntime:
         """Queue a hop; False when it is a duplicate of one already queued."""
         key = (op, meta.network, meta.run, meta.kind, meta.step, meta.micro_batch, vnode, index)
         with self._seen_lock:
-            if key in self._seen:
+            if key in self._seen or meta.run in self._abandoned:
                 return False
             self._seen[key] = None
             if len(self._seen) > SEEN_MEMORY:
@@ -223,7 +225,7 @@ class PNodeRuntime:
                     item.done.set_result(item.fn())
                 except BaseException as exc:  # handed to the caller
                     item.done.set_exception(exc)
-            else:
+            elif item.meta.run not in self._abandoned:  # work of an abandoned step is dropped
                 try:
                     with torch.no_grad():
                         (self._forward if item.op == "fwd" else self._backward)(item)
@@ -284,6 +286,8 @@ class PNodeRuntime:
                 self._route(_Work("bwd", meta, src, index, g))
 
     def _route(self, w: _Work) -> None:
+        if w.meta.run in self._abandoned:
+            return
         loc = self._locations.get((w.meta.network, w.vnode)) if self.link is not None else (self.id, "")
         if loc is not None and loc[0] == self.id:
             self.stats["local_hops"] += 1
@@ -308,11 +312,15 @@ class PNodeRuntime:
 
     # -- update, save, load (called through `call`) --------------------------------------------
     def update(self, network: str, loss_scale: float, apply: bool, check_only: bool,
-               step: int, abandon: bool = False) -> tuple[bool, dict[str, float]]:
+               step: int, abandon: bool = False, run: str = "") -> tuple[bool, dict[str, float]]:
         vnodes = [v for _, v in self.host.local(network)]
         if check_only:
             return all(v.grads_finite() for v in vnodes), {}
         if abandon:
+            with self._seen_lock:
+                self._abandoned[run] = None
+                if len(self._abandoned) > ABANDONED_MEMORY:
+                    self._abandoned.popitem(last=False)
             for v in vnodes:
                 for name in v.owned:
                     v.params[name].zero_grad()
@@ -358,6 +366,8 @@ class PNodeRuntime:
         return found[1]
 
     def _send(self, w: _Work) -> None:
+        if w.meta.run in self._abandoned:
+            return
         pnode, address = self._locate(w.meta.network, w.vnode, refresh=w.attempts > 0)
         if pnode == self.id:
             self.stats["local_hops"] += 1

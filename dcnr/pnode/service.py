@@ -95,7 +95,7 @@ class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
             self.runtime.view(request.network)
             finite, lrs = self.runtime.call(lambda: self.runtime.update(
                 request.network, request.loss_scale or 1.0, request.apply, request.check_only, request.step,
-                request.abandon))
+                request.abandon, request.run))
             return node_pb2.UpdateResponse(finite=finite, step=request.step, learning_rates=lrs)
         raise AssertionError("unreachable: abort raises")
 

@@ -503,12 +503,13 @@ def _out_of_range(where: str, rows: slice, value: int) -> Callable[[torch.Tensor
     (_out_of_range("targets", slice(None), VOCAB), 1, "loss", "out of bounds"),
     (_out_of_range("tokens", slice(2, 4), VOCAB), 2, "embedder", "token id out of range"),
 ], ids=["token-too-big", "token-negative", "target-too-big", "token-too-big-in-second-micro-batch"])
+@pytest.mark.parametrize("pnodes", [1, 2])
 def test_a_vnode_failing_mid_step_aborts_the_step_promptly_and_the_next_step_is_clean(
-        cluster_factory: Callable[..., Cluster], channels: list[grpc.Channel],
+        cluster_factory: Callable[..., Cluster], channels: list[grpc.Channel], pnodes: int,
         spoil: Callable[[torch.Tensor, torch.Tensor], None], micro_batches: int, vnode: str, text: str) -> None:
     """The step fails at once with ABORTED naming the VNode (not after the step timeout); the following
-    steps train exactly as if the failed one had never been sent."""
-    cluster = cluster_factory(1, step_timeout=STEP_TIMEOUT)
+    steps train exactly as if the failed one had never been sent (late work of the failed attempt is fenced off)."""
+    cluster = cluster_factory(pnodes, step_timeout=STEP_TIMEOUT)
     text_yaml = small_lm_yaml()
     cluster.control.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=text_yaml), timeout=TIMEOUT)
     bad_x, bad_y = ids(4, SEQ, seed=3), ids(4, SEQ, seed=4)

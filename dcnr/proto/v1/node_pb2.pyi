@@ -189,7 +189,7 @@ class GradientHop(_message.Message):
     def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., request: _Optional[_Union[_common_pb2.RequestId, _Mapping]] = ..., vnode: _Optional[str] = ..., edge: _Optional[int] = ..., gradient: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., has_gradient: _Optional[bool] = ...) -> None: ...
 
 class UpdateRequest(_message.Message):
-    __slots__ = ("network", "vnodes", "loss_scale", "apply", "check_only", "step", "abandon")
+    __slots__ = ("network", "vnodes", "loss_scale", "apply", "check_only", "step", "abandon", "run")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     VNODES_FIELD_NUMBER: _ClassVar[int]
     LOSS_SCALE_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +197,7 @@ class UpdateRequest(_message.Message):
     CHECK_ONLY_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     ABANDON_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
     network: str
     vnodes: _containers.RepeatedScalarFieldContainer[str]
     loss_scale: float
@@ -204,7 +205,8 @@ class UpdateRequest(_message.Message):
     check_only: bool
     step: int
     abandon: bool
-    def __init__(self, network: _Optional[str] = ..., vnodes: _Optional[_Iterable[str]] = ..., loss_scale: _Optional[float] = ..., apply: _Optional[bool] = ..., check_only: _Optional[bool] = ..., step: _Optional[int] = ..., abandon: _Optional[bool] = ...) -> None: ...
+    run: str
+    def __init__(self, network: _Optional[str] = ..., vnodes: _Optional[_Iterable[str]] = ..., loss_scale: _Optional[float] = ..., apply: _Optional[bool] = ..., check_only: _Optional[bool] = ..., step: _Optional[int] = ..., abandon: _Optional[bool] = ..., run: _Optional[str] = ...) -> None: ...
 
 class UpdateResponse(_message.Message):
     __slots__ = ("finite", "step", "learning_rates")
