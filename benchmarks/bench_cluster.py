@@ -44,14 +44,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_topology1 import (  # noqa: E402
+from bench_topology1 import (
     NETWORK,
     Monolithic,
     copy_params,
@@ -63,7 +62,7 @@ from bench_topology1 import (  # noqa: E402
     peak_rss_mib,
 )
 
-from dcnr.runtime.allocator import keep_freed_memory  # noqa: E402
+from dcnr.runtime.allocator import keep_freed_memory
 
 NAME = "topology1"
 PNODES = ("p0", "p1")
@@ -286,7 +285,8 @@ def main() -> None:
     if args.threads < 1:
         ap.error("--threads must be at least 1")
     if args.pnode_child:
-        pnode_child(*args.pnode_child, threads=args.threads, default_malloc=args.default_malloc)
+        address, pnode_id, stats_file = args.pnode_child
+        pnode_child(address, pnode_id, stats_file, threads=args.threads, default_malloc=args.default_malloc)
         return
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         ap.error("--steps and --batch-size must be at least 1, --warmup at least 0")
@@ -364,13 +364,12 @@ def main() -> None:
     missing = [p for p in PNODES if p not in stats]
     if missing:
         raise SystemExit(f"PNode(s) {', '.join(missing)} wrote no stats")
-    del ex, mono
 
     mem: dict[str, dict[str, float]] = {}
     if not args.no_memory:
         say(f"peak RSS of monolithic and executor: a fresh child process each, "
             f"{args.warmup + args.steps} training steps")
-        ns = SimpleNamespace(batch=batch, threads=args.threads, mem_steps=args.warmup + args.steps,
+        ns = argparse.Namespace(batch=batch, threads=args.threads, mem_steps=args.warmup + args.steps,
                              default_malloc=args.default_malloc)
         for variant, key in (("monolithic", "monolithic"), ("executor", "local")):
             mem[key] = measure_memory(variant, ns)

@@ -38,6 +38,12 @@ def test_cluster_training_is_bit_identical_to_the_local_executor(
     cluster = cluster_factory(pnodes)
     losses, params, placement = train_on_cluster(cluster, text)
     assert len(set(placement.values())) == pnodes, "every PNode should host part of the network"
+    stats = [p.runtime.stats for p in cluster.pnodes]
+    assert all(s["local_hops"] > 0 for s in stats)  # colocated VNodes pass tensors in-process
+    if pnodes == 1:
+        assert stats[0]["hops_sent"] == 0 and stats[0]["bytes_sent"] == 0  # nothing serialized
+    else:
+        assert all(s["hops_sent"] > 0 for s in stats)
 
     ex = dcnr.LocalExecutor(dcnr.parse_network(text))
     ds = cluster.orch.data.dataset("d")
