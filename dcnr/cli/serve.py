@@ -78,8 +78,10 @@ def pnode(
     if ctx.invoked_subcommand is not None:
         return
     from dcnr.pnode.agent import PNode
+    from dcnr.runtime.allocator import keep_freed_memory
 
     logs.configure(log_format)
+    keep_freed_memory()  # a training process: reuse freed memory instead of re-faulting it every step
     budget = logs.parse_size(memory_budget) if memory_budget is not None else None
     if heartbeat_interval is not None and heartbeat_interval <= 0:
         raise ValueError(f"--heartbeat-interval must be positive, got {heartbeat_interval}")
