@@ -34,6 +34,7 @@ def orchestrator(
     = Path("dcnr-state"),
     heartbeat_interval: Annotated[float, typer.Option(help=HEARTBEAT_HELP)] = 30.0,
     step_timeout: Annotated[float, typer.Option(help="Seconds a training step or request may take.")] = 600.0,
+    max_message_mb: Annotated[int, typer.Option(help="Largest gRPC message accepted or sent, in MiB.")] = 256,
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line).")] = "text",
 ) -> None:
     """Run the orchestrator: PNode registry, placement, networks, sessions, data (stops on SIGTERM/Ctrl-C)."""
@@ -43,7 +44,10 @@ def orchestrator(
     if heartbeat_interval <= 0:
         raise ValueError(f"--heartbeat-interval must be positive, got {heartbeat_interval}")
     stop = _stop_on_signals()
-    orch = Orchestrator(state_dir, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout)
+    if max_message_mb < 1:
+        raise ValueError(f"--max-message-mb must be at least 1, got {max_message_mb}")
+    orch = Orchestrator(state_dir, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout,
+                        max_message_bytes=max_message_mb * 2**20)
     try:
         orch.start(f"{host}:{port}")
         print(f"orchestrator serving on {host}:{orch.port} (state in {state_dir})", flush=True)
@@ -69,6 +73,7 @@ def pnode(
     heartbeat_interval: Annotated[float | None, typer.Option(help=HEARTBEAT_HELP + " Default: the orchestrator's.")]
     = None,
     task_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for inputs or gradients.")] = 300.0,
+    max_message_mb: Annotated[int, typer.Option(help="Largest gRPC message accepted or sent, in MiB.")] = 256,
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line).")] = "text",
 ) -> None:
     """Run a PNode that lends this machine to the fleet (stops cleanly on SIGTERM/Ctrl-C).
@@ -83,11 +88,14 @@ def pnode(
     logs.configure(log_format)
     keep_freed_memory()  # a training process: reuse freed memory instead of re-faulting it every step
     budget = logs.parse_size(memory_budget) if memory_budget is not None else None
+    if max_message_mb < 1:
+        raise ValueError(f"--max-message-mb must be at least 1, got {max_message_mb}")
     if heartbeat_interval is not None and heartbeat_interval <= 0:
         raise ValueError(f"--heartbeat-interval must be positive, got {heartbeat_interval}")
     stop = _stop_on_signals()
     node = PNode(orchestrator, pnode_id=pnode_id, bind=host, port=port, advertise=advertise, memory_budget=budget,
-                 threads=threads, device=device, heartbeat_interval=heartbeat_interval, task_timeout=task_timeout)
+                 threads=threads, device=device, heartbeat_interval=heartbeat_interval, task_timeout=task_timeout,
+                 max_message_bytes=max_message_mb * 2**20)
     try:
         node.start()
         print(f"pnode {node.id} serving at {node.address}", flush=True)
