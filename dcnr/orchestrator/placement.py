@@ -49,13 +49,12 @@ def units(spec: NetworkSpec) -> list[list[str]]:
             parent[max(ra, rb)] = min(ra, rb)
 
     groups: dict[str, str] = {}
-    publishers = spec.publishers()
     for nid, node in spec.nodes.items():
         cfg = node.config
         if cfg.colocate_group and cfg.colocate_policy == "required":
             union(nid, groups.setdefault(cfg.colocate_group, nid))
-        for alias in node.impl.tied().values():
-            union(nid, publishers[alias])
+        for other in spec.tie_group(nid):
+            union(nid, other)
     order = {nid: i for i, nid in enumerate(spec.topo_order)}
     members: dict[str, list[str]] = {}
     for nid in spec.topo_order:

@@ -75,7 +75,7 @@ class VNodeHost:
             spec, seed = self._networks[network]
             if vnode_id not in spec.nodes:
                 raise UnknownTarget(f"network {network!r} has no VNode {vnode_id!r}")
-            unit = _tie_unit(spec, vnode_id)
+            unit = spec.tie_group(vnode_id)
             need = {nid: estimate_vnode_memory(spec.nodes[nid]) for nid in unit}
             if self.memory_budget is not None and self.memory_used + sum(need.values()) > self.memory_budget:
                 raise BudgetExceeded(
@@ -118,12 +118,3 @@ class VNodeHost:
     def local_items(self) -> list[tuple[tuple[str, str], VNode]]:
         with self._lock:
             return sorted(self._vnodes.items())
-
-
-def _tie_unit(spec: NetworkSpec, vnode_id: str) -> set[str]:
-    """The VNode and every VNode sharing a tied weight with it."""
-    publishers = spec.publishers()
-    owner_of = {nid: {publishers[a] for a in n.impl.tied().values()} | (
-        {nid} if n.impl.published() else set()) for nid, n in spec.nodes.items()}
-    owners = owner_of[vnode_id]
-    return {vnode_id} | {nid for nid, o in owner_of.items() if o & owners}

@@ -76,6 +76,21 @@ class NetworkSpec:
     def out_edges(self, node_id: str) -> list[Edge]:
         return self._adjacency[1][node_id]
 
+    @functools.cached_property
+    def _tie_groups(self) -> dict[str, frozenset[str]]:
+        publishers = self.publishers()
+        group: dict[str, set[str]] = {nid: {nid} for nid in self.nodes}
+        for nid, node in self.nodes.items():
+            for alias in node.impl.tied().values():
+                merged = group[nid] | group[publishers[alias]]
+                for member in merged:
+                    group[member] = merged
+        return {nid: frozenset(g) for nid, g in group.items()}
+
+    def tie_group(self, node_id: str) -> frozenset[str]:
+        """The node and every node sharing a tied weight with it: they always run together."""
+        return self._tie_groups[node_id]
+
     def publishers(self) -> dict[str, str]:
         """alias -> id of the node that publishes it."""
         return {alias: n.id for n in self.nodes.values() for alias in n.impl.published()}
