@@ -178,9 +178,25 @@ class Cluster:
             name=NAME, yaml=yaml.safe_dump(doc, sort_keys=False), source=str(NETWORK)), timeout=60)
 
     def train_step(self, tokens: torch.Tensor, targets: torch.Tensor) -> float:
+        """One driver step, watched: a PNode process that dies fails it at once, not at the step timeout."""
         self.check_children()
-        costs, _, _, _ = self.orch.driver.train_step(NAME, {"tokens": tokens, "targets": targets}, 1)
-        return costs["ce_loss"]
+        result: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                result["costs"] = self.orch.driver.train_step(NAME, {"tokens": tokens, "targets": targets}, 1)[0]
+            except BaseException as exc:  # handed to the waiting thread
+                result["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="bench-step", daemon=True).start()
+        while not done.wait(0.2):
+            self.check_children()
+        if "error" in result:
+            raise result["error"]
+        return float(result["costs"]["ce_loss"])
 
     def stop_pnodes(self, grace: float = 30.0) -> dict[str, dict[str, Any]]:
         """SIGTERM every PNode, wait for it (SIGKILL after `grace` s), and read the stats each wrote."""

@@ -6,8 +6,9 @@ its publisher. Each PNode gets a fair share of the network's work (estimated
 memory as the proxy), in proportion to its budget and less when it reports load.
 Units are visited in topological order; each goes to the PNode that hosts its
 upstream neighbour while that PNode is within its share (activations stay
-in-process), otherwise to the PNode furthest below its share that has room, so
-consecutive stages land on different PNodes and pipeline. Memory is checked
+in-process; a unit without parameters always stays), otherwise to the PNode
+furthest below its share that has room, so consecutive stages land on different
+PNodes and pipeline. Memory is checked
 against each PNode's declared budget. The result depends only on the inputs.
 """
 
@@ -94,9 +95,12 @@ def place(spec: NetworkSpec, pnodes: list[PNodeCapacity], existing: dict[str, st
                 return (work[pid] + need) / fair[pid]
 
             target = min(fits, key=lambda pid: (share(pid), pid))
+            stateless = not any(spec.nodes[n].impl.param_shapes() for n in unit)
             for pid in (result[s] for n in unit for s in upstream[n] if s in result):
-                if pid in fits and share(pid) <= 1.0 + LOCALITY_SLACK:
-                    target = pid  # stay with the upstream neighbour: activations stay in-process
+                if pid in fits and (stateless or share(pid) <= 1.0 + LOCALITY_SLACK):
+                    # stay with the upstream neighbour: activations stay in-process; a VNode without
+                    # parameters always does (moving it would only add traffic)
+                    target = pid
                     break
         for n in unit:
             result[n] = target
