@@ -134,7 +134,8 @@ class Driver:
                     raise StepFailed(f"cannot send input {b.name!r} to PNode {placement[b.node_id]}: "
                                      f"{exc.code().name}: {exc.details()}") from None
 
-    def _wait(self, run: _Run, done: Any, what: str) -> None:
+    def _wait(self, run: _Run, done: Any, what: str, pnodes: Sequence[str] = ()) -> None:
+        """Until `done()`; fails on a reported error, a PNode of the run marked dead, or the timeout."""
         deadline = time.monotonic() + self.timeout
         with run.cond:
             while not done():
@@ -144,6 +145,11 @@ class Driver:
                 if left <= 0:
                     raise StepFailed(f"{what} timed out after {self.timeout:g} s")
                 run.cond.wait(min(left, 1.0))
+                if not done() and pnodes:
+                    alive = {p.id for p in self.fleet.alive()}
+                    gone = sorted(set(pnodes) - alive)
+                    if gone:
+                        raise StepFailed(f"{what} failed: PNode {gone[0]} left the fleet or stopped heartbeating")
             if run.error:
                 raise StepFailed(run.error)
 
@@ -181,7 +187,7 @@ class Driver:
                 self._wait(run, lambda: all(
                     len(run.backward.get(mb, ())) == len(net.live)
                     and all((mb, n, s) in run.outputs for _, n, s in cost_keys) for mb in range(micro_batches)),
-                    f"step {net.step} of network {name!r}")
+                    f"step {net.step} of network {name!r}", pnodes)
             except BaseException:
                 # nothing half-done may poison the retry of this step; an unreachable PNode is the
                 # failure already being reported
@@ -235,7 +241,8 @@ class Driver:
                 keys = [(0, by_name[o].node_id, by_name[o].slot_id) for o in outputs]
             else:
                 keys = [(0, b.node_id, b.slot_id) for b in spec.costs]
-            self._wait(run, lambda: all(k in run.outputs for k in keys), f"{kind} request on network {name!r}")
+            self._wait(run, lambda: all(k in run.outputs for k in keys), f"{kind} request on network {name!r}",
+                       sorted(set(placement.values())))
         finally:
             self.inbox.close(run_id)
         return run

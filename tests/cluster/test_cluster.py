@@ -151,3 +151,24 @@ def test_pnode_refuses_vnodes_beyond_its_budget_and_reports_it(cluster_factory: 
     assert info.value.code() == grpc.StatusCode.ABORTED
     assert "memory budget exceeded" in (info.value.details() or "")
     assert cluster.pnodes[0].runtime.stats["refused"] >= 1
+
+
+def test_a_pnode_dying_mid_run_fails_the_step_fast_not_at_the_timeout(cluster_factory: Callable[..., Cluster]) -> None:
+    """A PNode that crashes (no unregister, no heartbeats, no server) makes the step fail within seconds."""
+    cluster = cluster_factory(2, heartbeat_interval=0.2, step_timeout=60.0)
+    cluster.control.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=small_lm_yaml()), timeout=30)
+    tokens = torch.zeros(2, 8, dtype=torch.long)
+    forward(cluster, tokens)  # placed on both PNodes, locations cached
+    victim = cluster.pnodes.pop(1)
+    victim._stop.set()  # heartbeats stop
+    assert victim.server is not None
+    victim.server.stop(None)  # and it no longer answers
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        cluster.control.TrainNetwork(orchestrator_pb2.TrainRequest(network="small", inputs=[
+            orchestrator_pb2.NamedValue(name="tokens", value=codec.encode_value(tokens)),
+            orchestrator_pb2.NamedValue(name="targets", value=codec.encode_value(tokens))]), timeout=60)
+    assert info.value.code() == grpc.StatusCode.ABORTED
+    assert time.monotonic() - started < 15
+    victim.runtime.stop()
+    victim.link.close()
