@@ -114,6 +114,8 @@ class PNode:
     def start(self) -> None:
         if self.set_torch_threads:
             torch.set_num_threads(self.threads)
+        # the first optimizer of a process imports a lot of torch: do it now, not in the first step
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
         self.runtime.start()
         self.server, port = serve(self.runtime, f"{self.bind}:{self.port}", max_message_bytes=self.max_message_bytes)
         self.address = f"{self.advertise or self.bind}:{port}"

@@ -65,7 +65,11 @@ class VNodeHost:
             return sorted(self._networks)
 
     def vnode(self, network: str, vnode_id: str) -> VNode:
-        """The hosted VNode, creating it (and its tie unit) on first use."""
+        """The hosted VNode, creating it (and its tie unit) on first use.
+
+        Building happens outside the lock (the first optimizer of a process can take a
+        while), with the unit's memory reserved first so the budget holds meanwhile.
+        """
         with self._lock:
             found = self._vnodes.get((network, vnode_id))
             if found is not None:
@@ -82,7 +86,14 @@ class VNodeHost:
                     f"memory budget exceeded: hosting {', '.join(sorted(unit)[:4])} needs "
                     f"{sum(need.values()) / 2**20:.1f} MiB, {max(0, self.memory_budget - self.memory_used) / 2**20:.1f}"
                     f" MiB of {self.memory_budget / 2**20:.1f} MiB left")
-            for nid, v in build_vnodes(spec, seed, self.device, only=unit).items():
+            self.memory_used += sum(need.values())  # reserved while building
+        try:
+            built = build_vnodes(spec, seed, self.device, only=unit)
+        finally:
+            with self._lock:
+                self.memory_used -= sum(need.values())
+        with self._lock:
+            for nid, v in built.items():
                 if (network, nid) not in self._vnodes:
                     v.step = self._steps.get(network, 0)
                     self._vnodes[(network, nid)] = v
