@@ -137,6 +137,25 @@ def network_export(name: Annotated[str, typer.Argument(help="Network name.")],
     print(output)
 
 
+def network_import(file: Annotated[Path, typer.Argument(help="A .safetensors file written by `network export`.")],
+                   name: Annotated[str | None, typer.Option(help="Name (default: the exported name).")] = None,
+                   orchestrator: Orchestrator = DEFAULT) -> None:
+    """Create a network from an export: definition, parameters, optimizer state, step. Prints its name."""
+    data = file.read_bytes()
+    chunks = [orchestrator_pb2.BlobChunk(data=data[i:i + UPLOAD_PIECE]) for i in range(0, len(data), UPLOAD_PIECE)]
+    chunks = chunks or [orchestrator_pb2.BlobChunk()]
+    chunks[0].name = name or ""
+    print(control(orchestrator).ImportNetwork(iter(chunks), timeout=TIMEOUT).name)
+
+
+def network_clone(source: Annotated[str, typer.Argument(help="Network to copy.")],
+                  name: Annotated[str, typer.Argument(help="Name of the copy.")],
+                  orchestrator: Orchestrator = DEFAULT) -> None:
+    """Copy a network with its current parameters and optimizer state. Prints the new name."""
+    print(control(orchestrator).CloneNetwork(orchestrator_pb2.CloneNetworkRequest(source=source, name=name),
+                                             timeout=TIMEOUT).name)
+
+
 # -- sessions -------------------------------------------------------------------------------------
 
 def _session_row(s: orchestrator_pb2.TrainSessionInfo) -> dict[str, Any]:
@@ -448,7 +467,8 @@ def register(app: typer.Typer, network_app: typer.Typer) -> None:
     fn: Callable[..., None]
     commands: tuple[tuple[str, Callable[..., None]], ...] = (
         ("create", network_create), ("update", network_update), ("delete", network_delete),
-        ("list", network_list), ("show", network_show), ("export", network_export))
+        ("list", network_list), ("show", network_show), ("export", network_export), ("import", network_import),
+        ("clone", network_clone))
     for name, fn in commands:
         network_app.command(name)(guarded(fn))
     session_app = typer.Typer(help="Training sessions: create, start, suspend, resume, follow.",

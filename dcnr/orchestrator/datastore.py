@@ -33,10 +33,12 @@ MAX_SAMPLE_TOKENS = 4096  # most tokens `explore` decodes
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def _check_name(kind: str, name: str) -> None:
+def check_name(kind: str, name: str) -> str:
+    """Names of networks, vocabularies and datasets: safe as file names and in URLs."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-' "
                          "(at most 64, starting with a letter or digit)")
+    return name
 
 
 def _check_fraction(fraction: float) -> None:
@@ -84,7 +86,7 @@ class DataStore:
     # -- vocabularies -----------------------------------------------------------------------
     def create_vocabulary(self, name: str, tokenizer_json: str) -> dict[str, Any]:
         """Store a tokenizer (the JSON `tokenizers` writes) under a new name."""
-        _check_name(VOCABULARY, name)
+        check_name(VOCABULARY, name)
         try:
             tok = Tokenizer.from_str(tokenizer_json)
         except Exception as e:  # tokenizers raises a bare Exception
@@ -132,7 +134,7 @@ class DataStore:
     def create_dataset(self, name: str, vocabulary: str, texts: Iterable[str],
                        validation_fraction: float = 0.05) -> dict[str, Any]:
         """Encode `texts` (one document each, <eos> after each) into a new dataset, streaming."""
-        _check_name(DATASET, name)
+        check_name(DATASET, name)
         _check_fraction(validation_fraction)
         with self._lock:  # everything that can refuse is checked before a single text is read
             if name in self._building or self._exists(DATASET, name):

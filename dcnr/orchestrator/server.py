@@ -10,10 +10,9 @@ finish. A bad request never stops the server.
 
 from __future__ import annotations
 
-import io
 import itertools
+import json
 import logging
-import re
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -24,12 +23,13 @@ from typing import Any
 
 import grpc
 import torch
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from dcnr import __version__
 from dcnr.data.vocab import train_vocabulary
 from dcnr.errors import NetworkError
-from dcnr.orchestrator.datastore import DataStore
+from dcnr.orchestrator.datastore import DataStore, check_name
 from dcnr.orchestrator.driver import Driver, Inbox, StepFailed
 from dcnr.orchestrator.fleet import Fleet, hardware_dict
 from dcnr.orchestrator.placement import PlacementError
@@ -38,12 +38,12 @@ from dcnr.orchestrator.store import AlreadyExists, NetworkRecord, NotFound, Sess
 from dcnr.proto import codec
 from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.proto.version import IncompatibleVersion, check_compatible, version_message
+from dcnr.runtime.executor import CHECKPOINT_FORMAT
 from dcnr.runtime.sampling import lm_interface
-from dcnr.spec.loader import parse_network
+from dcnr.spec.loader import parse_network, parse_stored_network
 
 log = logging.getLogger("dcnr.orchestrator")
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CHUNK = 1 << 20  # bytes per streamed blob chunk
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
 PROBLEMS_KEY = "dcnr-problems"  # trailing metadata: the details are a network file's problems, one per line
@@ -74,13 +74,6 @@ def _statuses(context: grpc.ServicerContext) -> Iterator[None]:
         context.abort(grpc.StatusCode.ABORTED, str(exc))
     except ValueError as exc:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-
-
-def _check_name(kind: str, name: str) -> str:
-    if not NAME.match(name):
-        raise ValueError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-' "
-                         "(at most 64, starting with a letter or digit)")
-    return name
 
 
 def _session_info(rec: SessionRecord) -> orchestrator_pb2.TrainSessionInfo:
@@ -214,7 +207,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         with _statuses(context):
             source = request.source or "network"
             spec = parse_network(request.yaml, source=source)
-            name = _check_name("network", request.name or spec.name)
+            name = check_name("network", request.name or spec.name)
             self.o.store.create_network(NetworkRecord(name, request.yaml))
             log.info("network %s created: %d VNodes", name, len(spec.nodes), extra={"network": name})
             return self._info(self.o.store.get_network(name))
@@ -271,25 +264,84 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 for v, p in sorted(self.o.store.placements(request.name).items())])
         raise AssertionError("unreachable: abort raises")
 
+    def _export(self, name: str) -> bytes:
+        """Every VNode's parameters and optimizer state, and the definition, as one safetensors file."""
+        rec = self.o.store.get_network(name)
+        spec = self.o.driver.network(name).spec
+        placement = self.o.fleet.placement(spec)
+        tensors: dict[str, torch.Tensor] = {}
+        for vnode, pid in sorted(placement.items()):
+            reply = self.o.fleet.vnode_stub(pid).Save(node_pb2.SaveRequest(network=name, vnode=vnode),
+                                                      timeout=self.o.driver.timeout)
+            for t in reply.tensors:
+                kind, _, rest = t.name.partition("/")
+                tensors[f"{kind}/{vnode}.{rest}"] = codec.decode_tensor(t.tensor)
+        return bytes(save_safetensors(tensors, metadata={
+            "format": CHECKPOINT_FORMAT, "network": name, "step": str(self.o.driver.step_of(name)),
+            "seed": str(spec.seed), "yaml": rec.yaml}))
+
+    def _import(self, blob: bytes, name: str) -> orchestrator_pb2.NetworkInfo:
+        """Create a network from an export and load its state into the VNodes, wherever they are placed."""
+        meta = _safetensors_metadata(blob)
+        if meta.get("format") != CHECKPOINT_FORMAT or "yaml" not in meta:
+            raise ValueError("not a DCNR network export (a safetensors file written by ExportNetwork)")
+        spec = parse_stored_network(meta["yaml"], check_name("network", name or meta.get("network", "")))
+        try:
+            tensors = load_safetensors(blob)
+        except Exception as exc:  # safetensors raises its own error type for a damaged file
+            raise ValueError(f"damaged network export: {exc}") from None
+        per_vnode: dict[str, list[common_pb2.NamedTensor]] = {}
+        by_length = sorted(spec.nodes, key=len, reverse=True)  # ids and parameter names may contain dots
+        for key, t in tensors.items():
+            kind, _, rest = key.partition("/")  # "<kind>/<vnode>.<param>[/<optimizer state>]"
+            vnode = next((v for v in by_length if rest.startswith(v + ".")), None)
+            if kind not in ("param", "optim") or vnode is None:
+                raise ValueError(f"export entry {key!r} matches no VNode of network {spec.name!r}")
+            local = f"{kind}/{rest[len(vnode) + 1:]}"
+            per_vnode.setdefault(vnode, []).append(common_pb2.NamedTensor(name=local, tensor=codec.encode_tensor(t)))
+        step = int(meta.get("step", "0"))
+        self.o.store.create_network(NetworkRecord(spec.name, meta["yaml"], step=step))
+        try:
+            placement = self.o.fleet.placement(spec)
+            for vnode, pid in sorted(placement.items()):
+                if spec.nodes[vnode].impl.param_shapes() and vnode in per_vnode:
+                    self.o.fleet.vnode_stub(pid).Load(node_pb2.LoadRequest(
+                        network=spec.name, vnode=vnode, tensors=per_vnode[vnode], step=step),
+                        timeout=self.o.driver.timeout)
+        except BaseException:
+            self.o.driver.forget(spec.name)
+            self.o.store.delete_network(spec.name)  # nothing half-imported stays behind
+            raise
+        log.info("network %s imported at step %d", spec.name, step, extra={"network": spec.name})
+        return self._info(self.o.store.get_network(spec.name))
+
     def ExportNetwork(self, request: orchestrator_pb2.ExportNetworkRequest,
                       context: grpc.ServicerContext) -> Iterator[orchestrator_pb2.BlobChunk]:
         """Every VNode's parameters and optimizer state as one safetensors file, streamed."""
         with _statuses(context):
-            spec = self.o.driver.network(request.name).spec
-            placement = self.o.fleet.placement(spec)
-            tensors: dict[str, torch.Tensor] = {}
-            for vnode, pid in sorted(placement.items()):
-                reply = self.o.fleet.vnode_stub(pid).Save(node_pb2.SaveRequest(network=request.name, vnode=vnode),
-                                                          timeout=self.o.driver.timeout)
-                for t in reply.tensors:
-                    kind, _, rest = t.name.partition("/")
-                    tensors[f"{kind}/{vnode}.{rest}"] = codec.decode_tensor(t.tensor)
-            blob = save_safetensors(tensors, metadata={"format": "dcnr-checkpoint/1", "network": request.name,
-                                                       "step": str(self.o.driver.step_of(request.name)),
-                                                       "seed": str(spec.seed)})
-        buf = io.BytesIO(blob)
-        while chunk := buf.read(CHUNK):
-            yield orchestrator_pb2.BlobChunk(data=chunk)
+            blob = self._export(request.name)
+        for i in range(0, len(blob), CHUNK):
+            yield orchestrator_pb2.BlobChunk(data=blob[i:i + CHUNK])
+
+    def ImportNetwork(self, request_iterator: Iterator[orchestrator_pb2.BlobChunk],
+                      context: grpc.ServicerContext) -> orchestrator_pb2.NetworkInfo:
+        """A network from an export: its definition, parameters, optimizer state and step."""
+        with _statuses(context):
+            name, parts = "", []
+            for chunk in request_iterator:
+                name = name or chunk.name
+                parts.append(chunk.data)
+            return self._import(b"".join(parts), name)
+        raise AssertionError("unreachable: abort raises")
+
+    def CloneNetwork(self, request: orchestrator_pb2.CloneNetworkRequest,
+                     context: grpc.ServicerContext) -> orchestrator_pb2.NetworkInfo:
+        """A copy of a network under a new name, with its current parameters and optimizer state."""
+        with _statuses(context):
+            if not request.name:
+                raise ValueError("a clone needs a new name")
+            return self._import(self._export(request.source), request.name)
+        raise AssertionError("unreachable: abort raises")
 
     # -- execution --------------------------------------------------------------------------------
     def ForwardNetwork(self, request: orchestrator_pb2.ForwardRequest,
@@ -403,7 +455,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def CreateVocabulary(self, request: orchestrator_pb2.CreateVocabularyRequest,
                          context: grpc.ServicerContext) -> orchestrator_pb2.VocabularyInfo:
         with _statuses(context):
-            _check_name("vocabulary", request.name)
+            check_name("vocabulary", request.name)
             if request.tokenizer_json:
                 text = request.tokenizer_json
             elif request.texts:
@@ -511,6 +563,19 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     def Health(self, request: common_pb2.HealthRequest, context: grpc.ServicerContext) -> common_pb2.HealthResponse:
         return common_pb2.HealthResponse(status="serving", version=version_message(), software_version=__version__)
+
+
+def _safetensors_metadata(blob: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file (an 8-byte little-endian header size, then a JSON header)."""
+    try:
+        size = int.from_bytes(blob[:8], "little")
+        header = json.loads(blob[8:8 + size]) if 0 < size <= len(blob) - 8 else None
+    except (ValueError, UnicodeDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise ValueError("not a safetensors file")
+    meta = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 def _step_event(ev: dict[str, Any]) -> orchestrator_pb2.StepEvent:

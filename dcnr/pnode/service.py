@@ -136,7 +136,10 @@ class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
                     v.params[name].master.copy_(t.to(v.params[name].master))
                     v.params[name].version += 1
                 v.load_optimizer_state({k[len("optim/"):]: t for k, t in tensors.items() if k.startswith("optim/")})
-                v.step = int(request.step)
+                host = self.runtime.host  # the network is at this step: VNodes here now and those built later
+                host.set_step(request.network, int(request.step))
+                for _, other in host.local(request.network):
+                    other.step = int(request.step)
 
             self.runtime.call(run)
             return node_pb2.LoadResponse(loaded=True)

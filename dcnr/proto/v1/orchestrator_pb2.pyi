@@ -402,10 +402,12 @@ class ExportNetworkRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ...) -> None: ...
 
 class BlobChunk(_message.Message):
-    __slots__ = ("data",)
+    __slots__ = ("data", "name")
     DATA_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     data: bytes
-    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+    name: str
+    def __init__(self, data: _Optional[bytes] = ..., name: _Optional[str] = ...) -> None: ...
 
 class CloneNetworkRequest(_message.Message):
     __slots__ = ("source", "name")
