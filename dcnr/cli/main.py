@@ -19,6 +19,7 @@ from rich.table import Table
 
 from dcnr.cli import exit_codes
 from dcnr.errors import NetworkError
+from dcnr.proto.status import PROBLEMS_KEY
 from dcnr.spec.loader import load_network
 
 app = typer.Typer(
@@ -56,7 +57,7 @@ def guarded(fn: F) -> F:
                 print(f"error: cannot reach the server ({detail}); is `dcnr orchestrator` running, and is "
                       "--orchestrator / DCNR_ORCHESTRATOR right?", file=sys.stderr)
                 raise typer.Exit(exit_codes.RUNTIME_FAILURE) from None
-            problems = any(k == "dcnr-problems" for k, _ in (exc.trailing_metadata() or ()))
+            problems = any(k == PROBLEMS_KEY for k, _ in (exc.trailing_metadata() or ()))
             for line in detail.splitlines() or [code.name]:
                 print(line if problems else f"error: {line}", file=sys.stderr)  # problems: as `validate` prints
             raise typer.Exit(exit_codes.USER_ERROR if code in USER_STATUSES else exit_codes.RUNTIME_FAILURE) from None

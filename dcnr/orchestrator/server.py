@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from concurrent import futures
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from dcnr.orchestrator.placement import PlacementError
 from dcnr.orchestrator.sessions import Sessions
 from dcnr.orchestrator.store import AlreadyExists, NetworkRecord, NotFound, SessionRecord, SQLiteStore
 from dcnr.proto import codec
+from dcnr.proto.status import StatusTable, statuses
 from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.proto.version import IncompatibleVersion, check_compatible, version_message
 from dcnr.runtime.executor import CHECKPOINT_FORMAT
@@ -46,34 +47,26 @@ log = logging.getLogger("dcnr.orchestrator")
 
 CHUNK = 1 << 20  # bytes per streamed blob chunk
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
-PROBLEMS_KEY = "dcnr-problems"  # trailing metadata: the details are a network file's problems, one per line
 
 
 class Conflict(RuntimeError):
     """The request is valid but the current state forbids it (FAILED_PRECONDITION)."""
 
 
-@contextmanager
-def _statuses(context: grpc.ServicerContext) -> Iterator[None]:
-    try:
-        yield
-    except IncompatibleVersion as exc:
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-    except NetworkError as exc:
-        context.set_trailing_metadata(((PROBLEMS_KEY, "network"),))  # clients print the lines verbatim
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(exc.problems))
-    except PlacementError as exc:
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-    except NotFound as exc:
-        context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-    except AlreadyExists as exc:
-        context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
-    except Conflict as exc:
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-    except StepFailed as exc:
-        context.abort(grpc.StatusCode.ABORTED, str(exc))
-    except ValueError as exc:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+STATUSES: StatusTable = (
+    (IncompatibleVersion, grpc.StatusCode.FAILED_PRECONDITION),
+    (NetworkError, grpc.StatusCode.INVALID_ARGUMENT),
+    (PlacementError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
+    (StepFailed, grpc.StatusCode.ABORTED),
+    (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
+)
+
+
+def _statuses(context: grpc.ServicerContext) -> AbstractContextManager[None]:
+    return statuses(context, STATUSES)
 
 
 def _session_info(rec: SessionRecord) -> orchestrator_pb2.TrainSessionInfo:

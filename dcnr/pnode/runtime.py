@@ -30,7 +30,7 @@ from dcnr.pnode.host import BudgetExceeded, UnknownTarget, VNodeHost
 from dcnr.proto import codec
 from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc
 from dcnr.proto.version import version_message
-from dcnr.runtime.executor import backward_set, needed_nodes
+from dcnr.runtime.executor import backward_set, needed_nodes, upstream_gradients
 from dcnr.runtime.vnode import RequestId
 from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.model import NetworkSpec
@@ -277,13 +277,8 @@ class PNodeRuntime:
     def _gradients_out(self, view: NetworkView, meta: common_pb2.RequestId, vnode: str,
                        grads: list[torch.Tensor | None]) -> None:
         self._report(node_pb2.ProgressEvent.BACKWARD_DONE, meta, vnode)
-        for slot, g in enumerate(grads):
-            index = view.feeds.get((vnode, slot))
-            if index is None:
-                continue  # a network input: its gradient leaves the network
-            src = view.edges[index].src
-            if src in view.live:
-                self._route(_Work("bwd", meta, src, index, g))
+        for src, index, g in upstream_gradients(view.edges, view.feeds, view.live, vnode, grads):
+            self._route(_Work("bwd", meta, src, index, g))
 
     def _route(self, w: _Work) -> None:
         if w.meta.run in self._abandoned:

@@ -9,9 +9,8 @@ VNode; gRPC itself answers RESOURCE_EXHAUSTED above the message size limit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent import futures
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import grpc
@@ -21,25 +20,23 @@ from dcnr import __version__
 from dcnr.pnode.host import BudgetExceeded, UnknownTarget
 from dcnr.pnode.runtime import PNodeRuntime, request_key
 from dcnr.proto import codec
+from dcnr.proto.status import StatusTable, statuses
 from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc
 from dcnr.proto.version import IncompatibleVersion, check_compatible, version_message
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
 
 
-@contextmanager
-def _statuses(context: grpc.ServicerContext) -> Iterator[None]:
-    """Turn our errors into gRPC statuses with one clear message."""
-    try:
-        yield
-    except IncompatibleVersion as exc:
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-    except UnknownTarget as exc:
-        context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-    except BudgetExceeded as exc:
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-    except (codec.CodecError, ValueError) as exc:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+STATUSES: StatusTable = (
+    (IncompatibleVersion, grpc.StatusCode.FAILED_PRECONDITION),
+    (UnknownTarget, grpc.StatusCode.NOT_FOUND),
+    (BudgetExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ValueError, grpc.StatusCode.INVALID_ARGUMENT),  # codec errors included
+)
+
+
+def _statuses(context: grpc.ServicerContext) -> AbstractContextManager[None]:
+    return statuses(context, STATUSES)
 
 
 class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):

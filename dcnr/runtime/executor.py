@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from dcnr.nodes.base import stable_seed
 from dcnr.runtime.precision import LossScaler
 from dcnr.runtime.sampling import sample_tokens
 from dcnr.runtime.vnode import Parameter, RequestId, VNode
-from dcnr.spec.model import NetworkSpec
+from dcnr.spec.model import Edge, NetworkSpec
 
 CHECKPOINT_FORMAT = "dcnr-checkpoint/1"
 
@@ -143,13 +143,8 @@ class LocalExecutor:
 
     def _send_grads(self, queue: deque[tuple[str, str, int, Any]], nid: str,
                     grads: list[torch.Tensor | None]) -> None:
-        for slot, g in enumerate(grads):
-            index = self._feeds.get((nid, slot))
-            if index is None:
-                continue  # a network input: its gradient leaves the network
-            src = self._edges[index].src
-            if src in self._live:
-                queue.append(("bwd", src, index, g))
+        for src, index, g in upstream_gradients(self._edges, self._feeds, self._live, nid, grads):
+            queue.append(("bwd", src, index, g))
 
     # -- public API -------------------------------------------------------------------------
     def forward(self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, Any]:
@@ -308,6 +303,17 @@ class LocalExecutor:
         new = list(sample_tokens(lambda x, outs: self.forward(x, outputs=outs), self.spec, prompt, max_new_tokens,
                                  temperature, top_k, self.seed if seed is None else seed, output))
         return torch.cat([prompt, torch.tensor(new, dtype=torch.long)])
+
+
+def upstream_gradients(edges: Sequence[Edge], feeds: Mapping[tuple[str, int], int], live: Collection[str],
+                       vnode: str, grads: Sequence[torch.Tensor | None],
+                       ) -> Iterator[tuple[str, int, torch.Tensor | None]]:
+    """Where a VNode's input gradients go: (upstream VNode, edge index, gradient) per input slot
+    fed by an edge from a VNode that takes gradients; network inputs' gradients leave the network."""
+    for slot, g in enumerate(grads):
+        index = feeds.get((vnode, slot))
+        if index is not None and edges[index].src in live:
+            yield edges[index].src, index, g
 
 
 def needed_nodes(spec: NetworkSpec, targets: Collection[str]) -> set[str]:
