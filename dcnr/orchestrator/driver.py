@@ -137,6 +137,7 @@ class Driver:
     def _wait(self, run: _Run, done: Any, what: str, pnodes: Sequence[str] = ()) -> None:
         """Until `done()`; fails on a reported error, a PNode of the run marked dead, or the timeout."""
         deadline = time.monotonic() + self.timeout
+        next_check = time.monotonic() + 1.0
         with run.cond:
             while not done():
                 if run.error:
@@ -145,7 +146,8 @@ class Driver:
                 if left <= 0:
                     raise StepFailed(f"{what} timed out after {self.timeout:g} s")
                 run.cond.wait(min(left, 1.0))
-                if not done() and pnodes:
+                if pnodes and time.monotonic() >= next_check and not done():  # liveness: once a second
+                    next_check = time.monotonic() + 1.0
                     alive = {p.id for p in self.fleet.alive()}
                     gone = sorted(set(pnodes) - alive)
                     if gone:
