@@ -404,7 +404,8 @@ def chat_stream(address: str, network: str, vocab: str, prompt: str, max_tokens:
 
 
 def chat(network: Annotated[str, typer.Argument(help="Network name.")],
-         vocab: Annotated[str, typer.Option(help="Vocabulary of the network.")],
+         vocab: Annotated[str, typer.Option(help="Vocabulary (default: the one its last session trained with).")]
+         = "",
          prompt: Annotated[str | None, typer.Option(help="One prompt, then exit (default: interactive).")] = None,
          max_tokens: Annotated[int, typer.Option(help="Tokens to generate per reply.")] = 64,
          temperature: Annotated[float, typer.Option(help="0 for greedy.")] = 0.8,

@@ -10,6 +10,7 @@ finish. A bad request never stops the server.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -375,9 +376,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                     context: grpc.ServicerContext) -> Iterator[orchestrator_pb2.ChatChunk]:
         """Stream generated text token by token."""
         with _statuses(context):
-            if not request.vocabulary:
-                raise ValueError("chat needs a vocabulary to encode the prompt and decode tokens")
-            tok = self.o.data.tokenizer(request.vocabulary)
+            tok = self.o.data.tokenizer(request.vocabulary or self._vocabulary_of(request.network))
             bos = tok.token_to_id("<bos>")
             ids = tok.encode(request.prompt, add_special_tokens=False).ids
             prompt = ids or ([bos] if bos is not None else [])
@@ -395,6 +394,19 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 yield orchestrator_pb2.ChatChunk(text=full[len(text):], token=token)
                 text = full
             yield orchestrator_pb2.ChatChunk(done=True)
+
+    def _vocabulary_of(self, network: str) -> str:
+        """The vocabulary a network was last trained with (through a session), or the only one there is."""
+        self.o.store.get_network(network)  # NotFound first
+        trained = [s for s in self.o.store.list_sessions() if s.network == network and s.step > 0]
+        for rec in reversed(trained):
+            with contextlib.suppress(NotFound):
+                return str(self.o.data.get_dataset(rec.dataset)["vocabulary"])
+        names = [v["name"] for v in self.o.data.list_vocabularies()]
+        if len(names) == 1:
+            return str(names[0])
+        raise ValueError(f"network {network!r} was not trained through a session here; name its vocabulary "
+                         f"(one of: {', '.join(names) or 'none stored'})")
 
     # -- sessions ---------------------------------------------------------------------------------
     def CreateTrainSession(self, request: orchestrator_pb2.CreateTrainSessionRequest,

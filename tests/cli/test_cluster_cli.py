@@ -138,6 +138,8 @@ def test_data_session_listen_and_chat(fleet: Fleet, corpus: list[Path]) -> None:
     assert {r["id"]: r for r in json.loads(out)}[session]["state"] == "completed"
     code, out, err = fleet.run("chat", "chatty", "--vocab", "code", "--prompt", "def", "--max-tokens", "5")
     assert code == 0 and out.endswith("\n") and len(out) > 1, err
+    code, out2, err = fleet.run("chat", "chatty", "--prompt", "def", "--max-tokens", "5")  # its session's vocabulary
+    assert (code, out2) == (0, out), err  # same seed, same vocabulary: the same text
     code, out, _ = fleet.run("evaluate", "chatty", "--dataset", "fns", "--batches", "1", "--batch-size", "2", "--json")
     assert code == 0 and json.loads(out)["ce_loss"] > 0
     code, out, _ = fleet.run("pnode", "list", "--json")
