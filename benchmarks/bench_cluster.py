@@ -109,6 +109,7 @@ class Cluster:
     def __init__(self, workdir: Path, threads: int, step_timeout: float, default_malloc: bool) -> None:
         from dcnr.orchestrator.server import Orchestrator
 
+        self.micro_batches = 1
         self.workdir = workdir
         self.threads = threads
         self.default_malloc = default_malloc
@@ -185,7 +186,8 @@ class Cluster:
 
         def run() -> None:
             try:
-                result["costs"] = self.orch.driver.train_step(NAME, {"tokens": tokens, "targets": targets}, 1)[0]
+                result["costs"] = self.orch.driver.train_step(NAME, {"tokens": tokens, "targets": targets},
+                                                              self.micro_batches)[0]
             except BaseException as exc:  # handed to the waiting thread
                 result["error"] = exc
             finally:
@@ -290,6 +292,8 @@ def main() -> None:
                     help="tokens per sequence; topology 1 is built for 128, and only 128 is accepted")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads per process: each PNode, and this process for monolithic/local (default 1)")
+    ap.add_argument("--micro-batches", type=int, default=1,
+                    help="micro-batches per step for the local and cluster runs (pipelined across PNodes)")
     ap.add_argument("--step-timeout", type=float, default=300.0, help="seconds before a cluster step fails")
     ap.add_argument("--no-memory", action="store_true",
                     help="skip the child processes that measure peak RSS of the monolithic module and executor")
@@ -321,7 +325,8 @@ def main() -> None:
         ap.error(f"--seq-len must be {sz['seq_len']}: topology 1's context length (RoPE tables, shapes) is fixed")
     batch = args.batch_size
     say(f"topology 1: {sz['blocks']} blocks x {sz['heads']} heads, dim {sz['dim']}, context {sz['seq_len']}, "
-        f"vocab {sz['vocab']}; float32, batch {batch} x {sz['seq_len']} tokens, 1 micro-batch")
+        f"vocab {sz['vocab']}; float32, batch {batch} x {sz['seq_len']} tokens, "
+        f"{args.micro_batches} micro-batch(es) for local and cluster")
     say(f"torch {torch.__version__}, {args.threads} thread(s) per process on {os.cpu_count()} CPUs "
         f"(load average {os.getloadavg()[0]:.2f}); {args.warmup} warm-up + {args.steps} timed steps each, "
         f"alternating; malloc {'keeps freed memory' if pinned else 'as default'}")
@@ -329,6 +334,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         # the PNodes start before this process grows: a child's figures never include the parent's pages
         cluster = Cluster(Path(tmp), args.threads, args.step_timeout, args.default_malloc)
+        cluster.micro_batches = args.micro_batches
+        if args.batch_size % args.micro_batches:
+            ap.error("--batch-size must be a multiple of --micro-batches")
         try:
             t0 = time.perf_counter()
             cluster.start(PNODES)
@@ -347,7 +355,8 @@ def main() -> None:
 
             runners = {
                 "monolithic": mono.train_step,
-                "local": lambda t, y: float(ex.train_step({"tokens": t, "targets": y})["ce_loss"]),
+                "local": lambda t, y: float(ex.train_step({"tokens": t, "targets": y},
+                                                           micro_batches=args.micro_batches)["ce_loss"]),
                 "cluster": cluster.train_step,
             }
             names = list(runners)
@@ -464,6 +473,10 @@ def main() -> None:
           + "".join(f", {k} {v['peak_mib']:.0f} MiB" for k, v in mem.items())
           + "  (VmHWM of each process; PNode ru_maxrss: "
           + ", ".join(f"{p} {stats[p]['ru_maxrss_bytes'] / 2**20:.0f} MiB" for p in PNODES) + ")")
+    busy = {p: stats[p]["busy_seconds"] / total_steps for p in PNODES}
+    mean_step = statistics.mean(times["cluster"] + warm_times["cluster"])
+    print("PNode compute per step: " + ", ".join(f"{p} {b:.3f} s" for p, b in busy.items())
+          + f"; sum / cluster step = {sum(busy.values()) / mean_step:.2f} (above 1: PNodes computed at the same time)")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 

@@ -148,7 +148,7 @@ class PNode:
             beat = node_pb2.HeartbeatRequest(
                 id=self.id, load=self.runtime.load(), memory_used_bytes=self.runtime.host.memory_used,
                 vnodes=[f"{net}/{v.id}" for net, v in self.runtime.host.local()],
-                refused_tasks=self.runtime.stats["refused"])
+                refused_tasks=int(self.runtime.stats["refused"]))
             try:
                 self.link.nodes.HeartbeatPNode(beat, timeout=max(1.0, self.heartbeat_interval))
             except grpc.RpcError as exc:

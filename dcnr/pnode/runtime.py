@@ -115,7 +115,8 @@ class PNodeRuntime:
         self.task_timeout = task_timeout
         self.send_timeout = send_timeout
         self.max_message_bytes = max_message_bytes
-        self.stats = {"hops_sent": 0, "bytes_sent": 0, "tensor_bytes_sent": 0, "local_hops": 0, "refused": 0}
+        self.stats: dict[str, float] = {"hops_sent": 0, "bytes_sent": 0, "tensor_bytes_sent": 0, "local_hops": 0,
+                                        "refused": 0, "busy_seconds": 0.0}  # busy: VNode compute
         self._views: dict[str, NetworkView] = {}
         self._views_lock = threading.Lock()
         self._locations: dict[tuple[str, str], tuple[str, str]] = {}
@@ -226,6 +227,7 @@ class PNodeRuntime:
                 except BaseException as exc:  # handed to the caller
                     item.done.set_exception(exc)
             elif item.meta.run not in self._abandoned:  # work of an abandoned step is dropped
+                started = time.perf_counter()
                 try:
                     with torch.no_grad():
                         (self._forward if item.op == "fwd" else self._backward)(item)
@@ -235,6 +237,7 @@ class PNodeRuntime:
                 except Exception as exc:  # a bad value or a node error fails this request only
                     log.warning("VNode %s failed on %s: %s", item.vnode, request_key(item.meta), exc)
                     self._report_failure(item, f"VNode {item.vnode!r}: {exc}")
+                self.stats["busy_seconds"] += time.perf_counter() - started
             if time.monotonic() - last_sweep > 1.0:
                 self._expire()
                 last_sweep = time.monotonic()
