@@ -7,17 +7,15 @@ from functools import cached_property
 import torch
 from tokenizers import Tokenizer
 
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
-from dcnr.nodes.tokenizer import load_vocabulary
-from dcnr.nodes.values import Name, PositiveInt
+from dcnr.nodes.base import Context, NodeType, Shape
+from dcnr.nodes.tokenizer import VocabularyConfig, load_vocabulary
 
 
 class Detokenizer(NodeType):
     differentiable = False
 
-    class Config(NodeConfig):
-        vocab_size: PositiveInt
-        vocab_path: Name
+    class Config(VocabularyConfig):
+        pass
 
     cfg: Config
 
@@ -26,7 +24,7 @@ class Detokenizer(NodeType):
 
     @cached_property
     def vocab(self) -> Tokenizer:
-        return load_vocabulary(self.cfg.vocab_path, self.node_id, self.cfg.vocab_size)
+        return load_vocabulary(self.cfg, self.node_id)
 
     def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[list[str]]:
         (ids,) = xs  # (B, S)

@@ -2,29 +2,64 @@
 
 Each text becomes `pad_length` ids: truncated, then right-padded with the
 vocabulary's pad token (`<pad>`, else id 0). With `use_word_boundary_tokens` the
-vocabulary's `<bos>`/`<eos>` tokens wrap each text.
+vocabulary's `<bos>`/`<eos>` tokens wrap each text. The vocabulary is a file
+(`vocab_path`) or a vocabulary id stored by the orchestrator (`vocabulary`), which a
+PNode fetches through the source its process installs with `set_vocabulary_source`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
 import torch
+from pydantic import model_validator
 from tokenizers import Tokenizer
 
 from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
 from dcnr.nodes.values import Bool, Name, PositiveInt
 
+_source: Callable[[str], str] | None = None  # vocabulary id -> tokenizer JSON
 
-def load_vocabulary(path: str, node_id: str, vocab_size: int) -> Tokenizer:
-    """Load a `tokenizers` JSON file and check its size against the config."""
-    if not Path(path).is_file():
-        raise ValueError(f"{node_id!r}: vocab_path {path!r} does not exist")
-    tok = Tokenizer.from_file(path)
-    if tok.get_vocab_size() > vocab_size:
+
+def set_vocabulary_source(source: Callable[[str], str] | None) -> None:
+    """Where vocabulary ids are resolved in this process (a PNode: its orchestrator)."""
+    global _source
+    _source = source
+
+
+class VocabularyConfig(NodeConfig):
+    """`vocab_path` (a tokenizer JSON file) or `vocabulary` (an id stored by the orchestrator)."""
+
+    vocab_size: PositiveInt
+    vocab_path: Name | None = None
+    vocabulary: Name | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VocabularyConfig:
+        if (self.vocab_path is None) == (self.vocabulary is None):
+            raise ValueError("expected exactly one of vocab_path (a file) or vocabulary (a stored vocabulary id)")
+        return self
+
+
+def load_vocabulary(cfg: VocabularyConfig, node_id: str) -> Tokenizer:
+    """The configured vocabulary, checked against `vocab_size`."""
+    if cfg.vocabulary is not None:
+        if _source is None:
+            raise ValueError(f"{node_id!r}: vocabulary {cfg.vocabulary!r} is stored by an orchestrator; run the "
+                             "network on a cluster, or give vocab_path")
+        tok = Tokenizer.from_str(_source(cfg.vocabulary))
+        name = cfg.vocabulary
+    else:
+        assert cfg.vocab_path is not None
+        if not Path(cfg.vocab_path).is_file():
+            raise ValueError(f"{node_id!r}: vocab_path {cfg.vocab_path!r} does not exist")
+        tok = Tokenizer.from_file(cfg.vocab_path)
+        name = cfg.vocab_path
+    if tok.get_vocab_size() > cfg.vocab_size:
         raise ValueError(
-            f"{node_id!r}: vocabulary {path!r} has {tok.get_vocab_size()} tokens, more than vocab_size {vocab_size}"
+            f"{node_id!r}: vocabulary {name!r} has {tok.get_vocab_size()} tokens, more than vocab_size {cfg.vocab_size}"
         )
     return tok
 
@@ -32,10 +67,8 @@ def load_vocabulary(path: str, node_id: str, vocab_size: int) -> Tokenizer:
 class TokenizerNode(NodeType):
     differentiable = False
 
-    class Config(NodeConfig):
-        vocab_size: PositiveInt
+    class Config(VocabularyConfig):
         pad_length: PositiveInt
-        vocab_path: Name
         use_word_boundary_tokens: Bool = False
 
     cfg: Config
@@ -45,7 +78,7 @@ class TokenizerNode(NodeType):
 
     @cached_property
     def vocab(self) -> Tokenizer:
-        return load_vocabulary(self.cfg.vocab_path, self.node_id, self.cfg.vocab_size)
+        return load_vocabulary(self.cfg, self.node_id)
 
     def forward(self, ctx: Context, xs: list[list[str]]) -> list[torch.Tensor]:
         (texts,) = xs

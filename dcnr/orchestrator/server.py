@@ -43,6 +43,7 @@ from dcnr.proto.version import IncompatibleVersion, check_compatible, version_me
 from dcnr.runtime.executor import CHECKPOINT_FORMAT
 from dcnr.runtime.sampling import lm_interface
 from dcnr.spec.loader import parse_network, parse_stored_network
+from dcnr.spec.model import NetworkSpec
 
 log = logging.getLogger("dcnr.orchestrator")
 
@@ -201,6 +202,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         with _statuses(context):
             source = request.source or "network"
             spec = parse_network(request.yaml, source=source)
+            self._check_vocabularies(spec, source)
             name = check_name("network", request.name or spec.name)
             self.o.store.create_network(NetworkRecord(name, request.yaml))
             log.info("network %s created: %d VNodes", name, len(spec.nodes), extra={"network": name})
@@ -211,7 +213,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                       context: grpc.ServicerContext) -> orchestrator_pb2.NetworkInfo:
         """Replace a network's definition; its VNodes start again from their initial parameters."""
         with _statuses(context):
-            parse_network(request.yaml, source=request.source or "network")
+            spec = parse_network(request.yaml, source=request.source or "network")
+            self._check_vocabularies(spec, request.source or "network")
             self.o.store.get_network(request.name)
             self._refuse_if_training(request.name)
             self.o.store.update_network(request.name, request.yaml)
@@ -220,6 +223,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             self.o.driver.forget(request.name)
             return self._info(self.o.store.get_network(request.name))
         raise AssertionError("unreachable: abort raises")
+
+    def _check_vocabularies(self, spec: NetworkSpec, source: str) -> None:
+        """Vocabulary ids in tokenizer/detokenizer configs must name stored vocabularies."""
+        stored = {v["name"] for v in self.o.data.list_vocabularies()}
+        problems = [f"{source}: node {nid!r}: config.vocabulary: unknown vocabulary {vocab!r}; stored: "
+                    f"{', '.join(sorted(stored)) or 'none'}"
+                    for nid, node in spec.nodes.items()
+                    if (vocab := getattr(node.impl.cfg, "vocabulary", None)) is not None and vocab not in stored]
+        if problems:
+            raise NetworkError(problems)
 
     def _refuse_if_training(self, network: str) -> None:
         busy = [s.id for s in self.o.store.list_sessions() if s.network == network and s.state == "running"]

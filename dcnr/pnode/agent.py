@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import torch
 
+from dcnr.nodes.tokenizer import set_vocabulary_source
 from dcnr.pnode.host import UnknownTarget
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.pnode.service import DEFAULT_MAX_MESSAGE_BYTES, serve
@@ -60,6 +61,16 @@ class GrpcOrchestratorLink:
                 raise UnknownTarget(exc.details()) from None
             raise
         return loc.pnode, loc.address
+
+    def vocabulary_json(self, name: str) -> str:
+        """A stored vocabulary's tokenizer JSON (for tokenizer and detokenizer VNodes)."""
+        try:
+            reply = self.control.GetVocabulary(orchestrator_pb2.NameRef(name=name), timeout=self.timeout)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise ValueError(exc.details()) from None
+            raise
+        return str(reply.tokenizer_json)
 
     def report(self, events: list[node_pb2.ProgressEvent]) -> None:
         self.nodes.ReportProgress(node_pb2.ProgressReport(version=version_message(), pnode=self.pnode_id,
@@ -116,6 +127,7 @@ class PNode:
             torch.set_num_threads(self.threads)
         # the first optimizer of a process imports a lot of torch: do it now, not in the first step
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+        set_vocabulary_source(self.link.vocabulary_json)  # vocabulary ids in tokenizer configs resolve here
         self.runtime.start()
         self.server, port = serve(self.runtime, f"{self.bind}:{self.port}", max_message_bytes=self.max_message_bytes)
         self.address = f"{self.advertise or self.bind}:{port}"

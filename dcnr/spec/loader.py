@@ -240,7 +240,7 @@ class _Builder:
                 cfg = cls.Config.model_validate({str(k): v for k, v in config.items()})
             except ValidationError as exc:
                 for err in exc.errors():
-                    self.p.add(f"{here}: config." + ".".join(str(x) for x in err["loc"]),
+                    self.p.add(f"{here}: " + ".".join(["config", *(str(x) for x in err["loc"])]),
                                _pydantic_message(err, cls))
                 continue
             declared = [self._shapes(node, key, here) for key in ("input_shapes", "output_shapes")]

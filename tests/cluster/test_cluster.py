@@ -212,3 +212,34 @@ def test_export_import_and_clone_carry_the_trained_state(cluster_factory: Callab
         c.ImportNetwork(iter([orchestrator_pb2.BlobChunk(data=b"not a checkpoint", name="junk")]), timeout=30)
     assert info_err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [n.name for n in c.ListNetworks(orchestrator_pb2.ListRequest()).networks] == ["copy", "small", "twin"]
+
+
+TEXT_NETWORK = """
+name: text
+nodes:
+  - {id: tok, type: tokenizer, config: {vocab_size: 300, pad_length: 12, vocabulary: v}}
+  - {id: detok, type: detokenizer, config: {vocab_size: 300, vocabulary: v}}
+edges:
+  - {from: tok, to: detok}
+inputs: [{name: text, node_id: tok}]
+outputs: [{name: ids, node_id: tok}, {name: echo, node_id: detok}]
+"""
+
+
+def test_tokenizer_nodes_use_a_vocabulary_stored_by_the_orchestrator(cluster_factory: Callable[..., Cluster]) -> None:
+    cluster = cluster_factory(1)
+    c = cluster.control
+    with pytest.raises(grpc.RpcError) as info:  # the vocabulary must exist when the network is submitted
+        c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=TEXT_NETWORK, source="text.yml"), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "text.yml: node 'tok': config.vocabulary: unknown vocabulary 'v'" in (info.value.details() or "")
+    add_data(c)
+    c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=TEXT_NETWORK), timeout=30)
+    texts = ["the quick brown fox", "lazy dog"]
+    reply = c.ForwardNetwork(orchestrator_pb2.ForwardRequest(network="text", inputs=[
+        orchestrator_pb2.NamedValue(name="text", value=codec.encode_value(texts))]), timeout=30)
+    got = {o.name: codec.decode_value(o.value) for o in reply.outputs}
+    tok = cluster.orch.data.tokenizer("v")
+    want = tok.encode("lazy dog", add_special_tokens=False).ids
+    assert got["ids"][1].tolist() == want + [0] * (12 - len(want))  # padded with <pad> = 0
+    assert got["echo"] == texts

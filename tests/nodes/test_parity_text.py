@@ -8,6 +8,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+import dcnr
 from dcnr import LocalExecutor
 
 CORPUS = [
@@ -120,3 +121,20 @@ def test_tokenizer_feeds_training(kit, vocab: tuple[str, Tokenizer], micro_batch
     loss = ex.train_step({"text": TEXTS, "target": target}, micro_batches=micro_batches, update=False)["loss"]
     kit.check_loss(loss, loss_ref)
     kit.check_grads(ex, leaves, "tokenizer -> embedder")
+
+
+@pytest.mark.parametrize("extra", ["", ", vocab_path: a.json, vocabulary: v"])
+def test_a_vocabulary_comes_from_exactly_one_place(extra: str) -> None:
+    text = ("nodes:\n  - {id: t, type: tokenizer, config: {vocab_size: 10, pad_length: 4" + extra + "}}\n"
+            "inputs: [{name: x, node_id: t}]\n")
+    with pytest.raises(dcnr.NetworkError) as info:
+        dcnr.parse_network(text, source="n.yml")
+    assert info.value.problems == ["n.yml: nodes[0] 't': config: expected exactly one of vocab_path (a file) "
+                                   "or vocabulary (a stored vocabulary id)"]
+
+
+def test_a_stored_vocabulary_needs_a_cluster() -> None:
+    spec = dcnr.parse_network("nodes:\n  - {id: t, type: tokenizer, config: {vocab_size: 10, pad_length: 4, "
+                              "vocabulary: v}}\ninputs: [{name: x, node_id: t}]\noutputs: [{name: y, node_id: t}]\n")
+    with pytest.raises(ValueError, match="stored by an orchestrator"):
+        dcnr.LocalExecutor(spec).forward({"x": ["a"]})
