@@ -8,7 +8,7 @@ import torch
 from tokenizers import Tokenizer
 
 from dcnr.nodes.base import Context, NodeType, Shape
-from dcnr.nodes.tokenizer import VocabularyConfig, load_vocabulary
+from dcnr.nodes.tokenizer import VocabularyConfig, VocabularySource, load_vocabulary
 
 
 class Detokenizer(NodeType):
@@ -18,13 +18,14 @@ class Detokenizer(NodeType):
         pass
 
     cfg: Config
+    vocabulary_source: VocabularySource | None = None  # set by the hosting PNode
 
     def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
         return [None]  # text has no tensor shape
 
     @cached_property
     def vocab(self) -> Tokenizer:
-        return load_vocabulary(self.cfg, self.node_id)
+        return load_vocabulary(self.cfg, self.node_id, self.vocabulary_source)
 
     def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[list[str]]:
         (ids,) = xs  # (B, S)

@@ -3,8 +3,8 @@
 Each text becomes `pad_length` ids: truncated, then right-padded with the
 vocabulary's pad token (`<pad>`, else id 0). With `use_word_boundary_tokens` the
 vocabulary's `<bos>`/`<eos>` tokens wrap each text. The vocabulary is a file
-(`vocab_path`) or a vocabulary id stored by the orchestrator (`vocabulary`), which a
-PNode fetches through the source its process installs with `set_vocabulary_source`.
+(`vocab_path`) or a vocabulary id stored by the orchestrator (`vocabulary`), which the
+hosting PNode resolves by setting the node's `vocabulary_source`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,7 @@ from tokenizers import Tokenizer
 from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
 from dcnr.nodes.values import Bool, Name, PositiveInt
 
-_source: Callable[[str], str] | None = None  # vocabulary id -> tokenizer JSON
-
-
-def set_vocabulary_source(source: Callable[[str], str] | None) -> None:
-    """Where vocabulary ids are resolved in this process (a PNode: its orchestrator)."""
-    global _source
-    _source = source
+VocabularySource = Callable[[str], str]  # vocabulary id -> tokenizer JSON
 
 
 class VocabularyConfig(NodeConfig):
@@ -43,13 +37,13 @@ class VocabularyConfig(NodeConfig):
         return self
 
 
-def load_vocabulary(cfg: VocabularyConfig, node_id: str) -> Tokenizer:
-    """The configured vocabulary, checked against `vocab_size`."""
+def load_vocabulary(cfg: VocabularyConfig, node_id: str, source: VocabularySource | None) -> Tokenizer:
+    """The configured vocabulary, checked against `vocab_size`; `source` resolves vocabulary ids."""
     if cfg.vocabulary is not None:
-        if _source is None:
+        if source is None:
             raise ValueError(f"{node_id!r}: vocabulary {cfg.vocabulary!r} is stored by an orchestrator; run the "
                              "network on a cluster, or give vocab_path")
-        tok = Tokenizer.from_str(_source(cfg.vocabulary))
+        tok = Tokenizer.from_str(source(cfg.vocabulary))
         name = cfg.vocabulary
     else:
         assert cfg.vocab_path is not None
@@ -72,13 +66,14 @@ class TokenizerNode(NodeType):
         use_word_boundary_tokens: Bool = False
 
     cfg: Config
+    vocabulary_source: VocabularySource | None = None  # set by the hosting PNode
 
     def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
         return [(self.cfg.pad_length,)]
 
     @cached_property
     def vocab(self) -> Tokenizer:
-        return load_vocabulary(self.cfg, self.node_id)
+        return load_vocabulary(self.cfg, self.node_id, self.vocabulary_source)
 
     def forward(self, ctx: Context, xs: list[list[str]]) -> list[torch.Tensor]:
         (texts,) = xs

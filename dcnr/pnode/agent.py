@@ -19,7 +19,6 @@ from typing import Any
 import grpc
 import torch
 
-from dcnr.nodes.tokenizer import set_vocabulary_source
 from dcnr.pnode.host import UnknownTarget
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.pnode.service import DEFAULT_MAX_MESSAGE_BYTES, serve
@@ -127,7 +126,6 @@ class PNode:
             torch.set_num_threads(self.threads)
         # the first optimizer of a process imports a lot of torch: do it now, not in the first step
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-        set_vocabulary_source(self.link.vocabulary_json)  # vocabulary ids in tokenizer configs resolve here
         self.runtime.start()
         self.server, port = serve(self.runtime, f"{self.bind}:{self.port}", max_message_bytes=self.max_message_bytes)
         self.address = f"{self.advertise or self.bind}:{port}"

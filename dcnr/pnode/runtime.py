@@ -46,6 +46,7 @@ class OrchestratorLink(Protocol):
     """What a PNode asks of the orchestrator."""
 
     def network_yaml(self, name: str) -> str: ...
+    def vocabulary_json(self, name: str) -> str: ...
     def locate(self, network: str, vnode: str, refresh: bool) -> tuple[str, str]: ...
     def report(self, events: list[node_pb2.ProgressEvent]) -> None: ...
 
@@ -165,6 +166,10 @@ class PNodeRuntime:
         with self._views_lock:
             view = self._views.get(spec.name)
             if view is None:
+                if self.link is not None:  # stored vocabularies of tokenizer nodes come from our orchestrator
+                    for node in spec.nodes.values():
+                        if hasattr(node.impl, "vocabulary_source"):
+                            node.impl.vocabulary_source = self.link.vocabulary_json
                 self.host.add_network(spec, seed)
                 view = self._views[spec.name] = NetworkView(spec)
             return view

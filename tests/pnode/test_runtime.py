@@ -23,6 +23,9 @@ class RecordingLink:
     def network_yaml(self, name: str) -> str:
         return self.text
 
+    def vocabulary_json(self, name: str) -> str:
+        raise ValueError(f"unknown vocabulary {name!r}")
+
     def locate(self, network: str, vnode: str, refresh: bool) -> tuple[str, str]:
         return "me", ""
 
