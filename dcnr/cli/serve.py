@@ -35,6 +35,9 @@ def orchestrator(
     heartbeat_interval: Annotated[float, typer.Option(help=HEARTBEAT_HELP)] = 30.0,
     step_timeout: Annotated[float, typer.Option(help="Seconds a training step or request may take.")] = 600.0,
     max_message_mb: Annotated[int, typer.Option(help="Largest gRPC message accepted or sent, in MiB.")] = 256,
+    storage: Annotated[str | None, typer.Option(help="Checkpoint storage: file:///path or s3://bucket/prefix "
+                                                     "(default: STATE_DIR/storage).")] = None,
+    s3_endpoint_url: Annotated[str | None, typer.Option(help="Endpoint of an S3-compatible store.")] = None,
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line).")] = "text",
 ) -> None:
     """Run the orchestrator: PNode registry, placement, networks, sessions, data (stops on SIGTERM/Ctrl-C)."""
@@ -47,7 +50,7 @@ def orchestrator(
     if max_message_mb < 1:
         raise ValueError(f"--max-message-mb must be at least 1, got {max_message_mb}")
     orch = Orchestrator(state_dir, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout,
-                        max_message_bytes=max_message_mb * 2**20)
+                        max_message_bytes=max_message_mb * 2**20, storage=storage, s3_endpoint_url=s3_endpoint_url)
     try:
         orch.start(f"{host}:{port}")
         print(f"orchestrator serving on {host}:{orch.port} (state in {state_dir})", flush=True)

@@ -270,6 +270,14 @@ class Driver:
         yield from sample_tokens(lambda x, outs: self.forward(name, x, outs), spec, prompt_ids, max_new_tokens,
                                  temperature, top_k, seed)
 
+    def reset(self, name: str, step: int, loss_scale: float = 0.0, good_steps: int = 0) -> None:
+        """The network is back at `step` (restored from a checkpoint), with that step's loss scale."""
+        net = self.network(name)
+        net.step = step
+        if loss_scale:
+            net.scaler.scale, net.scaler.good_steps = loss_scale, good_steps
+        self.store.set_network_step(name, step)
+
     def step_of(self, name: str) -> int:
         return self.network(name).step
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -23,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from dcnr import __version__
 from dcnr.data.vocab import train_vocabulary
 from dcnr.errors import NetworkError
+from dcnr.orchestrator import checkpoints
+from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore, check_name
 from dcnr.orchestrator.driver import Driver, Inbox, StepFailed
 from dcnr.orchestrator.fleet import Fleet, hardware_dict
@@ -44,6 +42,7 @@ from dcnr.runtime.executor import CHECKPOINT_FORMAT
 from dcnr.runtime.sampling import lm_interface
 from dcnr.spec.loader import parse_network, parse_stored_network
 from dcnr.spec.model import NetworkSpec
+from dcnr.storage import BlobStore, open_store
 
 log = logging.getLogger("dcnr.orchestrator")
 
@@ -87,7 +86,8 @@ class Orchestrator:
     """Everything one orchestrator runs, wired together; `start` serves, `stop` shuts down cleanly."""
 
     def __init__(self, state_dir: str | Path, heartbeat_interval: float = 30.0, step_timeout: float = 600.0,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, storage: str | None = None,
+                 s3_endpoint_url: str | None = None, recovery_timeout: float = 600.0) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = SQLiteStore(self.state_dir / "state.sqlite")
@@ -95,7 +95,9 @@ class Orchestrator:
         self.fleet = Fleet(self.store, heartbeat_interval, max_message_bytes)
         self.inbox = Inbox()
         self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout)
-        self.sessions = Sessions(self.store, self.driver, self.data)
+        objects = open_store(storage or (self.state_dir / "storage").resolve().as_uri(), s3_endpoint_url)
+        self.checkpoints = Checkpoints(BlobStore(objects))
+        self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout)
         self.max_message_bytes = max_message_bytes
         self.server: grpc.Server | None = None
         self.port = 0
@@ -116,6 +118,9 @@ class Orchestrator:
         self.server = server
         self._monitor = threading.Thread(target=self._watch, name="heartbeats", daemon=True)
         self._monitor.start()
+        resumed = self.sessions.resume_interrupted()  # a crash left them running: back from their checkpoints
+        if resumed:
+            log.info("resuming %d interrupted session(s): %s", len(resumed), ", ".join(resumed))
         log.info("orchestrator serving on port %d (state in %s)", self.port, self.state_dir,
                  extra={"port": self.port})
         return self.port
@@ -275,46 +280,23 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         """Every VNode's parameters and optimizer state, and the definition, as one safetensors file."""
         rec = self.o.store.get_network(name)
         spec = self.o.driver.network(name).spec
-        placement = self.o.fleet.placement(spec)
-        tensors: dict[str, torch.Tensor] = {}
-        for vnode, pid in sorted(placement.items()):
-            reply = self.o.fleet.vnode_stub(pid).Save(node_pb2.SaveRequest(network=name, vnode=vnode),
-                                                      timeout=self.o.driver.timeout)
-            for t in reply.tensors:
-                kind, _, rest = t.name.partition("/")
-                tensors[f"{kind}/{vnode}.{rest}"] = codec.decode_tensor(t.tensor)
-        return bytes(save_safetensors(tensors, metadata={
-            "format": CHECKPOINT_FORMAT, "network": name, "step": str(self.o.driver.step_of(name)),
-            "seed": str(spec.seed), "yaml": rec.yaml}))
+        with self.o.driver.network(name).lock:  # between steps
+            state = checkpoints.gather(self.o.fleet, spec, self.o.driver.timeout)
+            step = self.o.driver.step_of(name)
+        return checkpoints.artifact(state, {"network": name, "step": str(step), "seed": str(spec.seed),
+                                            "yaml": rec.yaml})
 
     def _import(self, blob: bytes, name: str) -> orchestrator_pb2.NetworkInfo:
         """Create a network from an export and load its state into the VNodes, wherever they are placed."""
-        meta = _safetensors_metadata(blob)
+        meta = checkpoints.artifact_metadata(blob)
         if meta.get("format") != CHECKPOINT_FORMAT or "yaml" not in meta:
             raise ValueError("not a DCNR network export (a safetensors file written by ExportNetwork)")
         spec = parse_stored_network(meta["yaml"], check_name("network", name or meta.get("network", "")))
-        try:
-            tensors = load_safetensors(blob)
-        except Exception as exc:  # safetensors raises its own error type for a damaged file
-            raise ValueError(f"damaged network export: {exc}") from None
-        per_vnode: dict[str, list[common_pb2.NamedTensor]] = {}
-        by_length = sorted(spec.nodes, key=len, reverse=True)  # ids and parameter names may contain dots
-        for key, t in tensors.items():
-            kind, _, rest = key.partition("/")  # "<kind>/<vnode>.<param>[/<optimizer state>]"
-            vnode = next((v for v in by_length if rest.startswith(v + ".")), None)
-            if kind not in ("param", "optim") or vnode is None:
-                raise ValueError(f"export entry {key!r} matches no VNode of network {spec.name!r}")
-            local = f"{kind}/{rest[len(vnode) + 1:]}"
-            per_vnode.setdefault(vnode, []).append(common_pb2.NamedTensor(name=local, tensor=codec.encode_tensor(t)))
+        state = checkpoints.parse_artifact(blob, spec)
         step = int(meta.get("step", "0"))
         self.o.store.create_network(NetworkRecord(spec.name, meta["yaml"], step=step))
         try:
-            placement = self.o.fleet.placement(spec)
-            for vnode, pid in sorted(placement.items()):
-                if spec.nodes[vnode].impl.param_shapes() and vnode in per_vnode:
-                    self.o.fleet.vnode_stub(pid).Load(node_pb2.LoadRequest(
-                        network=spec.name, vnode=vnode, tensors=per_vnode[vnode], step=step),
-                        timeout=self.o.driver.timeout)
+            checkpoints.restore(self.o.fleet, spec, state, step, self.o.driver.timeout)
         except BaseException:
             self.o.driver.forget(spec.name)
             self.o.store.delete_network(spec.name)  # nothing half-imported stays behind
@@ -581,19 +563,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     def Health(self, request: common_pb2.HealthRequest, context: grpc.ServicerContext) -> common_pb2.HealthResponse:
         return common_pb2.HealthResponse(status="serving", version=version_message(), software_version=__version__)
-
-
-def _safetensors_metadata(blob: bytes) -> dict[str, str]:
-    """The `__metadata__` of a safetensors file (an 8-byte little-endian header size, then a JSON header)."""
-    try:
-        size = int.from_bytes(blob[:8], "little")
-        header = json.loads(blob[8:8 + size]) if 0 < size <= len(blob) - 8 else None
-    except (ValueError, UnicodeDecodeError):
-        header = None
-    if not isinstance(header, dict):
-        raise ValueError("not a safetensors file")
-    meta = header.get("__metadata__") or {}
-    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 def _step_event(ev: dict[str, Any]) -> orchestrator_pb2.StepEvent:

@@ -16,8 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
+
+from dcnr.orchestrator import checkpoints
+from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore
-from dcnr.orchestrator.driver import Driver
+from dcnr.orchestrator.driver import Driver, StepFailed
+from dcnr.orchestrator.placement import PlacementError
 from dcnr.orchestrator.store import NotFound, SessionRecord, StateStore
 from dcnr.runtime.sampling import lm_interface
 
@@ -37,16 +42,22 @@ class _Live:
 
 
 class Sessions:
-    def __init__(self, store: StateStore, driver: Driver, data: DataStore) -> None:
+    def __init__(self, store: StateStore, driver: Driver, data: DataStore, checkpoints: Checkpoints,
+                 recovery_timeout: float = 600.0) -> None:
         self.store = store
         self.driver = driver
         self.data = data
+        self.checkpoints = checkpoints
+        self.recovery_timeout = recovery_timeout
         self._live: dict[str, _Live] = {}
         self._lock = threading.Lock()
-        for rec in store.list_sessions():  # an orchestrator that stopped mid-session resumes it on request
-            if rec.state == "running":
-                rec.state = "suspended"
-                store.put_session(rec)
+
+    def resume_interrupted(self) -> list[str]:
+        """Sessions left running by an orchestrator that crashed: start them again from their last checkpoint."""
+        ids = [rec.id for rec in self.store.list_sessions() if rec.state == "running"]
+        for sid in ids:
+            self.start(sid)
+        return ids
 
     def _state(self, session_id: str) -> _Live:
         with self._lock:
@@ -174,16 +185,28 @@ class Sessions:
             spec = self.driver.network(rec.network).spec
             _, _, seq_len = lm_interface(spec)
             ds = self.data.dataset(rec.dataset)
+            if self.checkpoints.latest(rec.network, session=rec.id) is None:
+                self._checkpoint(rec)  # the point every failure before the next checkpoint returns to
+            else:
+                rec = self._recover(rec, live, "resuming")  # PNode state may be gone: start from storage
             while rec.step < rec.steps and not live.stop.is_set():
                 started = time.perf_counter()
                 x, y = ds.batch(rec.seed, rec.step, rec.batch_size, seq_len)
-                costs, _, skipped, lrs = self.driver.train_step(rec.network, {"tokens": x, "targets": y},
-                                                                rec.micro_batches, run_prefix=f"session-{rec.id}")
+                try:
+                    costs, _, skipped, lrs = self.driver.train_step(
+                        rec.network, {"tokens": x, "targets": y}, rec.micro_batches, run_prefix=f"session-{rec.id}")
+                except StepFailed as exc:
+                    log.warning("session %s: step %d failed (%s); restoring the last checkpoint", rec.id, rec.step,
+                                exc, extra={"session": rec.id})
+                    rec = self._recover(rec, live, "recovering")
+                    continue
                 duration = time.perf_counter() - started
                 if live.deleted:
                     return
                 rec.step += 1
                 done = rec.step >= rec.steps
+                if done or (rec.checkpoint_every and rec.step % rec.checkpoint_every == 0):
+                    self._checkpoint(rec)
                 if done:
                     rec.state = "completed"
                 self.store.put_session(rec)
@@ -195,6 +218,7 @@ class Sessions:
             if live.deleted:
                 return
             if rec.state != "completed":
+                self._checkpoint(rec)  # suspend: resume starts exactly here
                 rec = self.store.get_session(session_id)
                 rec.state = "suspended"
                 self.store.put_session(rec)
@@ -212,8 +236,58 @@ class Sessions:
             self._emit(live, self._status_event(rec))
             log.warning("session %s failed at step %d: %s", rec.id, rec.step, exc, extra={"session": rec.id})
 
+    def _checkpoint(self, rec: SessionRecord) -> dict[str, Any]:
+        """Write every VNode's state with the session's position; returns the manifest."""
+        net = self.driver.network(rec.network)
+        state = checkpoints.gather(self.driver.fleet, net.spec, self.driver.timeout)
+        manifest = self.checkpoints.write(net.spec, self.store.get_network(rec.network).yaml, net.step, state, {
+            "session": rec.id, "session_step": rec.step, "steps": rec.steps, "seed": rec.seed,
+            "dataset": rec.dataset, "dataset_sha256": self.data.get_dataset(rec.dataset)["sha256"],
+            "batch_size": rec.batch_size, "micro_batches": rec.micro_batches,
+            "loss_scale": net.scaler.scale, "good_steps": net.scaler.good_steps})
+        log.info("session %s: checkpoint at step %d (%d bytes, %.2f s)", rec.id, rec.step, manifest["bytes"],
+                 manifest["write_seconds"], extra={"session": rec.id})
+        return manifest
+
+    def _recover(self, rec: SessionRecord, live: _Live, why: str) -> SessionRecord:
+        """Put every VNode back to the session's last checkpoint, wherever the live PNodes now place it;
+        retried until it works (PNodes die, are declared dead, come back) or the recovery time runs out."""
+        deadline = time.monotonic() + self.recovery_timeout
+        delay = 0.2
+        while True:
+            manifest = self.checkpoints.latest(rec.network, session=rec.id)
+            if manifest is None:
+                raise StepFailed(f"session {rec.id} has no checkpoint to recover from")
+            try:
+                self.driver.fleet.sweep()
+                state = self.checkpoints.read(manifest)
+                net = self.driver.network(rec.network)
+                with net.lock:
+                    checkpoints.restore(self.driver.fleet, net.spec, state, int(manifest["step"]), self.driver.timeout)
+                    self.driver.reset(rec.network, int(manifest["step"]), float(manifest.get("loss_scale", 0.0)),
+                                      int(manifest.get("good_steps", 0)))
+                rec.step = int(manifest["session_step"])
+                self.store.put_session(rec)
+                log.info("session %s: %s from the checkpoint at step %d", rec.id, why, rec.step,
+                         extra={"session": rec.id})
+                return rec
+            except (StepFailed, PlacementError, grpc.RpcError, ConnectionError) as exc:
+                if live.stop.is_set() or live.deleted or time.monotonic() > deadline:
+                    raise StepFailed(f"session {rec.id}: could not restore the checkpoint at step "
+                                     f"{manifest['session_step']}: {_describe(exc)}") from None
+                log.info("session %s: restore not possible yet (%s); retrying", rec.id, _describe(exc),
+                         extra={"session": rec.id})
+                time.sleep(delay)
+                delay = min(2.0, delay * 1.5)
+
     @staticmethod
     def _status_event(rec: SessionRecord) -> dict[str, Any]:
         return {"session": rec.id, "step": rec.step, "steps": rec.steps, "loss": float("nan"), "costs": {},
                 "tokens_per_second": 0.0, "learning_rates": {}, "duration_seconds": 0.0, "skipped": False,
                 "state": rec.state, "error": rec.error}
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.RpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc)

@@ -328,6 +328,8 @@ class PNodeRuntime:
                 for name in v.owned:
                     v.params[name].zero_grad()
                 v.abandon_step()
+                v.step = step
+            self.host.set_step(network, step)  # a restore may move the network back to a checkpoint's step
             with self._seen_lock:  # the step will be sent again under the same request ids
                 for key in [k for k in self._seen if k[1] == network]:
                     del self._seen[key]

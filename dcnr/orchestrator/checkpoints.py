@@ -1,0 +1,136 @@
+"""Checkpoints: every VNode's state in object storage, and the artifacts users export.
+
+Owns the checkpoint format: one safetensors blob per VNode (its parameters, optimizer
+state and step; content-addressed, so an unchanged VNode costs nothing), and a JSON
+manifest per (network, step) that names them, written last. It also moves state
+between PNodes and storage (`gather`, `restore`) and builds the one-file artifact of
+`dcnr checkpoint export` / `ExportNetwork`. It must not decide when to checkpoint:
+sessions do.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from dcnr.orchestrator.fleet import Fleet
+from dcnr.proto import codec
+from dcnr.proto.v1 import common_pb2, node_pb2
+from dcnr.runtime.executor import CHECKPOINT_FORMAT
+from dcnr.spec.model import NetworkSpec
+from dcnr.storage import BlobStore
+
+MANIFEST_FORMAT = "dcnr-manifest/1"
+VNodeState = dict[str, torch.Tensor]  # "param/<name>", "optim/<name>/<key>"
+
+
+def gather(fleet: Fleet, spec: NetworkSpec, timeout: float) -> dict[str, VNodeState]:
+    """Every VNode's state, read from the PNodes that host it."""
+    out: dict[str, VNodeState] = {}
+    for vnode, pid in sorted(fleet.placement(spec).items()):
+        reply = fleet.vnode_stub(pid).Save(node_pb2.SaveRequest(network=spec.name, vnode=vnode), timeout=timeout)
+        out[vnode] = {t.name: codec.decode_tensor(t.tensor) for t in reply.tensors}
+    return out
+
+
+def restore(fleet: Fleet, spec: NetworkSpec, state: dict[str, VNodeState], step: int, timeout: float) -> None:
+    """Put the whole network at `step` with `state`: unfinished work everywhere is dropped, every PNode
+    hosting it is reset to the step, and each VNode with state is loaded wherever it is placed now."""
+    placement = fleet.placement(spec)
+    for pid in sorted(set(placement.values())):
+        fleet.vnode_stub(pid).Update(node_pb2.UpdateRequest(network=spec.name, abandon=True, step=step),
+                                     timeout=timeout)
+    for vnode, pid in sorted(placement.items()):
+        tensors = state.get(vnode)
+        if tensors:
+            fleet.vnode_stub(pid).Load(node_pb2.LoadRequest(
+                network=spec.name, vnode=vnode, step=step,
+                tensors=[common_pb2.NamedTensor(name=k, tensor=codec.encode_tensor(t)) for k, t in tensors.items()]),
+                timeout=timeout)
+
+
+def artifact(state: dict[str, VNodeState], metadata: dict[str, str]) -> bytes:
+    """One self-describing safetensors file: `param/<node_id>.<param>` and `optim/<node_id>.<param>/<key>`,
+    with the network YAML and training facts in the metadata (`LocalExecutor.load` reads it too)."""
+    flat = {f"{kind}/{vnode}.{rest}": t.contiguous()
+            for vnode, tensors in state.items() for name, t in tensors.items()
+            for kind, _, rest in [name.partition("/")]}
+    return bytes(save_safetensors(flat, metadata={"format": CHECKPOINT_FORMAT, **metadata}))
+
+
+def parse_artifact(blob: bytes, spec: NetworkSpec) -> dict[str, VNodeState]:
+    """Per-VNode state from an artifact of this network (node ids and parameter names may contain dots)."""
+    try:
+        flat = load_safetensors(blob)
+    except Exception as exc:  # safetensors raises its own error type for a damaged file
+        raise ValueError(f"damaged network export: {exc}") from None
+    by_length = sorted(spec.nodes, key=len, reverse=True)
+    out: dict[str, VNodeState] = {}
+    for key, t in flat.items():
+        kind, _, rest = key.partition("/")  # "<kind>/<vnode>.<param>[/<optimizer state>]"
+        vnode = next((v for v in by_length if rest.startswith(v + ".")), None)
+        if kind not in ("param", "optim") or vnode is None:
+            raise ValueError(f"export entry {key!r} matches no VNode of network {spec.name!r}")
+        out.setdefault(vnode, {})[f"{kind}/{rest[len(vnode) + 1:]}"] = t
+    return out
+
+
+def artifact_metadata(blob: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file (an 8-byte little-endian header size, then a JSON header)."""
+    try:
+        size = int.from_bytes(blob[:8], "little")
+        header = json.loads(blob[8:8 + size]) if 0 < size <= len(blob) - 8 else None
+    except (ValueError, UnicodeDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise ValueError("not a safetensors file")
+    meta = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+class Checkpoints:
+    """Manifests under `<network>/<step>.json`, each naming one blob per VNode."""
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
+
+    def write(self, spec: NetworkSpec, yaml_text: str, step: int, state: dict[str, VNodeState],
+              info: dict[str, Any]) -> dict[str, Any]:
+        """Blobs first, manifest last: a crash in between leaves the previous checkpoint in force."""
+        started = time.perf_counter()
+        vnodes, size = {}, 0
+        for vnode, tensors in sorted(state.items()):
+            data = bytes(save_safetensors({k: t.contiguous() for k, t in tensors.items()}))
+            vnodes[vnode] = self.blobs.put_blob(data)
+            size += len(data)
+        manifest = {"format": MANIFEST_FORMAT, "network": spec.name, "step": step, "yaml": yaml_text,
+                    "vnodes": vnodes, "bytes": size, "created_at": time.time(), **info}
+        self.blobs.put_manifest(f"{spec.name}/{step:012d}.json", json.dumps(manifest, sort_keys=True).encode())
+        manifest["write_seconds"] = time.perf_counter() - started
+        return manifest
+
+    def list(self, network: str) -> list[dict[str, Any]]:
+        """Manifests of a network, oldest first (a manifest that cannot be read is skipped, never used)."""
+        out = []
+        for key in self.blobs.list_manifests(f"{network}/"):
+            try:
+                manifest = json.loads(self.blobs.get_manifest(key))
+            except (ValueError, FileNotFoundError):
+                continue
+            if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT:
+                out.append(manifest)
+        return sorted(out, key=lambda m: int(m["step"]))
+
+    def latest(self, network: str, session: str | None = None, at_most: int | None = None) -> dict[str, Any] | None:
+        found = [m for m in self.list(network) if (session is None or m.get("session") == session)
+                 and (at_most is None or int(m["step"]) <= at_most)]
+        return found[-1] if found else None
+
+    def read(self, manifest: dict[str, Any]) -> dict[str, VNodeState]:
+        """Every VNode's state named by a manifest; a blob that fails its hash check is refused."""
+        return {vnode: load_safetensors(self.blobs.get_blob(digest)) for vnode, digest in manifest["vnodes"].items()}
