@@ -4,8 +4,8 @@ Owns the checkpoint format: one safetensors blob per VNode (its parameters, opti
 state and step; content-addressed, so an unchanged VNode costs nothing), and a JSON
 manifest per (network, step) that names them, written last. It also moves state
 between PNodes and storage (`gather`, `restore`) and builds the one-file artifact of
-`dcnr checkpoint export` / `ExportNetwork`. It must not decide when to checkpoint:
-sessions do.
+`dcnr checkpoint export` / `ExportNetwork`, which `LocalExecutor.from_artifact` loads.
+It must not decide when to checkpoint: sessions do.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from safetensors.torch import save as save_safetensors
 from dcnr.orchestrator.fleet import Fleet
 from dcnr.proto import codec
 from dcnr.proto.v1 import common_pb2, node_pb2
-from dcnr.runtime.executor import CHECKPOINT_FORMAT
 from dcnr.spec.model import NetworkSpec
 from dcnr.storage import BlobStore
 
 MANIFEST_FORMAT = "dcnr-manifest/1"
+ARTIFACT_FORMAT = "dcnr-artifact/1"
 VNodeState = dict[str, torch.Tensor]  # "param/<name>", "optim/<name>/<key>"
 
 
@@ -55,12 +55,14 @@ def restore(fleet: Fleet, spec: NetworkSpec, state: dict[str, VNodeState], step:
 
 
 def artifact(state: dict[str, VNodeState], metadata: dict[str, str]) -> bytes:
-    """One self-describing safetensors file: `param/<node_id>.<param>` and `optim/<node_id>.<param>/<key>`,
-    with the network YAML and training facts in the metadata (`LocalExecutor.load` reads it too)."""
-    flat = {f"{kind}/{vnode}.{rest}": t.contiguous()
-            for vnode, tensors in state.items() for name, t in tensors.items()
-            for kind, _, rest in [name.partition("/")]}
-    return bytes(save_safetensors(flat, metadata={"format": CHECKPOINT_FORMAT, **metadata}))
+    """One self-describing safetensors file: every parameter keyed `<node_id>.<param>`, optimizer
+    state under `optim/<node_id>.<param>/<key>`, the network YAML and training facts in the metadata."""
+    flat: dict[str, torch.Tensor] = {}
+    for vnode, tensors in state.items():
+        for name, t in tensors.items():
+            kind, _, rest = name.partition("/")
+            flat[f"{vnode}.{rest}" if kind == "param" else f"optim/{vnode}.{rest}"] = t.contiguous()
+    return bytes(save_safetensors(flat, metadata={"format": ARTIFACT_FORMAT, **metadata}))
 
 
 def parse_artifact(blob: bytes, spec: NetworkSpec) -> dict[str, VNodeState]:
@@ -68,14 +70,14 @@ def parse_artifact(blob: bytes, spec: NetworkSpec) -> dict[str, VNodeState]:
     try:
         flat = load_safetensors(blob)
     except Exception as exc:  # safetensors raises its own error type for a damaged file
-        raise ValueError(f"damaged network export: {exc}") from None
+        raise ValueError(f"damaged network artifact: {exc}") from None
     by_length = sorted(spec.nodes, key=len, reverse=True)
     out: dict[str, VNodeState] = {}
     for key, t in flat.items():
-        kind, _, rest = key.partition("/")  # "<kind>/<vnode>.<param>[/<optimizer state>]"
+        kind, rest = ("optim", key[len("optim/"):]) if key.startswith("optim/") else ("param", key)
         vnode = next((v for v in by_length if rest.startswith(v + ".")), None)
-        if kind not in ("param", "optim") or vnode is None:
-            raise ValueError(f"export entry {key!r} matches no VNode of network {spec.name!r}")
+        if vnode is None:
+            raise ValueError(f"artifact entry {key!r} matches no VNode of network {spec.name!r}")
         out.setdefault(vnode, {})[f"{kind}/{rest[len(vnode) + 1:]}"] = t
     return out
 

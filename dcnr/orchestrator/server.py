@@ -38,7 +38,6 @@ from dcnr.proto import codec
 from dcnr.proto.status import StatusTable, statuses
 from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.proto.version import IncompatibleVersion, check_compatible, version_message
-from dcnr.runtime.executor import CHECKPOINT_FORMAT
 from dcnr.runtime.sampling import lm_interface
 from dcnr.spec.loader import parse_network, parse_stored_network
 from dcnr.spec.model import NetworkSpec
@@ -289,8 +288,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def _import(self, blob: bytes, name: str) -> orchestrator_pb2.NetworkInfo:
         """Create a network from an export and load its state into the VNodes, wherever they are placed."""
         meta = checkpoints.artifact_metadata(blob)
-        if meta.get("format") != CHECKPOINT_FORMAT or "yaml" not in meta:
-            raise ValueError("not a DCNR network export (a safetensors file written by ExportNetwork)")
+        if meta.get("format") != checkpoints.ARTIFACT_FORMAT or "yaml" not in meta:
+            raise ValueError("not a DCNR network artifact (written by `dcnr network export` or "
+                             "`dcnr checkpoint export`)")
         spec = parse_stored_network(meta["yaml"], check_name("network", name or meta.get("network", "")))
         state = checkpoints.parse_artifact(blob, spec)
         step = int(meta.get("step", "0"))

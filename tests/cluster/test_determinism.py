@@ -26,7 +26,7 @@ def train_on_cluster(cluster: Cluster, text: str) -> tuple[list[float], dict[str
     assert [e.state for e in events][-1] == "completed", events[-1]
     blob = b"".join(ch.data for ch in c.ExportNetwork(orchestrator_pb2.ExportNetworkRequest(name="small"),
                                                       timeout=60))
-    params = {k[len("param/"):]: v for k, v in load_safetensors(blob).items() if k.startswith("param/")}
+    params = {k: v for k, v in load_safetensors(blob).items() if not k.startswith("optim/")}
     return [e.loss for e in events], params, cluster.orch.store.placements("small")
 
 
