@@ -170,15 +170,18 @@ def session_create(network: Annotated[str, typer.Option(help="Network to train."
                    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
                    micro_batches: Annotated[int, typer.Option(help="Micro-batches per step (pipelined).")] = 1,
                    seed: Annotated[int, typer.Option(help="Data-order seed.")] = 0,
+                   checkpoint_every: Annotated[int, typer.Option(
+                       help="Checkpoint every K steps (always: at start, on suspend, at the end).")] = 0,
                    start: Annotated[bool, typer.Option(help="Start it at once.")] = False,
                    orchestrator: Orchestrator = DEFAULT) -> None:
     """Create a training session; prints its id."""
-    if steps < 1 or batch_size < 1 or micro_batches < 1 or seed < 0:
-        raise ValueError("--steps, --batch-size and --micro-batches must be positive and --seed non-negative")
+    if steps < 1 or batch_size < 1 or micro_batches < 1 or seed < 0 or checkpoint_every < 0:
+        raise ValueError("--steps, --batch-size and --micro-batches must be positive, --seed and "
+                         "--checkpoint-every non-negative")
     c = control(orchestrator)
     info = c.CreateTrainSession(orchestrator_pb2.CreateTrainSessionRequest(
         network=network, dataset=dataset, steps=steps, batch_size=batch_size, micro_batches=micro_batches,
-        seed=seed), timeout=TIMEOUT)
+        seed=seed, checkpoint_every=checkpoint_every), timeout=TIMEOUT)
     if start:
         c.StartTrainSession(orchestrator_pb2.SessionRef(id=info.id), timeout=TIMEOUT)
     print(info.id)
@@ -256,6 +259,38 @@ def session_listen(session_id: Annotated[str, typer.Argument(help="Session id.")
                   + (f": {ev.error}" if ev.error else ""), flush=True)
     if last is not None and last.state == "failed":
         raise RuntimeError(f"session {session_id} failed: {last.error}")
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+
+def checkpoint_list(session_id: Annotated[str, typer.Argument(help="Session id.")], as_json: AsJson = False,
+                    orchestrator: Orchestrator = DEFAULT) -> None:
+    """A session's checkpoints in storage, oldest first."""
+    rows = [{"session": m.session, "network": m.network, "session_step": m.session_step, "step": m.step,
+             "bytes": m.bytes, "created_at": datetime.fromtimestamp(m.created_at, UTC).isoformat(timespec="seconds")}
+            for m in control(orchestrator).ListCheckpoints(orchestrator_pb2.SessionRef(id=session_id),
+                                                           timeout=TIMEOUT).checkpoints]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    _table(f"checkpoints of session {session_id}", ["session step", "network step", "size", "written"],
+           [[r["session_step"], r["step"], f"{r['bytes'] / 2**20:.1f} MiB", r["created_at"]] for r in rows])
+
+
+def checkpoint_export(session_id: Annotated[str, typer.Argument(help="Session id.")],
+                      out_path: Annotated[Path, typer.Option("--out", help="Where to write the .safetensors file.")],
+                      step: Annotated[int | None, typer.Option(help="Session step (default: the latest).")] = None,
+                      orchestrator: Orchestrator = DEFAULT) -> None:
+    """Write a checkpoint as one artifact: parameters keyed <node_id>.<param>, optimizer state, the network
+    YAML, training config and dataset hash. `dcnr network import` and `LocalExecutor.from_artifact` read it."""
+    request = orchestrator_pb2.ExportCheckpointRequest(session=session_id, session_step=step or 0,
+                                                       has_step=step is not None)
+    tmp = out_path.with_name(out_path.name + ".part")
+    with tmp.open("wb") as f:
+        for chunk in control(orchestrator).ExportCheckpoint(request, timeout=TIMEOUT):
+            f.write(chunk.data)
+    tmp.replace(out_path)
+    print(out_path)
 
 
 # -- vocabularies and datasets ----------------------------------------------------------------------
@@ -479,6 +514,10 @@ def register(app: typer.Typer, network_app: typer.Typer) -> None:
                 ("delete", session_delete))
     for name, fn in commands:
         session_app.command(name)(guarded(fn))
+    checkpoint_app = typer.Typer(help="Checkpoints of training sessions: list, export.", no_args_is_help=True)
+    checkpoint_app.command("list")(guarded(checkpoint_list))
+    checkpoint_app.command("export")(guarded(checkpoint_export))
+    app.add_typer(checkpoint_app, name="checkpoint")
     vocab_app = typer.Typer(help="Byte-level BPE vocabularies.", no_args_is_help=True)
     vocab_app.command("train", context_settings=extra)(guarded(vocab_train))
     vocab_app.command("list")(guarded(vocab_list))

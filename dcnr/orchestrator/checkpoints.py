@@ -21,11 +21,11 @@ from safetensors.torch import save as save_safetensors
 from dcnr.orchestrator.fleet import Fleet
 from dcnr.proto import codec
 from dcnr.proto.v1 import common_pb2, node_pb2
+from dcnr.runtime.executor import ARTIFACT_FORMAT
 from dcnr.spec.model import NetworkSpec
 from dcnr.storage import BlobStore
 
 MANIFEST_FORMAT = "dcnr-manifest/1"
-ARTIFACT_FORMAT = "dcnr-artifact/1"
 VNodeState = dict[str, torch.Tensor]  # "param/<name>", "optim/<name>/<key>"
 
 

@@ -38,6 +38,7 @@ from dcnr.proto import codec
 from dcnr.proto.status import StatusTable, statuses
 from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.proto.version import IncompatibleVersion, check_compatible, version_message
+from dcnr.runtime.executor import ARTIFACT_FORMAT
 from dcnr.runtime.sampling import lm_interface
 from dcnr.spec.loader import parse_network, parse_stored_network
 from dcnr.spec.model import NetworkSpec
@@ -288,7 +289,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def _import(self, blob: bytes, name: str) -> orchestrator_pb2.NetworkInfo:
         """Create a network from an export and load its state into the VNodes, wherever they are placed."""
         meta = checkpoints.artifact_metadata(blob)
-        if meta.get("format") != checkpoints.ARTIFACT_FORMAT or "yaml" not in meta:
+        if meta.get("format") != ARTIFACT_FORMAT or "yaml" not in meta:
             raise ValueError("not a DCNR network artifact (written by `dcnr network export` or "
                              "`dcnr checkpoint export`)")
         spec = parse_stored_network(meta["yaml"], check_name("network", name or meta.get("network", "")))
@@ -542,6 +543,40 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         with _statuses(context):
             return _dataset_info(self.o.data.split_dataset(request.name, request.validation_fraction))
         raise AssertionError("unreachable: abort raises")
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def _session_checkpoints(self, session_id: str) -> list[dict[str, Any]]:
+        rec = self.o.store.get_session(session_id)
+        return [m for m in self.o.checkpoints.list(rec.network) if m.get("session") == rec.id]
+
+    def ListCheckpoints(self, request: orchestrator_pb2.SessionRef,
+                        context: grpc.ServicerContext) -> orchestrator_pb2.ListCheckpointsResponse:
+        with _statuses(context):
+            return orchestrator_pb2.ListCheckpointsResponse(checkpoints=[
+                orchestrator_pb2.CheckpointInfo(session=m["session"], network=m["network"], step=m["step"],
+                                                session_step=m["session_step"], bytes=m["bytes"],
+                                                created_at=m["created_at"])
+                for m in self._session_checkpoints(request.id)])
+        raise AssertionError("unreachable: abort raises")
+
+    def ExportCheckpoint(self, request: orchestrator_pb2.ExportCheckpointRequest,
+                         context: grpc.ServicerContext) -> Iterator[orchestrator_pb2.BlobChunk]:
+        """One checkpoint as a self-describing artifact: parameters, optimizer state, YAML, training facts."""
+        with _statuses(context):
+            found = self._session_checkpoints(request.session)
+            if request.has_step:
+                found = [m for m in found if m["session_step"] == request.session_step]
+            if not found:
+                raise NotFound(f"session {request.session} has no checkpoint"
+                               + (f" at step {request.session_step}" if request.has_step else ""))
+            m = found[-1]
+            facts = {f"training.{k}": str(m[k]) for k in ("session", "session_step", "steps", "seed", "dataset",
+                                                          "dataset_sha256", "batch_size", "micro_batches") if k in m}
+            blob = checkpoints.artifact(self.o.checkpoints.read(m), {
+                "network": m["network"], "step": str(m["step"]), "yaml": m["yaml"],
+                "seed": str(parse_stored_network(m["yaml"], m["network"]).seed), **facts})
+        for i in range(0, len(blob), CHUNK):
+            yield orchestrator_pb2.BlobChunk(data=blob[i:i + CHUNK])
 
     # -- fleet and health ---------------------------------------------------------------------------
     def ListPNodes(self, request: orchestrator_pb2.ListRequest,

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import grpc
+import pytest
 import torch
 from cluster_helpers import Cluster, add_data, small_lm_yaml
+from safetensors import safe_open
 from safetensors.torch import load as load_safetensors
 
 import dcnr
@@ -62,3 +66,44 @@ def test_a_pnode_dying_mid_session_changes_nothing(cluster_factory: Callable[...
     got = {k: v for k, v in load_safetensors(blob).items() if not k.startswith("optim/")}
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
     assert "p1" not in set(cluster.orch.store.placements("small").values())
+
+
+def test_checkpoints_are_listed_exported_and_loaded_anywhere(cluster_factory: Callable[..., Cluster],
+                                                            tmp_path: Path) -> None:
+    """A session's checkpoint exported as one artifact re-creates the network on a cluster and in a
+    LocalExecutor, both continuing exactly like the uninterrupted run."""
+    cluster = cluster_factory(2)
+    c = cluster.control
+    text = small_lm_yaml(dropout=0.1)
+    c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=text), timeout=30)
+    add_data(c)
+    s = c.CreateTrainSession(orchestrator_pb2.CreateTrainSessionRequest(
+        network="small", dataset="d", steps=6, batch_size=BATCH, micro_batches=MICRO, seed=SEED,
+        checkpoint_every=3), timeout=30)
+    c.StartTrainSession(orchestrator_pb2.SessionRef(id=s.id), timeout=30)
+    assert list(c.ListenTrainSession(orchestrator_pb2.SessionRef(id=s.id), timeout=60))[-1].state == "completed"
+    listed = c.ListCheckpoints(orchestrator_pb2.SessionRef(id=s.id), timeout=30).checkpoints
+    assert [m.session_step for m in listed] == [0, 3, 6] and all(m.bytes > 0 for m in listed[1:])
+    blob = b"".join(ch.data for ch in c.ExportCheckpoint(orchestrator_pb2.ExportCheckpointRequest(
+        session=s.id, session_step=3, has_step=True), timeout=60))
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(blob)
+    meta = safe_open(str(path), framework="pt").metadata()
+    assert meta["training.dataset_sha256"] == cluster.orch.data.get_dataset("d")["sha256"]
+    assert meta["yaml"] == text and meta["step"] == "3" and meta["training.session_step"] == "3"
+
+    ex = dcnr.LocalExecutor.from_artifact(path)  # the state after 3 steps, optimizer moments included
+    want = dcnr.LocalExecutor(dcnr.parse_network(text))
+    ds = cluster.orch.data.dataset("d")
+    batches = [dict(zip(("tokens", "targets"), ds.batch(SEED, step, BATCH, 8), strict=True)) for step in range(6)]
+    for batch in batches[:3]:
+        want.train_step(batch, micro_batches=MICRO)
+    assert ex.step == 3 and all(torch.equal(ex.parameters()[k], v) for k, v in want.parameters().items())
+    for batch in batches[3:]:
+        assert ex.train_step(batch, micro_batches=MICRO) == want.train_step(batch, micro_batches=MICRO)
+    chunks = [orchestrator_pb2.BlobChunk(data=blob, name="from-ckpt")]
+    assert c.ImportNetwork(iter(chunks), timeout=60).step == 3
+    with pytest.raises(grpc.RpcError) as info:
+        list(c.ExportCheckpoint(orchestrator_pb2.ExportCheckpointRequest(session=s.id, session_step=4,
+                                                                         has_step=True), timeout=30))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND

@@ -8,6 +8,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CheckpointInfo(_message.Message):
+    __slots__ = ("session", "network", "step", "session_step", "bytes", "created_at")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    SESSION_STEP_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    network: str
+    step: int
+    session_step: int
+    bytes: int
+    created_at: float
+    def __init__(self, session: _Optional[str] = ..., network: _Optional[str] = ..., step: _Optional[int] = ..., session_step: _Optional[int] = ..., bytes: _Optional[int] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class ListCheckpointsResponse(_message.Message):
+    __slots__ = ("checkpoints",)
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    checkpoints: _containers.RepeatedCompositeFieldContainer[CheckpointInfo]
+    def __init__(self, checkpoints: _Optional[_Iterable[_Union[CheckpointInfo, _Mapping]]] = ...) -> None: ...
+
+class ExportCheckpointRequest(_message.Message):
+    __slots__ = ("session", "session_step", "has_step")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_STEP_FIELD_NUMBER: _ClassVar[int]
+    HAS_STEP_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    session_step: int
+    has_step: bool
+    def __init__(self, session: _Optional[str] = ..., session_step: _Optional[int] = ..., has_step: _Optional[bool] = ...) -> None: ...
+
 class PNodeInfo(_message.Message):
     __slots__ = ("id", "address", "state", "hardware", "vnodes", "load", "last_seen", "version")
     ID_FIELD_NUMBER: _ClassVar[int]

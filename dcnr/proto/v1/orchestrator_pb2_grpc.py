@@ -190,6 +190,16 @@ class OrchestratorServiceStub:
                 request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
                 response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListPNodesResponse.FromString,
                 _registered_method=True)
+        self.ListCheckpoints = channel.unary_unary(
+                '/dcnr.v1.OrchestratorService/ListCheckpoints',
+                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListCheckpointsResponse.FromString,
+                _registered_method=True)
+        self.ExportCheckpoint = channel.unary_stream(
+                '/dcnr.v1.OrchestratorService/ExportCheckpoint',
+                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExportCheckpointRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.BlobChunk.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -387,6 +397,19 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCheckpoints(self, request, context):
+        """checkpoints
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportCheckpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -544,6 +567,16 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ListPNodes,
                     request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.FromString,
                     response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListPNodesResponse.SerializeToString,
+            ),
+            'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCheckpoints,
+                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListCheckpointsResponse.SerializeToString,
+            ),
+            'ExportCheckpoint': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportCheckpoint,
+                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExportCheckpointRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.BlobChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1383,6 +1416,60 @@ class OrchestratorService:
             '/dcnr.v1.OrchestratorService/ListPNodes',
             dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
             dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListPNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v1.OrchestratorService/ListCheckpoints',
+            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.SerializeToString,
+            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dcnr.v1.OrchestratorService/ExportCheckpoint',
+            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExportCheckpointRequest.SerializeToString,
+            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.BlobChunk.FromString,
             options,
             channel_credentials,
             insecure,
