@@ -36,6 +36,7 @@ class Fleet:
         self._channels: dict[str, tuple[grpc.Channel, node_pb2_grpc.VNodeServiceStub,
                                         node_pb2_grpc.PNodeServiceStub]] = {}
         self._placing = threading.Lock()
+        self._batch_sizes: dict[str, int] = {}
 
     # -- membership --------------------------------------------------------------------------
     def register(self, pnode_id: str, address: str, hardware: dict[str, Any], version: str) -> None:
@@ -99,9 +100,13 @@ class Fleet:
         return self.store.clear_placements(pnode_id)
 
     # -- placement ----------------------------------------------------------------------------
-    def placement(self, spec: NetworkSpec, batch_size: int = 8) -> dict[str, str]:
-        """VNode → PNode id for every VNode of the network, placing what is unplaced on live PNodes."""
+    def placement(self, spec: NetworkSpec, batch_size: int | None = None) -> dict[str, str]:
+        """VNode → PNode id for every VNode of the network, placing what is unplaced on live PNodes
+        (activations estimated for `batch_size` per micro-batch: the last size given, 8 at first)."""
         with self._placing:
+            if batch_size is None:
+                batch_size = self._batch_sizes.get(spec.name, 8)
+            self._batch_sizes[spec.name] = batch_size
             current = self.store.placements(spec.name)
             alive = {p.id: p for p in self.alive()}
             if len(current) == len(spec.nodes) and all(p in alive for p in current.values()):

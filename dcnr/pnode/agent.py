@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -153,24 +154,34 @@ class PNode:
             delay = min(2.0, delay * 2)
 
     def _heartbeat_loop(self) -> None:
+        """Beat every interval; while the orchestrator is away, back off exponentially with jitter (so a
+        returning orchestrator is not stormed), and register again as soon as it answers that it forgot us."""
         assert self.heartbeat_interval is not None
-        while not self._stop.wait(self.heartbeat_interval):
+        wait, failures = self.heartbeat_interval, 0
+        while not self._stop.wait(wait):
             beat = node_pb2.HeartbeatRequest(
                 id=self.id, load=self.runtime.load(), memory_used_bytes=self.runtime.host.memory_used,
                 vnodes=[f"{net}/{v.id}" for net, v in self.runtime.host.local()],
                 refused_tasks=int(self.runtime.stats["refused"]))
             try:
                 self.link.nodes.HeartbeatPNode(beat, timeout=max(1.0, self.heartbeat_interval))
+                wait, failures = self.heartbeat_interval, 0
+                continue
             except grpc.RpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:  # forgotten (marked dead, or a fresh orchestrator)
                     log.warning("the orchestrator does not know this PNode any more: registering again")
                     self.runtime.call(self._forget_all)
                     try:
                         self._register(deadline=time.monotonic() + self.heartbeat_interval)
+                        wait, failures = self.heartbeat_interval, 0
+                        continue
                     except ConnectionError as err:
                         log.warning("%s", err)
                 else:
                     log.warning("heartbeat failed: %s %s", exc.code().name, exc.details())
+            failures += 1
+            cap = max(10 * self.heartbeat_interval, 1.0)
+            wait = min(cap, self.heartbeat_interval * 2 ** min(failures, 16)) * random.uniform(0.5, 1.0)
 
     def _forget_all(self) -> None:
         for net in self.runtime.host.networks():

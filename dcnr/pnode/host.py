@@ -80,7 +80,7 @@ class VNodeHost:
             if vnode_id not in spec.nodes:
                 raise UnknownTarget(f"network {network!r} has no VNode {vnode_id!r}")
             unit = spec.tie_group(vnode_id)
-            need = {nid: estimate_vnode_memory(spec.nodes[nid]) for nid in unit}
+            need = {nid: estimate_vnode_memory(spec.nodes[nid], batch_size=0) for nid in unit}  # state only
             if self.memory_budget is not None and self.memory_used + sum(need.values()) > self.memory_budget:
                 raise BudgetExceeded(
                     f"memory budget exceeded: hosting {', '.join(sorted(unit)[:4])} needs "
