@@ -8,6 +8,7 @@ seed, k), so a suspended or interrupted session resumes exactly where it stopped
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -185,6 +186,8 @@ class Sessions:
             spec = self.driver.network(rec.network).spec
             _, _, seq_len = lm_interface(spec)
             ds = self.data.dataset(rec.dataset)
+            with contextlib.suppress(PlacementError):  # no PNodes yet after a restart: recovery waits for them
+                self.driver.fleet.placement(spec, batch_size=rec.batch_size // rec.micro_batches)  # sized as trained
             if self.checkpoints.latest(rec.network, session=rec.id) is None:
                 self._checkpoint(rec)  # the point every failure before the next checkpoint returns to
             else:
