@@ -54,6 +54,27 @@ def restore(fleet: Fleet, spec: NetworkSpec, state: dict[str, VNodeState], step:
                 timeout=timeout)
 
 
+def save_to_storage(fleet: Fleet, spec: NetworkSpec, timeout: float) -> dict[str, tuple[str, int]]:
+    """Each PNode writes its VNodes' state as blobs straight to storage; returns {vnode: (sha256, bytes)}."""
+    futures = {vnode: fleet.vnode_stub(pid).Save.future(
+        node_pb2.SaveRequest(network=spec.name, vnode=vnode, to_storage=True), timeout=timeout)
+        for vnode, pid in sorted(fleet.placement(spec).items())}
+    return {vnode: (f.result().digest, int(f.result().size)) for vnode, f in futures.items()}
+
+
+def restore_from_storage(fleet: Fleet, spec: NetworkSpec, vnodes: dict[str, str], step: int, timeout: float) -> None:
+    """Like `restore`, but each PNode fetches its VNodes' blobs itself (and checks their hashes)."""
+    placement = fleet.placement(spec)
+    for pid in sorted(set(placement.values())):
+        fleet.vnode_stub(pid).Update(node_pb2.UpdateRequest(network=spec.name, abandon=True, step=step),
+                                     timeout=timeout)
+    futures = [fleet.vnode_stub(pid).Load.future(
+        node_pb2.LoadRequest(network=spec.name, vnode=vnode, step=step, digest=vnodes[vnode]), timeout=timeout)
+        for vnode, pid in sorted(placement.items()) if vnode in vnodes]
+    for f in futures:
+        f.result()
+
+
 def artifact(state: dict[str, VNodeState], metadata: dict[str, str]) -> bytes:
     """One self-describing safetensors file: every parameter keyed `<node_id>.<param>`, optimizer
     state under `optim/<node_id>.<param>/<key>`, the network YAML and training facts in the metadata."""
@@ -101,19 +122,16 @@ class Checkpoints:
     def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
 
-    def write(self, spec: NetworkSpec, yaml_text: str, step: int, state: dict[str, VNodeState],
-              info: dict[str, Any]) -> dict[str, Any]:
-        """Blobs first, manifest last: a crash in between leaves the previous checkpoint in force."""
-        started = time.perf_counter()
-        vnodes, size = {}, 0
-        for vnode, tensors in sorted(state.items()):
-            data = bytes(save_safetensors({k: t.contiguous() for k, t in tensors.items()}))
-            vnodes[vnode] = self.blobs.put_blob(data)
-            size += len(data)
+    def write_manifest(self, spec: NetworkSpec, yaml_text: str, step: int, vnodes: dict[str, tuple[str, int]],
+                       info: dict[str, Any]) -> dict[str, Any]:
+        """The manifest of blobs PNodes wrote; each must be in storage first (a PNode cannot claim one)."""
+        missing = [v for v, (digest, _) in vnodes.items() if not self.blobs.objects.exists(f"blobs/{digest}")]
+        if missing:
+            raise ValueError(f"checkpoint of {spec.name!r}: blobs of {', '.join(missing[:4])} are not in storage")
         manifest = {"format": MANIFEST_FORMAT, "network": spec.name, "step": step, "yaml": yaml_text,
-                    "vnodes": vnodes, "bytes": size, "created_at": time.time(), **info}
+                    "vnodes": {v: d for v, (d, _) in sorted(vnodes.items())},
+                    "bytes": sum(size for _, size in vnodes.values()), "created_at": time.time(), **info}
         self.blobs.put_manifest(f"{spec.name}/{step:012d}.json", json.dumps(manifest, sort_keys=True).encode())
-        manifest["write_seconds"] = time.perf_counter() - started
         return manifest
 
     def list(self, network: str) -> list[dict[str, Any]]:

@@ -78,30 +78,37 @@ def place(spec: NetworkSpec, pnodes: list[PNodeCapacity], existing: dict[str, st
     result: dict[str, str] = {}
     kept = {v: p for v, p in (existing or {}).items() if p in free and v in spec.nodes}
     upstream = {nid: [e.src for e in spec.in_edges(nid)] for nid in spec.nodes}
-    for unit in units(spec):
-        need = sum(memory[n] for n in unit)
+    stays: dict[int, str] = {}  # units that keep their PNode: their memory is taken before anything moves
+    for i, unit in enumerate(units(spec)):
         sticky = {kept[n] for n in unit if n in kept}
         if len(sticky) == 1:
-            target = sticky.pop()
-        else:
-            fits = sorted(pid for pid in free if free[pid] >= need)
-            if not fits:
-                best = max(free.values())
-                raise PlacementError(
-                    f"network {spec.name!r}: VNodes {', '.join(unit[:4])}{' …' if len(unit) > 4 else ''} need "
-                    f"{need / 2**20:.1f} MiB together; the PNode with most room has {max(best, 0) / 2**20:.1f} MiB")
+            stays[i] = sticky.pop()
+            free[stays[i]] -= sum(memory[n] for n in unit)
+            work[stays[i]] += sum(memory[n] for n in unit)
+    for i, unit in enumerate(units(spec)):
+        need = sum(memory[n] for n in unit)
+        if i in stays:
+            for n in unit:
+                result[n] = stays[i]
+            continue
+        fits = sorted(pid for pid in free if free[pid] >= need)
+        if not fits:
+            best = max(free.values())
+            raise PlacementError(
+                f"network {spec.name!r}: VNodes {', '.join(unit[:4])}{' …' if len(unit) > 4 else ''} need "
+                f"{need / 2**20:.1f} MiB together; the PNode with most room has {max(best, 0) / 2**20:.1f} MiB")
 
-            def share(pid: str, need: int = need) -> float:
-                return (work[pid] + need) / fair[pid]
+        def share(pid: str, need: int = need) -> float:
+            return (work[pid] + need) / fair[pid]
 
-            target = min(fits, key=lambda pid: (share(pid), pid))
-            stateless = not any(spec.nodes[n].impl.param_shapes() for n in unit)
-            for pid in (result[s] for n in unit for s in upstream[n] if s in result):
-                if pid in fits and (stateless or share(pid) <= 1.0 + LOCALITY_SLACK):
-                    # stay with the upstream neighbour: activations stay in-process; a VNode without
-                    # parameters always does (moving it would only add traffic)
-                    target = pid
-                    break
+        target = min(fits, key=lambda pid: (share(pid), pid))
+        stateless = not any(spec.nodes[n].impl.param_shapes() for n in unit)
+        for pid in (result[s] for n in unit for s in upstream[n] if s in result):
+            if pid in fits and (stateless or share(pid) <= 1.0 + LOCALITY_SLACK):
+                # stay with the upstream neighbour: activations stay in-process; a VNode without
+                # parameters always does (moving it would only add traffic)
+                target = pid
+                break
         for n in unit:
             result[n] = target
         free[target] -= need

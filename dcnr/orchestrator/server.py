@@ -33,10 +33,11 @@ from dcnr.orchestrator.driver import Driver, Inbox, StepFailed
 from dcnr.orchestrator.fleet import Fleet, hardware_dict
 from dcnr.orchestrator.placement import PlacementError
 from dcnr.orchestrator.sessions import Sessions
+from dcnr.orchestrator.storage_service import StorageServicer
 from dcnr.orchestrator.store import AlreadyExists, NetworkRecord, NotFound, SessionRecord, SQLiteStore
 from dcnr.proto import codec
 from dcnr.proto.status import StatusTable, statuses
-from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
+from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, storage_pb2_grpc
 from dcnr.proto.version import IncompatibleVersion, check_compatible, version_message
 from dcnr.runtime.executor import ARTIFACT_FORMAT
 from dcnr.runtime.sampling import lm_interface
@@ -111,6 +112,7 @@ class Orchestrator:
                              options=options)
         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(OrchestratorServicer(self), server)
         node_pb2_grpc.add_NodeManagementServiceServicer_to_server(NodeManagementServicer(self), server)
+        storage_pb2_grpc.add_StorageServiceServicer_to_server(StorageServicer(self.checkpoints.blobs), server)
         self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {address}")

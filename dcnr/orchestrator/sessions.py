@@ -242,12 +242,15 @@ class Sessions:
     def _checkpoint(self, rec: SessionRecord) -> dict[str, Any]:
         """Write every VNode's state with the session's position; returns the manifest."""
         net = self.driver.network(rec.network)
-        state = checkpoints.gather(self.driver.fleet, net.spec, self.driver.timeout)
-        manifest = self.checkpoints.write(net.spec, self.store.get_network(rec.network).yaml, net.step, state, {
+        started = time.perf_counter()
+        blobs = checkpoints.save_to_storage(self.driver.fleet, net.spec, self.driver.timeout)
+        yaml_text = self.store.get_network(rec.network).yaml
+        manifest = self.checkpoints.write_manifest(net.spec, yaml_text, net.step, blobs, {
             "session": rec.id, "session_step": rec.step, "steps": rec.steps, "seed": rec.seed,
             "dataset": rec.dataset, "dataset_sha256": self.data.get_dataset(rec.dataset)["sha256"],
             "batch_size": rec.batch_size, "micro_batches": rec.micro_batches,
             "loss_scale": net.scaler.scale, "good_steps": net.scaler.good_steps})
+        manifest["write_seconds"] = time.perf_counter() - started
         log.info("session %s: checkpoint at step %d (%d bytes, %.2f s)", rec.id, rec.step, manifest["bytes"],
                  manifest["write_seconds"], extra={"session": rec.id})
         return manifest
@@ -263,10 +266,10 @@ class Sessions:
                 raise StepFailed(f"session {rec.id} has no checkpoint to recover from")
             try:
                 self.driver.fleet.sweep()
-                state = self.checkpoints.read(manifest)
                 net = self.driver.network(rec.network)
                 with net.lock:
-                    checkpoints.restore(self.driver.fleet, net.spec, state, int(manifest["step"]), self.driver.timeout)
+                    checkpoints.restore_from_storage(self.driver.fleet, net.spec, manifest["vnodes"],
+                                                     int(manifest["step"]), self.driver.timeout)
                     self.driver.reset(rec.network, int(manifest["step"]), float(manifest.get("loss_scale", 0.0)),
                                       int(manifest.get("good_steps", 0)))
                 rec.step = int(manifest["session_step"])

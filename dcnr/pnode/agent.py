@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import torch
 
+from dcnr.pnode.blobs import BlobClient
 from dcnr.pnode.host import UnknownTarget
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.pnode.service import DEFAULT_MAX_MESSAGE_BYTES, serve
@@ -116,6 +117,7 @@ class PNode:
         self.link = GrpcOrchestratorLink(orchestrator, self.id, max_message_bytes)
         self.runtime = PNodeRuntime(self.id, self.link, device, int(self.hardware.memory_budget_bytes),
                                     task_timeout, max_message_bytes=max_message_bytes)
+        self.runtime.blobs = BlobClient(self.link.channel, self.id)
         self.max_message_bytes = max_message_bytes
         self.server: grpc.Server | None = None
         self.address = ""

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import grpc
 import torch
 
+from dcnr.pnode.blobs import BlobClient
 from dcnr.pnode.host import BudgetExceeded, UnknownTarget, VNodeHost
 from dcnr.proto import codec
 from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc
@@ -112,6 +113,7 @@ class PNodeRuntime:
                  max_message_bytes: int = 256 * 2**20) -> None:
         self.id = pnode_id
         self.link = link
+        self.blobs: BlobClient | None = None  # checkpoint blobs, through the orchestrator's StorageService
         self.host = VNodeHost(device, memory_budget=memory_budget)
         self.task_timeout = task_timeout
         self.send_timeout = send_timeout

@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from dcnr import __version__
 from dcnr.pnode.host import BudgetExceeded, UnknownTarget
@@ -23,12 +25,19 @@ from dcnr.proto import codec
 from dcnr.proto.status import StatusTable, statuses
 from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc
 from dcnr.proto.version import IncompatibleVersion, check_compatible, version_message
+from dcnr.storage import IntegrityError
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
 
 
+class Unavailable(RuntimeError):
+    """This PNode cannot do that now (answered as UNAVAILABLE)."""
+
+
 STATUSES: StatusTable = (
     (IncompatibleVersion, grpc.StatusCode.FAILED_PRECONDITION),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (IntegrityError, grpc.StatusCode.DATA_LOSS),
     (UnknownTarget, grpc.StatusCode.NOT_FOUND),
     (BudgetExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ValueError, grpc.StatusCode.INVALID_ARGUMENT),  # codec errors included
@@ -97,18 +106,23 @@ class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
         raise AssertionError("unreachable: abort raises")
 
     def Save(self, request: node_pb2.SaveRequest, context: grpc.ServicerContext) -> node_pb2.SaveResponse:
-        """A VNode's parameters (fp32 masters it owns) and optimizer state."""
+        """A VNode's parameters (fp32 masters it owns) and optimizer state, in the reply or as a stored blob."""
         with _statuses(context):
             self.runtime.check_hop(common_pb2.RequestId(network=request.network, kind="infer"), request.vnode,
                                    "save", 0)
 
             def run() -> tuple[dict[str, torch.Tensor], int]:
                 v = self.runtime.host.vnode(request.network, request.vnode)
-                tensors = {f"param/{p}": v.params[p].master for p in v.owned}
-                tensors.update({f"optim/{k}": t for k, t in v.optimizer_state().items()})
+                tensors = {f"param/{p}": v.params[p].master.detach().clone() for p in v.owned}
+                tensors.update({f"optim/{k}": t.detach().clone() for k, t in v.optimizer_state().items()})
                 return tensors, v.step
 
-            tensors, step = self.runtime.call(run)
+            tensors, step = self.runtime.call(run)  # a snapshot between two computations
+            if request.to_storage:
+                if self.runtime.blobs is None:
+                    raise Unavailable("this PNode has no checkpoint storage")
+                data = bytes(save_safetensors({k: t.contiguous() for k, t in tensors.items()}))
+                return node_pb2.SaveResponse(step=step, digest=self.runtime.blobs.put(data), size=len(data))
             return node_pb2.SaveResponse(step=step, tensors=[
                 common_pb2.NamedTensor(name=k, tensor=codec.encode_tensor(t)) for k, t in sorted(tensors.items())])
         raise AssertionError("unreachable: abort raises")
@@ -118,7 +132,12 @@ class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
         with _statuses(context):
             self.runtime.check_hop(common_pb2.RequestId(network=request.network, kind="infer"), request.vnode,
                                    "load", 0)
-            tensors = {t.name: codec.decode_tensor(t.tensor) for t in request.tensors}
+            if request.digest:
+                if self.runtime.blobs is None:
+                    raise Unavailable("this PNode has no checkpoint storage")
+                tensors = load_safetensors(self.runtime.blobs.get(request.digest))
+            else:
+                tensors = {t.name: codec.decode_tensor(t.tensor) for t in request.tensors}
 
             def run() -> None:
                 v = self.runtime.host.vnode(request.network, request.vnode)

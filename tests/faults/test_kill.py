@@ -253,5 +253,5 @@ def test_sigkill_when_the_survivors_cannot_hold_the_vnodes(fleet: Fleet, vocab: 
 
     follow(fleet, session, {11: replace})
     assert_final_parameters(fleet, reference)
-    assert fleet.alive() == {"p0", "p2", "p3"}
+    assert fleet.alive() == {"p0", "p2", "p3"}, fleet.log("p3")
 

@@ -75,3 +75,22 @@ def test_busy_pnodes_get_less_and_existing_placements_stay(topo1: dcnr.NetworkSp
     assert Counter(placed.values())["idle"] > Counter(placed.values()).get("busy", 0)
     again = place(topo1, [PNodeCapacity("idle", 4 * GiB), PNodeCapacity("new", 4 * GiB)], existing=placed)
     assert all(again[n] == "idle" for n, p in placed.items() if p == "idle")
+
+
+def test_replacing_a_lost_pnode_never_overcommits_the_survivors() -> None:
+    """VNodes that stay put take their memory first: moved ones only go where room is left, else refusal."""
+    spec = dcnr.parse_network((Path(__file__).resolve().parents[2] / "examples/networks/tiny_lm.yml").read_text())
+    memory = {n: estimate_vnode_memory(node, 2) for n, node in spec.nodes.items()}
+    budget = int(sum(memory.values()) * 0.45)  # three hold the network, two cannot
+    caps = [PNodeCapacity(f"p{i}", budget) for i in range(3)]
+    first = place(spec, caps, None, 2)
+    for pid in ("p0", "p1", "p2"):
+        assert sum(memory[v] for v, p in first.items() if p == pid) <= budget
+    kept = {v: p for v, p in first.items() if p != "p1"}
+    with pytest.raises(PlacementError, match="MiB"):
+        place(spec, [caps[0], caps[2]], kept, 2)
+    roomy = [PNodeCapacity("p0", budget * 2), PNodeCapacity("p2", budget * 2)]
+    again = place(spec, roomy, kept, 2)
+    assert all(again[v] == p for v, p in kept.items())  # survivors keep what they hold
+    for pid in ("p0", "p2"):
+        assert sum(memory[v] for v, p in again.items() if p == pid) <= budget * 2

@@ -226,16 +226,18 @@ class UpdateResponse(_message.Message):
     def __init__(self, finite: _Optional[bool] = ..., step: _Optional[int] = ..., learning_rates: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class LoadRequest(_message.Message):
-    __slots__ = ("network", "vnode", "tensors", "step")
+    __slots__ = ("network", "vnode", "tensors", "step", "digest")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     VNODE_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     network: str
     vnode: str
     tensors: _containers.RepeatedCompositeFieldContainer[_common_pb2.NamedTensor]
     step: int
-    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[_common_pb2.NamedTensor, _Mapping]]] = ..., step: _Optional[int] = ...) -> None: ...
+    digest: str
+    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[_common_pb2.NamedTensor, _Mapping]]] = ..., step: _Optional[int] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class LoadResponse(_message.Message):
     __slots__ = ("loaded",)
@@ -244,20 +246,26 @@ class LoadResponse(_message.Message):
     def __init__(self, loaded: _Optional[bool] = ...) -> None: ...
 
 class SaveRequest(_message.Message):
-    __slots__ = ("network", "vnode")
+    __slots__ = ("network", "vnode", "to_storage")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     VNODE_FIELD_NUMBER: _ClassVar[int]
+    TO_STORAGE_FIELD_NUMBER: _ClassVar[int]
     network: str
     vnode: str
-    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ...) -> None: ...
+    to_storage: bool
+    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ..., to_storage: _Optional[bool] = ...) -> None: ...
 
 class SaveResponse(_message.Message):
-    __slots__ = ("tensors", "step")
+    __slots__ = ("tensors", "step", "digest", "size")
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
     tensors: _containers.RepeatedCompositeFieldContainer[_common_pb2.NamedTensor]
     step: int
-    def __init__(self, tensors: _Optional[_Iterable[_Union[_common_pb2.NamedTensor, _Mapping]]] = ..., step: _Optional[int] = ...) -> None: ...
+    digest: str
+    size: int
+    def __init__(self, tensors: _Optional[_Iterable[_Union[_common_pb2.NamedTensor, _Mapping]]] = ..., step: _Optional[int] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class ListLocalVNodesRequest(_message.Message):
     __slots__ = ("network",)
