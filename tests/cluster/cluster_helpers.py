@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
@@ -18,8 +19,9 @@ TEXTS = [f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13} ti
 
 class Cluster:
     def __init__(self, state_dir: Path, pnodes: int, heartbeat_interval: float = 30.0,
-                 step_timeout: float = 60.0, budget: int | None = None) -> None:
-        self.orch = Orchestrator(state_dir, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout)
+                 step_timeout: float = 60.0, budget: int | None = None, **orchestrator: Any) -> None:
+        self.orch = Orchestrator(state_dir, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout,
+                                 **orchestrator)
         self.port = self.orch.start("127.0.0.1:0")
         self.address = f"127.0.0.1:{self.port}"
         self.pnodes = [self.add_pnode(f"p{i}", budget) for i in range(pnodes)]

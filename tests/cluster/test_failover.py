@@ -4,6 +4,7 @@ its last checkpoint on the live PNodes and replays; the final parameters are bit
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -107,3 +108,37 @@ def test_checkpoints_are_listed_exported_and_loaded_anywhere(cluster_factory: Ca
         list(c.ExportCheckpoint(orchestrator_pb2.ExportCheckpointRequest(session=s.id, session_step=4,
                                                                          has_step=True), timeout=30))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_failover_with_checkpoints_in_an_s3_compatible_store(cluster_factory: Callable[..., Cluster],
+                                                             s3_endpoint: str) -> None:
+    """The same guarantee with s3:// storage: PNodes move blobs through pre-signed URLs only."""
+    import boto3
+
+    bucket = f"ckpt-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    cluster = cluster_factory(3, heartbeat_interval=0.2, step_timeout=30.0, storage=f"s3://{bucket}/runs",
+                              s3_endpoint_url=s3_endpoint)
+    c = cluster.control
+    text = small_lm_yaml(dropout=0.1)
+    c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=text), timeout=30)
+    add_data(c)
+    s = c.CreateTrainSession(orchestrator_pb2.CreateTrainSessionRequest(
+        network="small", dataset="d", steps=STEPS, batch_size=BATCH, micro_batches=MICRO, seed=SEED,
+        checkpoint_every=EVERY), timeout=30)
+    ref = orchestrator_pb2.SessionRef(id=s.id)
+    c.StartTrainSession(ref, timeout=30)
+    killed = False
+    for ev in c.ListenTrainSession(ref, timeout=120):
+        if ev.step == 8 and not killed:
+            killed = True
+            crash(cluster.pnodes.pop(0))
+    assert ev.state == "completed", ev.error
+    _, want = reference(cluster, text)
+    blob = b"".join(ch.data for ch in c.ExportNetwork(orchestrator_pb2.ExportNetworkRequest(name="small"),
+                                                      timeout=60))
+    got = {k: v for k, v in load_safetensors(blob).items() if not k.startswith("optim/")}
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
+        Bucket=bucket, Prefix="runs/manifests/small/")["Contents"]]
+    assert len(keys) == STEPS // EVERY + 1  # steps 0, 5, ..., 30
