@@ -3,7 +3,6 @@ its last checkpoint on the live PNodes and replays; the final parameters are bit
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -39,25 +38,33 @@ def reference(cluster: Cluster, text: str) -> tuple[list[float], dict[str, torch
     return losses, ex.parameters()
 
 
+def run_with_a_crash(cluster: Cluster, text: str, crash_at: int, victim: int,
+                     steps: int = STEPS) -> list[orchestrator_pb2.StepEvent]:
+    """Train `text` in a session (checkpoint every EVERY steps), crashing PNode `victim` when step
+    `crash_at` is reported; returns every step event."""
+    c = cluster.control
+    c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=text), timeout=30)
+    add_data(c)
+    s = c.CreateTrainSession(orchestrator_pb2.CreateTrainSessionRequest(
+        network="small", dataset="d", steps=steps, batch_size=BATCH, micro_batches=MICRO, seed=SEED,
+        checkpoint_every=EVERY), timeout=30)
+    ref = orchestrator_pb2.SessionRef(id=s.id)
+    c.StartTrainSession(ref, timeout=30)
+    events, crashed = [], False
+    for ev in c.ListenTrainSession(ref, timeout=120):
+        events.append(ev)
+        if ev.step == crash_at and not crashed:
+            crashed = True
+            crash(cluster.pnodes.pop(victim))
+    assert crashed and events[-1].state == "completed", events[-1].error
+    return events
+
+
 def test_a_pnode_dying_mid_session_changes_nothing(cluster_factory: Callable[..., Cluster]) -> None:
     cluster = cluster_factory(3, heartbeat_interval=0.2, step_timeout=30.0)
     c = cluster.control
     text = small_lm_yaml(dropout=0.1)
-    c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=text), timeout=30)
-    add_data(c)
-    s = c.CreateTrainSession(orchestrator_pb2.CreateTrainSessionRequest(
-        network="small", dataset="d", steps=STEPS, batch_size=BATCH, micro_batches=MICRO, seed=SEED,
-        checkpoint_every=EVERY), timeout=30)
-    ref = orchestrator_pb2.SessionRef(id=s.id)
-    c.StartTrainSession(ref, timeout=30)
-    events = []
-    killed_at = None
-    for ev in c.ListenTrainSession(ref, timeout=120):
-        events.append(ev)
-        if ev.step == 12 and killed_at is None:
-            killed_at = time.monotonic()
-            crash(cluster.pnodes.pop(1))
-    assert events[-1].state == "completed", events[-1].error
+    events = run_with_a_crash(cluster, text, crash_at=12, victim=1)
     want_losses, want = reference(cluster, text)
     # steps 11-12 ran again after the restore from step 10; every step's loss is the uninterrupted one
     by_step = {e.step: e.loss for e in events if e.state in ("running", "completed")}
@@ -121,19 +128,7 @@ def test_failover_with_checkpoints_in_an_s3_compatible_store(cluster_factory: Ca
                               s3_endpoint_url=s3_endpoint)
     c = cluster.control
     text = small_lm_yaml(dropout=0.1)
-    c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=text), timeout=30)
-    add_data(c)
-    s = c.CreateTrainSession(orchestrator_pb2.CreateTrainSessionRequest(
-        network="small", dataset="d", steps=STEPS, batch_size=BATCH, micro_batches=MICRO, seed=SEED,
-        checkpoint_every=EVERY), timeout=30)
-    ref = orchestrator_pb2.SessionRef(id=s.id)
-    c.StartTrainSession(ref, timeout=30)
-    killed = False
-    for ev in c.ListenTrainSession(ref, timeout=120):
-        if ev.step == 8 and not killed:
-            killed = True
-            crash(cluster.pnodes.pop(0))
-    assert ev.state == "completed", ev.error
+    run_with_a_crash(cluster, text, crash_at=8, victim=0)
     _, want = reference(cluster, text)
     blob = b"".join(ch.data for ch in c.ExportNetwork(orchestrator_pb2.ExportNetworkRequest(name="small"),
                                                       timeout=60))
