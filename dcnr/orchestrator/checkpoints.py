@@ -14,6 +14,7 @@ import json
 import time
 from typing import Any
 
+import grpc
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -38,19 +39,24 @@ def gather(fleet: Fleet, spec: NetworkSpec, timeout: float) -> dict[str, VNodeSt
     return out
 
 
-def _reset(fleet: Fleet, spec: NetworkSpec, step: int, timeout: float) -> dict[str, str]:
+def reset(fleet: Fleet, spec: NetworkSpec, step: int, timeout: float) -> dict[str, str]:
     """Place the network on live PNodes and put each of them at `step` with no unfinished work."""
     placement = fleet.placement(spec)
-    for pid in sorted(set(placement.values())):
-        fleet.vnode_stub(pid).Update(node_pb2.UpdateRequest(network=spec.name, abandon=True, step=step),
-                                     timeout=timeout)
+    hosts = set(placement.values())
+    for pid in sorted(hosts | {p.id for p in fleet.alive()}):  # every live PNode forgets stale locations
+        try:
+            fleet.vnode_stub(pid).Update(node_pb2.UpdateRequest(network=spec.name, abandon=True, step=step),
+                                         timeout=timeout)
+        except grpc.RpcError:
+            if pid in hosts:
+                raise  # a PNode that must host part of the network is unreachable: not restored
     return placement
 
 
 def restore(fleet: Fleet, spec: NetworkSpec, state: dict[str, VNodeState], step: int, timeout: float) -> None:
     """Put the whole network at `step` with `state`: unfinished work everywhere is dropped, every PNode
     hosting it is reset to the step, and each VNode with state is loaded wherever it is placed now."""
-    placement = _reset(fleet, spec, step, timeout)
+    placement = reset(fleet, spec, step, timeout)
     for vnode, pid in sorted(placement.items()):
         tensors = state.get(vnode)
         if tensors:
@@ -70,7 +76,7 @@ def save_to_storage(fleet: Fleet, spec: NetworkSpec, timeout: float) -> dict[str
 
 def restore_from_storage(fleet: Fleet, spec: NetworkSpec, vnodes: dict[str, str], step: int, timeout: float) -> None:
     """Like `restore`, but each PNode fetches its VNodes' blobs itself (and checks their hashes)."""
-    placement = _reset(fleet, spec, step, timeout)
+    placement = reset(fleet, spec, step, timeout)
     futures = [fleet.vnode_stub(pid).Load.future(
         node_pb2.LoadRequest(network=spec.name, vnode=vnode, step=step, digest=vnodes[vnode]), timeout=timeout)
         for vnode, pid in sorted(placement.items()) if vnode in vnodes]

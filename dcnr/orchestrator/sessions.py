@@ -30,6 +30,8 @@ from dcnr.runtime.sampling import lm_interface
 log = logging.getLogger("dcnr.orchestrator")
 
 FINAL = ("completed", "failed")
+# what a dying PNode makes calls raise: retried after restoring a checkpoint (a bug is not among them)
+RECOVERABLE: tuple[type[BaseException], ...] = (StepFailed, PlacementError, grpc.RpcError, ConnectionError)
 EVENT_MEMORY = 100_000  # step events kept per session for listeners that join late
 
 
@@ -189,7 +191,7 @@ class Sessions:
             with contextlib.suppress(PlacementError):  # no PNodes yet after a restart: recovery waits for them
                 self.driver.fleet.placement(spec, batch_size=rec.batch_size // rec.micro_batches)  # sized as trained
             if self.checkpoints.latest(rec.network, session=rec.id) is None:
-                self._checkpoint(rec)  # the point every failure before the next checkpoint returns to
+                self._first_checkpoint(rec, live)  # the point every failure before the next checkpoint returns to
             else:
                 rec = self._recover(rec, live, "resuming")  # PNode state may be gone: start from storage
             while rec.step < rec.steps and not live.stop.is_set():
@@ -209,7 +211,13 @@ class Sessions:
                 rec.step += 1
                 done = rec.step >= rec.steps
                 if done or (rec.checkpoint_every and rec.step % rec.checkpoint_every == 0):
-                    self._checkpoint(rec)
+                    try:
+                        self._checkpoint(rec)
+                    except RECOVERABLE as exc:  # a PNode died while writing: back to the last whole checkpoint
+                        log.warning("session %s: checkpoint at step %d failed (%s); restoring the last one",
+                                    rec.id, rec.step, _describe(exc), extra={"session": rec.id})
+                        rec = self._recover(rec, live, "recovering")
+                        continue
                 if done:
                     rec.state = "completed"
                 self.store.put_session(rec)
@@ -255,6 +263,36 @@ class Sessions:
                  manifest["write_seconds"], extra={"session": rec.id})
         return manifest
 
+    def _first_checkpoint(self, rec: SessionRecord, live: _Live) -> None:
+        """The session's first checkpoint. A PNode lost before it is written costs nothing when the lost
+        state is known anyway: initial parameters (network never trained), or a checkpoint at this very step."""
+        deadline = time.monotonic() + self.recovery_timeout
+        delay = 0.2
+        while True:
+            try:
+                self._checkpoint(rec)
+                return
+            except RECOVERABLE as exc:
+                if live.stop.is_set() or live.deleted or time.monotonic() > deadline:
+                    raise StepFailed(f"session {rec.id}: could not write its first checkpoint: {_describe(exc)}") \
+                        from None
+                log.info("session %s: first checkpoint failed (%s); retrying", rec.id, _describe(exc),
+                         extra={"session": rec.id})
+                time.sleep(delay)
+                delay = min(2.0, delay * 1.5)
+                net = self.driver.network(rec.network)
+                known = self.checkpoints.latest(rec.network, at_most=net.step)
+                if net.step and (known is None or int(known["step"]) != net.step):
+                    raise StepFailed(f"session {rec.id}: network {rec.network!r} lost its state of step {net.step} "
+                                     "before any checkpoint held it") from None
+                with contextlib.suppress(*RECOVERABLE), net.lock:  # failing again: the next try tells
+                    self.driver.fleet.sweep()
+                    if known is not None and int(known["step"]) == net.step:
+                        checkpoints.restore_from_storage(self.driver.fleet, net.spec, known["vnodes"], net.step,
+                                                         self.driver.timeout)
+                    else:  # untrained: VNodes placed anew are built with the same initial state
+                        checkpoints.reset(self.driver.fleet, net.spec, 0, self.driver.timeout)
+
     def _recover(self, rec: SessionRecord, live: _Live, why: str) -> SessionRecord:
         """Put every VNode back to the session's last checkpoint, wherever the live PNodes now place it;
         retried until it works (PNodes die, are declared dead, come back) or the recovery time runs out."""
@@ -277,7 +315,7 @@ class Sessions:
                 log.info("session %s: %s from the checkpoint at step %d", rec.id, why, rec.step,
                          extra={"session": rec.id})
                 return rec
-            except (StepFailed, PlacementError, grpc.RpcError, ConnectionError) as exc:
+            except RECOVERABLE as exc:
                 if live.stop.is_set() or live.deleted or time.monotonic() > deadline:
                     raise StepFailed(f"session {rec.id}: could not restore the checkpoint at step "
                                      f"{manifest['session_step']}: {_describe(exc)}") from None

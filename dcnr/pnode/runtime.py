@@ -332,6 +332,8 @@ class PNodeRuntime:
                 v.abandon_step()
                 v.step = step
             self.host.set_step(network, step)  # a restore may move the network back to a checkpoint's step
+            # VNodes may have moved (a PNode died): ask again where they are
+            self._locations = {k: v for k, v in self._locations.items() if k[0] != network}
             with self._seen_lock:  # the step will be sent again under the same request ids
                 for key in [k for k in self._seen if k[1] == network]:
                     del self._seen[key]
