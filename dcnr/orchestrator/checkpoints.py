@@ -1,11 +1,11 @@
-"""Checkpoints: every VNode's state in object storage, and the artifacts users export.
+"""Checkpoints: every VNode's state in object storage.
 
 Owns the checkpoint format: one safetensors blob per VNode (its parameters, optimizer
 state and step; content-addressed, so an unchanged VNode costs nothing), and a JSON
 manifest per (network, step) that names them, written last. It also moves state
-between PNodes and storage (`gather`, `restore`) and builds the one-file artifact of
-`dcnr checkpoint export` / `ExportNetwork`, which `LocalExecutor.from_artifact` loads.
-It must not decide when to checkpoint: sessions do.
+between PNodes and storage (`gather`, `restore`, `save_to_storage`,
+`restore_from_storage`). It must not decide when to checkpoint: sessions do. The
+one-file artifact users export is `dcnr.runtime.artifact`.
 """
 
 from __future__ import annotations
@@ -15,19 +15,16 @@ import time
 from typing import Any
 
 import grpc
-import torch
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from dcnr.orchestrator.fleet import Fleet
 from dcnr.proto import codec
 from dcnr.proto.v1 import common_pb2, node_pb2
-from dcnr.runtime.executor import ARTIFACT_FORMAT
+from dcnr.runtime.artifact import VNodeState
 from dcnr.spec.model import NetworkSpec
 from dcnr.storage import BlobStore
 
 MANIFEST_FORMAT = "dcnr-manifest/1"
-VNodeState = dict[str, torch.Tensor]  # "param/<name>", "optim/<name>/<key>"
 
 
 def gather(fleet: Fleet, spec: NetworkSpec, timeout: float) -> dict[str, VNodeState]:
@@ -82,47 +79,6 @@ def restore_from_storage(fleet: Fleet, spec: NetworkSpec, vnodes: dict[str, str]
         for vnode, pid in sorted(placement.items()) if vnode in vnodes]
     for f in futures:
         f.result()
-
-
-def artifact(state: dict[str, VNodeState], metadata: dict[str, str]) -> bytes:
-    """One self-describing safetensors file: every parameter keyed `<node_id>.<param>`, optimizer
-    state under `optim/<node_id>.<param>/<key>`, the network YAML and training facts in the metadata."""
-    flat: dict[str, torch.Tensor] = {}
-    for vnode, tensors in state.items():
-        for name, t in tensors.items():
-            kind, _, rest = name.partition("/")
-            flat[f"{vnode}.{rest}" if kind == "param" else f"optim/{vnode}.{rest}"] = t.contiguous()
-    return bytes(save_safetensors(flat, metadata={"format": ARTIFACT_FORMAT, **metadata}))
-
-
-def parse_artifact(blob: bytes, spec: NetworkSpec) -> dict[str, VNodeState]:
-    """Per-VNode state from an artifact of this network (node ids and parameter names may contain dots)."""
-    try:
-        flat = load_safetensors(blob)
-    except Exception as exc:  # safetensors raises its own error type for a damaged file
-        raise ValueError(f"damaged network artifact: {exc}") from None
-    by_length = sorted(spec.nodes, key=len, reverse=True)
-    out: dict[str, VNodeState] = {}
-    for key, t in flat.items():
-        kind, rest = ("optim", key[len("optim/"):]) if key.startswith("optim/") else ("param", key)
-        vnode = next((v for v in by_length if rest.startswith(v + ".")), None)
-        if vnode is None:
-            raise ValueError(f"artifact entry {key!r} matches no VNode of network {spec.name!r}")
-        out.setdefault(vnode, {})[f"{kind}/{rest[len(vnode) + 1:]}"] = t
-    return out
-
-
-def artifact_metadata(blob: bytes) -> dict[str, str]:
-    """The `__metadata__` of a safetensors file (an 8-byte little-endian header size, then a JSON header)."""
-    try:
-        size = int.from_bytes(blob[:8], "little")
-        header = json.loads(blob[8:8 + size]) if 0 < size <= len(blob) - 8 else None
-    except (ValueError, UnicodeDecodeError):
-        header = None
-    if not isinstance(header, dict):
-        raise ValueError("not a safetensors file")
-    meta = header.get("__metadata__") or {}
-    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 class Checkpoints:

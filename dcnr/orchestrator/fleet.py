@@ -17,7 +17,6 @@ import grpc
 from dcnr.orchestrator.placement import PNodeCapacity, place
 from dcnr.orchestrator.store import AlreadyExists, NotFound, PNodeRecord, StateStore
 from dcnr.proto.v1 import node_pb2, node_pb2_grpc
-from dcnr.runtime.memory import estimate_vnode_memory
 from dcnr.spec.model import NetworkSpec
 
 log = logging.getLogger("dcnr.orchestrator")
@@ -139,10 +138,6 @@ class Fleet:
             for vnode, pid in self.store.placements(rec.name).items():
                 out.setdefault(pid, []).append(f"{rec.name}/{vnode}")
         return out
-
-    @staticmethod
-    def memory_estimate(spec: NetworkSpec, batch_size: int = 8) -> int:
-        return sum(estimate_vnode_memory(n, batch_size) for n in spec.nodes.values())
 
     # -- clients ------------------------------------------------------------------------------
     def vnode_stub(self, pnode_id: str) -> node_pb2_grpc.VNodeServiceStub:

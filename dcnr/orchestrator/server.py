@@ -39,7 +39,7 @@ from dcnr.proto import codec
 from dcnr.proto.status import StatusTable, statuses
 from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, storage_pb2_grpc
 from dcnr.proto.version import IncompatibleVersion, check_compatible, version_message
-from dcnr.runtime.executor import ARTIFACT_FORMAT
+from dcnr.runtime.artifact import artifact_metadata, read_artifact, write_artifact
 from dcnr.runtime.sampling import lm_interface
 from dcnr.spec.loader import parse_network, parse_stored_network
 from dcnr.spec.model import NetworkSpec
@@ -285,17 +285,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         with self.o.driver.network(name).lock:  # between steps
             state = checkpoints.gather(self.o.fleet, spec, self.o.driver.timeout)
             step = self.o.driver.step_of(name)
-        return checkpoints.artifact(state, {"network": name, "step": str(step), "seed": str(spec.seed),
+        return write_artifact(state, {"network": name, "step": str(step), "seed": str(spec.seed),
                                             "yaml": rec.yaml})
 
     def _import(self, blob: bytes, name: str) -> orchestrator_pb2.NetworkInfo:
         """Create a network from an export and load its state into the VNodes, wherever they are placed."""
-        meta = checkpoints.artifact_metadata(blob)
-        if meta.get("format") != ARTIFACT_FORMAT or "yaml" not in meta:
-            raise ValueError("not a DCNR network artifact (written by `dcnr network export` or "
-                             "`dcnr checkpoint export`)")
+        meta = artifact_metadata(blob)
         spec = parse_stored_network(meta["yaml"], check_name("network", name or meta.get("network", "")))
-        state = checkpoints.parse_artifact(blob, spec)
+        state = read_artifact(blob, spec)
         step = int(meta.get("step", "0"))
         self.o.store.create_network(NetworkRecord(spec.name, meta["yaml"], step=step))
         try:
@@ -574,7 +571,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             m = found[-1]
             facts = {f"training.{k}": str(m[k]) for k in ("session", "session_step", "steps", "seed", "dataset",
                                                           "dataset_sha256", "batch_size", "micro_batches") if k in m}
-            blob = checkpoints.artifact(self.o.checkpoints.read(m), {
+            blob = write_artifact(self.o.checkpoints.read(m), {
                 "network": m["network"], "step": str(m["step"]), "yaml": m["yaml"],
                 "seed": str(parse_stored_network(m["yaml"], m["network"]).seed), **facts})
         for i in range(0, len(blob), CHUNK):

@@ -140,18 +140,7 @@ class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
                 tensors = {t.name: codec.decode_tensor(t.tensor) for t in request.tensors}
 
             def run() -> None:
-                v = self.runtime.host.vnode(request.network, request.vnode)
-                params = {k[len("param/"):]: t for k, t in tensors.items() if k.startswith("param/")}
-                if set(params) != set(v.owned):
-                    raise ValueError(f"VNode {v.id!r} owns parameters {sorted(v.owned)}, got {sorted(params)}")
-                for name, t in params.items():
-                    master = v.params[name].master
-                    if tuple(t.shape) != tuple(master.shape):
-                        raise ValueError(f"{v.id}.{name}: expected shape {list(master.shape)}, got {list(t.shape)}")
-                for name, t in params.items():
-                    v.params[name].master.copy_(t.to(v.params[name].master))
-                    v.params[name].version += 1
-                v.load_optimizer_state({k[len("optim/"):]: t for k, t in tensors.items() if k.startswith("optim/")})
+                self.runtime.host.vnode(request.network, request.vnode).load_state(tensors, int(request.step))
                 host = self.runtime.host  # the network is at this step: VNodes here now and those built later
                 host.set_step(request.network, int(request.step))
                 for _, other in host.local(request.network):

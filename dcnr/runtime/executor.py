@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dcnr.nodes.base import stable_seed
+from dcnr.runtime.artifact import artifact_metadata, read_artifact
 from dcnr.runtime.precision import LossScaler
 from dcnr.runtime.sampling import sample_tokens
 from dcnr.runtime.vnode import Parameter, RequestId, VNode
@@ -26,7 +27,6 @@ from dcnr.spec.loader import parse_network
 from dcnr.spec.model import Edge, NetworkSpec
 
 CHECKPOINT_FORMAT = "dcnr-checkpoint/1"  # `LocalExecutor.save`
-ARTIFACT_FORMAT = "dcnr-artifact/1"  # a network with its state: `dcnr network export`, `dcnr checkpoint export`
 
 
 def backward_set(spec: NetworkSpec) -> set[str]:
@@ -294,20 +294,17 @@ class LocalExecutor:
     @classmethod
     def from_artifact(cls, path: str | Path, device: str | torch.device = "cpu") -> LocalExecutor:
         """The network of an exported artifact with its parameters, optimizer state and step."""
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != ARTIFACT_FORMAT or "yaml" not in meta:
-                raise ValueError(f"{path}: not a DCNR network artifact (written by `dcnr network export` or "
-                                 "`dcnr checkpoint export`)")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
+        blob = Path(path).read_bytes()
+        try:
+            meta = artifact_metadata(blob)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         spec = parse_network(meta["yaml"], source=f"{path} (network)")
+        state = read_artifact(blob, spec)
         ex = cls(spec, seed=int(meta.get("seed", spec.seed)), device=device)
-        ex.load_parameters({k: t for k, t in tensors.items() if not k.startswith("optim/")})
-        optim = {k[len("optim/"):]: t for k, t in tensors.items() if k.startswith("optim/")}
         ex.step = int(meta.get("step", "0"))
         for nid, v in ex.vnodes.items():
-            v.load_optimizer_state({k[len(nid) + 1:]: t for k, t in optim.items() if k.startswith(nid + ".")})
-            v.step = ex.step
+            v.load_state(state.get(nid, {}), ex.step)
         return ex
 
     @torch.no_grad()

@@ -264,6 +264,22 @@ class VNode:
                 out[f"{name}/{key}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
         return out
 
+    def load_state(self, state: dict[str, torch.Tensor], step: int) -> None:
+        """Take parameters (`param/<name>`, exactly the owned ones, same shapes), optimizer state
+        (`optim/<name>/<key>`) and step: what a checkpoint or an artifact holds for this VNode."""
+        params = {k[len("param/"):]: t for k, t in state.items() if k.startswith("param/")}
+        if set(params) != set(self.owned):
+            raise ValueError(f"VNode {self.id!r} owns parameters {sorted(self.owned)}, got {sorted(params)}")
+        for name, t in params.items():
+            if tuple(t.shape) != tuple(self.params[name].master.shape):
+                raise ValueError(f"{self.id}.{name}: expected shape {list(self.params[name].master.shape)}, "
+                                 f"got {list(t.shape)}")
+        for name, t in params.items():
+            self.params[name].master.copy_(t.to(self.params[name].master))
+            self.params[name].version += 1
+        self.load_optimizer_state({k[len("optim/"):]: t for k, t in state.items() if k.startswith("optim/")})
+        self.step = step
+
     def load_optimizer_state(self, flat: dict[str, torch.Tensor]) -> None:
         if self.optimizer is None:
             return
