@@ -28,6 +28,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dcnr.cli.remote import save_blob
 from dcnr.data import read_corpus, stdlib_corpus, train_vocabulary
 from dcnr.orchestrator.server import Orchestrator
 from dcnr.proto.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -180,9 +181,7 @@ def demo(
                                                                      batch_size=batch_size, seed=seed))
             console.print(f"loss {first:.3f} -> {last:.3f}; held-out loss {val.costs['ce_loss']:.3f}")
             if save is not None:
-                with save.open("wb") as f:
-                    for chunk in c.ExportNetwork(orchestrator_pb2.ExportNetworkRequest(name=net.name)):
-                        f.write(chunk.data)
+                save_blob(c.ExportNetwork(orchestrator_pb2.ExportNetworkRequest(name=net.name)), save)
                 console.print(f"checkpoint written to {save}")
             console.print("sample:", style="bold")
             sys.stdout.write(prompt)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,6 +45,18 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for r in rows:
         table.add_row(*[str(v) for v in r])
     out.print(table)
+
+
+def save_blob(chunks: Iterable[orchestrator_pb2.BlobChunk], path: Path) -> None:
+    """Write a streamed file under a temporary name, then rename: never half a file at `path`."""
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with tmp.open("wb") as f:
+            for chunk in chunks:
+                f.write(chunk.data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _files(files: list[Path], extra: list[str]) -> list[Path]:
@@ -128,12 +140,8 @@ def network_export(name: Annotated[str, typer.Argument(help="Network name.")],
                    output: Annotated[Path, typer.Argument(help="Where to write the .safetensors file.")],
                    orchestrator: Orchestrator = DEFAULT) -> None:
     """Download every parameter and optimizer state as one safetensors file."""
-    tmp = output.with_name(output.name + ".part")
-    with tmp.open("wb") as f:
-        for chunk in control(orchestrator).ExportNetwork(orchestrator_pb2.ExportNetworkRequest(name=name),
-                                                         timeout=TIMEOUT):
-            f.write(chunk.data)
-    tmp.replace(output)
+    save_blob(control(orchestrator).ExportNetwork(orchestrator_pb2.ExportNetworkRequest(name=name),
+                                                  timeout=TIMEOUT), output)
     print(output)
 
 
@@ -285,11 +293,7 @@ def checkpoint_export(session_id: Annotated[str, typer.Argument(help="Session id
     YAML, training config and dataset hash. `dcnr network import` and `LocalExecutor.from_artifact` read it."""
     request = orchestrator_pb2.ExportCheckpointRequest(session=session_id, session_step=step or 0,
                                                        has_step=step is not None)
-    tmp = out_path.with_name(out_path.name + ".part")
-    with tmp.open("wb") as f:
-        for chunk in control(orchestrator).ExportCheckpoint(request, timeout=TIMEOUT):
-            f.write(chunk.data)
-    tmp.replace(out_path)
+    save_blob(control(orchestrator).ExportCheckpoint(request, timeout=TIMEOUT), out_path)
     print(out_path)
 
 
