@@ -13,9 +13,9 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -29,6 +29,7 @@ from dcnr.runtime.sampling import lm_interface
 
 log = logging.getLogger("dcnr.orchestrator")
 
+_T = TypeVar("_T")
 FINAL = ("completed", "failed")
 # what a dying PNode makes calls raise: retried after restoring a checkpoint (a bug is not among them)
 RECOVERABLE: tuple[type[BaseException], ...] = (StepFailed, PlacementError, grpc.RpcError, ConnectionError)
@@ -263,72 +264,75 @@ class Sessions:
                  manifest["write_seconds"], extra={"session": rec.id})
         return manifest
 
+    def _retrying(self, rec: SessionRecord, live: _Live, what: str, attempt: Callable[[bool], _T]) -> _T:
+        """`attempt(again)` until it returns, backing off while PNodes die, are declared dead or come back;
+        gives up with StepFailed when the session is stopped or the recovery time runs out."""
+        deadline = time.monotonic() + self.recovery_timeout
+        delay, again = 0.2, False
+        while True:
+            try:
+                return attempt(again)
+            except RECOVERABLE as exc:
+                if live.stop.is_set() or live.deleted or time.monotonic() > deadline:
+                    raise StepFailed(f"session {rec.id}: could not {what}: {_describe(exc)}") from None
+                log.info("session %s: could not %s yet (%s); retrying", rec.id, what, _describe(exc),
+                         extra={"session": rec.id})
+            time.sleep(delay)
+            delay, again = min(2.0, delay * 1.5), True
+
     def _first_checkpoint(self, rec: SessionRecord, live: _Live) -> None:
         """The session's first checkpoint. A PNode lost before it is written costs nothing when the lost
         state is known anyway: initial parameters (network never trained), or a checkpoint at this very step."""
-        deadline = time.monotonic() + self.recovery_timeout
-        delay = 0.2
-        while True:
-            try:
-                self._checkpoint(rec)
-                return
-            except RECOVERABLE as exc:
-                if live.stop.is_set() or live.deleted or time.monotonic() > deadline:
-                    raise StepFailed(f"session {rec.id}: could not write its first checkpoint: {_describe(exc)}") \
-                        from None
-                log.info("session %s: first checkpoint failed (%s); retrying", rec.id, _describe(exc),
-                         extra={"session": rec.id})
-                time.sleep(delay)
-                delay = min(2.0, delay * 1.5)
-                net = self.driver.network(rec.network)
+        net = self.driver.network(rec.network)
+
+        def attempt(again: bool) -> None:
+            self.driver.fleet.sweep()
+            if again:  # a PNode was lost: put the state back where the live PNodes now place it
                 known = self.checkpoints.latest(rec.network, at_most=net.step)
-                if net.step and (known is None or int(known["step"]) != net.step):
-                    raise StepFailed(f"session {rec.id}: network {rec.network!r} lost its state of step {net.step} "
-                                     "before any checkpoint held it") from None
-                with contextlib.suppress(*RECOVERABLE), net.lock:  # failing again: the next try tells
-                    self.driver.fleet.sweep()
-                    if known is not None and int(known["step"]) == net.step:
+                if known is not None and int(known["step"]) == net.step:
+                    with net.lock:
                         checkpoints.restore_from_storage(self.driver.fleet, net.spec, known["vnodes"], net.step,
                                                          self.driver.timeout)
-                    else:  # untrained: VNodes placed anew are built with the same initial state
+                elif net.step == 0:  # untrained: VNodes placed anew are built with the same initial state
+                    with net.lock:
                         checkpoints.reset(self.driver.fleet, net.spec, 0, self.driver.timeout)
+                else:
+                    raise LostState(f"session {rec.id}: network {rec.network!r} lost its state of step {net.step} "
+                                    "before any checkpoint held it")
+            self._checkpoint(rec)
+
+        self._retrying(rec, live, "write its first checkpoint", attempt)
 
     def _recover(self, rec: SessionRecord, live: _Live, why: str) -> SessionRecord:
-        """Put every VNode back to the session's last checkpoint, wherever the live PNodes now place it;
-        retried until it works (PNodes die, are declared dead, come back) or the recovery time runs out."""
-        deadline = time.monotonic() + self.recovery_timeout
-        delay = 0.2
-        while True:
-            manifest = self.checkpoints.latest(rec.network, session=rec.id)
-            if manifest is None:
-                raise StepFailed(f"session {rec.id} has no checkpoint to recover from")
-            try:
-                self.driver.fleet.sweep()
-                net = self.driver.network(rec.network)
-                with net.lock:
-                    checkpoints.restore_from_storage(self.driver.fleet, net.spec, manifest["vnodes"],
-                                                     int(manifest["step"]), self.driver.timeout)
-                    self.driver.reset(rec.network, int(manifest["step"]), float(manifest.get("loss_scale", 0.0)),
-                                      int(manifest.get("good_steps", 0)))
-                rec.step = int(manifest["session_step"])
-                self.store.put_session(rec)
-                log.info("session %s: %s from the checkpoint at step %d", rec.id, why, rec.step,
-                         extra={"session": rec.id})
-                return rec
-            except RECOVERABLE as exc:
-                if live.stop.is_set() or live.deleted or time.monotonic() > deadline:
-                    raise StepFailed(f"session {rec.id}: could not restore the checkpoint at step "
-                                     f"{manifest['session_step']}: {_describe(exc)}") from None
-                log.info("session %s: restore not possible yet (%s); retrying", rec.id, _describe(exc),
-                         extra={"session": rec.id})
-                time.sleep(delay)
-                delay = min(2.0, delay * 1.5)
+        """Put every VNode back to the session's last checkpoint, wherever the live PNodes now place it."""
+        manifest = self.checkpoints.latest(rec.network, session=rec.id)
+        if manifest is None:
+            raise StepFailed(f"session {rec.id} has no checkpoint to recover from")
+        net = self.driver.network(rec.network)
+
+        def attempt(again: bool) -> None:
+            self.driver.fleet.sweep()
+            with net.lock:
+                checkpoints.restore_from_storage(self.driver.fleet, net.spec, manifest["vnodes"],
+                                                 int(manifest["step"]), self.driver.timeout)
+                self.driver.reset(rec.network, int(manifest["step"]), float(manifest.get("loss_scale", 0.0)),
+                                  int(manifest.get("good_steps", 0)))
+
+        self._retrying(rec, live, f"restore the checkpoint at step {manifest['session_step']}", attempt)
+        rec.step = int(manifest["session_step"])
+        self.store.put_session(rec)
+        log.info("session %s: %s from the checkpoint at step %d", rec.id, why, rec.step, extra={"session": rec.id})
+        return rec
 
     @staticmethod
     def _status_event(rec: SessionRecord) -> dict[str, Any]:
         return {"session": rec.id, "step": rec.step, "steps": rec.steps, "loss": float("nan"), "costs": {},
                 "tokens_per_second": 0.0, "learning_rates": {}, "duration_seconds": 0.0, "skipped": False,
                 "state": rec.state, "error": rec.error}
+
+
+class LostState(RuntimeError):
+    """State no checkpoint holds was lost with a PNode: the session cannot go on (not retried)."""
 
 
 def _describe(exc: BaseException) -> str:
