@@ -1,6 +1,5 @@
-"""Every way a `dcnr` command ends, with its number. Scripts may rely on these."""
+"""Every way a `dcnr` command ends, with its number (defined with the errors that cause them)."""
 
-OK = 0  # the command did what was asked
-RUNTIME_FAILURE = 1  # something broke while running (a bug, a resource problem); --verbose shows the traceback
-USER_ERROR = 2  # bad input: a network file, an argument, a path; the message says what to change
-INTERRUPTED = 130  # stopped with Ctrl-C; nothing half-written is left behind
+from dcnr.errors import INTERRUPTED, OK, RUNTIME_FAILURE, USER_ERROR
+
+__all__ = ["INTERRUPTED", "OK", "RUNTIME_FAILURE", "USER_ERROR"]

@@ -1,0 +1,79 @@
+"""Our errors as gRPC statuses and back: servers wrap their handlers once, clients map
+statuses to `dcnr.errors` classes.
+
+A handler raising a `DcnrError` ends the call with that class's status and its message;
+a plain `ValueError` (the idiom for a bad value in the catalog and the spec) is
+INVALID_ARGUMENT; anything else is a bug: logged with its traceback and answered
+INTERNAL, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from dcnr.errors import DcnrError, NetworkError, error_for_status
+
+log = logging.getLogger("dcnr.transport")
+
+PROBLEMS_KEY = "dcnr-problems"  # trailing metadata: the details are a network file's problems, one per line
+S = TypeVar("S")
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
+    if context.code() is not None:  # the handler already ended the call (context.abort)
+        raise exc
+    if isinstance(exc, NetworkError):
+        context.set_trailing_metadata(((PROBLEMS_KEY, "network"),))
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(exc.problems))
+    if isinstance(exc, DcnrError):
+        context.abort(grpc.StatusCode[exc.status], str(exc))
+    if isinstance(exc, ValueError):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    log.exception("internal error in %s", type(exc).__name__)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from method(request, context)
+            except Exception as exc:
+                _abort(context, exc)
+        return streaming
+
+    @functools.wraps(method)
+    def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(request, context)
+        except Exception as exc:
+            _abort(context, exc)
+    return unary
+
+
+def guarded(servicer: S) -> S:
+    """Wrap every RPC handler of `servicer` (its public methods named like RPCs, CamelCase)
+    so that our errors become statuses; returns the same object."""
+    for name, method in inspect.getmembers(servicer, inspect.ismethod):
+        if name[:1].isupper():
+            setattr(servicer, name, _guard(method))
+    return servicer
+
+
+def from_rpc_error(exc: grpc.RpcError) -> DcnrError:
+    """The `dcnr.errors` class for a failed call, with the server's message.
+
+    A network definition's problems come back as a `NetworkError` holding each line."""
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    detail = (exc.details() if isinstance(exc, grpc.Call) else "") or code.name
+    trailing = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
+    if any(k == PROBLEMS_KEY for k, _ in (trailing or ())):
+        return NetworkError(detail.splitlines())
+    return error_for_status(code.name, detail)
