@@ -241,7 +241,7 @@ def value_bytes(node: Any) -> int:
 def crossing_traffic(spec: Any, placement: dict[str, str], batch: int) -> list[dict[str, Any]]:
     """Per edge between two PNodes: raw activation bytes forward, gradient bytes backward, per step.
     `output_shapes` are per sample (no batch axis), hence the factor `batch`."""
-    from dcnr.runtime.executor import backward_set
+    from dcnr.runtime.graph import backward_set
 
     live = backward_set(spec)
     rows = []

@@ -26,7 +26,7 @@ from dcnr.orchestrator.store import StateStore
 from dcnr.proto import codec
 from dcnr.proto.v1 import common_pb2, node_pb2
 from dcnr.proto.version import version_message
-from dcnr.runtime.executor import backward_set, check_inputs, needed_nodes, select_outputs, split_batch
+from dcnr.runtime.graph import backward_set, check_inputs, needed_nodes, select_outputs, split_batch
 from dcnr.runtime.precision import LossScaler
 from dcnr.runtime.sampling import sample_tokens
 from dcnr.spec.loader import parse_stored_network

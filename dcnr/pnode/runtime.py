@@ -31,7 +31,7 @@ from dcnr.pnode.host import BudgetExceeded, UnknownTarget, VNodeHost
 from dcnr.proto import codec
 from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc
 from dcnr.proto.version import version_message
-from dcnr.runtime.executor import backward_set, needed_nodes, upstream_gradients
+from dcnr.runtime.graph import backward_set, needed_nodes, upstream_gradients
 from dcnr.runtime.vnode import RequestId
 from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.model import NetworkSpec

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +20,16 @@ from safetensors.torch import save_file
 
 from dcnr.nodes.base import stable_seed
 from dcnr.runtime.artifact import artifact_metadata, read_artifact
+from dcnr.runtime.graph import backward_set, check_inputs, select_outputs, split_batch
 from dcnr.runtime.precision import LossScaler
+from dcnr.runtime.router import Router
 from dcnr.runtime.sampling import sample_tokens
-from dcnr.runtime.vnode import Parameter, RequestId, VNode
+from dcnr.runtime.vnode import Parameter, VNode
 from dcnr.spec.loader import parse_network
-from dcnr.spec.model import Edge, NetworkSpec
+from dcnr.spec.model import NetworkSpec
+from dcnr.transport.messages import Hop, Run
 
 CHECKPOINT_FORMAT = "dcnr-checkpoint/1"  # `LocalExecutor.save`
-
-
-def backward_set(spec: NetworkSpec) -> set[str]:
-    """Nodes that receive a gradient: costs, and differentiable nodes upstream of one."""
-    roots = {b.node_id for b in spec.costs}
-    live = set(roots)
-    for nid in reversed(spec.topo_order):
-        node = spec.nodes[nid]
-        if nid not in live and node.impl.differentiable and any(e.dst in live for e in spec.out_edges(nid)):
-            live.add(nid)
-    return live
 
 
 def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device,
@@ -102,63 +94,33 @@ class LocalExecutor:
         self._next_micro_batch = 0  # micro-batch index where the next train_step of this step starts
         fp16 = any("fp16" in (n.param_precision, n.activation_precision) for n in spec.nodes.values())
         self.scaler = LossScaler(enabled=fp16)
-        self._live = backward_set(spec)
-        self._edges = list(spec.edges)
-        self._feeds: dict[tuple[str, int], int] = {(e.dst, e.dst_slot): i for i, e in enumerate(self._edges)}
+        self.router = Router(spec)
 
     # -- helpers ------------------------------------------------------------------------
-    def _needed(self, targets: set[str]) -> set[str]:
-        return needed_nodes(self.spec, targets)
-
-    def _check_inputs(self, inputs: Mapping[str, Any], needed: set[str]) -> dict[str, Any]:
-        return check_inputs(self.spec, inputs, needed)
-
-    def _run(self, rid: RequestId, inputs: Mapping[str, Any], needed: set[str], training: bool,
-             micro_batches: int = 1) -> dict[tuple[str, int], Any]:
-        """Deliver inputs and process messages until quiet; returns every produced output."""
-        queue: deque[tuple[str, str, int, Any]] = deque()
-        produced: dict[tuple[str, int], Any] = {}
-        for b in self.spec.inputs:
-            if b.node_id in needed and b.name in inputs:
-                queue.append(("fwd", b.node_id, b.slot_id, inputs[b.name]))
-        cost_roots = {b.node_id for b in self.spec.costs} if training else set()
+    def _run(self, run: Run, micro_batch: int, inputs: Mapping[str, Any]) -> dict[tuple[str, int], Any]:
+        """Deliver one micro-batch's inputs and route messages until quiet; returns the reported
+        values {(VNode, slot): value} (the costs, or the outputs the run asks for)."""
+        queue: deque[Hop] = deque(self.router.inputs(run, micro_batch, inputs))
+        reported: dict[tuple[str, int], Any] = {}
         while queue:
-            kind, nid, slot, value = queue.popleft()
-            vnode = self.vnodes[nid]
-            if kind == "fwd":
-                ys = vnode.receive_input(rid, slot, value, training)
-                if ys is None:
-                    continue
-                for s, y in enumerate(ys):
-                    produced[(nid, s)] = y
-                for e in self.spec.out_edges(nid):
-                    if e.dst in needed:
-                        queue.append(("fwd", e.dst, e.dst_slot, ys[e.src_slot]))
-                if nid in cost_roots:
-                    seed = torch.full_like(ys[0], self.scaler.scale / micro_batches)
-                    self._send_grads(queue, nid, vnode.start_backward(rid, seed))
-            else:
-                gxs = vnode.receive_grad(rid, slot, value)
-                if gxs is not None:
-                    self._send_grads(queue, nid, gxs)
-        return produced
-
-    def _send_grads(self, queue: deque[tuple[str, str, int, Any]], nid: str,
-                    grads: list[torch.Tensor | None]) -> None:
-        for src, index, g in upstream_gradients(self._edges, self._feeds, self._live, nid, grads):
-            queue.append(("bwd", src, index, g))
+            hop = queue.popleft()
+            for msg in self.router.deliver(self.vnodes[hop.vnode], run, hop):
+                if isinstance(msg, Hop):
+                    queue.append(msg)
+                elif msg.kind == "output":
+                    reported[(msg.vnode, msg.slot)] = msg.value
+        return reported
 
     # -- public API -------------------------------------------------------------------------
     def forward(self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, Any]:
         """Evaluate the network (no dropout, nothing cached); returns {output name: value}."""
         by_name = {b.name: b for b in self.spec.outputs}
         outputs = select_outputs(self.spec, set(inputs), outputs)
-        needed = self._needed({by_name[n].node_id for n in outputs})
-        batch = self._check_inputs(inputs, needed)
         self._infer_counter += 1
-        rid = RequestId(self._infer_counter, 0, "infer")
+        run = Run(self.spec.name, f"infer/{self._infer_counter}", self._infer_counter, "infer", outputs=tuple(outputs))
+        batch = check_inputs(self.spec, inputs, set(self.router.needed(run)))
         with torch.no_grad():
-            produced = self._run(rid, batch, needed, training=False)
+            produced = self._run(run, 0, batch)
         return {n: produced[(by_name[n].node_id, by_name[n].slot_id)] for n in outputs}
 
     def train_step(self, inputs: Mapping[str, Any], micro_batches: int = 1, update: bool = True) -> dict[str, float]:
@@ -172,15 +134,14 @@ class LocalExecutor:
             raise ValueError(f"network {self.spec.name!r} has no costs to train")
         if micro_batches < 1:
             raise ValueError(f"micro_batches must be at least 1, got {micro_batches}")
-        needed = self._needed({b.node_id for b in self.spec.costs})
-        batch = self._check_inputs(inputs, needed)
-        chunks = split_batch(batch, micro_batches)
+        run = Run(self.spec.name, f"train/{self.step}", self.step, "train", micro_batches,
+                  grad_scale=self.scaler.scale / micro_batches)
+        chunks = split_batch(check_inputs(self.spec, inputs, set(self.router.needed(run))), micro_batches)
         totals = {b.name: 0.0 for b in self.spec.costs}
         try:
             for mb, chunk in enumerate(chunks):
-                rid = RequestId(self.step, self._next_micro_batch + mb)
                 with torch.no_grad():
-                    produced = self._run(rid, chunk, needed, training=True, micro_batches=micro_batches)
+                    produced = self._run(run, self._next_micro_batch + mb, chunk)
                 for b in self.spec.costs:
                     totals[b.name] += float(produced[(b.node_id, b.slot_id)]) / micro_batches
         except BaseException:
@@ -321,81 +282,3 @@ class LocalExecutor:
         new = list(sample_tokens(lambda x, outs: self.forward(x, outputs=outs), self.spec, prompt, max_new_tokens,
                                  temperature, top_k, self.seed if seed is None else seed, output))
         return torch.cat([prompt, torch.tensor(new, dtype=torch.long)])
-
-
-def upstream_gradients(edges: Sequence[Edge], feeds: Mapping[tuple[str, int], int], live: Collection[str],
-                       vnode: str, grads: Sequence[torch.Tensor | None],
-                       ) -> Iterator[tuple[str, int, torch.Tensor | None]]:
-    """Where a VNode's input gradients go: (upstream VNode, edge index, gradient) per input slot
-    fed by an edge from a VNode that takes gradients; network inputs' gradients leave the network."""
-    for slot, g in enumerate(grads):
-        index = feeds.get((vnode, slot))
-        if index is not None and edges[index].src in live:
-            yield edges[index].src, index, g
-
-
-def needed_nodes(spec: NetworkSpec, targets: Collection[str]) -> set[str]:
-    """Nodes whose output the targets depend on (targets included)."""
-    need = set(targets)
-    for nid in reversed(spec.topo_order):
-        if nid in need:
-            need.update(e.src for e in spec.in_edges(nid))
-    return need
-
-
-def select_outputs(spec: NetworkSpec, given: set[str], outputs: Sequence[str] | None) -> list[str]:
-    """The outputs to compute: those named (checked), or every one the given inputs allow."""
-    by_name = {b.name: b for b in spec.outputs}
-    if outputs is None:
-        outputs = [name for name, b in by_name.items()
-                   if all(i.name in given for i in spec.inputs if i.node_id in needed_nodes(spec, {b.node_id}))]
-        if not outputs:
-            raise ValueError("no network output can be computed from inputs "
-                             f"{', '.join(map(repr, sorted(given))) or '(none)'}")
-    for name in outputs:
-        if name not in by_name:
-            raise ValueError(f"unknown output {name!r}; outputs are {', '.join(map(repr, by_name))}")
-    return list(outputs)
-
-
-def check_inputs(spec: NetworkSpec, inputs: Mapping[str, Any], needed: set[str]) -> dict[str, Any]:
-    """Inputs as batches; unknown names and missing needed inputs are errors."""
-    names = {b.name for b in spec.inputs}
-    unknown = sorted(set(inputs) - names)
-    if unknown:
-        raise ValueError(f"unknown input(s) {', '.join(map(repr, unknown))}; "
-                         f"this network takes {', '.join(map(repr, sorted(names)))}")
-    missing = sorted(b.name for b in spec.inputs if b.node_id in needed and b.name not in inputs)
-    if missing:
-        raise ValueError(f"missing input(s) {', '.join(map(repr, missing))}")
-    return {k: _as_batch(k, v) for k, v in inputs.items()}
-
-
-def _as_batch(name: str, value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-        return list(value)
-    try:
-        return torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(
-            f"input {name!r}: expected a tensor (or a list of strings), got {type(value).__name__}") from None
-
-
-def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
-    sizes = {k: (v.shape[0] if isinstance(v, torch.Tensor) and v.dim() else len(v)) for k, v in batch.items()}
-    if len(set(sizes.values())) > 1:
-        raise ValueError("inputs have different batch sizes: "
-                         + ", ".join(f"{k!r} {n}" for k, n in sorted(sizes.items())))
-    for name, n in sizes.items():
-        if n % parts:
-            raise ValueError(f"input {name!r}: batch of {n} does not split into {parts} equal micro-batches")
-    out = []
-    for i in range(parts):
-        chunk = {}
-        for k, v in batch.items():
-            size = sizes[k] // parts
-            chunk[k] = v[i * size:(i + 1) * size]
-        out.append(chunk)
-    return out
