@@ -125,7 +125,7 @@ class Cluster:
     def start(self, pnode_ids: tuple[str, ...], wait: float = 120.0) -> None:
         import grpc
 
-        from dcnr.proto.v1 import orchestrator_pb2_grpc
+        from dcnr.proto.v2 import orchestrator_pb2_grpc
 
         self.address = f"127.0.0.1:{self.orch.start('127.0.0.1:0')}"
         self._orch_started = True
@@ -159,7 +159,7 @@ class Cluster:
                 raise RuntimeError(f"PNode {pid} exited with status {p.returncode}:\n{self.log_tail(pid)}")
 
     def wait_for_pnodes(self, ids: set[str], wait: float) -> None:
-        from dcnr.proto.v1 import orchestrator_pb2
+        from dcnr.proto.v2 import orchestrator_pb2
 
         deadline = time.monotonic() + wait
         while True:
@@ -173,7 +173,7 @@ class Cluster:
             time.sleep(0.1)
 
     def create_network(self, doc: dict[str, Any]) -> None:
-        from dcnr.proto.v1 import orchestrator_pb2
+        from dcnr.proto.v2 import orchestrator_pb2
 
         self.control.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(
             name=NAME, yaml=yaml.safe_dump(doc, sort_keys=False), source=str(NETWORK)), timeout=60)
@@ -261,9 +261,9 @@ def crossing_traffic(spec: Any, placement: dict[str, str], batch: int) -> list[d
 
 def input_traffic(spec: Any, batch: dict[str, torch.Tensor], placement: dict[str, str]) -> dict[str, Any]:
     """What the orchestrator sends the PNodes per step (the network inputs), raw and as hops."""
-    from dcnr.proto import codec
-    from dcnr.proto.v1 import common_pb2, node_pb2
-    from dcnr.proto.version import version_message
+    from dcnr.transport.grpc import codec
+    from dcnr.proto.v2 import common_pb2, node_pb2
+    from dcnr.transport.grpc.codec import version_message
 
     meta = common_pb2.RequestId(network=NAME, run=f"train/{NAME}/0/00000000", step=0, micro_batch=0, kind="train",
                                 grad_scale=1.0)

@@ -37,7 +37,7 @@ from dcnr.data.vocab import train_vocabulary  # noqa: E402
 from dcnr.orchestrator import checkpoints  # noqa: E402
 from dcnr.orchestrator.server import Orchestrator  # noqa: E402
 from dcnr.pnode.agent import PNode  # noqa: E402
-from dcnr.proto.v1 import orchestrator_pb2, orchestrator_pb2_grpc  # noqa: E402
+from dcnr.proto.v2 import orchestrator_pb2, orchestrator_pb2_grpc  # noqa: E402
 
 
 def checkpoint_figures() -> dict[str, float]:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from dcnr.proto.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from dcnr.proto.v2 import orchestrator_pb2, orchestrator_pb2_grpc
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -4,7 +4,9 @@ Owns the checkpoint format: one safetensors blob per VNode (its parameters, opti
 state and step; content-addressed, so an unchanged VNode costs nothing), and a JSON
 manifest per (network, step) that names them, written last. It also moves state
 between PNodes and storage (`gather`, `restore`, `save_to_storage`,
-`restore_from_storage`). It must not decide when to checkpoint: sessions do. The
+`restore_manifest`). A network's first checkpoint before any training names no blobs:
+its parameters are a pure function of the seed, so restoring it builds them again. It
+must not decide when to checkpoint: sessions do. The
 one-file artifact users export is `dcnr.runtime.artifact`.
 """
 
@@ -12,71 +14,77 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
+import torch
 from safetensors.torch import load as load_safetensors
 
-from dcnr.orchestrator.fleet import Fleet
-from dcnr.proto import codec
-from dcnr.proto.v1 import common_pb2, node_pb2
+from dcnr.errors import DcnrError, InvalidArgument
+from dcnr.orchestrator.fleet import Deployment
 from dcnr.runtime.artifact import VNodeState
+from dcnr.runtime.executor import build_vnodes
+from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.model import NetworkSpec
 from dcnr.storage import BlobStore
 
+if TYPE_CHECKING:
+    from dcnr.orchestrator.driver import Driver, NetworkState
+
 MANIFEST_FORMAT = "dcnr-manifest/1"
+SEED_ORIGIN = "seed"  # a manifest of initial parameters: nothing uploaded, they derive from the seed
 
 
-def gather(fleet: Fleet, spec: NetworkSpec, timeout: float) -> dict[str, VNodeState]:
+def gather(driver: Driver, net: NetworkState) -> dict[str, VNodeState]:
     """Every VNode's state, read from the PNodes that host it."""
-    out: dict[str, VNodeState] = {}
-    for vnode, pid in sorted(fleet.placement(spec).items()):
-        reply = fleet.vnode_stub(pid).Save(node_pb2.SaveRequest(network=spec.name, vnode=vnode), timeout=timeout)
-        out[vnode] = {t.name: codec.decode_tensor(t.tensor) for t in reply.tensors}
-    return out
+    deployment = driver.deploy(net)
+    return {vnode: driver.fleet.client(pid).save(net.spec.name, vnode)[0]
+            for vnode, pid in sorted(deployment.assignments.items())}
 
 
-def reset(fleet: Fleet, spec: NetworkSpec, step: int, timeout: float) -> dict[str, str]:
-    """Place the network on live PNodes and put each of them at `step` with no unfinished work."""
-    placement = fleet.placement(spec)
-    hosts = set(placement.values())
-    for pid in sorted(hosts | {p.id for p in fleet.alive()}):  # every live PNode forgets stale locations
+def reset(driver: Driver, net: NetworkState, step: int, reinitialize: bool = False) -> Deployment:
+    """Place the network on live PNodes and put each of them at `step` with no unfinished work (with
+    `reinitialize`, hosted VNodes are built again from the seed)."""
+    deployment = driver.deploy(net)
+    hosts = set(deployment.pnodes())
+    for pid in sorted(hosts | {p.id for p in driver.fleet.alive()}):
         try:
-            fleet.vnode_stub(pid).Update(node_pb2.UpdateRequest(network=spec.name, abandon=True, step=step),
-                                         timeout=timeout)
-        except grpc.RpcError:
+            driver.fleet.client(pid).reset_to_step(net.spec.name, step, reinitialize=reinitialize)
+        except DcnrError:
             if pid in hosts:
                 raise  # a PNode that must host part of the network is unreachable: not restored
-    return placement
+    return deployment
 
 
-def restore(fleet: Fleet, spec: NetworkSpec, state: dict[str, VNodeState], step: int, timeout: float) -> None:
+def restore(driver: Driver, net: NetworkState, state: dict[str, VNodeState], step: int) -> None:
     """Put the whole network at `step` with `state`: unfinished work everywhere is dropped, every PNode
     hosting it is reset to the step, and each VNode with state is loaded wherever it is placed now."""
-    placement = reset(fleet, spec, step, timeout)
-    for vnode, pid in sorted(placement.items()):
+    deployment = reset(driver, net, step)
+    for vnode, pid in sorted(deployment.assignments.items()):
         tensors = state.get(vnode)
         if tensors:
-            fleet.vnode_stub(pid).Load(node_pb2.LoadRequest(
-                network=spec.name, vnode=vnode, step=step,
-                tensors=[common_pb2.NamedTensor(name=k, tensor=codec.encode_tensor(t)) for k, t in tensors.items()]),
-                timeout=timeout)
+            driver.fleet.client(pid).load(net.spec.name, vnode, step, tensors)
 
 
-def save_to_storage(fleet: Fleet, spec: NetworkSpec, timeout: float) -> dict[str, tuple[str, int]]:
+def save_to_storage(driver: Driver, net: NetworkState) -> dict[str, tuple[str, int]]:
     """Each PNode writes its VNodes' state as blobs straight to storage; returns {vnode: (sha256, bytes)}."""
-    futures = {vnode: fleet.vnode_stub(pid).Save.future(
-        node_pb2.SaveRequest(network=spec.name, vnode=vnode, to_storage=True), timeout=timeout)
-        for vnode, pid in sorted(fleet.placement(spec).items())}
-    return {vnode: (f.result().digest, int(f.result().size)) for vnode, f in futures.items()}
+    deployment = driver.deploy(net)
+    futures = {vnode: driver.pool.submit(driver.fleet.client(pid).save_to_storage, net.spec.name, vnode)
+               for vnode, pid in sorted(deployment.assignments.items())}
+    return {vnode: f.result() for vnode, f in futures.items()}
 
 
-def restore_from_storage(fleet: Fleet, spec: NetworkSpec, vnodes: dict[str, str], step: int, timeout: float) -> None:
-    """Like `restore`, but each PNode fetches its VNodes' blobs itself (and checks their hashes)."""
-    placement = reset(fleet, spec, step, timeout)
-    futures = [fleet.vnode_stub(pid).Load.future(
-        node_pb2.LoadRequest(network=spec.name, vnode=vnode, step=step, digest=vnodes[vnode]), timeout=timeout)
-        for vnode, pid in sorted(placement.items()) if vnode in vnodes]
+def restore_manifest(driver: Driver, net: NetworkState, manifest: dict[str, Any]) -> None:
+    """Put the network at a manifest's step: each PNode fetches its VNodes' blobs itself (and checks their
+    hashes), or, for initial parameters, builds them again from the seed."""
+    step = int(manifest["step"])
+    if manifest.get("origin") == SEED_ORIGIN:
+        reset(driver, net, step, reinitialize=True)
+        return
+    deployment = reset(driver, net, step)
+    vnodes = manifest["vnodes"]
+    futures = [driver.pool.submit(driver.fleet.client(pid).load_from_storage, net.spec.name, vnode, step,
+                                   vnodes[vnode])
+               for vnode, pid in sorted(deployment.assignments.items()) if vnode in vnodes]
     for f in futures:
         f.result()
 
@@ -88,13 +96,15 @@ class Checkpoints:
         self.blobs = blobs
 
     def write_manifest(self, spec: NetworkSpec, yaml_text: str, step: int, vnodes: dict[str, tuple[str, int]],
-                       info: dict[str, Any]) -> dict[str, Any]:
-        """The manifest of blobs PNodes wrote; each must be in storage first (a PNode cannot claim one)."""
+                       info: dict[str, Any], origin: str = "blobs") -> dict[str, Any]:
+        """The manifest of blobs PNodes wrote; each must be in storage first (a PNode cannot claim one).
+        With `origin="seed"` it names no blobs: the state is the seed's initial parameters at step 0."""
         missing = [v for v, (digest, _) in vnodes.items() if not self.blobs.objects.exists(f"blobs/{digest}")]
         if missing:
-            raise ValueError(f"checkpoint of {spec.name!r}: blobs of {', '.join(missing[:4])} are not in storage")
+            raise InvalidArgument(f"checkpoint of {spec.name!r}: blobs of {', '.join(missing[:4])} are not in "
+                                  "storage")
         manifest = {"format": MANIFEST_FORMAT, "network": spec.name, "step": step, "yaml": yaml_text,
-                    "vnodes": {v: d for v, (d, _) in sorted(vnodes.items())},
+                    "origin": origin, "vnodes": {v: d for v, (d, _) in sorted(vnodes.items())},
                     "bytes": sum(size for _, size in vnodes.values()), "created_at": time.time(), **info}
         self.blobs.put_manifest(f"{spec.name}/{step:012d}.json", json.dumps(manifest, sort_keys=True).encode())
         return manifest
@@ -117,5 +127,10 @@ class Checkpoints:
         return found[-1] if found else None
 
     def read(self, manifest: dict[str, Any]) -> dict[str, VNodeState]:
-        """Every VNode's state named by a manifest; a blob that fails its hash check is refused."""
+        """Every VNode's state named by a manifest (a blob that fails its hash check is refused), or built
+        from the seed for a manifest of initial parameters."""
+        if manifest.get("origin") == SEED_ORIGIN:
+            spec = parse_stored_network(manifest["yaml"], manifest["network"])
+            vnodes = build_vnodes(spec, int(manifest["network_seed"]), torch.device("cpu"))
+            return {nid: {f"param/{p}": v.params[p].master for p in v.owned} for nid, v in vnodes.items()}
         return {vnode: load_safetensors(self.blobs.get_blob(digest)) for vnode, digest in manifest["vnodes"].items()}

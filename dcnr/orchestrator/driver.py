@@ -1,10 +1,11 @@
 """Running networks on the fleet: forward, one training step, evaluation, sampling.
 
-Owns each network's step counter and loss scale and the protocol of a step: send
-every micro-batch's inputs at once (so PNodes pipeline), wait until every cost has
-reported and every VNode of the backward set has finished for every micro-batch,
-then `Update` every PNode. It never computes the model: PNodes do, and report back
-through `Inbox`.
+Owns each network's step (the one counter of this process; the store persists it) and
+loss scale, and the protocol of a step: deploy the placement, describe the run once to
+every PNode taking part, send every micro-batch's inputs at once (so PNodes pipeline),
+wait until every cost has reported and every PNode has finished every micro-batch, then
+check finiteness (fp16) and apply the update on each PNode. It never computes the model:
+PNodes do, and report back through `Inbox`.
 """
 
 from __future__ import annotations
@@ -13,102 +14,124 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-import grpc
 import torch
 
-from dcnr.orchestrator.fleet import Fleet
+from dcnr.errors import Aborted, DcnrError
+from dcnr.orchestrator.fleet import Deployment, Fleet
 from dcnr.orchestrator.store import StateStore
-from dcnr.proto import codec
-from dcnr.proto.v1 import common_pb2, node_pb2
-from dcnr.proto.version import version_message
-from dcnr.runtime.graph import backward_set, check_inputs, needed_nodes, select_outputs, split_batch
+from dcnr.runtime.graph import check_inputs, select_outputs, split_batch
 from dcnr.runtime.precision import LossScaler
+from dcnr.runtime.router import Router
 from dcnr.runtime.sampling import sample_tokens
 from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.model import NetworkSpec
+from dcnr.transport.messages import Membership, Report, Run
 
-SENDER = "orchestrator"
+T = TypeVar("T")
 
 
-class StepFailed(RuntimeError):
-    """A step or request could not finish: a PNode reported a failure, or it timed out."""
+class StepFailed(Aborted):
+    """A step or request could not finish: a PNode reported a failure, died, or it timed out."""
 
 
 @dataclass
-class _Run:
-    """What PNodes have reported for one request (all its micro-batches)."""
+class _Waiting:
+    """What PNodes have reported for one run (all its micro-batches)."""
 
     cond: threading.Condition = field(default_factory=threading.Condition)
     outputs: dict[tuple[int, str, int], Any] = field(default_factory=dict)  # (micro-batch, vnode, slot) -> value
-    backward: dict[int, set[str]] = field(default_factory=dict)  # micro-batch -> VNodes done
+    done: dict[int, set[str]] = field(default_factory=dict)  # micro-batch -> PNodes finished with it
     error: str = ""
 
 
 class Inbox:
-    """Progress events from PNodes, delivered to whoever waits for that run."""
+    """Progress reports from PNodes, delivered to whoever waits for that run."""
 
     def __init__(self) -> None:
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str, _Waiting] = {}
         self._lock = threading.Lock()
 
-    def open(self, run: str) -> _Run:
+    def open(self, run: str) -> _Waiting:
         with self._lock:
-            r = self._runs[run] = _Run()
+            r = self._runs[run] = _Waiting()
             return r
 
     def close(self, run: str) -> None:
         with self._lock:
             self._runs.pop(run, None)
 
-    def deliver(self, events: Sequence[node_pb2.ProgressEvent]) -> None:
-        for ev in events:
+    def deliver(self, pnode: str, reports: Sequence[Report]) -> None:
+        for rep in reports:
             with self._lock:
-                r = self._runs.get(ev.request.run)
+                r = self._runs.get(rep.run)
             if r is None:
                 continue  # late: nobody waits any more
             with r.cond:
-                mb = int(ev.request.micro_batch)
-                if ev.kind == node_pb2.ProgressEvent.OUTPUT:
-                    r.outputs[(mb, ev.vnode, ev.slot)] = codec.decode_value(ev.value)
-                elif ev.kind == node_pb2.ProgressEvent.BACKWARD_DONE:
-                    r.backward.setdefault(mb, set()).add(ev.vnode)
-                elif ev.kind == node_pb2.ProgressEvent.FAILED and not r.error:
-                    r.error = ev.error or f"VNode {ev.vnode!r} failed"
+                if rep.kind == "output":
+                    r.outputs[(rep.micro_batch, rep.vnode, rep.slot)] = rep.value
+                elif rep.kind == "done":
+                    r.done.setdefault(rep.micro_batch, set()).add(pnode)
+                elif rep.kind == "failed" and not r.error:
+                    r.error = rep.error or f"VNode {rep.vnode!r} failed on PNode {pnode}"
                 r.cond.notify_all()
 
 
+class Members:
+    """What `NodeManagementService` does: membership through the fleet, reports into the inbox."""
+
+    def __init__(self, fleet: Fleet, inbox: Inbox) -> None:
+        self.fleet = fleet
+        self.inbox = inbox
+        self.heartbeat_interval = fleet.heartbeat_interval
+
+    def register(self, member: Membership) -> None:
+        self.fleet.register(member)
+
+    def unregister(self, pnode: str) -> bool:
+        return self.fleet.unregister(pnode)
+
+    def heartbeat(self, pnode: str, load: float) -> None:
+        self.fleet.heartbeat(pnode, load)
+
+    def deliver(self, pnode: str, reports: Sequence[Report]) -> None:
+        self.inbox.deliver(pnode, reports)
+
+
 @dataclass
-class _Network:
+class NetworkState:
     spec: NetworkSpec
+    yaml: str
+    router: Router
     step: int
     scaler: LossScaler
     lock: threading.Lock = field(default_factory=threading.Lock)
-    live: set[str] = field(default_factory=set)
 
 
 class Driver:
-    def __init__(self, store: StateStore, fleet: Fleet, inbox: Inbox, timeout: float = 600.0) -> None:
+    def __init__(self, store: StateStore, fleet: Fleet, inbox: Inbox, timeout: float = 600.0,
+                 vocabularies: Callable[[NetworkSpec], dict[str, str]] = lambda spec: {}) -> None:
         self.store = store
         self.fleet = fleet
         self.inbox = inbox
         self.timeout = timeout
-        self._networks: dict[str, _Network] = {}
+        self.vocabularies = vocabularies  # stored vocabularies a network's tokenizer nodes name, as JSON
+        self._networks: dict[str, NetworkState] = {}
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="driver")
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="driver")
 
-    def network(self, name: str) -> _Network:
+    def network(self, name: str) -> NetworkState:
         with self._lock:
             found = self._networks.get(name)
             if found is None:
                 rec = self.store.get_network(name)
                 spec = parse_stored_network(rec.yaml, name)
                 fp16 = any("fp16" in (n.param_precision, n.activation_precision) for n in spec.nodes.values())
-                found = _Network(spec, rec.step, LossScaler(enabled=fp16), live=backward_set(spec))
+                found = NetworkState(spec, rec.yaml, Router(spec), rec.step, LossScaler(enabled=fp16))
                 self._networks[name] = found
             return found
 
@@ -116,25 +139,43 @@ class Driver:
         """Drop cached state of a network that was deleted or redefined, and its VNodes on the PNodes."""
         with self._lock:
             self._networks.pop(name, None)
+        self.fleet.forget_network(name)
         for pid in {p.id for p in self.fleet.alive()}:
-            # a PNode that cannot be reached holds nothing it will be asked for again
-            with contextlib.suppress(grpc.RpcError):
-                self.fleet.pnode_stub(pid).DropLocalVNode(node_pb2.DropLocalVNodeRequest(network=name), timeout=30)
+            with contextlib.suppress(DcnrError):  # an unreachable PNode holds nothing it will be asked for again
+                self.fleet.client(pid).drop(name)
 
-    # -- sending and waiting --------------------------------------------------------------------
-    def _send_inputs(self, net: _Network, placement: dict[str, str], meta: common_pb2.RequestId,
-                     batch: Mapping[str, Any], needed: set[str]) -> None:
-        for b in net.spec.inputs:
-            if b.node_id in needed and b.name in batch:
-                hop = node_pb2.HopRequest(version=version_message(), request=meta, vnode=b.node_id, slot=b.slot_id,
-                                          value=codec.encode_value(batch[b.name]), sender=SENDER)
+    def deploy(self, net: NetworkState, batch_size: int | None = None) -> Deployment:
+        """The network placed on live PNodes, every PNode concerned holding the current placement."""
+        return self.fleet.deploy(net.spec, net.yaml, net.spec.seed, net.step, self.vocabularies(net.spec),
+                                 batch_size)
+
+    # -- the parts of a run ------------------------------------------------------------------------
+    def _on_each(self, pnodes: Sequence[str], what: str, fn: Callable[[str], T]) -> list[T]:
+        """`fn(pnode)` on every PNode at once; StepFailed naming the first PNode that failed."""
+        futures = [(p, self.pool.submit(fn, p)) for p in pnodes]
+        results, failed = [], ""
+        for p, f in futures:
+            try:
+                results.append(f.result())
+            except DcnrError as exc:
+                failed = failed or f"{what} failed on PNode {p}: {exc}"
+        if failed:
+            raise StepFailed(failed)
+        return results
+
+    def _begin(self, net: NetworkState, deployment: Deployment, run: Run, chunks: Sequence[Mapping[str, Any]]) -> None:
+        """Describe the run to every PNode taking part, then send each micro-batch's inputs."""
+        self._on_each(deployment.pnodes(), f"run {run.id}", lambda p: self.fleet.client(p).begin_run(run))
+        hops = self.fleet.hops()
+        for mb, chunk in enumerate(chunks):
+            for hop in net.router.inputs(run, mb, chunk):
+                pid = deployment.assignments[hop.vnode]
                 try:
-                    self.fleet.vnode_stub(placement[b.node_id]).ReceiveTrainRequest(hop, timeout=60)
-                except grpc.RpcError as exc:
-                    raise StepFailed(f"cannot send input {b.name!r} to PNode {placement[b.node_id]}: "
-                                     f"{exc.code().name}: {exc.details()}") from None
+                    hops.send_now(deployment.addresses[pid], hop, timeout=60)
+                except DcnrError as exc:
+                    raise StepFailed(f"cannot send input to VNode {hop.vnode!r} on PNode {pid}: {exc}") from None
 
-    def _wait(self, run: _Run, done: Any, what: str, pnodes: Sequence[str] = ()) -> None:
+    def _wait(self, run: _Waiting, done: Callable[[], bool], what: str, pnodes: Sequence[str] = ()) -> None:
         """Until `done()`; fails on a reported error, a PNode of the run marked dead, or the timeout."""
         deadline = time.monotonic() + self.timeout
         next_check = time.monotonic() + 1.0
@@ -155,13 +196,6 @@ class Driver:
             if run.error:
                 raise StepFailed(run.error)
 
-    def _each_pnode(self, pnodes: Sequence[str], request: node_pb2.UpdateRequest) -> list[node_pb2.UpdateResponse]:
-        futures = [self._pool.submit(self.fleet.vnode_stub(p).Update, request, timeout=self.timeout) for p in pnodes]
-        try:
-            return [f.result() for f in futures]
-        except grpc.RpcError as exc:
-            raise StepFailed(f"update failed on a PNode: {exc.code().name}: {exc.details()}") from None
-
     # -- training ------------------------------------------------------------------------------
     def train_step(self, name: str, inputs: Mapping[str, Any], micro_batches: int = 1,
                    run_prefix: str = "train") -> tuple[dict[str, float], int, bool, dict[str, float]]:
@@ -172,97 +206,93 @@ class Driver:
             raise ValueError(f"network {name!r} has no costs to train")
         if micro_batches < 1:
             raise ValueError(f"micro_batches must be at least 1, got {micro_batches}")
-        needed = needed_nodes(spec, {b.node_id for b in spec.costs})
-        chunks = split_batch(check_inputs(spec, inputs, needed), micro_batches)
         with net.lock:
-            placement = self.fleet.placement(spec, batch_size=_batch_size(chunks[0]))
-            pnodes = sorted(set(placement.values()))
-            run_id = f"{run_prefix}/{name}/{net.step}/{uuid.uuid4().hex[:8]}"
-            run = self.inbox.open(run_id)
-            grad_scale = net.scaler.scale / micro_batches
+            probe = Run(name, "", net.step, "train", micro_batches)
+            chunks = split_batch(check_inputs(spec, inputs, set(net.router.needed(probe))), micro_batches)
+            deployment = self.deploy(net, batch_size=_batch_size(chunks[0]))
+            pnodes = deployment.pnodes()
+            run = Run(name, f"{run_prefix}/{name}/{net.step}/{uuid.uuid4().hex[:8]}", net.step, "train",
+                      micro_batches, net.scaler.scale / micro_batches, (), deployment.digest, deployment.version)
+            # PNodes that report each micro-batch done: those hosting a VNode of the backward pass
+            finishing = {deployment.assignments[v] for v in net.router.live & net.router.needed(run)}
+            costs_at = net.router.reported(run)
+            waiting = self.inbox.open(run.id)
             try:
-                for mb, chunk in enumerate(chunks):
-                    meta = common_pb2.RequestId(network=name, run=run_id, step=net.step, micro_batch=mb, kind="train",
-                                                grad_scale=grad_scale)
-                    self._send_inputs(net, placement, meta, chunk, needed)
-                cost_keys = [(b.name, b.node_id, b.slot_id) for b in spec.costs]
-                self._wait(run, lambda: all(
-                    len(run.backward.get(mb, ())) == len(net.live)
-                    and all((mb, n, s) in run.outputs for _, n, s in cost_keys) for mb in range(micro_batches)),
+                self._begin(net, deployment, run, chunks)
+                self._wait(waiting, lambda: all(
+                    waiting.done.get(mb, set()) >= finishing
+                    and all((mb, n, s) in waiting.outputs for n, s in costs_at) for mb in range(micro_batches)),
                     f"step {net.step} of network {name!r}", pnodes)
             except BaseException:
                 # nothing half-done may poison the retry of this step; an unreachable PNode is the
                 # failure already being reported
                 with contextlib.suppress(StepFailed):
-                    self._each_pnode(pnodes, node_pb2.UpdateRequest(network=name, abandon=True, step=net.step,
-                                                                            run=run_id))
+                    self._on_each(pnodes, "abandoning the step", lambda p: self.fleet.client(p).reset_to_step(
+                        name, net.step, fence_run=run.id))
                 raise
             finally:
-                self.inbox.close(run_id)
+                self.inbox.close(run.id)
             costs = {}
-            for cname, nid, slot in cost_keys:
+            for b in spec.costs:
                 total = 0.0
                 for mb in range(micro_batches):  # micro-batch order, as the LocalExecutor sums
-                    total += float(run.outputs[(mb, nid, slot)]) / micro_batches
-                costs[cname] = total
+                    total += float(waiting.outputs[(mb, b.node_id, b.slot_id)]) / micro_batches
+                costs[b.name] = total
             finite = True
             if net.scaler.enabled:
-                checks = self._each_pnode(pnodes, node_pb2.UpdateRequest(network=name, check_only=True))
-                finite = all(r.finite for r in checks)
+                finite = all(self._on_each(pnodes, "the finiteness check",
+                                           lambda p: self.fleet.client(p).check_finite(name)))
             scale = net.scaler.scale
             apply = net.scaler.update(finite)
-            replies = self._each_pnode(pnodes, node_pb2.UpdateRequest(
-                network=name, loss_scale=scale, apply=apply, step=net.step + 1))
+            replies = self._on_each(pnodes, "the update", lambda p: self.fleet.client(p).apply_update(
+                name, net.step + 1, scale, apply))
             net.step += 1
             self.store.set_network_step(name, net.step)
             lrs: dict[str, float] = {}
             for r in replies:
-                lrs.update(r.learning_rates)
+                lrs.update(r)
             metrics = {m.name: lrs[m.node_id] for m in spec.metrics if m.node_id in lrs}
             return costs, net.step, not apply, metrics
 
     # -- forward-only work -----------------------------------------------------------------------
-    def _evaluate(self, name: str, inputs: Mapping[str, Any], kind: str, outputs: Sequence[str] = ()) -> _Run:
+    def _evaluate(self, name: str, inputs: Mapping[str, Any], kind: str, outputs: Sequence[str] = ()
+                  ) -> dict[tuple[str, int], Any]:
         net = self.network(name)
-        spec = net.spec
-        if kind == "infer":
-            by_name = {b.name: b for b in spec.outputs}
-            targets = {by_name[o].node_id for o in outputs}
-        else:
-            targets = {b.node_id for b in spec.costs}
-        needed = needed_nodes(spec, targets)
-        batch = check_inputs(spec, inputs, needed)
-        placement = self.fleet.placement(spec, batch_size=_batch_size(batch))
-        run_id = f"{kind}/{name}/{uuid.uuid4().hex}"
-        run = self.inbox.open(run_id)
-        step = uuid.uuid4().int & ((1 << 62) - 1)  # forward-only work never collides with another request
-        meta = common_pb2.RequestId(network=name, run=run_id, step=step, kind=kind, outputs=list(outputs))
+        probe = Run(name, "", 0, "infer" if kind == "infer" else "eval", outputs=tuple(outputs))
+        batch = check_inputs(net.spec, inputs, set(net.router.needed(probe)))
+        with net.lock:  # deploying and describing the run see one placement
+            deployment = self.deploy(net, batch_size=_batch_size(batch))
+            step = uuid.uuid4().int & ((1 << 62) - 1)  # forward-only work never collides with another request
+            run = Run(name, f"{kind}/{name}/{uuid.uuid4().hex}", step, probe.kind, 1, 1.0, tuple(outputs),
+                      deployment.digest, deployment.version)
+            waiting = self.inbox.open(run.id)
+            try:
+                self._begin(net, deployment, run, [batch])
+            except BaseException:
+                self.inbox.close(run.id)
+                raise
+        keys = net.router.reported(run)
         try:
-            self._send_inputs(net, placement, meta, batch, needed)
-            if kind == "infer":
-                keys = [(0, by_name[o].node_id, by_name[o].slot_id) for o in outputs]
-            else:
-                keys = [(0, b.node_id, b.slot_id) for b in spec.costs]
-            self._wait(run, lambda: all(k in run.outputs for k in keys), f"{kind} request on network {name!r}",
-                       sorted(set(placement.values())))
+            self._wait(waiting, lambda: all((0, n, s) in waiting.outputs for n, s in keys),
+                       f"{kind} request on network {name!r}", deployment.pnodes())
         finally:
-            self.inbox.close(run_id)
-        return run
+            self.inbox.close(run.id)
+        return {(n, s): waiting.outputs[(0, n, s)] for n, s in keys}
 
     def forward(self, name: str, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, Any]:
         spec = self.network(name).spec
         wanted = select_outputs(spec, set(inputs), outputs)
-        run = self._evaluate(name, inputs, "infer", wanted)
+        produced = self._evaluate(name, inputs, "infer", wanted)
         by_name = {b.name: b for b in spec.outputs}
-        return {o: run.outputs[(0, by_name[o].node_id, by_name[o].slot_id)] for o in wanted}
+        return {o: produced[(by_name[o].node_id, by_name[o].slot_id)] for o in wanted}
 
     def costs(self, name: str, inputs: Mapping[str, Any]) -> dict[str, float]:
         """The network's costs on one batch, without training (dropout off, nothing cached)."""
         spec = self.network(name).spec
         if not spec.costs:
             raise ValueError(f"network {name!r} has no costs to evaluate")
-        run = self._evaluate(name, inputs, "eval")
-        return {b.name: float(run.outputs[(0, b.node_id, b.slot_id)]) for b in spec.costs}
+        produced = self._evaluate(name, inputs, "eval")
+        return {b.name: float(produced[(b.node_id, b.slot_id)]) for b in spec.costs}
 
     def generate(self, name: str, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float,
                  top_k: int | None, seed: int) -> Iterator[int]:
@@ -282,7 +312,7 @@ class Driver:
         return self.network(name).step
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _batch_size(batch: Mapping[str, Any]) -> int:

@@ -1,23 +1,26 @@
 """The fleet: registered PNodes, their liveness, where each VNode runs, and clients to them.
 
-Owns PNode registration, heartbeats and the dead-after-missed-beats rule, and the
-placement of each network's VNodes on live PNodes (kept durable in the store). It
-must not run training: the driver does, through the clients handed out here.
+Owns PNode registration, heartbeats and the dead-after-missed-beats rule, the placement
+of each network's VNodes on live PNodes (kept durable in the store), and deployments:
+a placement gets a version, and every PNode it concerns is told the network's definition
+and the whole placement before a run uses it. It must not run training: the driver
+does, through the clients handed out here.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from typing import Any
-
-import grpc
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from dcnr.orchestrator.placement import PNodeCapacity, place
 from dcnr.orchestrator.store import AlreadyExists, NotFound, PNodeRecord, StateStore
-from dcnr.proto.v1 import node_pb2, node_pb2_grpc
 from dcnr.spec.model import NetworkSpec
+from dcnr.transport.interfaces import Connector, HopTransport, PNodeClient
+from dcnr.transport.messages import Membership, Placement, network_digest
 
 log = logging.getLogger("dcnr.orchestrator")
 
@@ -25,20 +28,35 @@ MISSED_BEATS = 3  # a PNode silent for this many heartbeat intervals is dead
 DEFAULT_BUDGET = 4 * 2**30
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """A network's placement as the PNodes know it: versioned, with every host's address."""
+
+    version: int
+    digest: str
+    assignments: dict[str, str]  # VNode -> PNode
+    addresses: dict[str, str]  # PNode -> host:port
+
+    def pnodes(self) -> list[str]:
+        return sorted(set(self.assignments.values()))
+
+
 class Fleet:
-    def __init__(self, store: StateStore, heartbeat_interval: float = 30.0,
-                 max_message_bytes: int = 256 * 2**20) -> None:
+    def __init__(self, store: StateStore, connector: Connector, heartbeat_interval: float = 30.0) -> None:
         self.store = store
+        self.connector = connector
         self.heartbeat_interval = heartbeat_interval
-        self.max_message_bytes = max_message_bytes
         self._lock = threading.RLock()
-        self._channels: dict[str, tuple[grpc.Channel, node_pb2_grpc.VNodeServiceStub,
-                                        node_pb2_grpc.PNodeServiceStub]] = {}
         self._placing = threading.Lock()
         self._batch_sizes: dict[str, int] = {}
+        self._deployed: dict[str, Deployment] = {}
+        self._told: dict[tuple[str, str], int] = {}  # (network, PNode) -> placement version it holds
+        self._versions = itertools.count(int(time.time() * 1000))  # grows across orchestrator restarts
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="deploy")
 
     # -- membership --------------------------------------------------------------------------
-    def register(self, pnode_id: str, address: str, hardware: dict[str, Any], version: str) -> None:
+    def register(self, member: Membership) -> None:
+        pnode_id, address, hardware, version = member.id, member.address, member.hardware, member.version
         if not pnode_id:
             raise ValueError("a PNode needs a non-empty id")
         if not address or ":" not in address:
@@ -53,6 +71,7 @@ class Fleet:
                                     "start it with another id, or wait until it is marked dead")
             if old is not None:
                 self._forget_placements(pnode_id)  # a restarted PNode holds none of its old VNodes
+            self._forget_told(pnode_id)
             self.store.put_pnode(PNodeRecord(pnode_id, address, {**hardware, "version": version}))
         log.info("PNode %s registered at %s", pnode_id, address, extra={"pnode": pnode_id, "address": address})
 
@@ -60,7 +79,7 @@ class Fleet:
         with self._lock:
             moved = self._forget_placements(pnode_id)
             removed = self.store.delete_pnode(pnode_id)
-            self._drop_channel(pnode_id)
+            self._forget_told(pnode_id)
         if removed:
             log.info("PNode %s unregistered (%d VNodes to place again)", pnode_id, len(moved),
                      extra={"pnode": pnode_id})
@@ -86,7 +105,7 @@ class Fleet:
                     rec.state = "dead"
                     self.store.put_pnode(rec)
                     self._forget_placements(rec.id)
-                    self._drop_channel(rec.id)
+                    self._forget_told(rec.id)
                     dead.append(rec.id)
         for pid in dead:
             log.warning("PNode %s missed %d heartbeats: marked dead", pid, MISSED_BEATS, extra={"pnode": pid})
@@ -97,6 +116,10 @@ class Fleet:
 
     def _forget_placements(self, pnode_id: str) -> list[tuple[str, str]]:
         return self.store.clear_placements(pnode_id)
+
+    def _forget_told(self, pnode_id: str) -> None:
+        for key in [k for k in self._told if k[1] == pnode_id]:
+            del self._told[key]
 
     # -- placement ----------------------------------------------------------------------------
     def placement(self, spec: NetworkSpec, batch_size: int | None = None) -> dict[str, str]:
@@ -126,11 +149,36 @@ class Fleet:
                 extra={"network": spec.name})
             return result
 
-    def locate(self, spec: NetworkSpec, vnode: str) -> tuple[str, str]:
-        if vnode not in spec.nodes:
-            raise NotFound(f"network {spec.name!r} has no VNode {vnode!r}")
-        pid = self.placement(spec)[vnode]
-        return pid, self.store.get_pnode(pid).address
+    def deploy(self, spec: NetworkSpec, yaml_text: str, seed: int, step: int, vocabularies: dict[str, str],
+               batch_size: int | None = None) -> Deployment:
+        """Place the network and make sure every PNode it concerns holds the current placement: hosts, and
+        live PNodes that hosted part of it before (they drop what is no longer theirs)."""
+        assignments = self.placement(spec, batch_size)
+        with self._lock:
+            addresses = {pid: self.store.get_pnode(pid).address for pid in set(assignments.values())}
+            digest = network_digest(yaml_text)
+            current = self._deployed.get(spec.name)
+            if current is None or (current.digest, current.assignments, current.addresses) != (
+                    digest, assignments, addresses):
+                current = self._deployed[spec.name] = Deployment(next(self._versions), digest, assignments, addresses)
+            alive = {p.id for p in self.alive()}
+            targets = sorted((set(assignments.values()) | {p for n, p in self._told if n == spec.name}) & alive)
+            stale = [p for p in targets if self._told.get((spec.name, p)) != current.version]
+        if stale:
+            placement = Placement(spec.name, yaml_text, seed, digest, current.version, step, assignments, addresses,
+                                  vocabularies)
+            for pid, future in [(p, self._pool.submit(self.client(p).place_network, placement)) for p in stale]:
+                future.result()
+                with self._lock:
+                    self._told[(spec.name, pid)] = current.version
+        return current
+
+    def forget_network(self, name: str) -> None:
+        """A network was deleted or redefined: nothing deployed of it is current any more."""
+        with self._lock:
+            self._deployed.pop(name, None)
+            for key in [k for k in self._told if k[0] == name]:
+                del self._told[key]
 
     def vnodes_by_pnode(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -140,36 +188,15 @@ class Fleet:
         return out
 
     # -- clients ------------------------------------------------------------------------------
-    def vnode_stub(self, pnode_id: str) -> node_pb2_grpc.VNodeServiceStub:
-        return self._channel(pnode_id)[1]
+    def client(self, pnode_id: str) -> PNodeClient:
+        return self.connector.pnode(self.store.get_pnode(pnode_id).address)
 
-    def pnode_stub(self, pnode_id: str) -> node_pb2_grpc.PNodeServiceStub:
-        return self._channel(pnode_id)[2]
+    def address(self, pnode_id: str) -> str:
+        return self.store.get_pnode(pnode_id).address
 
-    def _channel(self, pnode_id: str) -> tuple[grpc.Channel, node_pb2_grpc.VNodeServiceStub,
-                                               node_pb2_grpc.PNodeServiceStub]:
-        with self._lock:
-            found = self._channels.get(pnode_id)
-            if found is None:
-                address = self.store.get_pnode(pnode_id).address
-                options = [("grpc.max_send_message_length", self.max_message_bytes),
-                           ("grpc.max_receive_message_length", self.max_message_bytes)]
-                channel = grpc.insecure_channel(address, options=options)
-                found = (channel, node_pb2_grpc.VNodeServiceStub(channel), node_pb2_grpc.PNodeServiceStub(channel))
-                self._channels[pnode_id] = found
-            return found
-
-    def _drop_channel(self, pnode_id: str) -> None:
-        found = self._channels.pop(pnode_id, None)
-        if found is not None:
-            found[0].close()
+    def hops(self) -> HopTransport:
+        return self.connector.hops()
 
     def close(self) -> None:
-        with self._lock:
-            for pid in list(self._channels):
-                self._drop_channel(pid)
-
-
-def hardware_dict(hw: node_pb2.Hardware) -> dict[str, Any]:
-    return {"cpu_cores": hw.cpu_cores, "memory_bytes": hw.memory_bytes, "device": hw.device or "cpu",
-            "memory_budget_bytes": hw.memory_budget_bytes, "threads": hw.threads}
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.connector.close()

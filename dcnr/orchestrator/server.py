@@ -25,25 +25,28 @@ import grpc
 
 from dcnr import __version__
 from dcnr.data.vocab import train_vocabulary
-from dcnr.errors import NetworkError
+from dcnr.errors import IncompatibleVersion, NetworkError
 from dcnr.orchestrator import checkpoints
 from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore, check_name
-from dcnr.orchestrator.driver import Driver, Inbox, StepFailed
-from dcnr.orchestrator.fleet import Fleet, hardware_dict
+from dcnr.orchestrator.driver import Driver, Inbox, Members, StepFailed
+from dcnr.orchestrator.fleet import Fleet
 from dcnr.orchestrator.placement import PlacementError
-from dcnr.orchestrator.sessions import Sessions
+from dcnr.orchestrator.sessions import IMPORTED, Sessions
 from dcnr.orchestrator.storage_service import StorageServicer
 from dcnr.orchestrator.store import AlreadyExists, NetworkRecord, NotFound, SessionRecord, SQLiteStore
-from dcnr.proto import codec
 from dcnr.proto.status import StatusTable, statuses
-from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, storage_pb2_grpc
-from dcnr.proto.version import IncompatibleVersion, check_compatible, version_message
+from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, storage_pb2_grpc
 from dcnr.runtime.artifact import artifact_metadata, read_artifact, write_artifact
 from dcnr.runtime.sampling import lm_interface
 from dcnr.spec.loader import parse_network, parse_stored_network
 from dcnr.spec.model import NetworkSpec
 from dcnr.storage import BlobStore, open_store
+from dcnr.transport.grpc import codec
+from dcnr.transport.grpc.codec import version_message
+from dcnr.transport.grpc.errors import guarded
+from dcnr.transport.grpc.membership import NodeManagementServicer, protocol_v1_refusal
+from dcnr.transport.grpc.pnode import GrpcConnector
 
 log = logging.getLogger("dcnr.orchestrator")
 
@@ -93,9 +96,9 @@ class Orchestrator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = SQLiteStore(self.state_dir / "state.sqlite")
         self.data = DataStore(self.store, self.state_dir / "data")
-        self.fleet = Fleet(self.store, heartbeat_interval, max_message_bytes)
+        self.fleet = Fleet(self.store, GrpcConnector(max_message_bytes, timeout=step_timeout), heartbeat_interval)
         self.inbox = Inbox()
-        self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout)
+        self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout, vocabularies=self._vocabularies)
         objects = open_store(storage or (self.state_dir / "storage").resolve().as_uri(), s3_endpoint_url)
         self.checkpoints = Checkpoints(BlobStore(objects))
         self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout)
@@ -105,13 +108,20 @@ class Orchestrator:
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
 
+    def _vocabularies(self, spec: NetworkSpec) -> dict[str, str]:
+        """The tokenizer JSON of every stored vocabulary the network's tokenizer nodes name."""
+        names = {v for node in spec.nodes.values() if (v := getattr(node.impl.cfg, "vocabulary", None))}
+        return {name: self.data.tokenizer(name).to_str() for name in sorted(names)}
+
     def start(self, address: str = "127.0.0.1:0", threads: int = 32) -> int:
         options = [("grpc.max_receive_message_length", self.max_message_bytes),
                    ("grpc.max_send_message_length", self.max_message_bytes)]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="orch-rpc"),
                              options=options)
         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(OrchestratorServicer(self), server)
-        node_pb2_grpc.add_NodeManagementServiceServicer_to_server(NodeManagementServicer(self), server)
+        node_pb2_grpc.add_NodeManagementServiceServicer_to_server(
+            guarded(NodeManagementServicer(Members(self.fleet, self.inbox))), server)
+        server.add_generic_rpc_handlers((protocol_v1_refusal(),))
         storage_pb2_grpc.add_StorageServiceServicer_to_server(StorageServicer(self.checkpoints.blobs), server)
         self.port = server.add_insecure_port(address)
         if self.port == 0:
@@ -145,51 +155,6 @@ class Orchestrator:
         self.driver.close()
         self.fleet.close()
         self.store.close()
-
-
-class NodeManagementServicer(node_pb2_grpc.NodeManagementServiceServicer):
-    def __init__(self, orch: Orchestrator) -> None:
-        self.o = orch
-
-    def RegisterPNode(self, request: node_pb2.RegisterPNodeRequest,
-                      context: grpc.ServicerContext) -> node_pb2.RegisterPNodeResponse:
-        with _statuses(context):
-            check_compatible(request.version)
-            v = request.version
-            self.o.fleet.register(request.id, request.address, hardware_dict(request.hardware),
-                                  f"{v.major}.{v.minor}.{v.patch}")
-            return node_pb2.RegisterPNodeResponse(
-                heartbeat_interval_ms=int(self.o.fleet.heartbeat_interval * 1000), version=version_message())
-        raise AssertionError("unreachable: abort raises")
-
-    def UnregisterPNode(self, request: node_pb2.PNodeRef,
-                        context: grpc.ServicerContext) -> node_pb2.UnregisterPNodeResponse:
-        return node_pb2.UnregisterPNodeResponse(removed=self.o.fleet.unregister(request.id))
-
-    def HeartbeatPNode(self, request: node_pb2.HeartbeatRequest,
-                       context: grpc.ServicerContext) -> node_pb2.HeartbeatResponse:
-        with _statuses(context):
-            self.o.fleet.heartbeat(request.id, request.load)
-            return node_pb2.HeartbeatResponse(known=True)
-        raise AssertionError("unreachable: abort raises")
-
-    def GetVNodeLocation(self, request: node_pb2.VNodeLocationRequest,
-                         context: grpc.ServicerContext) -> node_pb2.VNodeLocation:
-        with _statuses(context):
-            if request.refresh:
-                self.o.fleet.sweep()
-            spec = self.o.driver.network(request.network).spec
-            pnode, address = self.o.fleet.locate(spec, request.vnode)
-            return node_pb2.VNodeLocation(network=request.network, vnode=request.vnode, pnode=pnode, address=address)
-        raise AssertionError("unreachable: abort raises")
-
-    def ReportProgress(self, request: node_pb2.ProgressReport,
-                       context: grpc.ServicerContext) -> node_pb2.ProgressAck:
-        with _statuses(context):
-            check_compatible(request.version)
-            self.o.inbox.deliver(request.events)
-            return node_pb2.ProgressAck(known=True)
-        raise AssertionError("unreachable: abort raises")
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
@@ -227,6 +192,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             self.o.store.update_network(request.name, request.yaml)
             self.o.store.set_network_step(request.name, 0)
             self.o.store.set_placements(request.name, {})
+            self.o.store.delete_blob_record(IMPORTED, request.name)  # back to the seed's parameters
             self.o.driver.forget(request.name)
             return self._info(self.o.store.get_network(request.name))
         raise AssertionError("unreachable: abort raises")
@@ -252,6 +218,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             self.o.store.get_network(request.name)
             self._refuse_if_training(request.name)
             self.o.driver.forget(request.name)
+            self.o.store.delete_blob_record(IMPORTED, request.name)
             return orchestrator_pb2.DeleteResponse(deleted=self.o.store.delete_network(request.name))
         raise AssertionError("unreachable: abort raises")
 
@@ -282,8 +249,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         """Every VNode's parameters and optimizer state, and the definition, as one safetensors file."""
         rec = self.o.store.get_network(name)
         spec = self.o.driver.network(name).spec
-        with self.o.driver.network(name).lock:  # between steps
-            state = checkpoints.gather(self.o.fleet, spec, self.o.driver.timeout)
+        net = self.o.driver.network(name)
+        with net.lock:  # between steps
+            state = checkpoints.gather(self.o.driver, net)
             step = self.o.driver.step_of(name)
         return write_artifact(state, {"network": name, "step": str(step), "seed": str(spec.seed),
                                             "yaml": rec.yaml})
@@ -295,9 +263,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         state = read_artifact(blob, spec)
         step = int(meta.get("step", "0"))
         self.o.store.create_network(NetworkRecord(spec.name, meta["yaml"], step=step))
+        self.o.store.put_blob_record(IMPORTED, spec.name, {"name": spec.name, "step": step})
         try:
-            checkpoints.restore(self.o.fleet, spec, state, step, self.o.driver.timeout)
+            net = self.o.driver.network(spec.name)
+            with net.lock:
+                checkpoints.restore(self.o.driver, net, state, step)
         except BaseException:
+            self.o.store.delete_blob_record(IMPORTED, spec.name)
             self.o.driver.forget(spec.name)
             self.o.store.delete_network(spec.name)  # nothing half-imported stays behind
             raise

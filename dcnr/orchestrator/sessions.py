@@ -17,22 +17,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import grpc
-
+from dcnr.errors import Aborted, Conflict, DataLoss, DeadlineExceeded, NotFound, ResourceExhausted, Unavailable
 from dcnr.orchestrator import checkpoints
 from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore
 from dcnr.orchestrator.driver import Driver, StepFailed
 from dcnr.orchestrator.placement import PlacementError
-from dcnr.orchestrator.store import NotFound, SessionRecord, StateStore
+from dcnr.orchestrator.store import SessionRecord, StateStore
 from dcnr.runtime.sampling import lm_interface
 
 log = logging.getLogger("dcnr.orchestrator")
 
 _T = TypeVar("_T")
 FINAL = ("completed", "failed")
-# what a dying PNode makes calls raise: retried after restoring a checkpoint (a bug is not among them)
-RECOVERABLE: tuple[type[BaseException], ...] = (StepFailed, PlacementError, grpc.RpcError, ConnectionError)
+# what a dying PNode makes calls raise: retried after restoring a checkpoint (a bug is not among them);
+# NotFound and Conflict: a PNode that restarted, or holds a placement that changed meanwhile
+RECOVERABLE: tuple[type[BaseException], ...] = (Aborted, ResourceExhausted, Unavailable, DeadlineExceeded, NotFound,
+                                                Conflict, ConnectionError)
+IMPORTED = "imported-network"  # blob-record kind marking networks whose step-0 state is not the seed's
 EVENT_MEMORY = 100_000  # step events kept per session for listeners that join late
 
 
@@ -96,9 +98,6 @@ class Sessions:
         log.info("session %s created: %s on %s, %d steps", rec.id, network, dataset, steps,
                  extra={"session": rec.id, "network": network})
         return rec
-
-    def get(self, session_id: str) -> SessionRecord:
-        return self.store.get_session(session_id)
 
     def list(self) -> list[SessionRecord]:
         return self.store.list_sessions()
@@ -252,17 +251,31 @@ class Sessions:
         """Write every VNode's state with the session's position; returns the manifest."""
         net = self.driver.network(rec.network)
         started = time.perf_counter()
-        blobs = checkpoints.save_to_storage(self.driver.fleet, net.spec, self.driver.timeout)
-        yaml_text = self.store.get_network(rec.network).yaml
-        manifest = self.checkpoints.write_manifest(net.spec, yaml_text, net.step, blobs, {
+        from_seed = self._from_seed(rec.network)
+        blobs = {} if from_seed else checkpoints.save_to_storage(self.driver, net)
+        manifest = self.checkpoints.write_manifest(net.spec, net.yaml, net.step, blobs, {
             "session": rec.id, "session_step": rec.step, "steps": rec.steps, "seed": rec.seed,
-            "dataset": rec.dataset, "dataset_sha256": self.data.get_dataset(rec.dataset)["sha256"],
+            "network_seed": net.spec.seed, "dataset": rec.dataset,
+            "dataset_sha256": self.data.get_dataset(rec.dataset)["sha256"],
             "batch_size": rec.batch_size, "micro_batches": rec.micro_batches,
-            "loss_scale": net.scaler.scale, "good_steps": net.scaler.good_steps})
+            "loss_scale": net.scaler.scale, "good_steps": net.scaler.good_steps},
+            origin=checkpoints.SEED_ORIGIN if from_seed else "blobs")
         manifest["write_seconds"] = time.perf_counter() - started
         log.info("session %s: checkpoint at step %d (%d bytes, %.2f s)", rec.id, rec.step, manifest["bytes"],
                  manifest["write_seconds"], extra={"session": rec.id})
         return manifest
+
+    def _from_seed(self, network: str) -> bool:
+        """Whether the network's parameters are still the seed's initial ones: never trained, never loaded
+        from an artifact, never checkpointed with state."""
+        if self.driver.network(network).step != 0:
+            return False
+        try:
+            self.store.get_blob_record(IMPORTED, network)
+            return False
+        except NotFound:
+            pass
+        return all(m.get("origin") == checkpoints.SEED_ORIGIN for m in self.checkpoints.list(network))
 
     def _retrying(self, rec: SessionRecord, live: _Live, what: str, attempt: Callable[[bool], _T]) -> _T:
         """`attempt(again)` until it returns, backing off while PNodes die, are declared dead or come back;
@@ -291,11 +304,10 @@ class Sessions:
                 known = self.checkpoints.latest(rec.network, at_most=net.step)
                 if known is not None and int(known["step"]) == net.step:
                     with net.lock:
-                        checkpoints.restore_from_storage(self.driver.fleet, net.spec, known["vnodes"], net.step,
-                                                         self.driver.timeout)
-                elif net.step == 0:  # untrained: VNodes placed anew are built with the same initial state
+                        checkpoints.restore_manifest(self.driver, net, known)
+                elif self._from_seed(rec.network):  # untrained: VNodes placed anew are built from the same seed
                     with net.lock:
-                        checkpoints.reset(self.driver.fleet, net.spec, 0, self.driver.timeout)
+                        checkpoints.reset(self.driver, net, 0, reinitialize=True)
                 else:
                     raise LostState(f"session {rec.id}: network {rec.network!r} lost its state of step {net.step} "
                                     "before any checkpoint held it")
@@ -313,8 +325,7 @@ class Sessions:
         def attempt(again: bool) -> None:
             self.driver.fleet.sweep()
             with net.lock:
-                checkpoints.restore_from_storage(self.driver.fleet, net.spec, manifest["vnodes"],
-                                                 int(manifest["step"]), self.driver.timeout)
+                checkpoints.restore_manifest(self.driver, net, manifest)
                 self.driver.reset(rec.network, int(manifest["step"]), float(manifest.get("loss_scale", 0.0)),
                                   int(manifest.get("good_steps", 0)))
 
@@ -331,11 +342,9 @@ class Sessions:
                 "state": rec.state, "error": rec.error}
 
 
-class LostState(RuntimeError):
+class LostState(DataLoss):
     """State no checkpoint holds was lost with a PNode: the session cannot go on (not retried)."""
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.RpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return str(exc)
+    return f"{type(exc).__name__}: {exc}"

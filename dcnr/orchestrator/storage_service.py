@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from dcnr.proto.v1 import storage_pb2, storage_pb2_grpc
+from dcnr.proto.v2 import storage_pb2, storage_pb2_grpc
 from dcnr.storage import BlobStore, IntegrityError, S3Store
 
 TOKEN_TTL = 300.0  # seconds a target stays usable

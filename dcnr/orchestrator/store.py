@@ -19,18 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from dcnr.errors import AlreadyExists, NotFound
+
+__all__ = ["AlreadyExists", "NotFound"]  # the store raises them; callers import them from here too
+
 SCHEMA_VERSION = 1
 
 
-class NotFound(KeyError):
-    """The named record does not exist (answered as NOT_FOUND)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "not found"
-
-
-class AlreadyExists(ValueError):
-    """A record with that name or id exists (answered as ALREADY_EXISTS)."""
 
 
 @dataclass

@@ -6,20 +6,18 @@ import threading
 
 import torch
 
+from dcnr.errors import NotFound, ResourceExhausted
 from dcnr.runtime.executor import build_vnodes
 from dcnr.runtime.memory import estimate_vnode_memory
 from dcnr.runtime.vnode import RequestId, VNode
 from dcnr.spec.model import NetworkSpec
 
 
-class UnknownTarget(KeyError):
-    """A network or VNode this PNode does not know (answered as NOT_FOUND)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "unknown"
+class UnknownTarget(NotFound):
+    """A network or VNode this PNode does not know."""
 
 
-class BudgetExceeded(RuntimeError):
+class BudgetExceeded(ResourceExhausted):
     """Hosting a VNode would exceed this PNode's memory budget (the work is refused)."""
 
 

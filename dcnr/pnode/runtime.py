@@ -1,14 +1,15 @@
-"""The PNode's work loop: asynchronous training hops between VNodes.
+"""The PNode's work loop: runs, hops and the end of a step, for the VNodes hosted here.
 
-Owns the order in which a PNode's VNodes compute, the routing of their outputs and
-gradients (in-process to a colocated VNode, over gRPC to a remote one), location
-caching, and reporting to the orchestrator. It must not decide placement or drive
-steps: the orchestrator does.
+Owns the order in which this PNode's VNodes compute, where their messages go (the
+shared `Router` decides what to emit; a VNode placed here gets the message in-process,
+any other through the `HopTransport` to the PNode the placement names), per-PNode
+completion reports, and this PNode's copy of each network's step. It knows nothing of
+gRPC: transports call the entry points below and hand it their implementations.
 
-One compute thread runs every VNode of this PNode (torch's own threads parallelise
-each op), so gRPC handlers only decode and enqueue: compute never blocks the RPC
-loop. A message for a request that already fired, or a training message older than
-the network's current step, is dropped: duplicates and late messages are harmless.
+One compute thread runs every VNode of this PNode (torch's own threads parallelise each
+op), so transport threads only check and enqueue. A hop for a run this PNode was not
+told about, of a fenced (abandoned) run, or older than the network's current step is
+refused or dropped; duplicates are dropped: late and repeated messages are harmless.
 """
 
 from __future__ import annotations
@@ -21,45 +22,25 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
-import grpc
 import torch
 
-from dcnr.pnode.blobs import BlobClient
-from dcnr.pnode.host import BudgetExceeded, UnknownTarget, VNodeHost
-from dcnr.proto import codec
-from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc
-from dcnr.proto.version import version_message
-from dcnr.runtime.graph import backward_set, needed_nodes, upstream_gradients
+from dcnr.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from dcnr.pnode.host import BudgetExceeded, VNodeHost
+from dcnr.runtime.router import Router
 from dcnr.runtime.vnode import RequestId
 from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.model import NetworkSpec
+from dcnr.transport.interfaces import HopTransport, OrchestratorLink
+from dcnr.transport.messages import RUN_KINDS, Hop, LocalVNode, Placement, Report, Run, network_digest
 
 log = logging.getLogger("dcnr.pnode")
 
-SEND_ATTEMPTS = 4  # a hop to an unreachable PNode is re-resolved and retried this often
+T = TypeVar("T")
+SEND_ATTEMPTS = 4  # a hop to an unreachable PNode is retried this often before the run fails
 SEEN_MEMORY = 65536  # hop keys remembered for duplicate detection
-ABANDONED_MEMORY = 1024  # abandoned runs remembered, so their late messages are dropped
-
-
-class OrchestratorLink(Protocol):
-    """What a PNode asks of the orchestrator."""
-
-    def network_yaml(self, name: str) -> str: ...
-    def vocabulary_json(self, name: str) -> str: ...
-    def locate(self, network: str, vnode: str, refresh: bool) -> tuple[str, str]: ...
-    def report(self, events: list[node_pb2.ProgressEvent]) -> None: ...
-
-
-@dataclass
-class _Work:
-    op: str  # "fwd" | "bwd"
-    meta: common_pb2.RequestId  # the wire request id, passed on with every hop
-    vnode: str
-    index: int  # input slot (fwd) or edge index (bwd)
-    value: Any
-    attempts: int = 0
+RUN_MEMORY = 1024  # runs (and fenced runs) remembered per PNode
 
 
 @dataclass
@@ -68,69 +49,43 @@ class _Call:
     done: Future[Any] = field(default_factory=Future)
 
 
-class NetworkView:
-    """What routing needs to know about one network, computed once."""
+@dataclass
+class _Network:
+    """One network as this PNode knows it."""
 
-    def __init__(self, spec: NetworkSpec) -> None:
-        self.spec = spec
-        self.edges = list(spec.edges)
-        self.live = backward_set(spec)
-        self.roots = {b.node_id for b in spec.costs}
-        self.feeds = {(e.dst, e.dst_slot): i for i, e in enumerate(self.edges)}
-        self.outputs: dict[str, list[tuple[str, int]]] = {}  # node -> [(output name, slot)]
-        self.costs: dict[str, list[tuple[str, int]]] = {}
-        for b in spec.outputs:
-            self.outputs.setdefault(b.node_id, []).append((b.name, b.slot_id))
-        for b in spec.costs:
-            self.costs.setdefault(b.node_id, []).append((b.name, b.slot_id))
-        self._needed: dict[tuple[str, tuple[str, ...]], set[str]] = {}
-
-    def needed(self, kind: str, outputs: tuple[str, ...]) -> set[str]:
-        """Nodes a request of this kind must reach (train/eval: the costs; infer: the outputs asked for)."""
-        key = (kind, outputs if kind == "infer" else ())
-        found = self._needed.get(key)
-        if found is None:
-            if kind == "infer":
-                wanted = set(outputs) or {b.name for b in self.spec.outputs}
-                targets = {b.node_id for b in self.spec.outputs if b.name in wanted}
-            else:
-                targets = set(self.roots)
-            found = self._needed[key] = needed_nodes(self.spec, targets)
-        return found
-
-
-def request_key(meta: common_pb2.RequestId) -> RequestId:
-    """The VNode-level request id (the network is the VNode's own)."""
-    return RequestId(int(meta.step), int(meta.micro_batch), meta.kind or "infer")
+    placement: Placement
+    spec: NetworkSpec
+    router: Router
+    mine: frozenset[str]  # VNodes placed here
+    runs: OrderedDict[str, Run] = field(default_factory=OrderedDict)
+    finished: dict[tuple[str, int], set[str]] = field(default_factory=dict)  # (run, micro-batch) -> VNodes done
 
 
 class PNodeRuntime:
-    """Runs this PNode's VNodes and moves their messages. Thread-safe entry points:
-    `submit_forward`, `submit_grad`, `call`; everything else runs on the compute thread."""
+    """Runs this PNode's VNodes and moves their messages.
 
-    def __init__(self, pnode_id: str, link: OrchestratorLink | None = None, device: str = "cpu",
-                 memory_budget: int | None = None, task_timeout: float = 300.0, send_timeout: float = 60.0,
-                 max_message_bytes: int = 256 * 2**20) -> None:
+    Entry points for transports (any thread): `place`, `begin_run`, `submit`, and the
+    step-end and state operations, which run on the compute thread between two VNode
+    computations.
+    """
+
+    def __init__(self, pnode_id: str, hops: HopTransport, link: OrchestratorLink | None = None,
+                 device: str = "cpu", memory_budget: int | None = None, task_timeout: float = 300.0) -> None:
         self.id = pnode_id
+        self.hops = hops
         self.link = link
-        self.blobs: BlobClient | None = None  # checkpoint blobs, through the orchestrator's StorageService
         self.host = VNodeHost(device, memory_budget=memory_budget)
         self.task_timeout = task_timeout
-        self.send_timeout = send_timeout
-        self.max_message_bytes = max_message_bytes
-        self.stats: dict[str, float] = {"hops_sent": 0, "bytes_sent": 0, "tensor_bytes_sent": 0, "local_hops": 0,
-                                        "refused": 0, "busy_seconds": 0.0}  # busy: VNode compute
-        self._views: dict[str, NetworkView] = {}
-        self._views_lock = threading.Lock()
-        self._locations: dict[tuple[str, str], tuple[str, str]] = {}
-        self._work: queue.Queue[_Work | _Call | None] = queue.Queue()
-        self._outbox: queue.Queue[_Work | None] = queue.Queue()
-        self._events: queue.Queue[node_pb2.ProgressEvent | None] = queue.Queue()
+        self.stats: dict[str, float] = {"hops_sent": 0, "tensor_bytes_sent": 0, "local_hops": 0, "refused": 0,
+                                        "busy_seconds": 0.0}  # busy: VNode compute
+        self._nets: dict[str, _Network] = {}
+        self._lock = threading.Lock()  # guards _nets, _seen and _fenced
         self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
-        self._seen_lock = threading.Lock()
-        self._abandoned: OrderedDict[str, None] = OrderedDict()
-        self._started: dict[tuple[str, RequestId], float] = {}  # first hop of each request, for timeouts
-        self._channels: dict[str, tuple[grpc.Channel, node_pb2_grpc.VNodeServiceStub]] = {}
+        self._fenced: OrderedDict[str, None] = OrderedDict()
+        self._started: dict[tuple[str, str, int], float] = {}  # (network, run, micro-batch) -> first hop
+        self._work: queue.Queue[Hop | _Call | None] = queue.Queue()
+        self._outbox: queue.Queue[tuple[str, Hop, int] | None] = queue.Queue()
+        self._events: queue.Queue[Report | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
 
@@ -149,74 +104,119 @@ class PNodeRuntime:
         self._events.put(None)
         for t in self._threads:
             t.join(timeout=10)
-        for channel, _ in self._channels.values():
-            channel.close()
 
-    # -- entry points (any thread) --------------------------------------------------------
-    def view(self, network: str) -> NetworkView:
-        """The network's routing view; its definition is fetched from the orchestrator once."""
-        with self._views_lock:
-            found = self._views.get(network)
-        if found is not None:
-            return found
-        if self.link is None:
-            raise UnknownTarget(f"unknown network {network!r}")
-        spec = parse_stored_network(self.link.network_yaml(network), network)
-        return self.add_network(spec)
+    def queued(self) -> float:
+        """Queued work per compute thread: what heartbeats report."""
+        return float(self._work.qsize())
 
-    def add_network(self, spec: NetworkSpec, seed: int | None = None) -> NetworkView:
-        with self._views_lock:
-            view = self._views.get(spec.name)
-            if view is None:
-                if self.link is not None:  # stored vocabularies of tokenizer nodes come from our orchestrator
-                    for node in spec.nodes.values():
-                        if hasattr(node.impl, "vocabulary_source"):
-                            node.impl.vocabulary_source = self.link.vocabulary_json
-                self.host.add_network(spec, seed)
-                view = self._views[spec.name] = NetworkView(spec)
-            return view
+    def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+        """Run `fn` on the compute thread (between two VNode computations) and return its result."""
+        c = _Call(fn)
+        self._work.put(c)
+        result: T = c.done.result(timeout=timeout)
+        return result
 
-    def forget_network(self, network: str) -> int:
-        """Drop a network's VNodes and cached definition and locations; returns VNodes dropped."""
-        with self._views_lock:
-            self._views.pop(network, None)
-        self._locations = {k: v for k, v in self._locations.items() if k[0] != network}
-        return self.host.remove_network(network)
+    # -- placement and runs (any thread) ----------------------------------------------------
+    def place(self, placement: Placement) -> int:
+        """Learn (or update) a network and where its VNodes live; VNodes no longer placed here are
+        dropped. Returns how many VNodes are placed here."""
+        if network_digest(placement.yaml) != placement.digest:
+            raise InvalidArgument(f"network {placement.network!r}: the definition does not match its digest")
+        unknown = sorted(set(placement.assignments.values()) - set(placement.addresses))
+        if unknown:
+            raise InvalidArgument(f"network {placement.network!r}: no address for PNode {unknown[0]!r}")
+        mine = frozenset(v for v, p in placement.assignments.items() if p == self.id)
 
-    def check_hop(self, meta: common_pb2.RequestId, vnode: str, op: str, index: int) -> None:
-        """Refuse a hop that names an unknown VNode, slot or edge (ValueError / UnknownTarget)."""
-        view = self.view(meta.network)
-        node = view.spec.nodes.get(vnode)
+        def apply() -> int:
+            with self._lock:
+                old = self._nets.get(placement.network)
+            if old is not None and old.placement.digest == placement.digest:
+                spec, router = old.spec, old.router
+            else:
+                if old is not None:
+                    self.host.remove_network(placement.network)
+                spec = parse_stored_network(placement.yaml, placement.network)
+                router = Router(spec)
+                vocabularies = dict(placement.vocabularies)
+                for node in spec.nodes.values():  # stored vocabularies of tokenizer nodes came with the placement
+                    if hasattr(node.impl, "vocabulary_source"):
+                        node.impl.vocabulary_source = _vocabulary_lookup(vocabularies)
+                self.host.add_network(spec, placement.seed)
+                self.host.set_step(placement.network, placement.step)
+            missing = sorted(set(spec.nodes) - set(placement.assignments))
+            if missing:
+                raise InvalidArgument(f"network {placement.network!r}: VNode {missing[0]!r} is not placed")
+            for net, v in self.host.local(placement.network):
+                if v.id not in mine:
+                    self.host.drop(net, v.id)
+            with self._lock:
+                runs = old.runs if old is not None and old.placement.digest == placement.digest else OrderedDict()
+                self._nets[placement.network] = _Network(placement, spec, router, mine, runs)
+            return len(mine)
+
+        return self.call(apply)
+
+    def _net(self, network: str) -> _Network:
+        with self._lock:
+            net = self._nets.get(network)
+        if net is None:
+            raise NotFound(f"network {network!r} is not placed on PNode {self.id}")
+        return net
+
+    def begin_run(self, run: Run) -> None:
+        """Remember a run before its hops arrive; a run planned on another definition or placement, or
+        on a step this PNode has moved past, is refused."""
+        net = self._net(run.network)
+        if run.kind not in RUN_KINDS:
+            raise InvalidArgument(f"run kind must be one of {', '.join(RUN_KINDS)}, got {run.kind!r}")
+        if run.micro_batches < 1:
+            raise InvalidArgument(f"a run has at least 1 micro-batch, got {run.micro_batches}")
+        if run.digest != net.placement.digest or run.placement_version != net.placement.version:
+            raise Conflict(f"run {run.id} was planned on placement {run.placement_version} of network "
+                           f"{run.network!r}; PNode {self.id} holds placement {net.placement.version}")
+        if run.kind == "train" and run.step != self.host.step(run.network):
+            raise Conflict(f"run {run.id} trains step {run.step} of network {run.network!r}; PNode {self.id} "
+                           f"is at step {self.host.step(run.network)}")
+        with self._lock:
+            net.runs[run.id] = run
+            while len(net.runs) > RUN_MEMORY:
+                net.runs.popitem(last=False)
+
+    def submit(self, hop: Hop) -> bool:
+        """Check and queue a hop from a peer (or the orchestrator); False when it is a duplicate."""
+        net = self._net(hop.network)
+        with self._lock:
+            run = net.runs.get(hop.run)
+            fenced = hop.run in self._fenced
+        if fenced:
+            return False
+        if run is None:
+            raise NotFound(f"run {hop.run!r} of network {hop.network!r} is unknown to PNode {self.id}")
+        node = net.spec.nodes.get(hop.vnode)
         if node is None:
-            raise UnknownTarget(f"network {meta.network!r} has no VNode {vnode!r}")
-        if meta.kind not in ("", "train", "eval", "infer"):  # empty: infer
-            raise ValueError(f"request kind must be train, eval or infer, got {meta.kind!r}")
-        if op == "fwd" and index >= node.impl.num_inputs:
-            raise ValueError(f"VNode {vnode!r} has {node.impl.num_inputs} input slot(s), got slot {index}")
-        if op == "bwd" and (index >= len(view.edges) or view.edges[index].src != vnode):
-            raise ValueError(f"edge {index} of network {meta.network!r} does not leave VNode {vnode!r}")
-
-    def submit(self, op: str, meta: common_pb2.RequestId, vnode: str, index: int, value: Any) -> bool:
-        """Queue a hop; False when it is a duplicate of one already queued."""
-        key = (op, meta.network, meta.run, meta.kind, meta.step, meta.micro_batch, vnode, index)
-        with self._seen_lock:
-            if key in self._seen or meta.run in self._abandoned:
+            raise NotFound(f"network {hop.network!r} has no VNode {hop.vnode!r}")
+        if hop.vnode not in net.mine:
+            raise NotFound(f"VNode {hop.vnode!r} of network {hop.network!r} is not placed on PNode {self.id}")
+        if not 0 <= hop.micro_batch < run.micro_batches:
+            raise InvalidArgument(f"run {run.id} has {run.micro_batches} micro-batch(es), got {hop.micro_batch}")
+        if hop.op == "fwd" and hop.index >= node.impl.num_inputs:
+            raise InvalidArgument(f"VNode {hop.vnode!r} has {node.impl.num_inputs} input slot(s), got slot {hop.index}")
+        if hop.op == "bwd":
+            if run.kind != "train":
+                raise InvalidArgument(f"gradients belong to training runs, got a {run.kind} run")
+            edges = net.router.edges
+            if hop.index >= len(edges) or edges[hop.index].src != hop.vnode:
+                raise InvalidArgument(f"edge {hop.index} of network {hop.network!r} does not leave VNode "
+                                      f"{hop.vnode!r}")
+        key = (hop.network, hop.run, hop.micro_batch, hop.op, hop.vnode, hop.index)
+        with self._lock:
+            if key in self._seen:
                 return False
             self._seen[key] = None
             if len(self._seen) > SEEN_MEMORY:
                 self._seen.popitem(last=False)
-        self._work.put(_Work(op, meta, vnode, index, value))
+        self._work.put(hop)
         return True
-
-    def load(self) -> float:
-        """Queued work per compute thread: what heartbeats report."""
-        return float(self._work.qsize())
-
-    def call(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
-        """Run `fn` on the compute thread (between two VNode computations) and return its result."""
-        c = _Call(fn)
-        self._work.put(c)
-        return c.done.result(timeout=timeout)
 
     # -- compute thread -------------------------------------------------------------------
     def _compute_loop(self) -> None:
@@ -233,199 +233,205 @@ class PNodeRuntime:
                     item.done.set_result(item.fn())
                 except BaseException as exc:  # handed to the caller
                     item.done.set_exception(exc)
-            elif item.meta.run not in self._abandoned:  # work of an abandoned step is dropped
+            else:
                 started = time.perf_counter()
                 try:
                     with torch.no_grad():
-                        (self._forward if item.op == "fwd" else self._backward)(item)
+                        self._deliver(item)
                 except BudgetExceeded as exc:
                     self.stats["refused"] += 1
-                    self._report_failure(item, str(exc))
-                except Exception as exc:  # a bad value or a node error fails this request only
-                    log.warning("VNode %s failed on %s: %s", item.vnode, request_key(item.meta), exc)
-                    self._report_failure(item, f"VNode {item.vnode!r}: {exc}")
+                    self._fail(item, str(exc))
+                except Exception as exc:  # a bad value or a node error fails this run only
+                    log.warning("VNode %s failed on run %s: %s", item.vnode, item.run, exc)
+                    self._fail(item, f"VNode {item.vnode!r}: {exc}")
                 self.stats["busy_seconds"] += time.perf_counter() - started
             if time.monotonic() - last_sweep > 1.0:
                 self._expire()
                 last_sweep = time.monotonic()
 
-    def _forward(self, w: _Work) -> None:
-        meta, rid = w.meta, request_key(w.meta)
-        view = self.view(meta.network)
-        if rid.kind == "train" and rid.step < self.host.step(meta.network):
+    def _deliver(self, hop: Hop) -> None:
+        with self._lock:
+            net = self._nets.get(hop.network)
+            run = net.runs.get(hop.run) if net is not None else None
+            if net is None or run is None or hop.run in self._fenced:
+                return  # the network was dropped, or the run abandoned
+        if run.kind == "train" and run.step < self.host.step(hop.network):
             return  # late: that step is over
-        self._started.setdefault((meta.network, rid), time.monotonic())
-        vnode = self.host.vnode(meta.network, w.vnode)
-        ys = vnode.receive_input(rid, w.index, w.value, training=rid.kind == "train")
-        if ys is None:
+        self._started.setdefault((hop.network, hop.run, hop.micro_batch), time.monotonic())
+        vnode = self.host.vnode(hop.network, hop.vnode)
+        for msg in net.router.deliver(vnode, run, hop):
+            if isinstance(msg, Report):
+                self._on_report(net, run, msg)
+            elif msg.vnode in net.mine:
+                self.stats["local_hops"] += 1
+                self._work.put(msg)  # colocated: the tensor itself, no serialization
+            else:
+                msg.sender = self.id
+                self._outbox.put((net.placement.addresses[net.placement.assignments[msg.vnode]], msg, 0))
+
+    def _on_report(self, net: _Network, run: Run, report: Report) -> None:
+        if report.kind != "done":
+            self._events.put(report)
             return
-        if rid.kind == "infer":
-            wanted = set(meta.outputs)
-            for name, slot in view.outputs.get(w.vnode, []):
-                if not wanted or name in wanted:
-                    self._report(node_pb2.ProgressEvent.OUTPUT, meta, w.vnode, slot, ys[slot])
-        else:
-            for _, slot in view.costs.get(w.vnode, []):
-                self._report(node_pb2.ProgressEvent.OUTPUT, meta, w.vnode, slot, ys[slot])
-        needed = view.needed(rid.kind, tuple(meta.outputs))
-        for e in view.spec.out_edges(w.vnode):
-            if e.dst in needed:
-                self._route(_Work("fwd", meta, e.dst, e.dst_slot, ys[e.src_slot]))
-        if rid.kind == "train" and w.vnode in view.roots:
-            seed = torch.full_like(ys[0], meta.grad_scale)
-            self._gradients_out(view, meta, w.vnode, vnode.start_backward(rid, seed))
+        key = (run.id, report.micro_batch)
+        done = net.finished.setdefault(key, set())
+        done.add(report.vnode)
+        expected = net.mine & net.router.live & net.router.needed(run)
+        if done >= expected:
+            del net.finished[key]
+            self._started.pop((run.network, run.id, report.micro_batch), None)
+            self._events.put(Report("done", run.network, run.id, report.micro_batch))
 
-    def _backward(self, w: _Work) -> None:
-        rid = request_key(w.meta)
-        if rid.kind != "train":
-            raise ValueError(f"gradients belong to training requests, got kind {rid.kind!r}")
-        view = self.view(w.meta.network)
-        grads = self.host.vnode(w.meta.network, w.vnode).receive_grad(rid, w.index, w.value)
-        if grads is not None:
-            self._gradients_out(view, w.meta, w.vnode, grads)
-
-    def _gradients_out(self, view: NetworkView, meta: common_pb2.RequestId, vnode: str,
-                       grads: list[torch.Tensor | None]) -> None:
-        self._report(node_pb2.ProgressEvent.BACKWARD_DONE, meta, vnode)
-        for src, index, g in upstream_gradients(view.edges, view.feeds, view.live, vnode, grads):
-            self._route(_Work("bwd", meta, src, index, g))
-
-    def _route(self, w: _Work) -> None:
-        if w.meta.run in self._abandoned:
-            return
-        loc = self._locations.get((w.meta.network, w.vnode)) if self.link is not None else (self.id, "")
-        if loc is not None and loc[0] == self.id:
-            self.stats["local_hops"] += 1
-            self._work.put(w)  # colocated: the tensor itself, no serialization
-        else:
-            self._outbox.put(w)
+    def _fail(self, hop: Hop, error: str) -> None:
+        self._events.put(Report("failed", hop.network, hop.run, hop.micro_batch, hop.vnode, error=error))
 
     def _expire(self) -> None:
-        """Drop requests that waited longer than the task timeout, and say so."""
+        """Drop micro-batches that waited longer than the task timeout, and say so."""
         now = time.monotonic()
-        stale = [k for k, t in self._started.items() if now - t > self.task_timeout]
-        for network, rid in stale:
-            del self._started[(network, rid)]
+        for network, run_id, mb in [k for k, t in self._started.items() if now - t > self.task_timeout]:
+            del self._started[(network, run_id, mb)]
+            with self._lock:
+                net = self._nets.get(network)
+                run = net.runs.get(run_id) if net is not None else None
+            if run is None:
+                continue
+            rid = RequestId(run.step, mb, run.kind)
             dropped = self.host.drop_request(network, rid)
             if dropped:
                 self.stats["refused"] += 1
-                meta = common_pb2.RequestId(network=network, step=rid.step, micro_batch=rid.micro_batch,
-                                            kind=rid.kind)
-                self._report(node_pb2.ProgressEvent.FAILED, meta, dropped[0], error=(
-                    f"PNode {self.id}: request {rid} timed out after {self.task_timeout:g} s waiting for inputs "
-                    f"or gradients at VNode(s) {', '.join(dropped[:4])}"))
+                self._events.put(Report("failed", network, run_id, mb, dropped[0], error=(
+                    f"PNode {self.id}: run {run_id} micro-batch {mb} timed out after {self.task_timeout:g} s "
+                    f"waiting for inputs or gradients at VNode(s) {', '.join(dropped[:4])}")))
 
-    # -- update, save, load (called through `call`) --------------------------------------------
-    def update(self, network: str, loss_scale: float, apply: bool, check_only: bool,
-               step: int, abandon: bool = False, run: str = "") -> tuple[bool, dict[str, float]]:
-        vnodes = [v for _, v in self.host.local(network)]
-        if check_only:
-            return all(v.grads_finite() for v in vnodes), {}
-        if abandon:
-            with self._seen_lock:
-                self._abandoned[run] = None
-                if len(self._abandoned) > ABANDONED_MEMORY:
-                    self._abandoned.popitem(last=False)
+    # -- the end of a step, and state (run on the compute thread) ----------------------------
+    def check_finite(self, network: str) -> bool:
+        self._net(network)
+        return self.call(lambda: all(v.grads_finite() for _, v in self.host.local(network)))
+
+    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool) -> dict[str, float]:
+        """Apply (or skip) every hosted VNode's optimizer; the network moves to `step`."""
+        self._net(network)
+
+        def run() -> dict[str, float]:
+            vnodes = [v for _, v in self.host.local(network)]
             for v in vnodes:
+                v.apply_update(loss_scale, apply)
+                v.step = step
+            self.host.set_step(network, step)
+            self._started = {k: t for k, t in self._started.items() if k[0] != network}
+            return {v.id: v.learning_rate() for v in vnodes if v.params}
+
+        return self.call(run)
+
+    def reset_to_step(self, network: str, step: int, fence_run: str = "", reinitialize: bool = False) -> None:
+        """Drop unfinished work and gradients; the network is at `step` (a restore may move it back)."""
+        with self._lock:
+            if fence_run:
+                self._fenced[fence_run] = None
+                while len(self._fenced) > RUN_MEMORY:
+                    self._fenced.popitem(last=False)
+            net = self._nets.get(network)
+            if net is not None:
+                net.runs.clear()
+                net.finished.clear()
+            for key in [k for k in self._seen if k[0] == network]:  # the step will be sent again
+                del self._seen[key]
+        if net is None:
+            return  # nothing placed here: nothing to reset
+
+        def run() -> None:
+            if reinitialize:  # built again from the seed when next used
+                for _, v in self.host.local(network):
+                    self.host.drop(network, v.id)
+            for _, v in self.host.local(network):
                 for name in v.owned:
                     v.params[name].zero_grad()
                 v.abandon_step()
                 v.step = step
-            self.host.set_step(network, step)  # a restore may move the network back to a checkpoint's step
-            # VNodes may have moved (a PNode died): ask again where they are
-            self._locations = {k: v for k, v in self._locations.items() if k[0] != network}
-            with self._seen_lock:  # the step will be sent again under the same request ids
-                for key in [k for k in self._seen if k[1] == network]:
-                    del self._seen[key]
+            self.host.set_step(network, step)
             self._started = {k: t for k, t in self._started.items() if k[0] != network}
-            return True, {}
-        for v in vnodes:
-            v.apply_update(loss_scale, apply)
-            v.step = step
-        self.host.set_step(network, step)
-        self._started = {k: t for k, t in self._started.items() if k[0] != network or k[1].kind != "train"}
-        return True, {v.id: v.learning_rate() for v in vnodes if v.params}
 
-    # -- outbox thread: resolution and remote sends ---------------------------------------------
+        self.call(run)
+
+    def save(self, network: str, vnode: str) -> tuple[dict[str, torch.Tensor], int]:
+        """A snapshot of a hosted VNode's state (fp32 parameters it owns, optimizer state) and its step."""
+        self._check_mine(network, vnode)
+
+        def run() -> tuple[dict[str, torch.Tensor], int]:
+            v = self.host.vnode(network, vnode)
+            tensors = {f"param/{p}": v.params[p].master.detach().clone() for p in v.owned}
+            tensors.update({f"optim/{k}": t.detach().clone() for k, t in v.optimizer_state().items()})
+            return tensors, v.step
+
+        return self.call(run)
+
+    def load(self, network: str, vnode: str, tensors: dict[str, torch.Tensor], step: int) -> None:
+        """Replace a hosted VNode's state; the network is at `step` (VNodes built later too)."""
+        self._check_mine(network, vnode)
+
+        def run() -> None:
+            self.host.vnode(network, vnode).load_state(tensors, step)
+            self.host.set_step(network, step)
+            for _, other in self.host.local(network):
+                other.step = step
+
+        self.call(run)
+
+    def _check_mine(self, network: str, vnode: str) -> None:
+        net = self._net(network)
+        if vnode not in net.spec.nodes:
+            raise NotFound(f"network {network!r} has no VNode {vnode!r}")
+        if vnode not in net.mine:
+            raise NotFound(f"VNode {vnode!r} of network {network!r} is not placed on PNode {self.id}")
+
+    def list_vnodes(self, network: str = "") -> list[LocalVNode]:
+        return [LocalVNode(net, v.id, v.spec.type, v.step, self.host.memory_of(net, v.id))
+                for net, v in self.host.local(network or None)]
+
+    def drop(self, network: str, vnode: str = "") -> bool:
+        """Drop one hosted VNode, or (no VNode named) the whole network with its placement."""
+        if vnode:
+            return self.call(lambda: self.host.drop(network, vnode))
+
+        def run() -> bool:
+            with self._lock:
+                known = self._nets.pop(network, None) is not None
+            self._started = {k: t for k, t in self._started.items() if k[0] != network}
+            return bool(self.host.remove_network(network)) or known
+
+        return self.call(run)
+
+    def forget_all(self) -> None:
+        """Drop every network (the orchestrator forgot this PNode: it will place them again)."""
+        for network in self.host.networks():
+            self.drop(network)
+
+    # -- outbox thread: remote sends ------------------------------------------------------------
     def _outbox_loop(self) -> None:
         while True:
-            w = self._outbox.get()
-            if w is None:
+            item = self._outbox.get()
+            if item is None:
                 return
-            try:
-                self._send(w)
-            except Exception as exc:
-                self._report_failure(w, f"cannot deliver to VNode {w.vnode!r}: {exc}")
+            address, hop, attempts = item
+            with self._lock:
+                if hop.run in self._fenced:
+                    continue
+            self.stats["hops_sent"] += 1
+            if isinstance(hop.value, torch.Tensor):
+                self.stats["tensor_bytes_sent"] += hop.value.numel() * hop.value.element_size()
+            self.hops.send(address, hop, self._on_send_error(address, hop, attempts))
 
-    def _locate(self, network: str, vnode: str, refresh: bool = False) -> tuple[str, str]:
-        key = (network, vnode)
-        if not refresh and key in self._locations:
-            return self._locations[key]
-        assert self.link is not None
-        loc = self._locations[key] = self.link.locate(network, vnode, refresh)
-        return loc
+    def _on_send_error(self, address: str, hop: Hop, attempts: int) -> Callable[[Exception], None]:
+        return lambda exc: self._send_failed(address, hop, attempts, exc)
 
-    def _stub(self, address: str) -> node_pb2_grpc.VNodeServiceStub:
-        found = self._channels.get(address)
-        if found is None:
-            options = [("grpc.max_send_message_length", self.max_message_bytes),
-                       ("grpc.max_receive_message_length", self.max_message_bytes)]
-            channel = grpc.insecure_channel(address, options=options)
-            found = self._channels[address] = (channel, node_pb2_grpc.VNodeServiceStub(channel))
-        return found[1]
-
-    def _send(self, w: _Work) -> None:
-        if w.meta.run in self._abandoned:
+    def _send_failed(self, address: str, hop: Hop, attempts: int, exc: Exception) -> None:
+        if isinstance(exc, Unavailable) and attempts + 1 < SEND_ATTEMPTS and not self._stopping.is_set():
+            time.sleep(min(2.0, 0.1 * 2 ** (attempts + 1)))
+            self._outbox.put((address, hop, attempts + 1))
             return
-        pnode, address = self._locate(w.meta.network, w.vnode, refresh=w.attempts > 0)
-        if pnode == self.id:
-            self.stats["local_hops"] += 1
-            self._work.put(w)
-            return
-        stub = self._stub(address)
-        if w.op == "fwd":
-            msg: Any = node_pb2.HopRequest(version=version_message(), request=w.meta, vnode=w.vnode, slot=w.index,
-                                           value=codec.encode_value(w.value), sender=self.id)
-            call = stub.ReceiveTrainRequest
-        else:
-            msg = node_pb2.GradientHop(version=version_message(), request=w.meta, vnode=w.vnode, edge=w.index,
-                                       has_gradient=w.value is not None)
-            if w.value is not None:
-                msg.gradient.CopyFrom(codec.encode_tensor(w.value))
-            call = stub.ReceiveTrainResponse
-        self.stats["hops_sent"] += 1
-        self.stats["bytes_sent"] += msg.ByteSize()
-        self.stats["tensor_bytes_sent"] += _tensor_bytes(w.value)
-        future = call.future(msg, timeout=self.send_timeout)
-        future.add_done_callback(lambda f: self._sent(w, address, f))
-
-    def _sent(self, w: _Work, address: str, future: grpc.Future) -> None:
-        exc = future.exception()
-        if exc is None:
-            return
-        code = exc.code() if isinstance(exc, grpc.Call) else None
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and w.attempts + 1 < SEND_ATTEMPTS:
-            w.attempts += 1
-            time.sleep(min(2.0, 0.1 * 2**w.attempts))
-            self._outbox.put(w)  # re-resolved before the next try: the VNode may have moved
-            return
-        detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-        self._report_failure(w, f"cannot deliver to VNode {w.vnode!r} at {address}: "
-                                f"{code.name if code else 'error'}: {detail}")
+        self._fail(hop, f"cannot deliver to VNode {hop.vnode!r} at {address}: {type(exc).__name__}: {exc}")
 
     # -- reporting ---------------------------------------------------------------------------
-    def _report(self, kind: int, meta: common_pb2.RequestId, vnode: str, slot: int = 0, value: Any = None,
-                error: str = "") -> None:
-        if self.link is None:
-            return
-        event = node_pb2.ProgressEvent(kind=kind, request=meta, vnode=vnode, slot=slot, error=error)  # type: ignore[arg-type]
-        if value is not None:
-            event.value.CopyFrom(codec.encode_value(value))
-        self._events.put(event)
-
-    def _report_failure(self, w: _Work, error: str) -> None:
-        self._report(node_pb2.ProgressEvent.FAILED, w.meta, w.vnode, error=error)
-
     def _report_loop(self) -> None:
         while True:
             first = self._events.get()
@@ -441,10 +447,11 @@ class PNodeRuntime:
                     self._events.put(None)
                     break
                 batch.append(nxt)
+            if self.link is None:
+                continue
             for attempt in range(5):
                 try:
-                    assert self.link is not None
-                    self.link.report(batch)
+                    self.link.report(self.id, batch)
                     break
                 except Exception as exc:  # the orchestrator may be restarting
                     log.warning("progress report failed (%s); retrying", exc)
@@ -452,7 +459,10 @@ class PNodeRuntime:
                         return
 
 
-def _tensor_bytes(value: Any) -> int:
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    return 0
+def _vocabulary_lookup(vocabularies: dict[str, str]) -> Callable[[str], str]:
+    def lookup(name: str) -> str:
+        found = vocabularies.get(name)
+        if found is None:
+            raise NotFound(f"vocabulary {name!r} did not come with the network's placement")
+        return found
+    return lookup

@@ -1,6 +1,6 @@
 """Regenerate the committed protobuf code from the `.proto` files.
 
-    python -m dcnr.proto.generate           # rewrite dcnr/proto/v1/*_pb2*.py and *.pyi
+    python -m dcnr.proto.generate           # rewrite dcnr/proto/v2/*_pb2*.py and *.pyi
     python -m dcnr.proto.generate --check   # exit 1 if the committed code is stale
 
 Uses grpcio-tools' bundled protoc, so the output depends only on its version
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository root: proto imports are relative to it
-PROTO_DIR = Path(__file__).resolve().parent / "v1"
+PROTO_DIR = Path(__file__).resolve().parent / "v2"
 
 
 def generate(out: Path) -> list[Path]:

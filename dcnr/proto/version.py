@@ -1,28 +1,18 @@
-"""The semantic protocol version every registration and hop carries (SPEC §7)."""
+"""The semantic protocol version (SPEC §7) and the rule for accepting a peer's."""
 
 from __future__ import annotations
 
-from dcnr.proto.v1 import common_pb2
+from dcnr.errors import IncompatibleVersion
 
-PROTOCOL_VERSION = (1, 0, 0)
-
-
-class IncompatibleVersion(ValueError):
-    """A peer speaks another major protocol version (answered as FAILED_PRECONDITION)."""
+PROTOCOL_VERSION = (2, 0, 0)
+VERSION_TEXT = ".".join(map(str, PROTOCOL_VERSION))
 
 
-def version_message() -> common_pb2.ProtocolVersion:
-    major, minor, patch = PROTOCOL_VERSION
-    return common_pb2.ProtocolVersion(major=major, minor=minor, patch=patch)
-
-
-def check_compatible(peer: common_pb2.ProtocolVersion) -> None:
+def check_compatible(major: int, minor: int, patch: int) -> None:
     """Refuse a different major version, explicitly, naming both versions.
 
     A missing version (all zero) is refused too: we never guess and downgrade.
     """
-    mine = ".".join(map(str, PROTOCOL_VERSION))
-    theirs = f"{peer.major}.{peer.minor}.{peer.patch}"
-    if peer.major != PROTOCOL_VERSION[0]:
-        raise IncompatibleVersion(f"incompatible protocol version {theirs}: this peer speaks {mine} "
-                                  f"(major versions must match)")
+    if major != PROTOCOL_VERSION[0]:
+        raise IncompatibleVersion(f"incompatible protocol version {major}.{minor}.{patch}: this peer speaks "
+                                  f"{VERSION_TEXT} (major versions must match; upgrade the older side)")

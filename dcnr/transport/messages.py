@@ -12,11 +12,17 @@ Values are torch tensors (or lists of strings for text nodes); the transport enc
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 RunKind = Literal["train", "eval", "infer"]
 RUN_KINDS: tuple[str, ...] = ("train", "eval", "infer")
+
+
+def network_digest(yaml_text: str) -> str:
+    """The digest naming a network definition (sha256 of its YAML text)."""
+    return hashlib.sha256(yaml_text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import yaml
 from dcnr.data.vocab import train_vocabulary
 from dcnr.orchestrator.server import Orchestrator
 from dcnr.pnode.agent import PNode
-from dcnr.proto.v1 import node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
+from dcnr.proto.v2 import node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.spec.transformer import transformer_lm
 
 TEXTS = [f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13} times." for i in range(200)]

@@ -11,9 +11,9 @@ import torch
 from cluster_helpers import Cluster, add_data, small_lm_yaml
 
 import dcnr
-from dcnr.proto import codec
-from dcnr.proto.v1 import node_pb2, orchestrator_pb2
-from dcnr.proto.version import version_message
+from dcnr.transport.grpc import codec
+from dcnr.proto.v2 import node_pb2, orchestrator_pb2
+from dcnr.transport.grpc.codec import version_message
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -16,7 +16,7 @@ from safetensors.torch import load as load_safetensors
 
 import dcnr
 from dcnr.pnode.agent import PNode
-from dcnr.proto.v1 import orchestrator_pb2
+from dcnr.proto.v2 import orchestrator_pb2
 
 STEPS, EVERY, BATCH, MICRO, SEED = 30, 5, 4, 2, 5
 

@@ -26,7 +26,7 @@ from tokenizers import Tokenizer
 import dcnr
 from dcnr.data.dataset import TokenDataset
 from dcnr.data.vocab import train_vocabulary
-from dcnr.proto.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from dcnr.proto.v2 import orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.runtime.memory import estimate_vnode_memory
 
 ROOT = Path(__file__).resolve().parents[2]

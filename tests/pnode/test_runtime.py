@@ -9,7 +9,7 @@ import yaml
 
 import dcnr
 from dcnr.pnode.runtime import PNodeRuntime
-from dcnr.proto.v1 import common_pb2, node_pb2
+from dcnr.proto.v2 import common_pb2, node_pb2
 from dcnr.spec.transformer import transformer_lm
 
 

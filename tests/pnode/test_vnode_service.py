@@ -14,9 +14,10 @@ import dcnr
 from dcnr.pnode.host import VNodeHost
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.pnode.service import serve
-from dcnr.proto import codec
-from dcnr.proto.v1 import common_pb2, node_pb2, node_pb2_grpc
-from dcnr.proto.version import PROTOCOL_VERSION, version_message
+from dcnr.transport.grpc import codec
+from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc
+from dcnr.proto.version import PROTOCOL_VERSION
+from dcnr.transport.grpc.codec import version_message
 from dcnr.spec.transformer import transformer_lm
 
 LIMIT = 64 * 1024

@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcnr.proto import codec
-from dcnr.proto.v1 import common_pb2
+from dcnr.transport.grpc import codec
+from dcnr.proto.v2 import common_pb2
 from dcnr.proto.version import PROTOCOL_VERSION, IncompatibleVersion, check_compatible, version_message
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from dcnr.orchestrator.storage_service import StorageServicer, TokenSigner
 from dcnr.pnode.blobs import BlobClient
-from dcnr.proto.v1 import storage_pb2, storage_pb2_grpc
+from dcnr.proto.v2 import storage_pb2, storage_pb2_grpc
 from dcnr.storage import BlobStore, IntegrityError, open_store
 
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from dcnr.proto.v1 import storage_pb2 as dcnr_dot_proto_dot_v1_dot_storage__pb2
+from dcnr.proto.v2 import storage_pb2 as dcnr_dot_proto_dot_v2_dot_storage__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in dcnr/proto/v1/storage_pb2_grpc.py depends on'
+        + ' but the generated code in dcnr/proto/v2/storage_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -35,24 +35,24 @@ class StorageServiceStub:
             channel: A grpc.Channel.
         """
         self.GetUploadTarget = channel.unary_unary(
-                '/dcnr.v1.StorageService/GetUploadTarget',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTargetRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTarget.FromString,
+                '/dcnr.v2.StorageService/GetUploadTarget',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTargetRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTarget.FromString,
                 _registered_method=True)
         self.GetDownloadTarget = channel.unary_unary(
-                '/dcnr.v1.StorageService/GetDownloadTarget',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTargetRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTarget.FromString,
+                '/dcnr.v2.StorageService/GetDownloadTarget',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTargetRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTarget.FromString,
                 _registered_method=True)
         self.PutBlob = channel.stream_unary(
-                '/dcnr.v1.StorageService/PutBlob',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobUpload.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobAck.FromString,
+                '/dcnr.v2.StorageService/PutBlob',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobUpload.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobAck.FromString,
                 _registered_method=True)
         self.GetBlob = channel.unary_stream(
-                '/dcnr.v1.StorageService/GetBlob',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTargetRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobData.FromString,
+                '/dcnr.v2.StorageService/GetBlob',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTargetRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobData.FromString,
                 _registered_method=True)
 
 
@@ -88,29 +88,29 @@ def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetUploadTarget': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUploadTarget,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTargetRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTarget.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTargetRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTarget.SerializeToString,
             ),
             'GetDownloadTarget': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDownloadTarget,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTargetRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTarget.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTargetRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTarget.SerializeToString,
             ),
             'PutBlob': grpc.stream_unary_rpc_method_handler(
                     servicer.PutBlob,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobUpload.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobAck.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobUpload.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobAck.SerializeToString,
             ),
             'GetBlob': grpc.unary_stream_rpc_method_handler(
                     servicer.GetBlob,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTargetRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobData.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTargetRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobData.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'dcnr.v1.StorageService', rpc_method_handlers)
+            'dcnr.v2.StorageService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('dcnr.v1.StorageService', rpc_method_handlers)
+    server.add_registered_method_handlers('dcnr.v2.StorageService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -131,9 +131,9 @@ class StorageService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.StorageService/GetUploadTarget',
-            dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTargetRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTarget.FromString,
+            '/dcnr.v2.StorageService/GetUploadTarget',
+            dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTargetRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTarget.FromString,
             options,
             channel_credentials,
             insecure,
@@ -158,9 +158,9 @@ class StorageService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.StorageService/GetDownloadTarget',
-            dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTargetRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTarget.FromString,
+            '/dcnr.v2.StorageService/GetDownloadTarget',
+            dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTargetRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTarget.FromString,
             options,
             channel_credentials,
             insecure,
@@ -185,9 +185,9 @@ class StorageService:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/dcnr.v1.StorageService/PutBlob',
-            dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobUpload.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobAck.FromString,
+            '/dcnr.v2.StorageService/PutBlob',
+            dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobUpload.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobAck.FromString,
             options,
             channel_credentials,
             insecure,
@@ -212,9 +212,9 @@ class StorageService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/dcnr.v1.StorageService/GetBlob',
-            dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobTargetRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_storage__pb2.BlobData.FromString,
+            '/dcnr.v2.StorageService/GetBlob',
+            dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobTargetRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_storage__pb2.BlobData.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""Tensors and values to and from protobuf messages: the only place that does it.
+"""Tensors, values and protocol versions to and from protobuf messages: the only place that does it.
 
 A tensor travels as dtype name + shape + raw little-endian bytes in C order
 (SPEC §7). Decoding checks everything a peer could get wrong, so a bad message is
@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
-from dcnr.proto.v1 import common_pb2
+from dcnr.errors import InvalidArgument
+from dcnr.proto.v2 import common_pb2
+from dcnr.proto.version import PROTOCOL_VERSION, check_compatible
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -31,7 +33,7 @@ NAMES = {dtype: name for name, dtype in DTYPES.items()}
 MAX_RANK = 16
 
 
-class CodecError(ValueError):
+class CodecError(InvalidArgument):
     """A message does not describe a valid tensor or value."""
 
 
@@ -83,3 +85,13 @@ def decode_value(msg: common_pb2.Value) -> Any:
     if kind == "text":
         return list(msg.text.items)
     raise CodecError("empty value: expected a tensor or text")
+
+
+def version_message() -> common_pb2.ProtocolVersion:
+    major, minor, patch = PROTOCOL_VERSION
+    return common_pb2.ProtocolVersion(major=major, minor=minor, patch=patch)
+
+
+def check_version(peer: common_pb2.ProtocolVersion) -> None:
+    """`IncompatibleVersion` unless the peer speaks our major version (a missing version is refused too)."""
+    check_compatible(peer.major, peer.minor, peer.patch)

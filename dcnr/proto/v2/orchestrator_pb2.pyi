@@ -1,5 +1,5 @@
-from dcnr.proto.v1 import common_pb2 as _common_pb2
-from dcnr.proto.v1 import node_pb2 as _node_pb2
+from dcnr.proto.v2 import common_pb2 as _common_pb2
+from dcnr.proto.v2 import node_pb2 as _node_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

@@ -3,8 +3,8 @@
 import grpc
 import warnings
 
-from dcnr.proto.v1 import common_pb2 as dcnr_dot_proto_dot_v1_dot_common__pb2
-from dcnr.proto.v1 import node_pb2 as dcnr_dot_proto_dot_v1_dot_node__pb2
+from dcnr.proto.v2 import common_pb2 as dcnr_dot_proto_dot_v2_dot_common__pb2
+from dcnr.proto.v2 import node_pb2 as dcnr_dot_proto_dot_v2_dot_node__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in dcnr/proto/v1/node_pb2_grpc.py depends on'
+        + ' but the generated code in dcnr/proto/v2/node_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,29 +36,24 @@ class NodeManagementServiceStub:
             channel: A grpc.Channel.
         """
         self.RegisterPNode = channel.unary_unary(
-                '/dcnr.v1.NodeManagementService/RegisterPNode',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.RegisterPNodeRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.RegisterPNodeResponse.FromString,
+                '/dcnr.v2.NodeManagementService/RegisterPNode',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterPNodeRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterPNodeResponse.FromString,
                 _registered_method=True)
         self.UnregisterPNode = channel.unary_unary(
-                '/dcnr.v1.NodeManagementService/UnregisterPNode',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.PNodeRef.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.UnregisterPNodeResponse.FromString,
+                '/dcnr.v2.NodeManagementService/UnregisterPNode',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.PNodeRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.UnregisterPNodeResponse.FromString,
                 _registered_method=True)
         self.HeartbeatPNode = channel.unary_unary(
-                '/dcnr.v1.NodeManagementService/HeartbeatPNode',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HeartbeatRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HeartbeatResponse.FromString,
-                _registered_method=True)
-        self.GetVNodeLocation = channel.unary_unary(
-                '/dcnr.v1.NodeManagementService/GetVNodeLocation',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.VNodeLocationRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.VNodeLocation.FromString,
+                '/dcnr.v2.NodeManagementService/HeartbeatPNode',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
         self.ReportProgress = channel.unary_unary(
-                '/dcnr.v1.NodeManagementService/ReportProgress',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.ProgressReport.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.ProgressAck.FromString,
+                '/dcnr.v2.NodeManagementService/ReportProgress',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ProgressReport.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ProgressAck.FromString,
                 _registered_method=True)
 
 
@@ -83,15 +78,9 @@ class NodeManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetVNodeLocation(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def ReportProgress(self, request, context):
         """PNodes report what the orchestrator waits for: network outputs and costs,
-        finished backwards, and failures, batched.
+        finished micro-batches (one per PNode), and failures, batched.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,34 +91,29 @@ def add_NodeManagementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RegisterPNode': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterPNode,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.RegisterPNodeRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.RegisterPNodeResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterPNodeRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterPNodeResponse.SerializeToString,
             ),
             'UnregisterPNode': grpc.unary_unary_rpc_method_handler(
                     servicer.UnregisterPNode,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.PNodeRef.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.UnregisterPNodeResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.PNodeRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.UnregisterPNodeResponse.SerializeToString,
             ),
             'HeartbeatPNode': grpc.unary_unary_rpc_method_handler(
                     servicer.HeartbeatPNode,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HeartbeatRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HeartbeatResponse.SerializeToString,
-            ),
-            'GetVNodeLocation': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetVNodeLocation,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.VNodeLocationRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.VNodeLocation.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.HeartbeatRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.HeartbeatResponse.SerializeToString,
             ),
             'ReportProgress': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportProgress,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.ProgressReport.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.ProgressAck.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ProgressReport.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ProgressAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'dcnr.v1.NodeManagementService', rpc_method_handlers)
+            'dcnr.v2.NodeManagementService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('dcnr.v1.NodeManagementService', rpc_method_handlers)
+    server.add_registered_method_handlers('dcnr.v2.NodeManagementService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -150,9 +134,9 @@ class NodeManagementService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.NodeManagementService/RegisterPNode',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.RegisterPNodeRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.RegisterPNodeResponse.FromString,
+            '/dcnr.v2.NodeManagementService/RegisterPNode',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterPNodeRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterPNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -177,9 +161,9 @@ class NodeManagementService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.NodeManagementService/UnregisterPNode',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.PNodeRef.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.UnregisterPNodeResponse.FromString,
+            '/dcnr.v2.NodeManagementService/UnregisterPNode',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.PNodeRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.UnregisterPNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -204,36 +188,9 @@ class NodeManagementService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.NodeManagementService/HeartbeatPNode',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.HeartbeatRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.HeartbeatResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetVNodeLocation(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/dcnr.v1.NodeManagementService/GetVNodeLocation',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.VNodeLocationRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.VNodeLocation.FromString,
+            '/dcnr.v2.NodeManagementService/HeartbeatPNode',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.HeartbeatRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.HeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -258,9 +215,9 @@ class NodeManagementService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.NodeManagementService/ReportProgress',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.ProgressReport.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.ProgressAck.FromString,
+            '/dcnr.v2.NodeManagementService/ReportProgress',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.ProgressReport.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.ProgressAck.FromString,
             options,
             channel_credentials,
             insecure,
@@ -273,7 +230,11 @@ class NodeManagementService:
 
 
 class VNodeServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """The step protocol. A PNode learns a network (definition, seed, the whole
+    placement) from PlaceNetwork before any run uses it; each run is described
+    once by BeginRun; VNodes then exchange hops; the orchestrator ends a step with
+    CheckFinite (fp16 only) and ApplyUpdate, or rewinds with ResetToStep.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -281,76 +242,104 @@ class VNodeServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Forward = channel.unary_unary(
-                '/dcnr.v1.VNodeService/Forward',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopResponse.FromString,
+        self.PlaceNetwork = channel.unary_unary(
+                '/dcnr.v2.VNodeService/PlaceNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.PlaceNetworkRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.PlaceNetworkResponse.FromString,
+                _registered_method=True)
+        self.BeginRun = channel.unary_unary(
+                '/dcnr.v2.VNodeService/BeginRun',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.BeginRunRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.BeginRunResponse.FromString,
                 _registered_method=True)
         self.ReceiveTrainRequest = channel.unary_unary(
-                '/dcnr.v1.VNodeService/ReceiveTrainRequest',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopAck.FromString,
+                '/dcnr.v2.VNodeService/ReceiveTrainRequest',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.HopRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.HopAck.FromString,
                 _registered_method=True)
         self.ReceiveTrainResponse = channel.unary_unary(
-                '/dcnr.v1.VNodeService/ReceiveTrainResponse',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.GradientHop.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopAck.FromString,
+                '/dcnr.v2.VNodeService/ReceiveTrainResponse',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.GradientHop.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.HopAck.FromString,
                 _registered_method=True)
-        self.Train = channel.unary_unary(
-                '/dcnr.v1.VNodeService/Train',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopResponse.FromString,
+        self.CheckFinite = channel.unary_unary(
+                '/dcnr.v2.VNodeService/CheckFinite',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.NetworkStepRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.CheckFiniteResponse.FromString,
                 _registered_method=True)
-        self.Update = channel.unary_unary(
-                '/dcnr.v1.VNodeService/Update',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.UpdateRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.UpdateResponse.FromString,
+        self.ApplyUpdate = channel.unary_unary(
+                '/dcnr.v2.VNodeService/ApplyUpdate',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ApplyUpdateRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ApplyUpdateResponse.FromString,
+                _registered_method=True)
+        self.ResetToStep = channel.unary_unary(
+                '/dcnr.v2.VNodeService/ResetToStep',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ResetToStepRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ResetToStepResponse.FromString,
                 _registered_method=True)
         self.Load = channel.unary_unary(
-                '/dcnr.v1.VNodeService/Load',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.LoadRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.LoadResponse.FromString,
+                '/dcnr.v2.VNodeService/Load',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.LoadRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.LoadResponse.FromString,
                 _registered_method=True)
         self.Save = channel.unary_unary(
-                '/dcnr.v1.VNodeService/Save',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.SaveRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.SaveResponse.FromString,
+                '/dcnr.v2.VNodeService/Save',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.SaveRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.SaveResponse.FromString,
                 _registered_method=True)
         self.Health = channel.unary_unary(
-                '/dcnr.v1.VNodeService/Health',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_common__pb2.HealthRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_common__pb2.HealthResponse.FromString,
+                '/dcnr.v2.VNodeService/Health',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_common__pb2.HealthRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_common__pb2.HealthResponse.FromString,
                 _registered_method=True)
 
 
 class VNodeServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The step protocol. A PNode learns a network (definition, seed, the whole
+    placement) from PlaceNetwork before any run uses it; each run is described
+    once by BeginRun; VNodes then exchange hops; the orchestrator ends a step with
+    CheckFinite (fp16 only) and ApplyUpdate, or rewinds with ResetToStep.
+    """
 
-    def Forward(self, request, context):
+    def PlaceNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginRun(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReceiveTrainRequest(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """a forward hop (training, evaluation or inference)
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReceiveTrainResponse(self, request, context):
+        """a backward hop
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckFinite(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Train(self, request, context):
+    def ApplyUpdate(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Update(self, request, context):
+    def ResetToStep(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -377,59 +366,73 @@ class VNodeServiceServicer:
 
 def add_VNodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Forward': grpc.unary_unary_rpc_method_handler(
-                    servicer.Forward,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopResponse.SerializeToString,
+            'PlaceNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlaceNetwork,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.PlaceNetworkRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.PlaceNetworkResponse.SerializeToString,
+            ),
+            'BeginRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginRun,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.BeginRunRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.BeginRunResponse.SerializeToString,
             ),
             'ReceiveTrainRequest': grpc.unary_unary_rpc_method_handler(
                     servicer.ReceiveTrainRequest,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopAck.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.HopRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.HopAck.SerializeToString,
             ),
             'ReceiveTrainResponse': grpc.unary_unary_rpc_method_handler(
                     servicer.ReceiveTrainResponse,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.GradientHop.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopAck.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.GradientHop.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.HopAck.SerializeToString,
             ),
-            'Train': grpc.unary_unary_rpc_method_handler(
-                    servicer.Train,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.HopResponse.SerializeToString,
+            'CheckFinite': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckFinite,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.NetworkStepRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.CheckFiniteResponse.SerializeToString,
             ),
-            'Update': grpc.unary_unary_rpc_method_handler(
-                    servicer.Update,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.UpdateRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.UpdateResponse.SerializeToString,
+            'ApplyUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyUpdate,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ApplyUpdateRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ApplyUpdateResponse.SerializeToString,
+            ),
+            'ResetToStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetToStep,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ResetToStepRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ResetToStepResponse.SerializeToString,
             ),
             'Load': grpc.unary_unary_rpc_method_handler(
                     servicer.Load,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.LoadRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.LoadResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.LoadRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.LoadResponse.SerializeToString,
             ),
             'Save': grpc.unary_unary_rpc_method_handler(
                     servicer.Save,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.SaveRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.SaveResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.SaveRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.SaveResponse.SerializeToString,
             ),
             'Health': grpc.unary_unary_rpc_method_handler(
                     servicer.Health,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_common__pb2.HealthRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_common__pb2.HealthResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_common__pb2.HealthRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_common__pb2.HealthResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'dcnr.v1.VNodeService', rpc_method_handlers)
+            'dcnr.v2.VNodeService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('dcnr.v1.VNodeService', rpc_method_handlers)
+    server.add_registered_method_handlers('dcnr.v2.VNodeService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
 class VNodeService:
-    """Missing associated documentation comment in .proto file."""
+    """The step protocol. A PNode learns a network (definition, seed, the whole
+    placement) from PlaceNetwork before any run uses it; each run is described
+    once by BeginRun; VNodes then exchange hops; the orchestrator ends a step with
+    CheckFinite (fp16 only) and ApplyUpdate, or rewinds with ResetToStep.
+    """
 
     @staticmethod
-    def Forward(request,
+    def PlaceNetwork(request,
             target,
             options=(),
             channel_credentials=None,
@@ -442,9 +445,36 @@ class VNodeService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.VNodeService/Forward',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.HopRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.HopResponse.FromString,
+            '/dcnr.v2.VNodeService/PlaceNetwork',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.PlaceNetworkRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.PlaceNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.VNodeService/BeginRun',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.BeginRunRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.BeginRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -469,9 +499,9 @@ class VNodeService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.VNodeService/ReceiveTrainRequest',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.HopRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.HopAck.FromString,
+            '/dcnr.v2.VNodeService/ReceiveTrainRequest',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.HopRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.HopAck.FromString,
             options,
             channel_credentials,
             insecure,
@@ -496,9 +526,9 @@ class VNodeService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.VNodeService/ReceiveTrainResponse',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.GradientHop.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.HopAck.FromString,
+            '/dcnr.v2.VNodeService/ReceiveTrainResponse',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.GradientHop.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.HopAck.FromString,
             options,
             channel_credentials,
             insecure,
@@ -510,7 +540,7 @@ class VNodeService:
             _registered_method=True)
 
     @staticmethod
-    def Train(request,
+    def CheckFinite(request,
             target,
             options=(),
             channel_credentials=None,
@@ -523,9 +553,9 @@ class VNodeService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.VNodeService/Train',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.HopRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.HopResponse.FromString,
+            '/dcnr.v2.VNodeService/CheckFinite',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.NetworkStepRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.CheckFiniteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -537,7 +567,7 @@ class VNodeService:
             _registered_method=True)
 
     @staticmethod
-    def Update(request,
+    def ApplyUpdate(request,
             target,
             options=(),
             channel_credentials=None,
@@ -550,9 +580,36 @@ class VNodeService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.VNodeService/Update',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.UpdateRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.UpdateResponse.FromString,
+            '/dcnr.v2.VNodeService/ApplyUpdate',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.ApplyUpdateRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.ApplyUpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetToStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.VNodeService/ResetToStep',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.ResetToStepRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.ResetToStepResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -577,9 +634,9 @@ class VNodeService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.VNodeService/Load',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.LoadRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.LoadResponse.FromString,
+            '/dcnr.v2.VNodeService/Load',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.LoadRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.LoadResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -604,9 +661,9 @@ class VNodeService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.VNodeService/Save',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.SaveRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.SaveResponse.FromString,
+            '/dcnr.v2.VNodeService/Save',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.SaveRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.SaveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -631,9 +688,9 @@ class VNodeService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.VNodeService/Health',
-            dcnr_dot_proto_dot_v1_dot_common__pb2.HealthRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_common__pb2.HealthResponse.FromString,
+            '/dcnr.v2.VNodeService/Health',
+            dcnr_dot_proto_dot_v2_dot_common__pb2.HealthRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_common__pb2.HealthResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -655,19 +712,19 @@ class PNodeServiceStub:
             channel: A grpc.Channel.
         """
         self.ListLocalVNodes = channel.unary_unary(
-                '/dcnr.v1.PNodeService/ListLocalVNodes',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.ListLocalVNodesRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.ListLocalVNodesResponse.FromString,
+                '/dcnr.v2.PNodeService/ListLocalVNodes',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ListLocalVNodesRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ListLocalVNodesResponse.FromString,
                 _registered_method=True)
         self.DropLocalVNode = channel.unary_unary(
-                '/dcnr.v1.PNodeService/DropLocalVNode',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.DropLocalVNodeRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.DropLocalVNodeResponse.FromString,
+                '/dcnr.v2.PNodeService/DropLocalVNode',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.DropLocalVNodeRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.DropLocalVNodeResponse.FromString,
                 _registered_method=True)
         self.InspectNetwork = channel.unary_unary(
-                '/dcnr.v1.PNodeService/InspectNetwork',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.InspectLocalRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.InspectLocalResponse.FromString,
+                '/dcnr.v2.PNodeService/InspectNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.InspectLocalRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.InspectLocalResponse.FromString,
                 _registered_method=True)
 
 
@@ -697,24 +754,24 @@ def add_PNodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ListLocalVNodes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListLocalVNodes,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.ListLocalVNodesRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.ListLocalVNodesResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ListLocalVNodesRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ListLocalVNodesResponse.SerializeToString,
             ),
             'DropLocalVNode': grpc.unary_unary_rpc_method_handler(
                     servicer.DropLocalVNode,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.DropLocalVNodeRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.DropLocalVNodeResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.DropLocalVNodeRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.DropLocalVNodeResponse.SerializeToString,
             ),
             'InspectNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.InspectNetwork,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_node__pb2.InspectLocalRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_node__pb2.InspectLocalResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.InspectLocalRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.InspectLocalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'dcnr.v1.PNodeService', rpc_method_handlers)
+            'dcnr.v2.PNodeService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('dcnr.v1.PNodeService', rpc_method_handlers)
+    server.add_registered_method_handlers('dcnr.v2.PNodeService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -735,9 +792,9 @@ class PNodeService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.PNodeService/ListLocalVNodes',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.ListLocalVNodesRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.ListLocalVNodesResponse.FromString,
+            '/dcnr.v2.PNodeService/ListLocalVNodes',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.ListLocalVNodesRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.ListLocalVNodesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -762,9 +819,9 @@ class PNodeService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.PNodeService/DropLocalVNode',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.DropLocalVNodeRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.DropLocalVNodeResponse.FromString,
+            '/dcnr.v2.PNodeService/DropLocalVNode',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.DropLocalVNodeRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.DropLocalVNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -789,9 +846,9 @@ class PNodeService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.PNodeService/InspectNetwork',
-            dcnr_dot_proto_dot_v1_dot_node__pb2.InspectLocalRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_node__pb2.InspectLocalResponse.FromString,
+            '/dcnr.v2.PNodeService/InspectNetwork',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.InspectLocalRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.InspectLocalResponse.FromString,
             options,
             channel_credentials,
             insecure,

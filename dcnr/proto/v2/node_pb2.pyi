@@ -1,4 +1,4 @@
-from dcnr.proto.v1 import common_pb2 as _common_pb2
+from dcnr.proto.v2 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -9,30 +9,34 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ProgressEvent(_message.Message):
-    __slots__ = ("kind", "request", "vnode", "slot", "value", "error")
+    __slots__ = ("kind", "network", "run", "micro_batch", "vnode", "slot", "value", "error")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[ProgressEvent.Kind]
         OUTPUT: _ClassVar[ProgressEvent.Kind]
-        BACKWARD_DONE: _ClassVar[ProgressEvent.Kind]
+        MICRO_BATCH_DONE: _ClassVar[ProgressEvent.Kind]
         FAILED: _ClassVar[ProgressEvent.Kind]
     KIND_UNSPECIFIED: ProgressEvent.Kind
     OUTPUT: ProgressEvent.Kind
-    BACKWARD_DONE: ProgressEvent.Kind
+    MICRO_BATCH_DONE: ProgressEvent.Kind
     FAILED: ProgressEvent.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
     VNODE_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     kind: ProgressEvent.Kind
-    request: _common_pb2.RequestId
+    network: str
+    run: str
+    micro_batch: int
     vnode: str
     slot: int
     value: _common_pb2.Value
     error: str
-    def __init__(self, kind: _Optional[_Union[ProgressEvent.Kind, str]] = ..., request: _Optional[_Union[_common_pb2.RequestId, _Mapping]] = ..., vnode: _Optional[str] = ..., slot: _Optional[int] = ..., value: _Optional[_Union[_common_pb2.Value, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[ProgressEvent.Kind, str]] = ..., network: _Optional[str] = ..., run: _Optional[str] = ..., micro_batch: _Optional[int] = ..., vnode: _Optional[str] = ..., slot: _Optional[int] = ..., value: _Optional[_Union[_common_pb2.Value, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ProgressReport(_message.Message):
     __slots__ = ("version", "pnode", "events")
@@ -97,20 +101,18 @@ class UnregisterPNodeResponse(_message.Message):
     def __init__(self, removed: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("id", "load", "memory_used_bytes", "pending_requests", "vnodes", "refused_tasks")
+    __slots__ = ("id", "load", "memory_used_bytes", "vnodes", "refused_tasks")
     ID_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
-    PENDING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     VNODES_FIELD_NUMBER: _ClassVar[int]
     REFUSED_TASKS_FIELD_NUMBER: _ClassVar[int]
     id: str
     load: float
     memory_used_bytes: int
-    pending_requests: int
     vnodes: _containers.RepeatedScalarFieldContainer[str]
     refused_tasks: int
-    def __init__(self, id: _Optional[str] = ..., load: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., pending_requests: _Optional[int] = ..., vnodes: _Optional[_Iterable[str]] = ..., refused_tasks: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., load: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., vnodes: _Optional[_Iterable[str]] = ..., refused_tasks: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("known",)
@@ -118,51 +120,86 @@ class HeartbeatResponse(_message.Message):
     known: bool
     def __init__(self, known: _Optional[bool] = ...) -> None: ...
 
-class VNodeLocationRequest(_message.Message):
-    __slots__ = ("network", "vnode", "pnode", "refresh")
+class PlaceNetworkRequest(_message.Message):
+    __slots__ = ("version", "network", "yaml", "seed", "digest", "placement_version", "step", "assignments", "addresses", "vocabularies")
+    class AssignmentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class AddressesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class VocabulariesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
-    VNODE_FIELD_NUMBER: _ClassVar[int]
-    PNODE_FIELD_NUMBER: _ClassVar[int]
-    REFRESH_FIELD_NUMBER: _ClassVar[int]
+    YAML_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    VOCABULARIES_FIELD_NUMBER: _ClassVar[int]
+    version: _common_pb2.ProtocolVersion
     network: str
-    vnode: str
-    pnode: str
-    refresh: bool
-    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ..., pnode: _Optional[str] = ..., refresh: _Optional[bool] = ...) -> None: ...
+    yaml: str
+    seed: int
+    digest: str
+    placement_version: int
+    step: int
+    assignments: _containers.ScalarMap[str, str]
+    addresses: _containers.ScalarMap[str, str]
+    vocabularies: _containers.ScalarMap[str, str]
+    def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., network: _Optional[str] = ..., yaml: _Optional[str] = ..., seed: _Optional[int] = ..., digest: _Optional[str] = ..., placement_version: _Optional[int] = ..., step: _Optional[int] = ..., assignments: _Optional[_Mapping[str, str]] = ..., addresses: _Optional[_Mapping[str, str]] = ..., vocabularies: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
-class VNodeLocation(_message.Message):
-    __slots__ = ("network", "vnode", "pnode", "address")
-    NETWORK_FIELD_NUMBER: _ClassVar[int]
-    VNODE_FIELD_NUMBER: _ClassVar[int]
-    PNODE_FIELD_NUMBER: _ClassVar[int]
-    ADDRESS_FIELD_NUMBER: _ClassVar[int]
-    network: str
-    vnode: str
-    pnode: str
-    address: str
-    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ..., pnode: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+class PlaceNetworkResponse(_message.Message):
+    __slots__ = ("hosted",)
+    HOSTED_FIELD_NUMBER: _ClassVar[int]
+    hosted: int
+    def __init__(self, hosted: _Optional[int] = ...) -> None: ...
+
+class BeginRunRequest(_message.Message):
+    __slots__ = ("version", "run")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    version: _common_pb2.ProtocolVersion
+    run: _common_pb2.Run
+    def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., run: _Optional[_Union[_common_pb2.Run, _Mapping]] = ...) -> None: ...
+
+class BeginRunResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class HopRequest(_message.Message):
-    __slots__ = ("version", "request", "vnode", "slot", "value", "sender")
-    VERSION_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("network", "run", "micro_batch", "vnode", "slot", "value", "sender")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
     VNODE_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
-    version: _common_pb2.ProtocolVersion
-    request: _common_pb2.RequestId
+    network: str
+    run: str
+    micro_batch: int
     vnode: str
     slot: int
     value: _common_pb2.Value
     sender: str
-    def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., request: _Optional[_Union[_common_pb2.RequestId, _Mapping]] = ..., vnode: _Optional[str] = ..., slot: _Optional[int] = ..., value: _Optional[_Union[_common_pb2.Value, _Mapping]] = ..., sender: _Optional[str] = ...) -> None: ...
-
-class HopResponse(_message.Message):
-    __slots__ = ("outputs",)
-    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
-    outputs: _containers.RepeatedCompositeFieldContainer[_common_pb2.Value]
-    def __init__(self, outputs: _Optional[_Iterable[_Union[_common_pb2.Value, _Mapping]]] = ...) -> None: ...
+    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., micro_batch: _Optional[int] = ..., vnode: _Optional[str] = ..., slot: _Optional[int] = ..., value: _Optional[_Union[_common_pb2.Value, _Mapping]] = ..., sender: _Optional[str] = ...) -> None: ...
 
 class HopAck(_message.Message):
     __slots__ = ("accepted", "duplicate")
@@ -173,43 +210,51 @@ class HopAck(_message.Message):
     def __init__(self, accepted: _Optional[bool] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class GradientHop(_message.Message):
-    __slots__ = ("version", "request", "vnode", "edge", "gradient", "has_gradient")
-    VERSION_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("network", "run", "micro_batch", "vnode", "edge", "gradient", "has_gradient", "sender")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
     VNODE_FIELD_NUMBER: _ClassVar[int]
     EDGE_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
     HAS_GRADIENT_FIELD_NUMBER: _ClassVar[int]
-    version: _common_pb2.ProtocolVersion
-    request: _common_pb2.RequestId
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    run: str
+    micro_batch: int
     vnode: str
     edge: int
     gradient: _common_pb2.Tensor
     has_gradient: bool
-    def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., request: _Optional[_Union[_common_pb2.RequestId, _Mapping]] = ..., vnode: _Optional[str] = ..., edge: _Optional[int] = ..., gradient: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., has_gradient: _Optional[bool] = ...) -> None: ...
+    sender: str
+    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., micro_batch: _Optional[int] = ..., vnode: _Optional[str] = ..., edge: _Optional[int] = ..., gradient: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., has_gradient: _Optional[bool] = ..., sender: _Optional[str] = ...) -> None: ...
 
-class UpdateRequest(_message.Message):
-    __slots__ = ("network", "vnodes", "loss_scale", "apply", "check_only", "step", "abandon", "run")
+class NetworkStepRequest(_message.Message):
+    __slots__ = ("network",)
     NETWORK_FIELD_NUMBER: _ClassVar[int]
-    VNODES_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    def __init__(self, network: _Optional[str] = ...) -> None: ...
+
+class CheckFiniteResponse(_message.Message):
+    __slots__ = ("finite",)
+    FINITE_FIELD_NUMBER: _ClassVar[int]
+    finite: bool
+    def __init__(self, finite: _Optional[bool] = ...) -> None: ...
+
+class ApplyUpdateRequest(_message.Message):
+    __slots__ = ("network", "step", "loss_scale", "apply")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
     LOSS_SCALE_FIELD_NUMBER: _ClassVar[int]
     APPLY_FIELD_NUMBER: _ClassVar[int]
-    CHECK_ONLY_FIELD_NUMBER: _ClassVar[int]
-    STEP_FIELD_NUMBER: _ClassVar[int]
-    ABANDON_FIELD_NUMBER: _ClassVar[int]
-    RUN_FIELD_NUMBER: _ClassVar[int]
     network: str
-    vnodes: _containers.RepeatedScalarFieldContainer[str]
+    step: int
     loss_scale: float
     apply: bool
-    check_only: bool
-    step: int
-    abandon: bool
-    run: str
-    def __init__(self, network: _Optional[str] = ..., vnodes: _Optional[_Iterable[str]] = ..., loss_scale: _Optional[float] = ..., apply: _Optional[bool] = ..., check_only: _Optional[bool] = ..., step: _Optional[int] = ..., abandon: _Optional[bool] = ..., run: _Optional[str] = ...) -> None: ...
+    def __init__(self, network: _Optional[str] = ..., step: _Optional[int] = ..., loss_scale: _Optional[float] = ..., apply: _Optional[bool] = ...) -> None: ...
 
-class UpdateResponse(_message.Message):
-    __slots__ = ("finite", "step", "learning_rates")
+class ApplyUpdateResponse(_message.Message):
+    __slots__ = ("learning_rates",)
     class LearningRatesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -217,13 +262,25 @@ class UpdateResponse(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-    FINITE_FIELD_NUMBER: _ClassVar[int]
-    STEP_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATES_FIELD_NUMBER: _ClassVar[int]
-    finite: bool
-    step: int
     learning_rates: _containers.ScalarMap[str, float]
-    def __init__(self, finite: _Optional[bool] = ..., step: _Optional[int] = ..., learning_rates: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    def __init__(self, learning_rates: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ResetToStepRequest(_message.Message):
+    __slots__ = ("network", "step", "fence_run", "reinitialize")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    FENCE_RUN_FIELD_NUMBER: _ClassVar[int]
+    REINITIALIZE_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    step: int
+    fence_run: str
+    reinitialize: bool
+    def __init__(self, network: _Optional[str] = ..., step: _Optional[int] = ..., fence_run: _Optional[str] = ..., reinitialize: _Optional[bool] = ...) -> None: ...
+
+class ResetToStepResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class LoadRequest(_message.Message):
     __slots__ = ("network", "vnode", "tensors", "step", "digest")
@@ -274,20 +331,18 @@ class ListLocalVNodesRequest(_message.Message):
     def __init__(self, network: _Optional[str] = ...) -> None: ...
 
 class LocalVNode(_message.Message):
-    __slots__ = ("network", "vnode", "type", "step", "memory_bytes", "pending_requests")
+    __slots__ = ("network", "vnode", "type", "step", "memory_bytes")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     VNODE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
-    PENDING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     network: str
     vnode: str
     type: str
     step: int
     memory_bytes: int
-    pending_requests: int
-    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ..., type: _Optional[str] = ..., step: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pending_requests: _Optional[int] = ...) -> None: ...
+    def __init__(self, network: _Optional[str] = ..., vnode: _Optional[str] = ..., type: _Optional[str] = ..., step: _Optional[int] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class ListLocalVNodesResponse(_message.Message):
     __slots__ = ("vnodes",)

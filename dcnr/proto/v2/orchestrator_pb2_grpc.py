@@ -3,8 +3,8 @@
 import grpc
 import warnings
 
-from dcnr.proto.v1 import common_pb2 as dcnr_dot_proto_dot_v1_dot_common__pb2
-from dcnr.proto.v1 import orchestrator_pb2 as dcnr_dot_proto_dot_v1_dot_orchestrator__pb2
+from dcnr.proto.v2 import common_pb2 as dcnr_dot_proto_dot_v2_dot_common__pb2
+from dcnr.proto.v2 import orchestrator_pb2 as dcnr_dot_proto_dot_v2_dot_orchestrator__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in dcnr/proto/v1/orchestrator_pb2_grpc.py depends on'
+        + ' but the generated code in dcnr/proto/v2/orchestrator_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,169 +36,169 @@ class OrchestratorServiceStub:
             channel: A grpc.Channel.
         """
         self.CreateNetwork = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/CreateNetwork',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.CreateNetworkRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.FromString,
+                '/dcnr.v2.OrchestratorService/CreateNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CreateNetworkRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.FromString,
                 _registered_method=True)
         self.UpdateNetwork = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/UpdateNetwork',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.UpdateNetworkRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.FromString,
+                '/dcnr.v2.OrchestratorService/UpdateNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.UpdateNetworkRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.FromString,
                 _registered_method=True)
         self.DeleteNetwork = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/DeleteNetwork',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkRef.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DeleteResponse.FromString,
+                '/dcnr.v2.OrchestratorService/DeleteNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.FromString,
                 _registered_method=True)
         self.GetNetwork = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/GetNetwork',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkRef.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.FromString,
+                '/dcnr.v2.OrchestratorService/GetNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.FromString,
                 _registered_method=True)
         self.ListNetworks = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/ListNetworks',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListNetworksResponse.FromString,
+                '/dcnr.v2.OrchestratorService/ListNetworks',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListNetworksResponse.FromString,
                 _registered_method=True)
         self.ForwardNetwork = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/ForwardNetwork',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ForwardRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ForwardResponse.FromString,
+                '/dcnr.v2.OrchestratorService/ForwardNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ForwardRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ForwardResponse.FromString,
                 _registered_method=True)
         self.TrainNetwork = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/TrainNetwork',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainResponse.FromString,
+                '/dcnr.v2.OrchestratorService/TrainNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainResponse.FromString,
                 _registered_method=True)
         self.ValidateNetwork = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/ValidateNetwork',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ValidateRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ValidateResponse.FromString,
+                '/dcnr.v2.OrchestratorService/ValidateNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ValidateRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ValidateResponse.FromString,
                 _registered_method=True)
         self.ChatNetwork = channel.unary_stream(
-                '/dcnr.v1.OrchestratorService/ChatNetwork',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ChatRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ChatChunk.FromString,
+                '/dcnr.v2.OrchestratorService/ChatNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ChatRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ChatChunk.FromString,
                 _registered_method=True)
         self.CreateTrainSession = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/CreateTrainSession',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.CreateTrainSessionRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainSessionInfo.FromString,
+                '/dcnr.v2.OrchestratorService/CreateTrainSession',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CreateTrainSessionRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionInfo.FromString,
                 _registered_method=True)
         self.StartTrainSession = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/StartTrainSession',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainSessionInfo.FromString,
+                '/dcnr.v2.OrchestratorService/StartTrainSession',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionInfo.FromString,
                 _registered_method=True)
         self.SuspendTrainSession = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/SuspendTrainSession',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainSessionInfo.FromString,
+                '/dcnr.v2.OrchestratorService/SuspendTrainSession',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionInfo.FromString,
                 _registered_method=True)
         self.ListTrainSessions = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/ListTrainSessions',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListTrainSessionsResponse.FromString,
+                '/dcnr.v2.OrchestratorService/ListTrainSessions',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListTrainSessionsResponse.FromString,
                 _registered_method=True)
         self.DeleteTrainSession = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/DeleteTrainSession',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DeleteResponse.FromString,
+                '/dcnr.v2.OrchestratorService/DeleteTrainSession',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.FromString,
                 _registered_method=True)
         self.ListenTrainSession = channel.unary_stream(
-                '/dcnr.v1.OrchestratorService/ListenTrainSession',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.StepEvent.FromString,
+                '/dcnr.v2.OrchestratorService/ListenTrainSession',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.StepEvent.FromString,
                 _registered_method=True)
         self.CreateVocabulary = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/CreateVocabulary',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.CreateVocabularyRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.VocabularyInfo.FromString,
+                '/dcnr.v2.OrchestratorService/CreateVocabulary',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CreateVocabularyRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.VocabularyInfo.FromString,
                 _registered_method=True)
         self.GetVocabulary = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/GetVocabulary',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NameRef.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.VocabularyInfo.FromString,
+                '/dcnr.v2.OrchestratorService/GetVocabulary',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.VocabularyInfo.FromString,
                 _registered_method=True)
         self.ListVocabularies = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/ListVocabularies',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListVocabulariesResponse.FromString,
+                '/dcnr.v2.OrchestratorService/ListVocabularies',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListVocabulariesResponse.FromString,
                 _registered_method=True)
         self.DeleteVocabulary = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/DeleteVocabulary',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NameRef.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DeleteResponse.FromString,
+                '/dcnr.v2.OrchestratorService/DeleteVocabulary',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.FromString,
                 _registered_method=True)
         self.CreateDataset = channel.stream_unary(
-                '/dcnr.v1.OrchestratorService/CreateDataset',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DatasetUpload.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DatasetInfo.FromString,
+                '/dcnr.v2.OrchestratorService/CreateDataset',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DatasetUpload.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DatasetInfo.FromString,
                 _registered_method=True)
         self.GetDataset = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/GetDataset',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NameRef.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DatasetInfo.FromString,
+                '/dcnr.v2.OrchestratorService/GetDataset',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DatasetInfo.FromString,
                 _registered_method=True)
         self.ExploreDataset = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/ExploreDataset',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExploreDatasetRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExploreDatasetResponse.FromString,
+                '/dcnr.v2.OrchestratorService/ExploreDataset',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExploreDatasetRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExploreDatasetResponse.FromString,
                 _registered_method=True)
         self.ListDatasets = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/ListDatasets',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListDatasetsResponse.FromString,
+                '/dcnr.v2.OrchestratorService/ListDatasets',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListDatasetsResponse.FromString,
                 _registered_method=True)
         self.DeleteDataset = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/DeleteDataset',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NameRef.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DeleteResponse.FromString,
+                '/dcnr.v2.OrchestratorService/DeleteDataset',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.FromString,
                 _registered_method=True)
         self.SplitDataset = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/SplitDataset',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SplitDatasetRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DatasetInfo.FromString,
+                '/dcnr.v2.OrchestratorService/SplitDataset',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SplitDatasetRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DatasetInfo.FromString,
                 _registered_method=True)
         self.InspectNetwork = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/InspectNetwork',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkRef.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.InspectNetworkResponse.FromString,
+                '/dcnr.v2.OrchestratorService/InspectNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.InspectNetworkResponse.FromString,
                 _registered_method=True)
         self.ExportNetwork = channel.unary_stream(
-                '/dcnr.v1.OrchestratorService/ExportNetwork',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExportNetworkRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.BlobChunk.FromString,
+                '/dcnr.v2.OrchestratorService/ExportNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExportNetworkRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.BlobChunk.FromString,
                 _registered_method=True)
         self.ImportNetwork = channel.stream_unary(
-                '/dcnr.v1.OrchestratorService/ImportNetwork',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.BlobChunk.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.FromString,
+                '/dcnr.v2.OrchestratorService/ImportNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.BlobChunk.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.FromString,
                 _registered_method=True)
         self.CloneNetwork = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/CloneNetwork',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.CloneNetworkRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.FromString,
+                '/dcnr.v2.OrchestratorService/CloneNetwork',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CloneNetworkRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.FromString,
                 _registered_method=True)
         self.Health = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/Health',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_common__pb2.HealthRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_common__pb2.HealthResponse.FromString,
+                '/dcnr.v2.OrchestratorService/Health',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_common__pb2.HealthRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_common__pb2.HealthResponse.FromString,
                 _registered_method=True)
         self.ListPNodes = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/ListPNodes',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListPNodesResponse.FromString,
+                '/dcnr.v2.OrchestratorService/ListPNodes',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListPNodesResponse.FromString,
                 _registered_method=True)
         self.ListCheckpoints = channel.unary_unary(
-                '/dcnr.v1.OrchestratorService/ListCheckpoints',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListCheckpointsResponse.FromString,
+                '/dcnr.v2.OrchestratorService/ListCheckpoints',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListCheckpointsResponse.FromString,
                 _registered_method=True)
         self.ExportCheckpoint = channel.unary_stream(
-                '/dcnr.v1.OrchestratorService/ExportCheckpoint',
-                request_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExportCheckpointRequest.SerializeToString,
-                response_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.BlobChunk.FromString,
+                '/dcnr.v2.OrchestratorService/ExportCheckpoint',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExportCheckpointRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.BlobChunk.FromString,
                 _registered_method=True)
 
 
@@ -415,174 +415,174 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateNetwork,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.CreateNetworkRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CreateNetworkRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.SerializeToString,
             ),
             'UpdateNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateNetwork,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.UpdateNetworkRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.UpdateNetworkRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.SerializeToString,
             ),
             'DeleteNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteNetwork,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkRef.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DeleteResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.SerializeToString,
             ),
             'GetNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.GetNetwork,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkRef.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.SerializeToString,
             ),
             'ListNetworks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListNetworks,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListNetworksResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListNetworksResponse.SerializeToString,
             ),
             'ForwardNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.ForwardNetwork,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ForwardRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ForwardResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ForwardRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ForwardResponse.SerializeToString,
             ),
             'TrainNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.TrainNetwork,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainResponse.SerializeToString,
             ),
             'ValidateNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateNetwork,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ValidateRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ValidateResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ValidateRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ValidateResponse.SerializeToString,
             ),
             'ChatNetwork': grpc.unary_stream_rpc_method_handler(
                     servicer.ChatNetwork,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ChatRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ChatChunk.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ChatRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ChatChunk.SerializeToString,
             ),
             'CreateTrainSession': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTrainSession,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.CreateTrainSessionRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainSessionInfo.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CreateTrainSessionRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionInfo.SerializeToString,
             ),
             'StartTrainSession': grpc.unary_unary_rpc_method_handler(
                     servicer.StartTrainSession,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainSessionInfo.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionInfo.SerializeToString,
             ),
             'SuspendTrainSession': grpc.unary_unary_rpc_method_handler(
                     servicer.SuspendTrainSession,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainSessionInfo.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionInfo.SerializeToString,
             ),
             'ListTrainSessions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTrainSessions,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListTrainSessionsResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListTrainSessionsResponse.SerializeToString,
             ),
             'DeleteTrainSession': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteTrainSession,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DeleteResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.SerializeToString,
             ),
             'ListenTrainSession': grpc.unary_stream_rpc_method_handler(
                     servicer.ListenTrainSession,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.StepEvent.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.StepEvent.SerializeToString,
             ),
             'CreateVocabulary': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateVocabulary,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.CreateVocabularyRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.VocabularyInfo.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CreateVocabularyRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.VocabularyInfo.SerializeToString,
             ),
             'GetVocabulary': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVocabulary,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NameRef.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.VocabularyInfo.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.VocabularyInfo.SerializeToString,
             ),
             'ListVocabularies': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVocabularies,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListVocabulariesResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListVocabulariesResponse.SerializeToString,
             ),
             'DeleteVocabulary': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteVocabulary,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NameRef.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DeleteResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.SerializeToString,
             ),
             'CreateDataset': grpc.stream_unary_rpc_method_handler(
                     servicer.CreateDataset,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DatasetUpload.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DatasetInfo.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DatasetUpload.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DatasetInfo.SerializeToString,
             ),
             'GetDataset': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDataset,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NameRef.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DatasetInfo.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DatasetInfo.SerializeToString,
             ),
             'ExploreDataset': grpc.unary_unary_rpc_method_handler(
                     servicer.ExploreDataset,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExploreDatasetRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExploreDatasetResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExploreDatasetRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExploreDatasetResponse.SerializeToString,
             ),
             'ListDatasets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDatasets,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListDatasetsResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListDatasetsResponse.SerializeToString,
             ),
             'DeleteDataset': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteDataset,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NameRef.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DeleteResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.SerializeToString,
             ),
             'SplitDataset': grpc.unary_unary_rpc_method_handler(
                     servicer.SplitDataset,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SplitDatasetRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DatasetInfo.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SplitDatasetRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DatasetInfo.SerializeToString,
             ),
             'InspectNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.InspectNetwork,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkRef.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.InspectNetworkResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.InspectNetworkResponse.SerializeToString,
             ),
             'ExportNetwork': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportNetwork,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExportNetworkRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.BlobChunk.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExportNetworkRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.BlobChunk.SerializeToString,
             ),
             'ImportNetwork': grpc.stream_unary_rpc_method_handler(
                     servicer.ImportNetwork,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.BlobChunk.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.BlobChunk.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.SerializeToString,
             ),
             'CloneNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.CloneNetwork,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.CloneNetworkRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CloneNetworkRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.SerializeToString,
             ),
             'Health': grpc.unary_unary_rpc_method_handler(
                     servicer.Health,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_common__pb2.HealthRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_common__pb2.HealthResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_common__pb2.HealthRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_common__pb2.HealthResponse.SerializeToString,
             ),
             'ListPNodes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPNodes,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListPNodesResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListPNodesResponse.SerializeToString,
             ),
             'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCheckpoints,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListCheckpointsResponse.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListCheckpointsResponse.SerializeToString,
             ),
             'ExportCheckpoint': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportCheckpoint,
-                    request_deserializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExportCheckpointRequest.FromString,
-                    response_serializer=dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.BlobChunk.SerializeToString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExportCheckpointRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.BlobChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'dcnr.v1.OrchestratorService', rpc_method_handlers)
+            'dcnr.v2.OrchestratorService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('dcnr.v1.OrchestratorService', rpc_method_handlers)
+    server.add_registered_method_handlers('dcnr.v2.OrchestratorService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -603,9 +603,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/CreateNetwork',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.CreateNetworkRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.FromString,
+            '/dcnr.v2.OrchestratorService/CreateNetwork',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CreateNetworkRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -630,9 +630,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/UpdateNetwork',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.UpdateNetworkRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.FromString,
+            '/dcnr.v2.OrchestratorService/UpdateNetwork',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.UpdateNetworkRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -657,9 +657,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/DeleteNetwork',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkRef.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DeleteResponse.FromString,
+            '/dcnr.v2.OrchestratorService/DeleteNetwork',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -684,9 +684,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/GetNetwork',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkRef.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.FromString,
+            '/dcnr.v2.OrchestratorService/GetNetwork',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -711,9 +711,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/ListNetworks',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListNetworksResponse.FromString,
+            '/dcnr.v2.OrchestratorService/ListNetworks',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListNetworksResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -738,9 +738,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/ForwardNetwork',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ForwardRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ForwardResponse.FromString,
+            '/dcnr.v2.OrchestratorService/ForwardNetwork',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ForwardRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ForwardResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -765,9 +765,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/TrainNetwork',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainResponse.FromString,
+            '/dcnr.v2.OrchestratorService/TrainNetwork',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -792,9 +792,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/ValidateNetwork',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ValidateRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ValidateResponse.FromString,
+            '/dcnr.v2.OrchestratorService/ValidateNetwork',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ValidateRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ValidateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -819,9 +819,9 @@ class OrchestratorService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/ChatNetwork',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ChatRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ChatChunk.FromString,
+            '/dcnr.v2.OrchestratorService/ChatNetwork',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ChatRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ChatChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -846,9 +846,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/CreateTrainSession',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.CreateTrainSessionRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainSessionInfo.FromString,
+            '/dcnr.v2.OrchestratorService/CreateTrainSession',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CreateTrainSessionRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -873,9 +873,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/StartTrainSession',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainSessionInfo.FromString,
+            '/dcnr.v2.OrchestratorService/StartTrainSession',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -900,9 +900,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/SuspendTrainSession',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.TrainSessionInfo.FromString,
+            '/dcnr.v2.OrchestratorService/SuspendTrainSession',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -927,9 +927,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/ListTrainSessions',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListTrainSessionsResponse.FromString,
+            '/dcnr.v2.OrchestratorService/ListTrainSessions',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListTrainSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -954,9 +954,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/DeleteTrainSession',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DeleteResponse.FromString,
+            '/dcnr.v2.OrchestratorService/DeleteTrainSession',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -981,9 +981,9 @@ class OrchestratorService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/ListenTrainSession',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.StepEvent.FromString,
+            '/dcnr.v2.OrchestratorService/ListenTrainSession',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.StepEvent.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1008,9 +1008,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/CreateVocabulary',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.CreateVocabularyRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.VocabularyInfo.FromString,
+            '/dcnr.v2.OrchestratorService/CreateVocabulary',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CreateVocabularyRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.VocabularyInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1035,9 +1035,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/GetVocabulary',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NameRef.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.VocabularyInfo.FromString,
+            '/dcnr.v2.OrchestratorService/GetVocabulary',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.VocabularyInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1062,9 +1062,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/ListVocabularies',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListVocabulariesResponse.FromString,
+            '/dcnr.v2.OrchestratorService/ListVocabularies',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListVocabulariesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1089,9 +1089,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/DeleteVocabulary',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NameRef.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DeleteResponse.FromString,
+            '/dcnr.v2.OrchestratorService/DeleteVocabulary',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1116,9 +1116,9 @@ class OrchestratorService:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/dcnr.v1.OrchestratorService/CreateDataset',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DatasetUpload.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DatasetInfo.FromString,
+            '/dcnr.v2.OrchestratorService/CreateDataset',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DatasetUpload.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DatasetInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1143,9 +1143,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/GetDataset',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NameRef.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DatasetInfo.FromString,
+            '/dcnr.v2.OrchestratorService/GetDataset',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DatasetInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1170,9 +1170,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/ExploreDataset',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExploreDatasetRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExploreDatasetResponse.FromString,
+            '/dcnr.v2.OrchestratorService/ExploreDataset',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExploreDatasetRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExploreDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1197,9 +1197,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/ListDatasets',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListDatasetsResponse.FromString,
+            '/dcnr.v2.OrchestratorService/ListDatasets',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListDatasetsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1224,9 +1224,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/DeleteDataset',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NameRef.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DeleteResponse.FromString,
+            '/dcnr.v2.OrchestratorService/DeleteDataset',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1251,9 +1251,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/SplitDataset',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SplitDatasetRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.DatasetInfo.FromString,
+            '/dcnr.v2.OrchestratorService/SplitDataset',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SplitDatasetRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DatasetInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1278,9 +1278,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/InspectNetwork',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkRef.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.InspectNetworkResponse.FromString,
+            '/dcnr.v2.OrchestratorService/InspectNetwork',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.InspectNetworkResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1305,9 +1305,9 @@ class OrchestratorService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/ExportNetwork',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExportNetworkRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.BlobChunk.FromString,
+            '/dcnr.v2.OrchestratorService/ExportNetwork',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExportNetworkRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.BlobChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1332,9 +1332,9 @@ class OrchestratorService:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/dcnr.v1.OrchestratorService/ImportNetwork',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.BlobChunk.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.FromString,
+            '/dcnr.v2.OrchestratorService/ImportNetwork',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.BlobChunk.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1359,9 +1359,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/CloneNetwork',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.CloneNetworkRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.NetworkInfo.FromString,
+            '/dcnr.v2.OrchestratorService/CloneNetwork',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CloneNetworkRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NetworkInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1386,9 +1386,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/Health',
-            dcnr_dot_proto_dot_v1_dot_common__pb2.HealthRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_common__pb2.HealthResponse.FromString,
+            '/dcnr.v2.OrchestratorService/Health',
+            dcnr_dot_proto_dot_v2_dot_common__pb2.HealthRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_common__pb2.HealthResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1413,9 +1413,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/ListPNodes',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListPNodesResponse.FromString,
+            '/dcnr.v2.OrchestratorService/ListPNodes',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListPNodesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1440,9 +1440,9 @@ class OrchestratorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/ListCheckpoints',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.SessionRef.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ListCheckpointsResponse.FromString,
+            '/dcnr.v2.OrchestratorService/ListCheckpoints',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListCheckpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1467,9 +1467,9 @@ class OrchestratorService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/dcnr.v1.OrchestratorService/ExportCheckpoint',
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.ExportCheckpointRequest.SerializeToString,
-            dcnr_dot_proto_dot_v1_dot_orchestrator__pb2.BlobChunk.FromString,
+            '/dcnr.v2.OrchestratorService/ExportCheckpoint',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExportCheckpointRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.BlobChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,23 +40,27 @@ class TextBatch(_message.Message):
     items: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, items: _Optional[_Iterable[str]] = ...) -> None: ...
 
-class RequestId(_message.Message):
-    __slots__ = ("network", "run", "step", "micro_batch", "kind", "outputs", "grad_scale")
+class Run(_message.Message):
+    __slots__ = ("network", "id", "step", "kind", "micro_batches", "grad_scale", "outputs", "digest", "placement_version")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
-    RUN_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
-    MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
-    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCHES_FIELD_NUMBER: _ClassVar[int]
     GRAD_SCALE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     network: str
-    run: str
+    id: str
     step: int
-    micro_batch: int
     kind: str
-    outputs: _containers.RepeatedScalarFieldContainer[str]
+    micro_batches: int
     grad_scale: float
-    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., step: _Optional[int] = ..., micro_batch: _Optional[int] = ..., kind: _Optional[str] = ..., outputs: _Optional[_Iterable[str]] = ..., grad_scale: _Optional[float] = ...) -> None: ...
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    digest: str
+    placement_version: int
+    def __init__(self, network: _Optional[str] = ..., id: _Optional[str] = ..., step: _Optional[int] = ..., kind: _Optional[str] = ..., micro_batches: _Optional[int] = ..., grad_scale: _Optional[float] = ..., outputs: _Optional[_Iterable[str]] = ..., digest: _Optional[str] = ..., placement_version: _Optional[int] = ...) -> None: ...
 
 class NamedTensor(_message.Message):
     __slots__ = ("name", "tensor")

@@ -1,0 +1,336 @@
+"""gRPC for PNodes: the services a PNode serves, and the clients that reach them.
+
+- `VNodeServicer` / `PNodeServicer` map `dcnr.v2` messages to `PNodeRuntime` calls and
+  back (errors become statuses once, through `guarded`); `serve_pnode` starts them;
+- `GrpcPNodeClient` is the orchestrator's `PNodeClient`, `GrpcHopTransport` the
+  `HopTransport` of PNodes and of the driver, `GrpcConnector` hands both out by address.
+
+Hops are serialized once, by us, so the bytes that travel are counted without a second
+serialization (`GrpcHopTransport.bytes_sent`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from dcnr import __version__
+from dcnr.errors import Unavailable
+from dcnr.pnode.runtime import PNodeRuntime
+from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc
+from dcnr.transport.grpc import codec
+from dcnr.transport.grpc.errors import from_rpc_error, guarded
+from dcnr.transport.interfaces import OrchestratorLink, SavedState
+from dcnr.transport.messages import Hop, LocalVNode, Placement, Run
+
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes)]
+
+
+# -- messages ------------------------------------------------------------------------------------
+def run_to_pb(run: Run) -> common_pb2.Run:
+    return common_pb2.Run(network=run.network, id=run.id, step=run.step, kind=run.kind,
+                          micro_batches=run.micro_batches, grad_scale=run.grad_scale, outputs=list(run.outputs),
+                          digest=run.digest, placement_version=run.placement_version)
+
+
+def run_from_pb(msg: common_pb2.Run) -> Run:
+    kind: Any = msg.kind  # checked by the runtime
+    return Run(msg.network, msg.id, int(msg.step), kind, int(msg.micro_batches), float(msg.grad_scale),
+               tuple(msg.outputs), msg.digest, int(msg.placement_version))
+
+
+def hop_to_bytes(hop: Hop) -> bytes:
+    if hop.op == "fwd":
+        return node_pb2.HopRequest(network=hop.network, run=hop.run, micro_batch=hop.micro_batch, vnode=hop.vnode,
+                                   slot=hop.index, value=codec.encode_value(hop.value),
+                                   sender=hop.sender).SerializeToString()
+    msg = node_pb2.GradientHop(network=hop.network, run=hop.run, micro_batch=hop.micro_batch, vnode=hop.vnode,
+                               edge=hop.index, has_gradient=hop.value is not None, sender=hop.sender)
+    if hop.value is not None:
+        msg.gradient.CopyFrom(codec.encode_tensor(hop.value))
+    return msg.SerializeToString()
+
+
+def placement_to_pb(p: Placement) -> node_pb2.PlaceNetworkRequest:
+    return node_pb2.PlaceNetworkRequest(
+        version=codec.version_message(), network=p.network, yaml=p.yaml, seed=p.seed, digest=p.digest,
+        placement_version=p.version, step=p.step, assignments=p.assignments, addresses=p.addresses,
+        vocabularies=p.vocabularies)
+
+
+def placement_from_pb(msg: node_pb2.PlaceNetworkRequest) -> Placement:
+    return Placement(msg.network, msg.yaml, int(msg.seed), msg.digest, int(msg.placement_version), int(msg.step),
+                     dict(msg.assignments), dict(msg.addresses), dict(msg.vocabularies))
+
+
+def _local_pb(v: LocalVNode) -> node_pb2.LocalVNode:
+    return node_pb2.LocalVNode(network=v.network, vnode=v.vnode, type=v.type, step=v.step,
+                               memory_bytes=v.memory_bytes)
+
+
+# -- servers -------------------------------------------------------------------------------------
+class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
+    """The step protocol. Hop handlers check, decode and enqueue; the compute thread does the work."""
+
+    def __init__(self, runtime: PNodeRuntime, link: OrchestratorLink | None) -> None:
+        self.runtime = runtime
+        self.link = link
+
+    def PlaceNetwork(self, request: node_pb2.PlaceNetworkRequest,
+                     context: grpc.ServicerContext) -> node_pb2.PlaceNetworkResponse:
+        codec.check_version(request.version)
+        return node_pb2.PlaceNetworkResponse(hosted=self.runtime.place(placement_from_pb(request)))
+
+    def BeginRun(self, request: node_pb2.BeginRunRequest, context: grpc.ServicerContext) -> node_pb2.BeginRunResponse:
+        codec.check_version(request.version)
+        self.runtime.begin_run(run_from_pb(request.run))
+        return node_pb2.BeginRunResponse()
+
+    def ReceiveTrainRequest(self, request: node_pb2.HopRequest, context: grpc.ServicerContext) -> node_pb2.HopAck:
+        """A forward hop: checked, queued, acknowledged at once."""
+        hop = Hop(request.network, request.run, int(request.micro_batch), "fwd", request.vnode, int(request.slot),
+                  codec.decode_value(request.value), request.sender)
+        fresh = self.runtime.submit(hop)
+        return node_pb2.HopAck(accepted=fresh, duplicate=not fresh)
+
+    def ReceiveTrainResponse(self, request: node_pb2.GradientHop, context: grpc.ServicerContext) -> node_pb2.HopAck:
+        """A backward hop: the gradient of one output edge, queued."""
+        grad = codec.decode_tensor(request.gradient) if request.has_gradient else None
+        hop = Hop(request.network, request.run, int(request.micro_batch), "bwd", request.vnode, int(request.edge),
+                  grad, request.sender)
+        fresh = self.runtime.submit(hop)
+        return node_pb2.HopAck(accepted=fresh, duplicate=not fresh)
+
+    def CheckFinite(self, request: node_pb2.NetworkStepRequest,
+                    context: grpc.ServicerContext) -> node_pb2.CheckFiniteResponse:
+        return node_pb2.CheckFiniteResponse(finite=self.runtime.check_finite(request.network))
+
+    def ApplyUpdate(self, request: node_pb2.ApplyUpdateRequest,
+                    context: grpc.ServicerContext) -> node_pb2.ApplyUpdateResponse:
+        lrs = self.runtime.apply_update(request.network, int(request.step), request.loss_scale or 1.0, request.apply)
+        return node_pb2.ApplyUpdateResponse(learning_rates=lrs)
+
+    def ResetToStep(self, request: node_pb2.ResetToStepRequest,
+                    context: grpc.ServicerContext) -> node_pb2.ResetToStepResponse:
+        self.runtime.reset_to_step(request.network, int(request.step), request.fence_run, request.reinitialize)
+        return node_pb2.ResetToStepResponse()
+
+    def Save(self, request: node_pb2.SaveRequest, context: grpc.ServicerContext) -> node_pb2.SaveResponse:
+        """A VNode's state, in the reply or written as a blob through the orchestrator's storage."""
+        tensors, step = self.runtime.save(request.network, request.vnode)
+        if request.to_storage:
+            if self.link is None:
+                raise Unavailable("this PNode has no checkpoint storage")
+            data = bytes(save_safetensors({k: t.contiguous() for k, t in tensors.items()}))
+            return node_pb2.SaveResponse(step=step, digest=self.link.put_blob(self.runtime.id, data), size=len(data))
+        return node_pb2.SaveResponse(step=step, tensors=[
+            common_pb2.NamedTensor(name=k, tensor=codec.encode_tensor(t)) for k, t in sorted(tensors.items())])
+
+    def Load(self, request: node_pb2.LoadRequest, context: grpc.ServicerContext) -> node_pb2.LoadResponse:
+        """Replace a VNode's state with what `Save` returned, or with a stored blob."""
+        if request.digest:
+            if self.link is None:
+                raise Unavailable("this PNode has no checkpoint storage")
+            self.runtime._check_mine(request.network, request.vnode)
+            tensors = load_safetensors(self.link.get_blob(self.runtime.id, request.digest))
+        else:
+            tensors = {t.name: codec.decode_tensor(t.tensor) for t in request.tensors}
+        self.runtime.load(request.network, request.vnode, tensors, int(request.step))
+        return node_pb2.LoadResponse(loaded=True)
+
+    def Health(self, request: common_pb2.HealthRequest, context: grpc.ServicerContext) -> common_pb2.HealthResponse:
+        return common_pb2.HealthResponse(status="serving", version=codec.version_message(),
+                                         software_version=__version__)
+
+
+class PNodeServicer(node_pb2_grpc.PNodeServiceServicer):
+    """Local administration: what this PNode hosts, and dropping it."""
+
+    def __init__(self, runtime: PNodeRuntime) -> None:
+        self.runtime = runtime
+
+    def ListLocalVNodes(self, request: node_pb2.ListLocalVNodesRequest,
+                        context: grpc.ServicerContext) -> node_pb2.ListLocalVNodesResponse:
+        vnodes = [_local_pb(v) for v in self.runtime.list_vnodes(request.network)]
+        return node_pb2.ListLocalVNodesResponse(vnodes=vnodes)
+
+    def InspectNetwork(self, request: node_pb2.InspectLocalRequest,
+                       context: grpc.ServicerContext) -> node_pb2.InspectLocalResponse:
+        return node_pb2.InspectLocalResponse(vnodes=[_local_pb(v) for v in self.runtime.list_vnodes(request.network)])
+
+    def DropLocalVNode(self, request: node_pb2.DropLocalVNodeRequest,
+                       context: grpc.ServicerContext) -> node_pb2.DropLocalVNodeResponse:
+        """Drop one VNode, or (no VNode named) the whole network with its placement."""
+        return node_pb2.DropLocalVNodeResponse(dropped=self.runtime.drop(request.network, request.vnode))
+
+
+def serve_pnode(runtime: PNodeRuntime, link: OrchestratorLink | None, address: str = "127.0.0.1:0",
+                threads: int = 8, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple[grpc.Server, int]:
+    """Start a PNode's gRPC server; returns it and the bound port."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pnode-rpc"),
+                         options=channel_options(max_message_bytes))
+    node_pb2_grpc.add_VNodeServiceServicer_to_server(guarded(VNodeServicer(runtime, link)), server)
+    node_pb2_grpc.add_PNodeServiceServicer_to_server(guarded(PNodeServicer(runtime)), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    server.start()
+    return server, port
+
+
+# -- clients -------------------------------------------------------------------------------------
+class _Channels:
+    """One channel per address, shared by every client and transport of a process part."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, address: str) -> grpc.Channel:
+        with self._lock:
+            found = self._channels.get(address)
+            if found is None:
+                found = self._channels[address] = grpc.insecure_channel(
+                    address, options=channel_options(self.max_message_bytes))
+            return found
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
+
+
+class GrpcHopTransport:
+    """`HopTransport` over gRPC: each hop is serialized once and sent without waiting."""
+
+    FORWARD = "/dcnr.v2.VNodeService/ReceiveTrainRequest"
+    BACKWARD = "/dcnr.v2.VNodeService/ReceiveTrainResponse"
+
+    def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout: float = 60.0,
+                 channels: _Channels | None = None) -> None:
+        self.channels = channels or _Channels(max_message_bytes)
+        self.timeout = timeout
+        self.bytes_sent = 0
+        self.hops_sent = 0
+
+    def _call(self, address: str, hop: Hop) -> tuple[Any, bytes]:
+        path = self.FORWARD if hop.op == "fwd" else self.BACKWARD
+        data = hop_to_bytes(hop)
+        self.bytes_sent += len(data)
+        self.hops_sent += 1
+        method = self.channels.get(address).unary_unary(path, request_serializer=None,
+                                                        response_deserializer=node_pb2.HopAck.FromString)
+        return method, data
+
+    def send(self, address: str, hop: Hop, on_error: Callable[[Exception], None]) -> None:
+        method, data = self._call(address, hop)
+        future = method.future(data, timeout=self.timeout)
+
+        def done(f: grpc.Future) -> None:
+            exc = f.exception()
+            if exc is not None:
+                on_error(from_rpc_error(exc) if isinstance(exc, grpc.RpcError) else exc)
+
+        future.add_done_callback(done)
+
+    def send_now(self, address: str, hop: Hop, timeout: float) -> None:
+        method, data = self._call(address, hop)
+        try:
+            method(data, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def close(self) -> None:
+        self.channels.close()
+
+
+class GrpcPNodeClient:
+    """`PNodeClient` over gRPC; every failure is a `dcnr.errors` class."""
+
+    def __init__(self, channel: grpc.Channel, timeout: float = 600.0) -> None:
+        self.vnodes = node_pb2_grpc.VNodeServiceStub(channel)
+        self.admin = node_pb2_grpc.PNodeServiceStub(channel)
+        self.timeout = timeout
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def place_network(self, placement: Placement) -> int:
+        return int(self._call(self.vnodes.PlaceNetwork, placement_to_pb(placement)).hosted)
+
+    def begin_run(self, run: Run) -> None:
+        self._call(self.vnodes.BeginRun, node_pb2.BeginRunRequest(version=codec.version_message(),
+                                                                  run=run_to_pb(run)))
+
+    def check_finite(self, network: str) -> bool:
+        return bool(self._call(self.vnodes.CheckFinite, node_pb2.NetworkStepRequest(network=network)).finite)
+
+    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool) -> dict[str, float]:
+        reply = self._call(self.vnodes.ApplyUpdate, node_pb2.ApplyUpdateRequest(
+            network=network, step=step, loss_scale=loss_scale, apply=apply))
+        return dict(reply.learning_rates)
+
+    def reset_to_step(self, network: str, step: int, fence_run: str = "", reinitialize: bool = False) -> None:
+        self._call(self.vnodes.ResetToStep, node_pb2.ResetToStepRequest(
+            network=network, step=step, fence_run=fence_run, reinitialize=reinitialize))
+
+    def save(self, network: str, vnode: str) -> SavedState:
+        reply = self._call(self.vnodes.Save, node_pb2.SaveRequest(network=network, vnode=vnode))
+        return {t.name: codec.decode_tensor(t.tensor) for t in reply.tensors}, int(reply.step)
+
+    def save_to_storage(self, network: str, vnode: str) -> tuple[str, int]:
+        reply = self._call(self.vnodes.Save, node_pb2.SaveRequest(network=network, vnode=vnode, to_storage=True))
+        return reply.digest, int(reply.size)
+
+    def load(self, network: str, vnode: str, step: int, tensors: dict[str, torch.Tensor]) -> None:
+        self._call(self.vnodes.Load, node_pb2.LoadRequest(network=network, vnode=vnode, step=step, tensors=[
+            common_pb2.NamedTensor(name=k, tensor=codec.encode_tensor(t)) for k, t in tensors.items()]))
+
+    def load_from_storage(self, network: str, vnode: str, step: int, digest: str) -> None:
+        self._call(self.vnodes.Load, node_pb2.LoadRequest(network=network, vnode=vnode, step=step, digest=digest))
+
+    def list_vnodes(self, network: str = "") -> list[LocalVNode]:
+        reply = self._call(self.admin.ListLocalVNodes, node_pb2.ListLocalVNodesRequest(network=network))
+        return [LocalVNode(v.network, v.vnode, v.type, int(v.step), int(v.memory_bytes)) for v in reply.vnodes]
+
+    def drop(self, network: str, vnode: str = "") -> bool:
+        reply = self._call(self.admin.DropLocalVNode, node_pb2.DropLocalVNodeRequest(network=network, vnode=vnode))
+        return bool(reply.dropped)
+
+    def close(self) -> None:
+        """Channels belong to the connector that made this client."""
+
+
+class GrpcConnector:
+    """The orchestrator's `Connector` over gRPC: one channel per PNode address."""
+
+    def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout: float = 600.0) -> None:
+        self.channels = _Channels(max_message_bytes)
+        self.timeout = timeout
+        self._hops = GrpcHopTransport(max_message_bytes, channels=self.channels)
+
+    def pnode(self, address: str) -> GrpcPNodeClient:
+        return GrpcPNodeClient(self.channels.get(address), self.timeout)
+
+    def hops(self) -> GrpcHopTransport:
+        return self._hops
+
+    def close(self) -> None:
+        self.channels.close()

@@ -1,0 +1,116 @@
+"""The small interfaces the runtime needs from a transport, and nothing more.
+
+- `PNodeClient`: what the orchestrator asks of one PNode (placement, runs, the end of a
+  step, state), used by the driver, checkpoints and sessions;
+- `HopTransport`: fire-and-forget delivery of hops to a PNode by address, used by PNodes
+  (between VNodes) and by the driver (network inputs);
+- `OrchestratorLink`: what a PNode asks of the orchestrator (membership, reports, blobs);
+- `Connector`: how the orchestrator gets a `PNodeClient` for an address.
+
+gRPC implements them in `dcnr.transport.grpc`, an in-process fabric in
+`dcnr.transport.memory` (fast tests), and `dcnr.transport.shaping` wraps any
+`HopTransport` with per-link latency, bandwidth and jitter. Failures are `dcnr.errors`
+classes: `Unavailable` / `DeadlineExceeded` when a peer cannot be reached in time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+
+from dcnr.transport.messages import Hop, LocalVNode, Membership, Placement, Report, Run
+
+SavedState = tuple[dict[str, torch.Tensor], int]  # a VNode's state tensors and its step
+
+
+class PNodeClient(Protocol):
+    """The orchestrator's handle on one PNode."""
+
+    def place_network(self, placement: Placement) -> int:
+        """Tell the PNode a network's definition and where every VNode lives; returns how many it hosts."""
+        ...
+
+    def begin_run(self, run: Run) -> None: ...
+
+    def check_finite(self, network: str) -> bool:
+        """Whether every accumulated gradient of the hosted VNodes is finite (fp16 loss scaling)."""
+        ...
+
+    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool) -> dict[str, float]:
+        """End the step: apply (or skip) each hosted VNode's optimizer; returns learning rates by VNode."""
+        ...
+
+    def reset_to_step(self, network: str, step: int, fence_run: str = "", reinitialize: bool = False) -> None:
+        """Drop unfinished work and gradients, put the network at `step`, refuse `fence_run`'s late
+        messages; with `reinitialize`, hosted VNodes are dropped and rebuilt from the seed when used."""
+        ...
+
+    def save(self, network: str, vnode: str) -> SavedState: ...
+
+    def save_to_storage(self, network: str, vnode: str) -> tuple[str, int]:
+        """The PNode writes the VNode's state as a blob through storage; returns (sha256, bytes)."""
+        ...
+
+    def load(self, network: str, vnode: str, step: int, tensors: dict[str, torch.Tensor]) -> None: ...
+
+    def load_from_storage(self, network: str, vnode: str, step: int, digest: str) -> None: ...
+
+    def list_vnodes(self, network: str = "") -> list[LocalVNode]: ...
+
+    def drop(self, network: str, vnode: str = "") -> bool:
+        """Drop one VNode, or (no VNode named) everything of the network."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class HopTransport(Protocol):
+    """Delivers hops to the PNode listening at an address."""
+
+    def send(self, address: str, hop: Hop, on_error: Callable[[Exception], None]) -> None:
+        """Send without waiting; `on_error` is called (on another thread) if delivery fails."""
+        ...
+
+    def send_now(self, address: str, hop: Hop, timeout: float) -> None:
+        """Send and wait for the receiver's acknowledgement (raises on failure)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class OrchestratorLink(Protocol):
+    """A PNode's handle on its orchestrator."""
+
+    def register(self, member: Membership) -> float:
+        """Join the fleet; returns the heartbeat interval in seconds."""
+        ...
+
+    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> None:
+        """`NotFound` when the orchestrator forgot this PNode (it must register again)."""
+        ...
+
+    def unregister(self, pnode: str) -> None: ...
+
+    def report(self, pnode: str, reports: Sequence[Report]) -> None: ...
+
+    def put_blob(self, pnode: str, data: bytes) -> str:
+        """Store a checkpoint blob; returns its sha256."""
+        ...
+
+    def get_blob(self, pnode: str, digest: str) -> bytes:
+        """A blob's bytes, checked against its name (`DataLoss` otherwise)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Connector(Protocol):
+    """Clients to PNodes by address, for the orchestrator."""
+
+    def pnode(self, address: str) -> PNodeClient: ...
+
+    def hops(self) -> HopTransport: ...
+
+    def close(self) -> None: ...
