@@ -109,6 +109,22 @@ class Checkpoints:
         self.blobs.put_manifest(f"{spec.name}/{step:012d}.json", json.dumps(manifest, sort_keys=True).encode())
         return manifest
 
+    def mark_loaded(self, network: str, loaded: bool = True) -> None:
+        """Record that a network's parameters were loaded from outside (an import or a clone), so they are
+        not the seed's even at step 0; `loaded=False` clears it (a redefined network starts from its seed)."""
+        key = f"loaded/{network}"
+        if loaded:
+            self.blobs.objects.put(key, json.dumps({"network": network, "at": time.time()}).encode())
+        elif self.blobs.objects.exists(key):
+            self.blobs.objects.delete(key)
+
+    def from_seed(self, network: str, step: int) -> bool:
+        """Whether a network at `step` still has the seed's initial parameters: never trained, never
+        loaded from outside, never checkpointed with uploaded state."""
+        if step != 0 or self.blobs.objects.exists(f"loaded/{network}"):
+            return False
+        return all(m.get("origin") == SEED_ORIGIN for m in self.list(network))
+
     def list(self, network: str) -> list[dict[str, Any]]:
         """Manifests of a network, oldest first (a manifest that cannot be read is skipped, never used)."""
         out = []

@@ -32,7 +32,7 @@ from dcnr.orchestrator.datastore import DataStore, check_name
 from dcnr.orchestrator.driver import Driver, Inbox, Members, StepFailed
 from dcnr.orchestrator.fleet import Fleet
 from dcnr.orchestrator.placement import PlacementError
-from dcnr.orchestrator.sessions import IMPORTED, Sessions
+from dcnr.orchestrator.sessions import Sessions
 from dcnr.orchestrator.storage_service import StorageServicer
 from dcnr.orchestrator.store import AlreadyExists, NetworkRecord, NotFound, SessionRecord, SQLiteStore
 from dcnr.proto.status import StatusTable, statuses
@@ -192,7 +192,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             self.o.store.update_network(request.name, request.yaml)
             self.o.store.set_network_step(request.name, 0)
             self.o.store.set_placements(request.name, {})
-            self.o.store.delete_blob_record(IMPORTED, request.name)  # back to the seed's parameters
+            self.o.checkpoints.mark_loaded(request.name, False)  # back to the seed's parameters
             self.o.driver.forget(request.name)
             return self._info(self.o.store.get_network(request.name))
         raise AssertionError("unreachable: abort raises")
@@ -218,7 +218,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             self.o.store.get_network(request.name)
             self._refuse_if_training(request.name)
             self.o.driver.forget(request.name)
-            self.o.store.delete_blob_record(IMPORTED, request.name)
+            self.o.checkpoints.mark_loaded(request.name, False)
             return orchestrator_pb2.DeleteResponse(deleted=self.o.store.delete_network(request.name))
         raise AssertionError("unreachable: abort raises")
 
@@ -263,13 +263,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         state = read_artifact(blob, spec)
         step = int(meta.get("step", "0"))
         self.o.store.create_network(NetworkRecord(spec.name, meta["yaml"], step=step))
-        self.o.store.put_blob_record(IMPORTED, spec.name, {"name": spec.name, "step": step})
+        self.o.checkpoints.mark_loaded(spec.name)
         try:
             net = self.o.driver.network(spec.name)
             with net.lock:
                 checkpoints.restore(self.o.driver, net, state, step)
         except BaseException:
-            self.o.store.delete_blob_record(IMPORTED, spec.name)
+            self.o.checkpoints.mark_loaded(spec.name, False)
             self.o.driver.forget(spec.name)
             self.o.store.delete_network(spec.name)  # nothing half-imported stays behind
             raise

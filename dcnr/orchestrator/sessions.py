@@ -34,7 +34,6 @@ FINAL = ("completed", "failed")
 # NotFound and Conflict: a PNode that restarted, or holds a placement that changed meanwhile
 RECOVERABLE: tuple[type[BaseException], ...] = (Aborted, ResourceExhausted, Unavailable, DeadlineExceeded, NotFound,
                                                 Conflict, ConnectionError)
-IMPORTED = "imported-network"  # blob-record kind marking networks whose step-0 state is not the seed's
 EVENT_MEMORY = 100_000  # step events kept per session for listeners that join late
 
 
@@ -266,16 +265,7 @@ class Sessions:
         return manifest
 
     def _from_seed(self, network: str) -> bool:
-        """Whether the network's parameters are still the seed's initial ones: never trained, never loaded
-        from an artifact, never checkpointed with state."""
-        if self.driver.network(network).step != 0:
-            return False
-        try:
-            self.store.get_blob_record(IMPORTED, network)
-            return False
-        except NotFound:
-            pass
-        return all(m.get("origin") == checkpoints.SEED_ORIGIN for m in self.checkpoints.list(network))
+        return self.checkpoints.from_seed(network, self.driver.network(network).step)
 
     def _retrying(self, rec: SessionRecord, live: _Live, what: str, attempt: Callable[[bool], _T]) -> _T:
         """`attempt(again)` until it returns, backing off while PNodes die, are declared dead or come back;

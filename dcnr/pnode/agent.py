@@ -80,7 +80,7 @@ class PNode:
         # the first optimizer of a process imports a lot of torch: do it now, not in the first step
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])
         self.runtime.start()
-        self.server, port = serve_pnode(self.runtime, self.link, f"{self.bind}:{self.port}",
+        self.server, port = serve_pnode(self.runtime, f"{self.bind}:{self.port}",
                                         max_message_bytes=self.max_message_bytes)
         self.address = f"{self.advertise or self.bind}:{port}"
         interval = self._register(deadline=time.monotonic() + REGISTER_WAIT)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from dcnr.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dcnr.pnode.host import BudgetExceeded, VNodeHost
@@ -376,6 +378,22 @@ class PNodeRuntime:
                 other.step = step
 
         self.call(run)
+
+    def save_to_storage(self, network: str, vnode: str) -> tuple[str, int]:
+        """Write a hosted VNode's state as a safetensors blob through the orchestrator's storage;
+        returns (sha256, bytes)."""
+        if self.link is None:
+            raise Unavailable(f"PNode {self.id} has no checkpoint storage")
+        tensors, _ = self.save(network, vnode)
+        data = bytes(save_safetensors({k: t.contiguous() for k, t in tensors.items()}))
+        return self.link.put_blob(self.id, data), len(data)
+
+    def load_from_storage(self, network: str, vnode: str, step: int, digest: str) -> None:
+        """Load a hosted VNode's state from a stored blob (its hash checked against its name)."""
+        if self.link is None:
+            raise Unavailable(f"PNode {self.id} has no checkpoint storage")
+        self._check_mine(network, vnode)
+        self.load(network, vnode, load_safetensors(self.link.get_blob(self.id, digest)), step)
 
     def _check_mine(self, network: str, vnode: str) -> None:
         net = self._net(network)

@@ -5,7 +5,8 @@
 - `HopTransport`: fire-and-forget delivery of hops to a PNode by address, used by PNodes
   (between VNodes) and by the driver (network inputs);
 - `OrchestratorLink`: what a PNode asks of the orchestrator (membership, reports, blobs);
-- `Connector`: how the orchestrator gets a `PNodeClient` for an address.
+- `Connector`: how the orchestrator gets a `PNodeClient` for an address;
+- `MembershipService`: what the orchestrator does for PNodes that join, beat, leave and report.
 
 gRPC implements them in `dcnr.transport.grpc`, an in-process fabric in
 `dcnr.transport.memory` (fast tests), and `dcnr.transport.shaping` wraps any
@@ -104,6 +105,17 @@ class OrchestratorLink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class MembershipService(Protocol):
+    """What the orchestrator does for `NodeManagementService` (its fleet and inbox)."""
+
+    heartbeat_interval: float
+
+    def register(self, member: Membership) -> None: ...
+    def unregister(self, pnode: str) -> bool: ...
+    def heartbeat(self, pnode: str, load: float) -> None: ...
+    def deliver(self, pnode: str, reports: Sequence[Report]) -> None: ...
 
 
 class Connector(Protocol):

@@ -1,94 +1,228 @@
-"""The PNode work loop on its own: duplicates, late messages and per-task timeouts."""
+"""The PNode work loop on its own: runs, per-PNode completion, duplicates, late and stale messages,
+per-task timeouts, and what a PNode refuses."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Sequence
 
+import pytest
 import torch
 import yaml
 
 import dcnr
+from dcnr.errors import Conflict, InvalidArgument, NotFound
 from dcnr.pnode.runtime import PNodeRuntime
-from dcnr.proto.v2 import common_pb2, node_pb2
+from dcnr.runtime.graph import backward_set
 from dcnr.spec.transformer import transformer_lm
+from dcnr.transport.memory import MemoryFabric, MemoryHopTransport
+from dcnr.transport.messages import Hop, Membership, Placement, Report, Run, network_digest
 
 
 class RecordingLink:
-    """Stands in for the orchestrator: every VNode is local, reports are kept."""
+    """Stands in for the orchestrator: reports are kept."""
 
-    def __init__(self, spec: dcnr.NetworkSpec) -> None:
-        self.text = spec.source
-        self.events: list[node_pb2.ProgressEvent] = []
+    def __init__(self) -> None:
+        self.reports: list[Report] = []
 
-    def network_yaml(self, name: str) -> str:
-        return self.text
+    def register(self, member: Membership) -> float:
+        return 30.0
 
-    def vocabulary_json(self, name: str) -> str:
-        raise ValueError(f"unknown vocabulary {name!r}")
+    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> None:
+        pass
 
-    def locate(self, network: str, vnode: str, refresh: bool) -> tuple[str, str]:
-        return "me", ""
+    def unregister(self, pnode: str) -> None:
+        pass
 
-    def report(self, events: list[node_pb2.ProgressEvent]) -> None:
-        self.events.extend(events)
+    def report(self, pnode: str, reports: Sequence[Report]) -> None:
+        self.reports.extend(reports)
+
+    def put_blob(self, pnode: str, data: bytes) -> str:
+        raise NotImplementedError
+
+    def get_blob(self, pnode: str, digest: str) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
 
 
-def make(task_timeout: float = 300.0) -> tuple[PNodeRuntime, RecordingLink]:
-    doc = transformer_lm("rt", blocks=1, heads=2, head_dim=4, dim=8, seq_len=6, vocab_size=30, dropout=0.0)
-    spec = dcnr.parse_network(yaml.safe_dump(doc))
-    link = RecordingLink(spec)
-    runtime = PNodeRuntime("me", link, task_timeout=task_timeout)
-    runtime.start()
-    return runtime, link
+TEXT = yaml.safe_dump(transformer_lm("rt", blocks=1, heads=2, head_dim=4, dim=8, seq_len=6, vocab_size=30,
+                                     dropout=0.0))
+SPEC = dcnr.parse_network(TEXT)
 
 
-def wait_for(predicate: object, timeout: float = 10.0) -> None:
+def placement(version: int = 1, assignments: dict[str, str] | None = None, step: int = 0) -> Placement:
+    return Placement("rt", TEXT, 0, network_digest(TEXT), version, step,
+                     assignments or dict.fromkeys(SPEC.nodes, "me"), {"me": "mem:me", "other": "mem:other"})
+
+
+def train_run(run_id: str = "r1", step: int = 0, micro_batches: int = 1, version: int = 1) -> Run:
+    return Run("rt", run_id, step, "train", micro_batches, 1.0 / micro_batches, (), network_digest(TEXT), version)
+
+
+@pytest.fixture()
+def make() -> Iterator[Callable[..., tuple[PNodeRuntime, RecordingLink]]]:
+    made: list[PNodeRuntime] = []
+
+    def build(task_timeout: float = 300.0) -> tuple[PNodeRuntime, RecordingLink]:
+        link = RecordingLink()
+        runtime = PNodeRuntime("me", MemoryHopTransport(MemoryFabric()), link, task_timeout=task_timeout)
+        runtime.start()
+        made.append(runtime)
+        return runtime, link
+
+    yield build
+    for r in made:
+        r.stop()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.02)
 
 
-def test_a_train_step_runs_to_completion_and_duplicates_are_ignored() -> None:
+def inputs(run: Run, mb: int = 0) -> list[Hop]:
+    tokens = torch.randint(0, 30, (2, 6), generator=torch.Generator().manual_seed(mb))
+    return [Hop("rt", run.id, mb, "fwd", "embedder", 0, tokens), Hop("rt", run.id, mb, "fwd", "loss", 1, tokens)]
+
+
+def test_a_train_step_reports_its_cost_and_one_done_per_micro_batch(make: Callable[..., tuple[PNodeRuntime,
+                                                                                              RecordingLink]]) -> None:
     runtime, link = make()
-    try:
-        meta = common_pb2.RequestId(network="rt", run="r1", step=0, micro_batch=0, kind="train", grad_scale=1.0)
-        tokens = torch.randint(0, 30, (2, 6), generator=torch.Generator().manual_seed(0))
-        assert runtime.submit("fwd", meta, "embedder", 0, tokens)
-        assert runtime.submit("fwd", meta, "loss", 1, tokens)
-        assert not runtime.submit("fwd", meta, "loss", 1, tokens)  # a duplicate hop is refused at the door
-        live = len(dcnr.runtime.executor.backward_set(runtime.view("rt").spec))
-        wait_for(lambda: sum(e.kind == node_pb2.ProgressEvent.BACKWARD_DONE for e in link.events) == live)
-        costs = [e for e in link.events if e.kind == node_pb2.ProgressEvent.OUTPUT]
-        assert [e.vnode for e in costs] == ["loss"]
-        assert not [e for e in link.events if e.kind == node_pb2.ProgressEvent.FAILED]
-        assert runtime.stats["hops_sent"] == 0 and runtime.stats["local_hops"] > 0
-    finally:
-        runtime.stop()
+    assert runtime.place(placement()) == len(SPEC.nodes)
+    run = train_run(micro_batches=2)
+    runtime.begin_run(run)
+    for mb in range(2):
+        for hop in inputs(run, mb):
+            assert runtime.submit(hop)
+    assert not runtime.submit(inputs(run, 1)[1])  # a duplicate hop is refused at the door
+    wait_for(lambda: sum(r.kind == "done" for r in link.reports) == 2)
+    assert sorted(r.micro_batch for r in link.reports if r.kind == "done") == [0, 1]  # one per micro-batch
+    assert [(r.vnode, r.micro_batch) for r in link.reports if r.kind == "output"] == [("loss", 0), ("loss", 1)]
+    assert not [r for r in link.reports if r.kind == "failed"]
+    assert runtime.stats["hops_sent"] == 0 and runtime.stats["local_hops"] > 0  # nothing left the process
+    lrs = runtime.apply_update("rt", 1, 1.0, True)
+    assert set(lrs) == {v.id for _, v in runtime.host.local("rt") if v.params}
+    assert {v.step for _, v in runtime.host.local("rt")} == {1}
 
 
-def test_late_training_messages_are_dropped() -> None:
+def test_a_pnode_reports_done_only_for_its_own_backward_vnodes(make: Callable[..., tuple[PNodeRuntime,
+                                                                                        RecordingLink]]) -> None:
+    """With half the network elsewhere, hops for the other half leave through the transport, and this
+    PNode never claims a micro-batch it has not finished."""
     runtime, link = make()
-    try:
-        runtime.view("rt")
-        runtime.call(lambda: runtime.update("rt", 1.0, True, False, step=3))
-        late = common_pb2.RequestId(network="rt", run="old", step=2, micro_batch=0, kind="train", grad_scale=1.0)
-        runtime.submit("fwd", late, "embedder", 0, torch.zeros(1, 6, dtype=torch.long))
-        runtime.call(lambda: None)  # the queue has been worked through
-        assert runtime.host.local("rt") == [] and link.events == []  # nothing was even created
-    finally:
-        runtime.stop()
+    order = SPEC.topo_order
+    assignments = {nid: ("me" if i < len(order) // 2 else "other") for i, nid in enumerate(order)}
+    runtime.place(placement(assignments=assignments))
+    run = train_run()
+    runtime.begin_run(run)
+    runtime.submit(inputs(run)[0])
+    runtime.call(lambda: None)
+    wait_for(lambda: bool([r for r in link.reports if r.kind == "failed"]))
+    failed = [r for r in link.reports if r.kind == "failed"][0]
+    assert "mem:other" in failed.error  # the hop went to the other PNode's address (nobody serves it here)
+    assert not [r for r in link.reports if r.kind == "done"]
+    assert len(backward_set(SPEC)) > 0
 
 
-def test_requests_waiting_past_the_task_timeout_are_dropped_and_reported() -> None:
+def test_late_and_fenced_messages_are_dropped(make: Callable[..., tuple[PNodeRuntime, RecordingLink]]) -> None:
+    runtime, link = make()
+    runtime.place(placement())
+    old = train_run("old", step=0)
+    runtime.begin_run(old)
+    runtime.apply_update("rt", 3, 1.0, True)  # the network moved on to step 3
+    runtime.submit(inputs(old)[0])
+    runtime.call(lambda: None)  # the queue has been worked through
+    assert all(not v.holds(dcnr.runtime.vnode.RequestId(0, 0, "train")) for _, v in runtime.host.local("rt"))
+    with pytest.raises(Conflict, match="step 0"):
+        runtime.begin_run(train_run("again", step=0))  # a run of a step this PNode has moved past
+    fenced = train_run("fenced", step=3)
+    runtime.begin_run(fenced)
+    runtime.reset_to_step("rt", 3, fence_run="fenced")
+    assert not runtime.submit(inputs(fenced)[0])  # an abandoned run's late hops are dropped at the door
+    assert link.reports == []
+
+
+def test_runs_on_another_placement_or_definition_are_refused(make: Callable[..., tuple[PNodeRuntime,
+                                                                                      RecordingLink]]) -> None:
+    runtime, _ = make()
+    runtime.place(placement(version=7))
+    with pytest.raises(Conflict, match="placement 6"):
+        runtime.begin_run(train_run(version=6))
+    with pytest.raises(Conflict):
+        runtime.begin_run(Run("rt", "x", 0, "train", 1, 1.0, (), "0" * 64, 7))
+    with pytest.raises(NotFound, match="unknown"):
+        runtime.submit(inputs(train_run("never-begun"))[0])  # hops need a run described first
+    with pytest.raises(InvalidArgument, match="digest"):
+        runtime.place(Placement("rt", TEXT + "\n", 0, network_digest(TEXT), 8, 0, dict.fromkeys(SPEC.nodes, "me"),
+                                {"me": "mem:me"}))
+
+
+def test_hops_naming_vnodes_slots_or_edges_that_do_not_fit_are_refused(
+        make: Callable[..., tuple[PNodeRuntime, RecordingLink]]) -> None:
+    runtime, _ = make()
+    order = SPEC.topo_order
+    runtime.place(placement(assignments={nid: ("me" if nid != order[-1] else "other") for nid in order}))
+    run = train_run()
+    runtime.begin_run(run)
+    x = torch.zeros(1, 6, dtype=torch.long)
+    with pytest.raises(NotFound, match="no VNode"):
+        runtime.submit(Hop("rt", run.id, 0, "fwd", "nope", 0, x))
+    with pytest.raises(NotFound, match="not placed on PNode me"):
+        runtime.submit(Hop("rt", run.id, 0, "fwd", order[-1], 0, x))
+    with pytest.raises(InvalidArgument, match="input slot"):
+        runtime.submit(Hop("rt", run.id, 0, "fwd", "embedder", 5, x))
+    with pytest.raises(InvalidArgument, match="micro-batch"):
+        runtime.submit(Hop("rt", run.id, 3, "fwd", "embedder", 0, x))
+    with pytest.raises(InvalidArgument, match="does not leave"):
+        runtime.submit(Hop("rt", run.id, 0, "bwd", "embedder", 10_000, None))
+
+
+def test_a_new_placement_drops_vnodes_that_moved_away(make: Callable[..., tuple[PNodeRuntime,
+                                                                               RecordingLink]]) -> None:
+    runtime, _ = make()
+    runtime.place(placement())
+    run = train_run()
+    runtime.begin_run(run)
+    for hop in inputs(run):
+        runtime.submit(hop)
+    wait_for(lambda: len(runtime.host.local("rt")) == len(SPEC.nodes))
+    moved = {nid: ("other" if nid.startswith("block") else "me") for nid in SPEC.nodes}
+    kept = sum(p == "me" for p in moved.values())
+    assert runtime.place(placement(version=2, assignments=moved)) == kept
+    assert {v.id for _, v in runtime.host.local("rt")} == {n for n, p in moved.items() if p == "me"}
+
+
+def test_micro_batches_waiting_past_the_task_timeout_are_dropped_and_reported(
+        make: Callable[..., tuple[PNodeRuntime, RecordingLink]]) -> None:
     runtime, link = make(task_timeout=0.3)
-    try:
-        meta = common_pb2.RequestId(network="rt", run="r", step=0, micro_batch=0, kind="train", grad_scale=1.0)
-        runtime.submit("fwd", meta, "loss", 1, torch.zeros(2, 6, dtype=torch.long))  # slot 0 never comes
-        wait_for(lambda: any(e.kind == node_pb2.ProgressEvent.FAILED for e in link.events), timeout=10)
-        failed = next(e for e in link.events if e.kind == node_pb2.ProgressEvent.FAILED)
-        assert "timed out" in failed.error and "loss" in failed.error
-        assert runtime.stats["refused"] == 1
-        assert not runtime.host.vnode("rt", "loss").holds(dcnr.runtime.vnode.RequestId(0, 0, "train"))
-    finally:
-        runtime.stop()
+    runtime.place(placement())
+    run = train_run()
+    runtime.begin_run(run)
+    runtime.submit(inputs(run)[1])  # the loss's targets; its prediction never comes
+    wait_for(lambda: any(r.kind == "failed" for r in link.reports))
+    failed = next(r for r in link.reports if r.kind == "failed")
+    assert "timed out" in failed.error and "loss" in failed.error
+    assert runtime.stats["refused"] == 1
+    assert not runtime.host.vnode("rt", "loss").holds(dcnr.runtime.vnode.RequestId(0, 0, "train"))
+
+
+def test_reinitializing_rebuilds_vnodes_from_the_seed(make: Callable[..., tuple[PNodeRuntime,
+                                                                               RecordingLink]]) -> None:
+    runtime, link = make()
+    runtime.place(placement())
+    initial, _ = runtime.save("rt", "embedder")
+    run = train_run()
+    runtime.begin_run(run)
+    for hop in inputs(run):
+        runtime.submit(hop)
+    wait_for(lambda: any(r.kind == "done" for r in link.reports))
+    runtime.apply_update("rt", 1, 1.0, True)
+    trained, step = runtime.save("rt", "embedder")
+    assert step == 1 and not torch.equal(trained["param/weight"], initial["param/weight"])
+    runtime.reset_to_step("rt", 0, reinitialize=True)
+    again, step = runtime.save("rt", "embedder")
+    assert step == 0 and torch.equal(again["param/weight"], initial["param/weight"])

@@ -9,7 +9,7 @@ small handler kept for exactly that purpose.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
@@ -20,23 +20,13 @@ from dcnr.storage import BlobStore, http_get, http_put
 from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.errors import from_rpc_error
 from dcnr.transport.grpc.pnode import DEFAULT_MAX_MESSAGE_BYTES, channel_options
+from dcnr.transport.interfaces import MembershipService
 from dcnr.transport.messages import Membership, Report
 
 CHUNK = 1 << 20
 REPORT_KINDS: dict[Any, Any] = {"output": node_pb2.ProgressEvent.OUTPUT, "failed": node_pb2.ProgressEvent.FAILED,
                                  "done": node_pb2.ProgressEvent.MICRO_BATCH_DONE}
 REPORT_NAMES: dict[Any, Any] = {v: k for k, v in REPORT_KINDS.items()}
-
-
-class MembershipService(Protocol):
-    """What the orchestrator does for `NodeManagementService` (implemented by its fleet and inbox)."""
-
-    heartbeat_interval: float
-
-    def register(self, member: Membership) -> None: ...
-    def unregister(self, pnode: str) -> bool: ...
-    def heartbeat(self, pnode: str, load: float) -> None: ...
-    def deliver(self, pnode: str, reports: Sequence[Report]) -> None: ...
 
 
 def report_to_pb(r: Report) -> node_pb2.ProgressEvent:

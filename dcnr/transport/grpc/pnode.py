@@ -18,16 +18,13 @@ from typing import Any
 
 import grpc
 import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from dcnr import __version__
-from dcnr.errors import Unavailable
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc
 from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.errors import from_rpc_error, guarded
-from dcnr.transport.interfaces import OrchestratorLink, SavedState
+from dcnr.transport.interfaces import SavedState
 from dcnr.transport.messages import Hop, LocalVNode, Placement, Run
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
@@ -84,9 +81,8 @@ def _local_pb(v: LocalVNode) -> node_pb2.LocalVNode:
 class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
     """The step protocol. Hop handlers check, decode and enqueue; the compute thread does the work."""
 
-    def __init__(self, runtime: PNodeRuntime, link: OrchestratorLink | None) -> None:
+    def __init__(self, runtime: PNodeRuntime) -> None:
         self.runtime = runtime
-        self.link = link
 
     def PlaceNetwork(self, request: node_pb2.PlaceNetworkRequest,
                      context: grpc.ServicerContext) -> node_pb2.PlaceNetworkResponse:
@@ -129,25 +125,20 @@ class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
 
     def Save(self, request: node_pb2.SaveRequest, context: grpc.ServicerContext) -> node_pb2.SaveResponse:
         """A VNode's state, in the reply or written as a blob through the orchestrator's storage."""
-        tensors, step = self.runtime.save(request.network, request.vnode)
         if request.to_storage:
-            if self.link is None:
-                raise Unavailable("this PNode has no checkpoint storage")
-            data = bytes(save_safetensors({k: t.contiguous() for k, t in tensors.items()}))
-            return node_pb2.SaveResponse(step=step, digest=self.link.put_blob(self.runtime.id, data), size=len(data))
+            digest, size = self.runtime.save_to_storage(request.network, request.vnode)
+            return node_pb2.SaveResponse(digest=digest, size=size)
+        tensors, step = self.runtime.save(request.network, request.vnode)
         return node_pb2.SaveResponse(step=step, tensors=[
             common_pb2.NamedTensor(name=k, tensor=codec.encode_tensor(t)) for k, t in sorted(tensors.items())])
 
     def Load(self, request: node_pb2.LoadRequest, context: grpc.ServicerContext) -> node_pb2.LoadResponse:
         """Replace a VNode's state with what `Save` returned, or with a stored blob."""
         if request.digest:
-            if self.link is None:
-                raise Unavailable("this PNode has no checkpoint storage")
-            self.runtime._check_mine(request.network, request.vnode)
-            tensors = load_safetensors(self.link.get_blob(self.runtime.id, request.digest))
+            self.runtime.load_from_storage(request.network, request.vnode, int(request.step), request.digest)
         else:
             tensors = {t.name: codec.decode_tensor(t.tensor) for t in request.tensors}
-        self.runtime.load(request.network, request.vnode, tensors, int(request.step))
+            self.runtime.load(request.network, request.vnode, tensors, int(request.step))
         return node_pb2.LoadResponse(loaded=True)
 
     def Health(self, request: common_pb2.HealthRequest, context: grpc.ServicerContext) -> common_pb2.HealthResponse:
@@ -176,12 +167,12 @@ class PNodeServicer(node_pb2_grpc.PNodeServiceServicer):
         return node_pb2.DropLocalVNodeResponse(dropped=self.runtime.drop(request.network, request.vnode))
 
 
-def serve_pnode(runtime: PNodeRuntime, link: OrchestratorLink | None, address: str = "127.0.0.1:0",
+def serve_pnode(runtime: PNodeRuntime, address: str = "127.0.0.1:0",
                 threads: int = 8, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple[grpc.Server, int]:
     """Start a PNode's gRPC server; returns it and the bound port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pnode-rpc"),
                          options=channel_options(max_message_bytes))
-    node_pb2_grpc.add_VNodeServiceServicer_to_server(guarded(VNodeServicer(runtime, link)), server)
+    node_pb2_grpc.add_VNodeServiceServicer_to_server(guarded(VNodeServicer(runtime)), server)
     node_pb2_grpc.add_PNodeServiceServicer_to_server(guarded(PNodeServicer(runtime)), server)
     port = server.add_insecure_port(address)
     if port == 0:
