@@ -187,6 +187,11 @@ class PNodeRuntime:
     def submit(self, hop: Hop) -> bool:
         """Check and queue a hop from a peer (or the orchestrator); False when it is a duplicate."""
         net = self._net(hop.network)
+        node = net.spec.nodes.get(hop.vnode)
+        if node is None:
+            raise NotFound(f"network {hop.network!r} has no VNode {hop.vnode!r}")
+        if hop.vnode not in net.mine:
+            raise NotFound(f"VNode {hop.vnode!r} of network {hop.network!r} is not placed on PNode {self.id}")
         with self._lock:
             run = net.runs.get(hop.run)
             fenced = hop.run in self._fenced
@@ -194,11 +199,6 @@ class PNodeRuntime:
             return False
         if run is None:
             raise NotFound(f"run {hop.run!r} of network {hop.network!r} is unknown to PNode {self.id}")
-        node = net.spec.nodes.get(hop.vnode)
-        if node is None:
-            raise NotFound(f"network {hop.network!r} has no VNode {hop.vnode!r}")
-        if hop.vnode not in net.mine:
-            raise NotFound(f"VNode {hop.vnode!r} of network {hop.network!r} is not placed on PNode {self.id}")
         if not 0 <= hop.micro_batch < run.micro_batches:
             raise InvalidArgument(f"run {run.id} has {run.micro_batches} micro-batch(es), got {hop.micro_batch}")
         if hop.op == "fwd" and hop.index >= node.impl.num_inputs:

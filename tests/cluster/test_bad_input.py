@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import math
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,12 @@ from cluster_helpers import Cluster, add_data, small_lm_yaml
 import dcnr
 from dcnr.orchestrator.server import Orchestrator
 from dcnr.pnode.runtime import PNodeRuntime
-from dcnr.pnode.service import serve
-from dcnr.transport.grpc import codec
 from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.proto.version import PROTOCOL_VERSION
+from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.codec import version_message
+from dcnr.transport.grpc.pnode import GrpcHopTransport, GrpcPNodeClient, serve_pnode
+from dcnr.transport.messages import Placement, network_digest
 
 TIMEOUT = 20  # seconds, on every call
 LIMIT = 64 * 1024  # the message size limit of the servers built here
@@ -69,14 +69,11 @@ def named(**values: Any) -> list[orchestrator_pb2.NamedValue]:
     return out
 
 
-def hop(vnode: str = "embedder", value: Any = None, *, network: str = "small", kind: str = "train", step: int = 0,
-        slot: int = 0, version: common_pb2.ProtocolVersion | None = None) -> node_pb2.HopRequest:
+def hop(vnode: str = "embedder", value: Any = None, *, network: str = "small", slot: int = 0) -> node_pb2.HopRequest:
     if value is None:
         value = torch.zeros(1, SEQ, dtype=torch.long)
     msg = value if isinstance(value, common_pb2.Value) else codec.encode_value(value)
-    return node_pb2.HopRequest(version=version or version_message(), vnode=vnode, slot=slot, value=msg,
-                               request=common_pb2.RequestId(network=network, run="test", step=step, kind=kind),
-                               sender="test")
+    return node_pb2.HopRequest(network=network, run="test", vnode=vnode, slot=slot, value=msg, sender="test")
 
 
 def bad_bytes() -> common_pb2.Value:
@@ -94,13 +91,10 @@ def vnode_stub(channels: list[grpc.Channel], address: str) -> node_pb2_grpc.VNod
     return node_pb2_grpc.VNodeServiceStub(channel)
 
 
-def assert_pnode_serves(stub: node_pb2_grpc.VNodeServiceStub, network: str = "small") -> None:
-    """Health answers, and a real (inference) hop to the embedder computes its output."""
+def assert_pnode_serves(stub: node_pb2_grpc.VNodeServiceStub) -> None:
+    """Health answers with our protocol version (runs across the fleet are checked by `assert_serving`)."""
     health = stub.Health(common_pb2.HealthRequest(), timeout=TIMEOUT)
     assert health.status == "serving" and health.version.major == PROTOCOL_VERSION[0]
-    step = uuid.uuid4().int & ((1 << 62) - 1)
-    out = stub.Forward(hop(kind="infer", step=step, network=network), timeout=TIMEOUT).outputs
-    assert len(out) == 1 and codec.decode_value(out[0]).shape[:2] == (1, SEQ)
 
 
 def assert_serving(cluster: Cluster, channels: list[grpc.Channel]) -> None:
@@ -161,14 +155,15 @@ def test_registering_with_another_major_version_is_refused_naming_both_versions(
     assert_serving(cluster, channels)
 
 
-@pytest.mark.parametrize("method", ["ReceiveTrainRequest", "Forward", "ReceiveTrainResponse"])
-def test_a_hop_with_another_major_version_is_refused_by_the_pnode(
+@pytest.mark.parametrize("method", ["PlaceNetwork", "BeginRun"])
+def test_a_placement_or_run_with_another_major_version_is_refused_by_the_pnode(
         cluster: Cluster, pnode: node_pb2_grpc.VNodeServiceStub, channels: list[grpc.Channel], method: str) -> None:
-    if method == "ReceiveTrainResponse":
-        request: Any = node_pb2.GradientHop(version=ALIEN, vnode="embedder", edge=0, has_gradient=False,
-                                            request=common_pb2.RequestId(network="small", step=0, kind="train"))
+    if method == "PlaceNetwork":
+        text = small_lm_yaml()
+        request: Any = node_pb2.PlaceNetworkRequest(version=ALIEN, network="small", yaml=text,
+                                                    digest=network_digest(text))
     else:
-        request = hop(version=ALIEN, kind="infer" if method == "Forward" else "train")
+        request = node_pb2.BeginRunRequest(version=ALIEN, run=common_pb2.Run(network="small", id="r", kind="train"))
     refused(lambda: getattr(pnode, method)(request, timeout=TIMEOUT), grpc.StatusCode.FAILED_PRECONDITION,
             "incompatible protocol version 99.3.1", MINE)
     assert_serving(cluster, channels)
@@ -177,10 +172,20 @@ def test_a_hop_with_another_major_version_is_refused_by_the_pnode(
 def test_a_progress_report_with_another_major_version_is_refused(
         cluster: Cluster, channels: list[grpc.Channel]) -> None:
     report = node_pb2.ProgressReport(version=ALIEN, pnode="p0", events=[node_pb2.ProgressEvent(
-        kind=node_pb2.ProgressEvent.FAILED, vnode="embedder", error="x",
-        request=common_pb2.RequestId(network="small", run="r", kind="train"))])
+        kind=node_pb2.ProgressEvent.FAILED, vnode="embedder", error="x", network="small", run="r")])
     refused(lambda: cluster.nodes.ReportProgress(report, timeout=TIMEOUT), grpc.StatusCode.FAILED_PRECONDITION,
             "incompatible protocol version 99.3.1", MINE)
+    assert_serving(cluster, channels)
+
+
+def test_a_protocol_1_pnode_is_refused_with_a_clear_message(cluster: Cluster, channels: list[grpc.Channel]) -> None:
+    """A PNode of the previous major version calls `dcnr.v1`: it hears why, not UNIMPLEMENTED."""
+    channel = grpc.insecure_channel(cluster.address)
+    channels.append(channel)
+    register_v1 = channel.unary_unary("/dcnr.v1.NodeManagementService/RegisterPNode",
+                                      request_serializer=None, response_deserializer=None)
+    refused(lambda: register_v1(b"", timeout=TIMEOUT), grpc.StatusCode.FAILED_PRECONDITION,
+            "incompatible protocol version 1", MINE)
     assert_serving(cluster, channels)
 
 
@@ -203,9 +208,8 @@ def test_a_malformed_tensor_in_a_hop_is_invalid_argument(
 def test_a_malformed_gradient_in_a_hop_is_invalid_argument(
         cluster: Cluster, pnode: node_pb2_grpc.VNodeServiceStub, channels: list[grpc.Channel],
         value: Callable[[], common_pb2.Value], text: str) -> None:
-    request = node_pb2.GradientHop(version=version_message(), vnode="embedder", edge=0, has_gradient=True,
-                                   gradient=value().tensor,
-                                   request=common_pb2.RequestId(network="small", run="test", step=0, kind="train"))
+    request = node_pb2.GradientHop(network="small", run="test", vnode="embedder", edge=0, has_gradient=True,
+                                   gradient=value().tensor)
     refused(lambda: pnode.ReceiveTrainResponse(request, timeout=TIMEOUT), grpc.StatusCode.INVALID_ARGUMENT, text)
     assert_serving(cluster, channels)
 
@@ -243,7 +247,10 @@ def _upload(c: Cluster, vocabulary: str) -> orchestrator_pb2.DatasetInfo:
     return c.control.CreateDataset(iter(msgs), timeout=TIMEOUT)
 
 
-def _peer(c: Cluster, request: Any, method: str = "ReceiveTrainRequest") -> Any:
+def _peer(c: Cluster, request: Any, method: str = "ReceiveTrainRequest", placed: bool = False) -> Any:
+    if placed:  # a forward places the network on the PNodes
+        c.control.ForwardNetwork(orchestrator_pb2.ForwardRequest(network="small", inputs=named(tokens=ids(1, SEQ))),
+                                 timeout=TIMEOUT)
     with grpc.insecure_channel(c.pnodes[0].address) as channel:
         return getattr(node_pb2_grpc.VNodeServiceStub(channel), method)(request, timeout=TIMEOUT)
 
@@ -258,13 +265,13 @@ UNKNOWN: list[tuple[str, Thunk, str]] = [
     ("TrainNetwork", lambda c: c.control.TrainNetwork(OP.TrainRequest(
         network="nope", inputs=named(tokens=ids(1, SEQ), targets=ids(1, SEQ))), timeout=TIMEOUT),
      "unknown network 'nope'"),
-    ("GetVNodeLocation", lambda c: c.nodes.GetVNodeLocation(NP.VNodeLocationRequest(
-        network="nope", vnode="embedder", pnode="p0"), timeout=TIMEOUT), "unknown network 'nope'"),
     ("CreateTrainSession", lambda c: c.control.CreateTrainSession(OP.CreateTrainSessionRequest(
         network="nope", dataset="d", steps=1, batch_size=2), timeout=TIMEOUT), "unknown network 'nope'"),
-    ("hop-network", lambda c: _peer(c, hop(network="nope")), "unknown network 'nope'"),
-    ("Update-network", lambda c: _peer(c, NP.UpdateRequest(network="nope", apply=True, step=1), "Update"),
-     "unknown network 'nope'"),
+    ("hop-network", lambda c: _peer(c, hop(network="nope")), "network 'nope' is not placed on PNode p0"),
+    ("ApplyUpdate-network", lambda c: _peer(c, NP.ApplyUpdateRequest(network="nope", apply=True, step=1),
+                                            "ApplyUpdate"), "network 'nope' is not placed on PNode p0"),
+    ("CheckFinite-network", lambda c: _peer(c, NP.NetworkStepRequest(network="nope"), "CheckFinite"),
+     "network 'nope' is not placed on PNode p0"),
     # sessions
     ("StartTrainSession", lambda c: c.control.StartTrainSession(OP.SessionRef(id="nope"), timeout=TIMEOUT),
      "unknown session 'nope'"),
@@ -274,10 +281,9 @@ UNKNOWN: list[tuple[str, Thunk, str]] = [
      "unknown session 'nope'"),
     ("ListenTrainSession", lambda c: _listen(c, "nope"), "unknown session 'nope'"),
     # VNodes of a real network
-    ("GetVNodeLocation-vnode", lambda c: c.nodes.GetVNodeLocation(NP.VNodeLocationRequest(
-        network="small", vnode="nope", pnode="p0"), timeout=TIMEOUT), "network 'small' has no VNode 'nope'"),
-    ("hop-vnode", lambda c: _peer(c, hop(vnode="nope")), "network 'small' has no VNode 'nope'"),
-    ("Save-vnode", lambda c: _peer(c, NP.SaveRequest(network="small", vnode="nope"), "Save"),
+    ("hop-vnode", lambda c: _peer(c, hop(vnode="nope"), placed=True), "network 'small' has no VNode 'nope'"),
+    ("hop-run", lambda c: _peer(c, hop(), placed=True), "run 'test' of network 'small' is unknown to PNode p0"),
+    ("Save-vnode", lambda c: _peer(c, NP.SaveRequest(network="small", vnode="nope"), "Save", placed=True),
      "network 'small' has no VNode 'nope'"),
     # datasets
     ("CreateTrainSession-dataset", lambda c: c.control.CreateTrainSession(OP.CreateTrainSessionRequest(
@@ -327,21 +333,28 @@ def test_the_orchestrator_refuses_an_oversize_message_and_goes_on(tmp_path: Path
 
 
 def test_a_pnode_refuses_an_oversize_tensor_and_goes_on() -> None:
-    runtime = PNodeRuntime("solo")
-    runtime.add_network(dcnr.parse_network(small_lm_yaml()))
+    hops = GrpcHopTransport()
+    runtime = PNodeRuntime("solo", hops)
     runtime.start()
-    server, port = serve(runtime, "127.0.0.1:0", threads=2, max_message_bytes=LIMIT)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    server, port = serve_pnode(runtime, "127.0.0.1:0", threads=2, max_message_bytes=LIMIT)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 4 * LIMIT)])
     try:
+        text = small_lm_yaml()
+        spec = dcnr.parse_network(text)
+        GrpcPNodeClient(channel, timeout=TIMEOUT).place_network(Placement(
+            "small", text, 0, network_digest(text), 1, 0, dict.fromkeys(spec.nodes, "solo"), {"solo": "unused:1"}))
         stub = node_pb2_grpc.VNodeServiceStub(channel)
         big = torch.zeros(1, LIMIT // 64 + 16, 16)  # float32 × 16 per position: just over the limit
         refused(lambda: stub.ReceiveTrainRequest(hop("b0_ln1", big), timeout=TIMEOUT),
                 grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max", str(LIMIT))
         assert_pnode_serves(stub)
+        refused(lambda: stub.ReceiveTrainRequest(hop("b0_ln1", torch.zeros(1, SEQ, 16)), timeout=TIMEOUT),
+                grpc.StatusCode.NOT_FOUND, "run 'test'")  # still checking what it receives
     finally:
         channel.close()
         server.stop(grace=None)
         runtime.stop()
+        hops.close()
 
 
 # -- 6, 7. membership ---------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import torch
 from cluster_helpers import Cluster, add_data, small_lm_yaml
 
 import dcnr
-from dcnr.transport.grpc import codec
 from dcnr.proto.v2 import node_pb2, orchestrator_pb2
+from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.codec import version_message
 
 

@@ -122,7 +122,7 @@ def test_a_pnode_reports_done_only_for_its_own_backward_vnodes(make: Callable[..
     runtime.submit(inputs(run)[0])
     runtime.call(lambda: None)
     wait_for(lambda: bool([r for r in link.reports if r.kind == "failed"]))
-    failed = [r for r in link.reports if r.kind == "failed"][0]
+    failed = next(r for r in link.reports if r.kind == "failed")
     assert "mem:other" in failed.error  # the hop went to the other PNode's address (nobody serves it here)
     assert not [r for r in link.reports if r.kind == "done"]
     assert len(backward_set(SPEC)) > 0

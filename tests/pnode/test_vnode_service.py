@@ -1,9 +1,11 @@
-"""A PNode's gRPC VNodeService on loopback: real hops give the executor's answer; every kind of
-bad request gets the right status and the server keeps serving."""
+"""A PNode's gRPC services on loopback: a run through the real wire gives the executor's answer;
+every kind of bad request gets the right status and the server keeps serving."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import grpc
 import pytest
@@ -13,100 +15,159 @@ import yaml
 import dcnr
 from dcnr.pnode.host import VNodeHost
 from dcnr.pnode.runtime import PNodeRuntime
-from dcnr.pnode.service import serve
-from dcnr.transport.grpc import codec
 from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc
 from dcnr.proto.version import PROTOCOL_VERSION
-from dcnr.transport.grpc.codec import version_message
 from dcnr.spec.transformer import transformer_lm
+from dcnr.transport.grpc import codec
+from dcnr.transport.grpc.pnode import (
+    GrpcHopTransport,
+    GrpcPNodeClient,
+    placement_from_pb,
+    placement_to_pb,
+    serve_pnode,
+)
+from dcnr.transport.messages import Hop, Placement, Report, Run, network_digest
 
 LIMIT = 64 * 1024
+TEXT = yaml.safe_dump(transformer_lm("svc", blocks=1, heads=2, head_dim=4, dim=8, seq_len=6, vocab_size=30,
+                                     dropout=0.0))
+SPEC = dcnr.parse_network(TEXT)
+PLACEMENT = Placement("svc", TEXT, 3, network_digest(TEXT), 1, 0, dict.fromkeys(SPEC.nodes, "p1"), {})
 
 
-@pytest.fixture(scope="module")
-def spec() -> dcnr.NetworkSpec:
-    doc = transformer_lm("svc", blocks=1, heads=2, head_dim=4, dim=8, seq_len=6, vocab_size=30, dropout=0.0)
-    return dcnr.parse_network(yaml.safe_dump(doc))
+class Reports:
+    def __init__(self) -> None:
+        self.got: list[Report] = []
+
+    def report(self, pnode: str, reports: Sequence[Report]) -> None:
+        self.got.extend(reports)
+
+    def wait(self, what: Callable[[list[Report]], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not what(self.got):
+            assert time.monotonic() < deadline, f"no such report in time: {self.got}"
+            time.sleep(0.02)
 
 
 @pytest.fixture()
-def stub(spec: dcnr.NetworkSpec) -> Iterator[node_pb2_grpc.VNodeServiceStub]:
-    runtime = PNodeRuntime("p1")
-    runtime.add_network(spec, seed=3)
+def pnode() -> Iterator[tuple[node_pb2_grpc.VNodeServiceStub, GrpcPNodeClient, str, Reports]]:
+    reports = Reports()
+    hops = GrpcHopTransport(LIMIT)
+    runtime = PNodeRuntime("p1", hops, reports)  # type: ignore[arg-type]  # only `report` is used
     runtime.start()
-    server, port = serve(runtime, "127.0.0.1:0", threads=2, max_message_bytes=LIMIT)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    server, port = serve_pnode(runtime, "127.0.0.1:0", threads=2, max_message_bytes=LIMIT)
+    address = f"127.0.0.1:{port}"
+    channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 4 * LIMIT)])
+    client = GrpcPNodeClient(channel, timeout=30)
+    client.place_network(Placement(**{**PLACEMENT.__dict__, "addresses": {"p1": address}}))
     try:
-        yield node_pb2_grpc.VNodeServiceStub(channel)
+        yield node_pb2_grpc.VNodeServiceStub(channel), client, address, reports
     finally:
         channel.close()
         server.stop(grace=None)
         runtime.stop()
+        hops.close()
 
 
-def hop(vnode: str, value: torch.Tensor, step: int = 1, slot: int = 0,
-        version: common_pb2.ProtocolVersion | None = None, network: str = "svc") -> node_pb2.HopRequest:
-    return node_pb2.HopRequest(version=version or version_message(), vnode=vnode, slot=slot,
-                               request=common_pb2.RequestId(network=network, step=step, kind="infer"),
-                               value=codec.encode_value(value))
+def infer_run(run_id: str) -> Run:
+    return Run("svc", run_id, 1, "infer", 1, 1.0, ("logits",), PLACEMENT.digest, PLACEMENT.version)
 
 
-def test_hops_through_the_service_match_the_local_executor(spec: dcnr.NetworkSpec,
-                                                           stub: node_pb2_grpc.VNodeServiceStub) -> None:
-    """Running the chain VNode by VNode over gRPC gives the executor's logits bit for bit."""
+def test_a_run_over_the_wire_matches_the_local_executor(
+        pnode: tuple[node_pb2_grpc.VNodeServiceStub, GrpcPNodeClient, str, Reports]) -> None:
+    """An inference run through PlaceNetwork, BeginRun and a hop over gRPC reports the executor's logits bit for
+    bit; a duplicate hop is acknowledged as such."""
+    _, client, address, reports = pnode
     ids = torch.randint(0, 30, (2, 6), generator=torch.Generator().manual_seed(0))
-    want = dcnr.LocalExecutor(spec, seed=3).forward({"tokens": ids})["logits"]
-    values: dict[tuple[str, int], torch.Tensor] = {}
-    for nid in spec.topo_order:
-        if nid == "loss":
-            continue
-        ins = [(e.dst_slot, values[(e.src, e.src_slot)]) for e in spec.in_edges(nid)] or [(0, ids)]
-        outputs = None
-        for slot, value in sorted(ins, key=lambda sv: sv[0]):
-            outputs = stub.Forward(hop(nid, value, slot=slot)).outputs
-        assert outputs, f"{nid} did not fire"
-        for s, out in enumerate(outputs):
-            values[(nid, s)] = codec.decode_value(out)
-    assert torch.equal(values[("lm_head", 0)], want)
+    want = dcnr.LocalExecutor(SPEC, seed=3).forward({"tokens": ids})["logits"]
+    client.begin_run(infer_run("r1"))
+    hops = GrpcHopTransport()
+    try:
+        hops.send_now(address, Hop("svc", "r1", 0, "fwd", "embedder", 0, ids), timeout=10)
+        reports.wait(lambda got: any(r.kind == "output" for r in got))
+    finally:
+        hops.close()
+    (out,) = [r for r in reports.got if r.kind == "output"]
+    assert out.vnode == "lm_head" and torch.equal(out.value, want)
 
 
-@pytest.mark.parametrize("make, code, text", [
-    (lambda: hop("embedder", torch.zeros(1, 6, dtype=torch.long),
-                 version=common_pb2.ProtocolVersion(major=PROTOCOL_VERSION[0] + 1)),
+def fwd(vnode: str, value: Any, slot: int = 0, run: str = "good", network: str = "svc") -> node_pb2.HopRequest:
+    return node_pb2.HopRequest(network=network, run=run, vnode=vnode, slot=slot, value=codec.encode_value(value))
+
+
+ALIEN = common_pb2.ProtocolVersion(major=PROTOCOL_VERSION[0] + 1)
+BAD: list[tuple[str, Callable[[node_pb2_grpc.VNodeServiceStub], Any], grpc.StatusCode, str]] = [
+    ("other major version", lambda s: s.BeginRun(node_pb2.BeginRunRequest(version=ALIEN)),
      grpc.StatusCode.FAILED_PRECONDITION, "incompatible protocol version"),
-    (lambda: node_pb2.HopRequest(version=version_message(), vnode="embedder",
-                                 request=common_pb2.RequestId(network="svc"),
-                                 value=common_pb2.Value(tensor=common_pb2.Tensor(dtype="int64", shape=[1, 6],
-                                                                                 data=b"\0" * 47))),
-     grpc.StatusCode.INVALID_ARGUMENT, "needs 48"),
-    (lambda: node_pb2.HopRequest(version=version_message(), vnode="embedder",
-                                 request=common_pb2.RequestId(network="svc"),
-                                 value=common_pb2.Value(tensor=common_pb2.Tensor(dtype="complex32", shape=[1]))),
-     grpc.StatusCode.INVALID_ARGUMENT, "unknown dtype 'complex32'"),
-    (lambda: hop("nope", torch.zeros(1)), grpc.StatusCode.NOT_FOUND, "has no VNode 'nope'"),
-    (lambda: hop("embedder", torch.zeros(1), network="other"), grpc.StatusCode.NOT_FOUND, "unknown network 'other'"),
-    (lambda: hop("embedder", torch.full((1, 6), 99, dtype=torch.long)), grpc.StatusCode.INVALID_ARGUMENT,
-     "token id out of range"),
-    (lambda: hop("b0_add1", torch.zeros(1, 6, 8), slot=7), grpc.StatusCode.INVALID_ARGUMENT, "input slot"),
-    (lambda: hop("b0_ln1", torch.zeros(LIMIT // 4 + 16)), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
-])
+    ("no version", lambda s: s.PlaceNetwork(node_pb2.PlaceNetworkRequest(network="svc")),
+     grpc.StatusCode.FAILED_PRECONDITION, "incompatible protocol version 0.0.0"),
+    ("digest", lambda s: s.PlaceNetwork(node_pb2.PlaceNetworkRequest(
+        version=codec.version_message(), network="svc", yaml=TEXT, digest="0" * 64)),
+     grpc.StatusCode.INVALID_ARGUMENT, "does not match its digest"),
+    ("short tensor", lambda s: s.ReceiveTrainRequest(node_pb2.HopRequest(
+        network="svc", run="good", vnode="embedder", value=common_pb2.Value(tensor=common_pb2.Tensor(
+            dtype="int64", shape=[1, 6], data=b"\0" * 47)))), grpc.StatusCode.INVALID_ARGUMENT, "needs 48"),
+    ("dtype", lambda s: s.ReceiveTrainRequest(node_pb2.HopRequest(
+        network="svc", run="good", vnode="embedder", value=common_pb2.Value(tensor=common_pb2.Tensor(
+            dtype="complex32", shape=[1])))), grpc.StatusCode.INVALID_ARGUMENT, "unknown dtype 'complex32'"),
+    ("vnode", lambda s: s.ReceiveTrainRequest(fwd("nope", torch.zeros(1))), grpc.StatusCode.NOT_FOUND,
+     "has no VNode 'nope'"),
+    ("network", lambda s: s.ReceiveTrainRequest(fwd("embedder", torch.zeros(1), network="other")),
+     grpc.StatusCode.NOT_FOUND, "network 'other' is not placed"),
+    ("run", lambda s: s.ReceiveTrainRequest(fwd("embedder", torch.zeros(1), run="never")),
+     grpc.StatusCode.NOT_FOUND, "run 'never'"),
+    ("slot", lambda s: s.ReceiveTrainRequest(fwd("b0_add1", torch.zeros(1, 6, 8), slot=7)),
+     grpc.StatusCode.INVALID_ARGUMENT, "input slot"),
+    ("gradient of an inference run", lambda s: s.ReceiveTrainResponse(node_pb2.GradientHop(
+        network="svc", run="good", vnode="embedder", edge=0)), grpc.StatusCode.INVALID_ARGUMENT,
+     "gradients belong to training runs"),
+    ("size", lambda s: s.ReceiveTrainRequest(fwd("b0_ln1", torch.zeros(LIMIT // 4 + 16))),
+     grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+    ("stale placement", lambda s: s.BeginRun(node_pb2.BeginRunRequest(
+        version=codec.version_message(), run=common_pb2.Run(network="svc", id="x", kind="infer", micro_batches=1,
+                                                            digest=PLACEMENT.digest, placement_version=0))),
+     grpc.StatusCode.FAILED_PRECONDITION, "placement 0"),
+    ("save elsewhere", lambda s: s.Save(node_pb2.SaveRequest(network="svc", vnode="nope")),
+     grpc.StatusCode.NOT_FOUND, "no VNode 'nope'"),
+]
+
+
+@pytest.mark.parametrize("name, call, code, text", BAD, ids=[b[0] for b in BAD])
 def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(
-        stub: node_pb2_grpc.VNodeServiceStub, make: Callable[[], node_pb2.HopRequest], code: grpc.StatusCode,
-        text: str) -> None:
+        pnode: tuple[node_pb2_grpc.VNodeServiceStub, GrpcPNodeClient, str, Reports], name: str,
+        call: Callable[[node_pb2_grpc.VNodeServiceStub], Any], code: grpc.StatusCode, text: str) -> None:
+    stub, client, _, reports = pnode
+    client.begin_run(infer_run("good"))
     with pytest.raises(grpc.RpcError) as info:
-        stub.Forward(make(), timeout=10)
+        call(stub)
     assert info.value.code() == code
     assert text in (info.value.details() or "")
     health = stub.Health(common_pb2.HealthRequest(), timeout=10)
     assert health.status == "serving" and health.version.major == PROTOCOL_VERSION[0]
-    ok = stub.Forward(hop("embedder", torch.zeros(1, 6, dtype=torch.long), step=2), timeout=10)
-    assert len(ok.outputs) == 1
+    ack = stub.ReceiveTrainRequest(fwd("embedder", torch.zeros(1, 6, dtype=torch.long)), timeout=10)
+    assert ack.accepted
+    reports.wait(lambda got: any(r.kind == "output" for r in got))
 
 
-def test_tied_vnodes_are_built_together_and_listed(spec: dcnr.NetworkSpec) -> None:
+def test_a_value_a_node_rejects_fails_the_run_with_a_report(
+        pnode: tuple[node_pb2_grpc.VNodeServiceStub, GrpcPNodeClient, str, Reports]) -> None:
+    stub, client, _, reports = pnode
+    client.begin_run(infer_run("bad-ids"))
+    stub.ReceiveTrainRequest(fwd("embedder", torch.full((1, 6), 99, dtype=torch.long), run="bad-ids"), timeout=10)
+    reports.wait(lambda got: any(r.kind == "failed" for r in got))
+    (failed,) = [r for r in reports.got if r.kind == "failed"]
+    assert failed.run == "bad-ids" and "token id out of range" in failed.error
+
+
+def test_placement_survives_the_wire_unchanged() -> None:
+    placement = Placement("svc", TEXT, 3, network_digest(TEXT), 9, 4, {"a": "p1"}, {"p1": "h:1"}, {"v": "{}"})
+    assert placement_from_pb(node_pb2.PlaceNetworkRequest.FromString(
+        placement_to_pb(placement).SerializeToString())) == placement
+
+
+def test_tied_vnodes_are_built_together_and_listed() -> None:
     host = VNodeHost()
-    host.add_network(spec)
+    host.add_network(SPEC)
     lm_head = host.vnode("svc", "lm_head")
     assert {v.id for _, v in host.local()} == {"embedder", "lm_head"}
     assert lm_head.params["weight"] is host.vnode("svc", "embedder").params["weight"]
-    assert host.drop("svc", "lm_head") and not host.drop("svc", "lm_head")

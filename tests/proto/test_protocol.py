@@ -12,9 +12,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcnr.transport.grpc import codec
 from dcnr.proto.v2 import common_pb2
 from dcnr.proto.version import PROTOCOL_VERSION, IncompatibleVersion, check_compatible, version_message
+from dcnr.transport.grpc import codec
 
 
 def test_generated_code_is_not_stale() -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import boto3
 import grpc
 import pytest
+from dcnr.pnode.blobs import BlobClient
 
 from dcnr.orchestrator.storage_service import StorageServicer, TokenSigner
-from dcnr.pnode.blobs import BlobClient
 from dcnr.proto.v2 import storage_pb2, storage_pb2_grpc
 from dcnr.storage import BlobStore, IntegrityError, open_store
 
