@@ -92,11 +92,11 @@ class Orchestrator:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = SQLiteStore(self.state_dir / "state.sqlite")
-        self.data = DataStore(self.store, self.state_dir / "data")
+        objects = open_store(storage or (self.state_dir / "storage").resolve().as_uri(), s3_endpoint_url)
+        self.data = DataStore(objects)
         self.fleet = Fleet(self.store, heartbeat_interval, max_message_bytes)
         self.inbox = Inbox()
         self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout)
-        objects = open_store(storage or (self.state_dir / "storage").resolve().as_uri(), s3_endpoint_url)
         self.checkpoints = Checkpoints(BlobStore(objects))
         self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout)
         self.max_message_bytes = max_message_bytes
