@@ -39,7 +39,7 @@ class TokenDataset:
     @functools.cached_property
     def digest(self) -> str:
         """Content hash: identifies the dataset in seeds and checkpoint metadata (computed once)."""
-        return hashlib.sha256(self.tokens.numpy().tobytes()).hexdigest()
+        return hashlib.sha256(self.tokens.contiguous().numpy().data).hexdigest()  # hashed in place, no copy
 
     def split(self, name: str) -> torch.Tensor:
         cut = int(len(self.tokens) * (1.0 - self.validation_fraction))
