@@ -87,5 +87,5 @@ class TokenDataset:
                               or "none"))
         ds = cls(tokens, validation_fraction)
         if ds.digest != sha256:
-            raise DataLoss(f"{source}: tokens hash to {ds.digest[:12]}…, the dataset's record says {sha256[:12]}…")
+            raise DataLoss(f"{source}: tokens hash to {ds.digest[:12]}…, expected {sha256[:12]}…")
         return ds

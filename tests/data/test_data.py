@@ -72,7 +72,7 @@ def test_tokens_round_trip_through_safetensors_and_corruption_is_refused() -> No
     assert torch.equal(again.batch(1, 2, 3, 8)[0], ds.batch(1, 2, 3, 8)[0])
     raw = bytearray(data)
     raw[-1] ^= 0xFF  # flip bits of the last token
-    with pytest.raises(DataLoss, match=r"^d: tokens hash to [0-9a-f]{12}…, the dataset's record says"):
+    with pytest.raises(DataLoss, match=r"^d: tokens hash to [0-9a-f]{12}…, expected [0-9a-f]{12}…$"):
         TokenDataset.from_safetensors(bytes(raw), 0.1, ds.digest, "d")
     with pytest.raises(DataLoss, match=r"^d: not safetensors"):
         TokenDataset.from_safetensors(b"\x08" + bytes(20), 0.1, ds.digest, "d")
