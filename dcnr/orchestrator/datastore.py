@@ -38,8 +38,8 @@ import logging
 import re
 import threading
 from array import array
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import torch
 from tokenizers import Tokenizer
@@ -50,6 +50,7 @@ from dcnr.orchestrator.store import AlreadyExists, NotFound
 from dcnr.storage import ObjectStore, get_checked, put_checked
 
 log = logging.getLogger("dcnr.orchestrator.datastore")
+T = TypeVar("T")
 
 VOCABULARY = "vocabulary"
 DATASET = "dataset"
@@ -125,24 +126,14 @@ class DataStore:
 
     def tokenizer(self, name: str) -> Tokenizer:
         """The vocabulary's tokenizer; its JSON is read from the store (and hash-checked) once."""
-        try:
-            rec = self._record(VOCABULARY, name)
-        except NotFound:
-            with self._lock:
-                self._tokenizers.pop(name, None)
-            raise
-        with self._lock:
-            cached = self._tokenizers.get(name)
-        if cached is not None and cached[0] == rec["object"]:
-            return cached[1]
-        data = get_checked(self.objects, rec["object"])
-        try:
-            tok = Tokenizer.from_str(data.decode())
-        except Exception:  # not UTF-8, or tokenizers' bare Exception
-            raise DataLoss(f"vocabulary {name!r}: {rec['object']} is not a tokenizer JSON: refused") from None
-        with self._lock:
-            self._tokenizers[name] = (rec["object"], tok)
-        return tok
+        def load(rec: dict[str, Any]) -> Tokenizer:
+            data = get_checked(self.objects, rec["object"])
+            try:
+                return Tokenizer.from_str(data.decode())
+            except Exception:  # not UTF-8, or tokenizers' bare Exception
+                raise DataLoss(f"vocabulary {name!r}: {rec['object']} is not a tokenizer JSON: refused") from None
+
+        return self._cached(VOCABULARY, name, self._tokenizers, load)[1]
 
     def list_vocabularies(self) -> list[dict[str, Any]]:
         return self._records(VOCABULARY)
@@ -191,24 +182,15 @@ class DataStore:
 
     def dataset(self, name: str) -> TokenDataset:
         """The dataset's tokens, split as its record says; read from the store (and hash-checked) once."""
-        try:
-            rec = self._record(DATASET, name)
-        except NotFound:
-            with self._lock:
-                self._datasets.pop(name, None)
-            raise
-        with self._lock:
-            cached = self._datasets.get(name)
-        if cached is not None and cached[0] == rec["object"]:
-            ds = cached[1]
-        else:
-            data = get_checked(self.objects, rec["object"])
-            ds = TokenDataset.from_safetensors(data, rec["validation_fraction"], rec["sha256"],
-                                               f"dataset {name!r} ({rec['object']})")
+        def load(rec: dict[str, Any]) -> TokenDataset:
+            return TokenDataset.from_safetensors(get_checked(self.objects, rec["object"]), rec["validation_fraction"],
+                                                 rec["sha256"], f"dataset {name!r} ({rec['object']})")
+
+        rec, ds = self._cached(DATASET, name, self._datasets, load)
         if ds.validation_fraction != rec["validation_fraction"]:  # split anew, elsewhere
             ds = ds.with_validation_fraction(rec["validation_fraction"])
-        with self._lock:
-            self._datasets[name] = (rec["object"], ds)
+            with self._lock:
+                self._datasets[name] = (rec["object"], ds)
         return ds
 
     def get_dataset(self, name: str) -> dict[str, Any]:
@@ -261,6 +243,24 @@ class DataStore:
         if not isinstance(rec, dict) or rec.get("name") != name or not FIELDS[kind] <= rec.keys():
             raise DataLoss(f"{key} in {self.objects.url} is not a {kind} record: refused")
         return rec
+
+    def _cached(self, kind: str, name: str, cache: dict[str, tuple[str, T]],
+                load: Callable[[dict[str, Any]], T]) -> tuple[dict[str, Any], T]:
+        """The name's record and `load(record)`, or what `load` gave before for the same content."""
+        try:
+            rec = self._record(kind, name)
+        except NotFound:
+            with self._lock:
+                cache.pop(name, None)
+            raise
+        with self._lock:
+            cached = cache.get(name)
+        if cached is not None and cached[0] == rec["object"]:
+            return rec, cached[1]
+        value = load(rec)  # outside the lock: a large download must not stall other calls
+        with self._lock:
+            cache[name] = (rec["object"], value)
+        return rec, value
 
     def _put_record(self, kind: str, name: str, info: dict[str, Any]) -> None:
         self.objects.put(_record_key(kind, name), json.dumps(info, sort_keys=True).encode())

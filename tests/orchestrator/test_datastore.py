@@ -222,6 +222,9 @@ def test_a_second_data_store_on_the_same_storage_sees_and_uses_everything(storag
     assert second.tokenizer("code").encode("return x").ids == _vocab().encode("return x").ids
     second.split_dataset("d", 0.5)  # what one does, the other sees on its next call
     assert first.dataset("d").validation_fraction == 0.5 and first.get_dataset("d")["validation_fraction"] == 0.5
+    assert second.delete_dataset("d")
+    second.create_dataset("d", "code", TEXTS[:20])  # the same name, other tokens: `first` must not serve its cache
+    assert torch.equal(first.dataset("d").tokens, TokenDataset.from_texts(TEXTS[:20], _vocab()).tokens)
     assert second.delete_dataset("d") and second.delete_vocabulary("code")
     with pytest.raises(NotFound, match="unknown dataset 'd'"):
         first.dataset("d")
