@@ -25,7 +25,7 @@ import grpc
 
 from dcnr import __version__
 from dcnr.data.vocab import train_vocabulary
-from dcnr.errors import NetworkError
+from dcnr.errors import Conflict, NetworkError
 from dcnr.orchestrator import checkpoints
 from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore, check_name
@@ -49,10 +49,6 @@ log = logging.getLogger("dcnr.orchestrator")
 
 CHUNK = 1 << 20  # bytes per streamed blob chunk
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
-
-
-class Conflict(RuntimeError):
-    """The request is valid but the current state forbids it (FAILED_PRECONDITION)."""
 
 
 STATUSES: StatusTable = (

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
+from dcnr.errors import DataLoss
+
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 
-class IntegrityError(ValueError):
+class IntegrityError(DataLoss):
     """A blob's bytes do not hash to its name: it is refused, never loaded."""
 
 
