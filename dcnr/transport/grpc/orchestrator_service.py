@@ -2,7 +2,7 @@
 
 Each handler converts and calls; nothing else. Errors are not handled here: the server
 wraps this servicer once with `guarded`, which answers each `dcnr.errors` class with its
-status. A zero or empty protobuf field means "the service's default".
+status. A zero or empty protobuf field means "not given": the default applies.
 """
 
 from __future__ import annotations
