@@ -41,7 +41,7 @@ def orchestrator(
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line).")] = "text",
 ) -> None:
     """Run the orchestrator: PNode registry, placement, networks, sessions, data (stops on SIGTERM/Ctrl-C)."""
-    from dcnr.orchestrator.server import Orchestrator
+    from dcnr.orchestrator.app import Orchestrator
 
     logs.configure(log_format)
     if heartbeat_interval <= 0:

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import torch
 
+from dcnr.errors import Aborted
 from dcnr.orchestrator.fleet import Fleet
 from dcnr.orchestrator.store import StateStore
 from dcnr.proto import codec
@@ -35,7 +36,7 @@ from dcnr.spec.model import NetworkSpec
 SENDER = "orchestrator"
 
 
-class StepFailed(RuntimeError):
+class StepFailed(Aborted):
     """A step or request could not finish: a PNode reported a failure, or it timed out."""
 
 

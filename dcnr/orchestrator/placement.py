@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dcnr.errors import ResourceExhausted
 from dcnr.runtime.memory import estimate_vnode_memory
 from dcnr.spec.model import NetworkSpec
 
 LOCALITY_SLACK = 0.25  # stay with the upstream PNode until it holds 1.25 × its fair share of the work
 
 
-class PlacementError(ValueError):
+class PlacementError(ResourceExhausted):
     """No PNode can take a unit of VNodes (answered as RESOURCE_EXHAUSTED)."""
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from dcnr.errors import Aborted, Conflict
 from dcnr.orchestrator import checkpoints
 from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore
@@ -108,7 +109,7 @@ class Sessions:
         with self._lock:
             rec = self.store.get_session(session_id)
             if rec.state in FINAL:
-                raise ValueError(f"session {session_id} is {rec.state}; create a new session to train further")
+                raise Conflict(f"session {session_id} is {rec.state}; create a new session to train further")
             live = self._live.setdefault(session_id, _Live())
             if live.thread is not None and live.thread.is_alive():
                 live.stop.clear()  # a suspend that has not taken effect yet is cancelled
@@ -125,7 +126,7 @@ class Sessions:
         """Stop after the current step; the session can be resumed with `start`."""
         rec = self.store.get_session(session_id)
         if rec.state in FINAL:
-            raise ValueError(f"session {session_id} is already {rec.state}")
+            raise Conflict(f"session {session_id} is already {rec.state}")
         live = self._state(session_id)
         live.stop.set()
         if live.thread is not None and wait:
@@ -331,7 +332,7 @@ class Sessions:
                 "state": rec.state, "error": rec.error}
 
 
-class LostState(RuntimeError):
+class LostState(Aborted):
     """State no checkpoint holds was lost with a PNode: the session cannot go on (not retried)."""
 
 

@@ -20,18 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from dcnr.errors import AlreadyExists, Conflict, NotFound
+
 SCHEMA_VERSION = 1
-
-
-class NotFound(KeyError):
-    """The named record does not exist (answered as NOT_FOUND)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "not found"
-
-
-class AlreadyExists(ValueError):
-    """A record with that name or id exists (answered as ALREADY_EXISTS)."""
 
 
 @dataclass
@@ -118,7 +109,7 @@ class SQLiteStore:
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: state schema version {row[0]}, this orchestrator needs {SCHEMA_VERSION}")
+            raise Conflict(f"{self.path}: state schema version {row[0]}, this orchestrator needs {SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:

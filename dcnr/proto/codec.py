@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from dcnr.errors import InvalidArgument
 from dcnr.proto.v1 import common_pb2
 
 DTYPES: dict[str, torch.dtype] = {
@@ -31,7 +32,7 @@ NAMES = {dtype: name for name, dtype in DTYPES.items()}
 MAX_RANK = 16
 
 
-class CodecError(ValueError):
+class CodecError(InvalidArgument):
     """A message does not describe a valid tensor or value."""
 
 

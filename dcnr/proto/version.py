@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
+from dcnr.errors import IncompatibleVersion
 from dcnr.proto.v1 import common_pb2
 
 PROTOCOL_VERSION = (1, 0, 0)
-
-
-class IncompatibleVersion(ValueError):
-    """A peer speaks another major protocol version (answered as FAILED_PRECONDITION)."""
 
 
 def version_message() -> common_pb2.ProtocolVersion:

@@ -21,7 +21,7 @@ import torch
 from cluster_helpers import Cluster, add_data, small_lm_yaml
 
 import dcnr
-from dcnr.orchestrator.server import Orchestrator
+from dcnr.orchestrator.app import Orchestrator
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.pnode.service import serve
 from dcnr.proto import codec

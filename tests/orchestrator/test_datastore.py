@@ -15,6 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 import torch
+from dcnr.orchestrator.server import Orchestrator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
@@ -23,7 +24,6 @@ from dcnr.data import TokenDataset, train_vocabulary
 from dcnr.errors import DataLoss
 from dcnr.orchestrator import datastore as datastore_module
 from dcnr.orchestrator.datastore import DataStore
-from dcnr.orchestrator.server import Orchestrator
 from dcnr.orchestrator.store import AlreadyExists, NotFound
 from dcnr.storage import FileStore, IntegrityError, open_store
 

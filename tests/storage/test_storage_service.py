@@ -12,19 +12,21 @@ import boto3
 import grpc
 import pytest
 
-from dcnr.orchestrator.storage_service import StorageServicer, TokenSigner
+from dcnr.orchestrator.blob_access import BlobAccess, TokenSigner
 from dcnr.pnode.blobs import BlobClient
 from dcnr.proto.v1 import storage_pb2, storage_pb2_grpc
 from dcnr.storage import BlobStore, IntegrityError, open_store
+from dcnr.transport.grpc.errors import guarded
+from dcnr.transport.grpc.storage_service import StorageServicer
 
 
-def serve(blobs: BlobStore, ttl: float = 300.0) -> tuple[grpc.Server, grpc.Channel, StorageServicer]:
+def serve(blobs: BlobStore, ttl: float = 300.0) -> tuple[grpc.Server, grpc.Channel, BlobAccess]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    servicer = StorageServicer(blobs, ttl)
-    storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
+    access = BlobAccess(blobs, ttl)
+    storage_pb2_grpc.add_StorageServiceServicer_to_server(guarded(StorageServicer(access)), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    return server, grpc.insecure_channel(f"127.0.0.1:{port}"), servicer
+    return server, grpc.insecure_channel(f"127.0.0.1:{port}"), access
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -38,15 +40,15 @@ def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
 
 
 @pytest.fixture()
-def service(blobs: BlobStore) -> Iterator[tuple[BlobStore, grpc.Channel, StorageServicer]]:
-    server, channel, servicer = serve(blobs)
-    yield blobs, channel, servicer
+def service(blobs: BlobStore) -> Iterator[tuple[BlobStore, grpc.Channel, BlobAccess]]:
+    server, channel, access = serve(blobs)
+    yield blobs, channel, access
     channel.close()
     server.stop(None)
 
 
 def test_a_pnode_writes_and_reads_blobs_without_credentials(
-        service: tuple[BlobStore, grpc.Channel, StorageServicer]) -> None:
+        service: tuple[BlobStore, grpc.Channel, BlobAccess]) -> None:
     blobs, channel, _ = service
     client = BlobClient(channel, "p0")
     data = b"vnode state" * 1000
@@ -63,10 +65,10 @@ def test_bytes_that_do_not_match_their_name_are_refused(tmp_path: Path) -> None:
     """Uploads streamed through the orchestrator are hashed before they are stored. (A pre-signed S3 PUT
     goes straight to the store; there the hash is checked on every read, see the next test.)"""
     blobs = BlobStore(open_store(tmp_path.as_uri()))
-    server, channel, servicer = serve(blobs)
+    server, channel, access = serve(blobs)
     try:
         digest = BlobStore.digest(b"honest")
-        token = servicer.signer.sign("put", digest, time.time() + 60)
+        token = access.signer.sign("put", digest, time.time() + 60)
         with pytest.raises(grpc.RpcError) as info:
             storage_pb2_grpc.StorageServiceStub(channel).PutBlob(
                 iter([storage_pb2.BlobUpload(digest=digest, token=token, data=b"forged")]), timeout=10)
@@ -78,7 +80,7 @@ def test_bytes_that_do_not_match_their_name_are_refused(tmp_path: Path) -> None:
         server.stop(None)
 
 
-def test_a_corrupted_blob_is_refused_on_read(service: tuple[BlobStore, grpc.Channel, StorageServicer]) -> None:
+def test_a_corrupted_blob_is_refused_on_read(service: tuple[BlobStore, grpc.Channel, BlobAccess]) -> None:
     blobs, channel, _ = service
     client = BlobClient(channel, "p0")
     digest = client.put(b"parameters")
@@ -92,11 +94,11 @@ def test_a_corrupted_blob_is_refused_on_read(service: tuple[BlobStore, grpc.Chan
 @pytest.mark.parametrize("token", ["", "junk", "1.abc", "{past}"])
 def test_missing_expired_or_forged_tokens_are_refused(tmp_path: Path, token: str) -> None:
     blobs = BlobStore(open_store(tmp_path.as_uri()))
-    server, channel, servicer = serve(blobs)
+    server, channel, access = serve(blobs)
     try:
         digest = blobs.put_blob(b"secret")
         if token == "{past}":
-            token = servicer.signer.sign("get", digest, time.time() - 1)
+            token = access.signer.sign("get", digest, time.time() - 1)
         stub = storage_pb2_grpc.StorageServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
             list(stub.GetBlob(storage_pb2.BlobTargetRequest(digest=digest, token=token), timeout=10))
@@ -105,7 +107,7 @@ def test_missing_expired_or_forged_tokens_are_refused(tmp_path: Path, token: str
         with pytest.raises(grpc.RpcError) as info:
             list(stub.GetBlob(storage_pb2.BlobTargetRequest(digest=digest, token=other), timeout=10))
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        put_token = servicer.signer.sign("put", digest, time.time() + 60)  # scoped: a put token cannot read
+        put_token = access.signer.sign("put", digest, time.time() + 60)  # scoped: a put token cannot read
         with pytest.raises(grpc.RpcError) as info:
             list(stub.GetBlob(storage_pb2.BlobTargetRequest(digest=digest, token=put_token), timeout=10))
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
