@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 import torch
-from dcnr.orchestrator.server import Orchestrator
+from dcnr.orchestrator.app import Orchestrator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
