@@ -107,7 +107,7 @@ class Cluster:
     """An orchestrator in this process and PNode child processes; `close` leaves nothing running."""
 
     def __init__(self, workdir: Path, threads: int, step_timeout: float, default_malloc: bool) -> None:
-        from dcnr.orchestrator.server import Orchestrator
+        from dcnr.orchestrator.app import Orchestrator
 
         self.micro_batches = 1
         self.workdir = workdir

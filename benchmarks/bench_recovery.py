@@ -35,7 +35,7 @@ from cluster_helpers import TEXTS  # noqa: E402
 
 from dcnr.data.vocab import train_vocabulary  # noqa: E402
 from dcnr.orchestrator import checkpoints  # noqa: E402
-from dcnr.orchestrator.server import Orchestrator  # noqa: E402
+from dcnr.orchestrator.app import Orchestrator  # noqa: E402
 from dcnr.pnode.agent import PNode  # noqa: E402
 from dcnr.proto.v2 import orchestrator_pb2, orchestrator_pb2_grpc  # noqa: E402
 

@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dcnr.cli.remote import save_blob
 from dcnr.data import read_corpus, stdlib_corpus, train_vocabulary
-from dcnr.orchestrator.server import Orchestrator
+from dcnr.orchestrator.app import Orchestrator
 from dcnr.proto.v2 import orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.spec.transformer import tiny_lm
 

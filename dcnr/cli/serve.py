@@ -30,18 +30,18 @@ def _wait(stop: threading.Event) -> None:
 def orchestrator(
     port: Annotated[int, typer.Option(help="Port to serve gRPC on.")] = 50052,
     host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
-    state_dir: Annotated[Path, typer.Option(help="Where durable state lives (SQLite, vocabularies, datasets).")]
+    state_dir: Annotated[Path, typer.Option(help="Where the SQLite state lives (PNodes, networks, sessions).")]
     = Path("dcnr-state"),
     heartbeat_interval: Annotated[float, typer.Option(help=HEARTBEAT_HELP)] = 30.0,
     step_timeout: Annotated[float, typer.Option(help="Seconds a training step or request may take.")] = 600.0,
     max_message_mb: Annotated[int, typer.Option(help="Largest gRPC message accepted or sent, in MiB.")] = 256,
-    storage: Annotated[str | None, typer.Option(help="Checkpoint storage: file:///path or s3://bucket/prefix "
-                                                     "(default: STATE_DIR/storage).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Checkpoints, vocabularies and datasets: file:///path or "
+                                                     "s3://bucket/prefix (default: STATE_DIR/storage).")] = None,
     s3_endpoint_url: Annotated[str | None, typer.Option(help="Endpoint of an S3-compatible store.")] = None,
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line).")] = "text",
 ) -> None:
     """Run the orchestrator: PNode registry, placement, networks, sessions, data (stops on SIGTERM/Ctrl-C)."""
-    from dcnr.orchestrator.server import Orchestrator
+    from dcnr.orchestrator.app import Orchestrator
 
     logs.configure(log_format)
     if heartbeat_interval <= 0:

@@ -2,6 +2,8 @@
 
 Batches are a pure function of (dataset, seed, step): the same arguments give the
 same batch in any process, which is what makes training reproducible (SPEC §2).
+At rest the tokens are one safetensors tensor (`to_safetensors`); where they are
+kept, and the split beside them, is the data store's business.
 """
 
 from __future__ import annotations
@@ -10,14 +12,13 @@ import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from tokenizers import Tokenizer
 
-FORMAT = "dcnr-dataset/1"
+from dcnr.errors import DataLoss
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class TokenDataset:
     @functools.cached_property
     def digest(self) -> str:
         """Content hash: identifies the dataset in seeds and checkpoint metadata (computed once)."""
-        return hashlib.sha256(self.tokens.numpy().tobytes()).hexdigest()
+        return hashlib.sha256(self.tokens.contiguous().numpy().data).hexdigest()  # hashed in place, no copy
 
     def split(self, name: str) -> torch.Tensor:
         cut = int(len(self.tokens) * (1.0 - self.validation_fraction))
@@ -61,26 +62,30 @@ class TokenDataset:
         window = data[idx]
         return window[:, :-1], window[:, 1:]
 
-    def save(self, path: str | Path) -> None:
-        """Write the tokens as safetensors (atomically), with the split and hash as metadata."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        meta = {"format": FORMAT, "validation_fraction": repr(self.validation_fraction), "sha256": self.digest}
-        save_file({"tokens": self.tokens.contiguous()}, str(tmp), metadata=meta)
-        tmp.replace(path)
+    def with_validation_fraction(self, validation_fraction: float) -> TokenDataset:
+        """The same tokens split at another fraction (the hash is carried over, not recomputed)."""
+        new = TokenDataset(self.tokens, validation_fraction)
+        new.__dict__["digest"] = self.digest  # fills the cached_property
+        return new
+
+    def to_safetensors(self) -> bytes:
+        """The tokens as safetensors bytes: one tensor, `tokens`, flat int64 (the split is not in it)."""
+        return save_safetensors({"tokens": self.tokens.contiguous()})
 
     @classmethod
-    def load(cls, path: str | Path) -> TokenDataset:
-        """Read what `save` wrote; refuses other files and content whose hash does not match."""
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            names = set(f.keys())
-            if meta.get("format") != FORMAT or "tokens" not in names:
-                raise ValueError(f"{path}: not a DCNR dataset")
-            tokens = f.get_tensor("tokens")
-        if tokens.dtype != torch.long or tokens.dim() != 1:
-            raise ValueError(f"{path}: tokens must be a flat int64 array")
-        ds = cls(tokens, float(meta["validation_fraction"]))
-        if ds.digest != meta.get("sha256"):
-            raise ValueError(f"{path}: content hash does not match its metadata (corrupt file)")
+    def from_safetensors(cls, data: bytes, validation_fraction: float, sha256: str, source: str) -> TokenDataset:
+        """Read what `to_safetensors` wrote; refuses (DataLoss) other content and tokens whose hash is
+        not `sha256`. `source` names the bytes in the message."""
+        try:
+            tensors = load_safetensors(data)
+        except Exception as exc:  # safetensors raises its own error type for damaged bytes
+            raise DataLoss(f"{source}: not safetensors ({exc})") from None
+        tokens = tensors.get("tokens")
+        if set(tensors) != {"tokens"} or tokens is None or tokens.dtype != torch.long or tokens.dim() != 1:
+            raise DataLoss(f"{source}: expected one flat int64 tensor 'tokens', found "
+                           + (", ".join(f"{k} {tuple(t.shape)} {t.dtype}" for k, t in sorted(tensors.items()))
+                              or "none"))
+        ds = cls(tokens, validation_fraction)
+        if ds.digest != sha256:
+            raise DataLoss(f"{source}: tokens hash to {ds.digest[:12]}…, expected {sha256[:12]}…")
         return ds

@@ -1,6 +1,9 @@
-"""The orchestrator: PNode registry, placement, networks, sessions, durable state.
+"""The orchestrator: PNode registry, placement, networks, sessions, serving, durable state.
 
-Owns: what the control plane remembers (`store`), where VNodes live, and driving
-training sessions. May import `dcnr.spec`, `dcnr.data`, `dcnr.proto` and
-`dcnr.storage`. Must never compute the model: tensors only pass through it.
+Owns: what the control plane remembers (`store`), where VNodes live, driving training
+sessions, and what each request means (`networks`, `serving`, `datasets`,
+`blob_access`: domain calls that return domain objects). May import `dcnr.errors`,
+`dcnr.spec`, `dcnr.runtime`, `dcnr.data`, `dcnr.proto` and `dcnr.storage`; `app`, which wires it
+together, starts `dcnr.transport.grpc.server`. Must never compute the model: tensors only
+pass through it.
 """

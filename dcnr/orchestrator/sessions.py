@@ -106,7 +106,7 @@ class Sessions:
         with self._lock:
             rec = self.store.get_session(session_id)
             if rec.state in FINAL:
-                raise ValueError(f"session {session_id} is {rec.state}; create a new session to train further")
+                raise Conflict(f"session {session_id} is {rec.state}; create a new session to train further")
             live = self._live.setdefault(session_id, _Live())
             if live.thread is not None and live.thread.is_alive():
                 live.stop.clear()  # a suspend that has not taken effect yet is cancelled
@@ -123,7 +123,7 @@ class Sessions:
         """Stop after the current step; the session can be resumed with `start`."""
         rec = self.store.get_session(session_id)
         if rec.state in FINAL:
-            raise ValueError(f"session {session_id} is already {rec.state}")
+            raise Conflict(f"session {session_id} is already {rec.state}")
         live = self._state(session_id)
         live.stop.set()
         if live.thread is not None and wait:

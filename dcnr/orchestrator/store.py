@@ -1,10 +1,11 @@
-"""Durable orchestrator state behind one interface: SQLite by default.
+"""Durable orchestrator state behind one interface, kept in SQLite.
 
-Everything the orchestrator must remember across restarts — PNodes, networks,
-placements, sessions, vocabularies, datasets — goes through `StateStore`. The
-SQLite implementation keeps one file under the state dir, in WAL mode, with
-every write in a transaction; a PostgreSQL implementation of the same interface
-lets several orchestrators share one backend.
+What the orchestrator must remember across restarts about its fleet and its work —
+PNodes, networks, placements, sessions — goes through `StateStore`. `SQLiteStore`,
+the only implementation, keeps one file under the state dir, in WAL mode, with every
+write in a transaction; it belongs to one orchestrator process (several orchestrators
+sharing one backend is not built). Vocabularies and datasets are not here: they live in
+the object store, beside checkpoints (`dcnr.orchestrator.datastore`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from dcnr.errors import AlreadyExists, NotFound
+from dcnr.errors import AlreadyExists, Conflict, NotFound
 
 __all__ = ["AlreadyExists", "NotFound"]  # the store raises them; callers import them from here too
 
 SCHEMA_VERSION = 1
-
-
 
 
 @dataclass
@@ -83,10 +82,6 @@ class StateStore(Protocol):
     def get_session(self, session_id: str) -> SessionRecord: ...
     def list_sessions(self) -> list[SessionRecord]: ...
     def delete_session(self, session_id: str) -> bool: ...
-    def put_blob_record(self, kind: str, name: str, meta: dict[str, Any]) -> None: ...
-    def get_blob_record(self, kind: str, name: str) -> dict[str, Any]: ...
-    def list_blob_records(self, kind: str) -> list[dict[str, Any]]: ...
-    def delete_blob_record(self, kind: str, name: str) -> bool: ...
 
 
 _SCHEMA = """
@@ -98,8 +93,6 @@ CREATE TABLE IF NOT EXISTS networks (name TEXT PRIMARY KEY, yaml TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS placements (network TEXT NOT NULL, vnode TEXT NOT NULL, pnode TEXT NOT NULL,
     PRIMARY KEY (network, vnode));
 CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS records (kind TEXT NOT NULL, name TEXT NOT NULL, meta TEXT NOT NULL,
-    PRIMARY KEY (kind, name));
 """
 
 
@@ -118,7 +111,7 @@ class SQLiteStore:
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: state schema version {row[0]}, this orchestrator needs {SCHEMA_VERSION}")
+            raise Conflict(f"{self.path}: state schema version {row[0]}, this orchestrator needs {SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:
@@ -234,22 +227,3 @@ class SQLiteStore:
     def delete_session(self, session_id: str) -> bool:
         with self._tx() as db:
             return db.execute("DELETE FROM sessions WHERE id=?", (session_id,)).rowcount > 0
-
-    # -- vocabularies, datasets (metadata; their contents live in object storage) ------------------
-    def put_blob_record(self, kind: str, name: str, meta: dict[str, Any]) -> None:
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (kind, name, json.dumps(meta)))
-
-    def get_blob_record(self, kind: str, name: str) -> dict[str, Any]:
-        row = self._one("SELECT meta FROM records WHERE kind=? AND name=?", (kind, name), f"unknown {kind} {name!r}")
-        meta: dict[str, Any] = json.loads(row[0])
-        return meta
-
-    def list_blob_records(self, kind: str) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT meta FROM records WHERE kind=? ORDER BY name", (kind,)).fetchall()
-        return [json.loads(r[0]) for r in rows]
-
-    def delete_blob_record(self, kind: str, name: str) -> bool:
-        with self._tx() as db:
-            return db.execute("DELETE FROM records WHERE kind=? AND name=?", (kind, name)).rowcount > 0

@@ -1,21 +1,23 @@
-"""Byte objects by key in a local directory or an S3-compatible bucket, and sha256 blobs on top."""
+"""Byte objects by key in a local directory or an S3-compatible bucket, and sha256-named objects on top."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
+from dcnr.errors import DataLoss
+from dcnr.storage.files import write_atomic
+
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class IntegrityError(ValueError):
-    """A blob's bytes do not hash to its name: it is refused, never loaded."""
+class IntegrityError(DataLoss):
+    """An object's bytes do not hash to its name: it is refused, never loaded."""
 
 
 def _check_key(key: str) -> str:
@@ -37,7 +39,7 @@ class ObjectStore(Protocol):
 
 
 class FileStore:
-    """Objects as files under a root directory; writes go to a temporary name, then rename."""
+    """Objects as files under a root directory, each written with `write_atomic`."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -48,17 +50,7 @@ class FileStore:
         return self.root / _check_key(key)
 
     def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(path)  # atomic: readers see the old object or the new one
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(self._path(key), data)  # readers see the old object or the new one, even after a crash
 
     def get(self, key: str) -> bytes:
         try:
@@ -163,6 +155,30 @@ def open_store(url: str, endpoint_url: str | None = None) -> ObjectStore:
     raise ValueError(f"storage URL {url!r}: expected file:///path or s3://bucket/prefix")
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def put_checked(objects: ObjectStore, prefix: str, data: bytes, suffix: str = "") -> str:
+    """Store `data` as `<prefix>/<sha256 of data><suffix>` and return that key; the same bytes
+    under the same prefix are written once."""
+    key = f"{prefix}/{sha256(data)}{suffix}"
+    if not objects.exists(key):
+        objects.put(key, data)
+    return key
+
+
+def get_checked(objects: ObjectStore, key: str) -> bytes:
+    """Read an object that `put_checked` stored, refusing it unless its bytes hash to its name."""
+    digest = key.rpartition("/")[2].partition(".")[0]
+    if not _SHA256.fullmatch(digest):
+        raise ValueError(f"invalid object key {key!r}: expected <prefix>/<sha256 hex digest>[.suffix]")
+    data = objects.get(key)
+    if sha256(data) != digest:
+        raise IntegrityError(f"object {key} in {objects.url} does not match its hash: refused")
+    return data
+
+
 class BlobStore:
     """Content-addressed blobs (`blobs/<sha256>`) and named manifests over an object store.
 
@@ -174,24 +190,15 @@ class BlobStore:
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
 
-    @staticmethod
-    def digest(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()
+    digest = staticmethod(sha256)
 
     def put_blob(self, data: bytes) -> str:
-        digest = self.digest(data)
-        key = f"blobs/{digest}"
-        if not self.objects.exists(key):  # same bytes, same name: written once
-            self.objects.put(key, data)
-        return digest
+        return put_checked(self.objects, "blobs", data).rpartition("/")[2]
 
     def get_blob(self, digest: str) -> bytes:
-        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        if not _SHA256.fullmatch(digest):
             raise ValueError(f"invalid blob name {digest!r}: expected a sha256 hex digest")
-        data = self.objects.get(f"blobs/{digest}")
-        if self.digest(data) != digest:
-            raise IntegrityError(f"blob {digest[:12]}… in {self.objects.url} does not match its hash: refused")
-        return data
+        return get_checked(self.objects, f"blobs/{digest}")
 
     def put_manifest(self, key: str, data: bytes) -> None:
         self.objects.put(f"manifests/{key}", data)

@@ -9,7 +9,7 @@ import grpc
 import yaml
 
 from dcnr.data.vocab import train_vocabulary
-from dcnr.orchestrator.server import Orchestrator
+from dcnr.orchestrator.app import Orchestrator
 from dcnr.pnode.agent import PNode
 from dcnr.proto.v2 import node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.spec.transformer import transformer_lm

@@ -20,7 +20,7 @@ import torch
 from cluster_helpers import Cluster, add_data, small_lm_yaml
 
 import dcnr
-from dcnr.orchestrator.server import Orchestrator
+from dcnr.orchestrator.app import Orchestrator
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.proto.version import PROTOCOL_VERSION

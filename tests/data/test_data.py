@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from dcnr.data import TokenDataset, read_corpus, stdlib_corpus, train_vocabulary
+from dcnr.errors import DataLoss
 
 TEXT = [f"def function_{i}(x):\n    return x * {i} + {i % 5}\n" for i in range(400)]
 
@@ -57,21 +61,30 @@ def test_batches_are_a_pure_function_of_dataset_seed_step() -> None:
         ds.batch(seed=0, step=0, batch_size=1, seq_len=len(ds.tokens) + 5)
 
 
-def test_dataset_save_load_round_trip_and_corruption(tmp_path: Path) -> None:
+def test_tokens_round_trip_through_safetensors_and_corruption_is_refused() -> None:
     tok = train_vocabulary(TEXT, 300)
     ds = TokenDataset.from_texts(TEXT, tok, validation_fraction=0.1)
-    ds.save(tmp_path / "d.safetensors")
-    again = TokenDataset.load(tmp_path / "d.safetensors")
+    data = ds.to_safetensors()
+    assert load_safetensors(data).keys() == {"tokens"}  # an ordinary safetensors file: tokens only
+    again = TokenDataset.from_safetensors(data, 0.1, ds.digest, "d")
     assert torch.equal(again.tokens, ds.tokens) and again.validation_fraction == 0.1
-    assert again.digest == ds.digest
+    assert again.digest == hashlib.sha256(ds.tokens.numpy().tobytes()).hexdigest() == ds.digest
     assert torch.equal(again.batch(1, 2, 3, 8)[0], ds.batch(1, 2, 3, 8)[0])
-    raw = bytearray((tmp_path / "d.safetensors").read_bytes())
+    raw = bytearray(data)
     raw[-1] ^= 0xFF  # flip bits of the last token
-    (tmp_path / "bad.safetensors").write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match="hash does not match"):
-        TokenDataset.load(tmp_path / "bad.safetensors")
-    from safetensors.torch import save_file
+    with pytest.raises(DataLoss, match=r"^d: tokens hash to [0-9a-f]{12}…, expected [0-9a-f]{12}…$"):
+        TokenDataset.from_safetensors(bytes(raw), 0.1, ds.digest, "d")
+    with pytest.raises(DataLoss, match=r"^d: not safetensors"):
+        TokenDataset.from_safetensors(b"\x08" + bytes(20), 0.1, ds.digest, "d")
+    for other in ({"x": torch.zeros(2)}, {"tokens": ds.tokens.int()}, {"tokens": ds.tokens[None]},
+                  {"tokens": ds.tokens, "more": ds.tokens.clone()}):
+        with pytest.raises(DataLoss, match="expected one flat int64 tensor 'tokens', found"):
+            TokenDataset.from_safetensors(save_safetensors(other), 0.1, ds.digest, "d")
 
-    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(ValueError, match="not a DCNR dataset"):
-        TokenDataset.load(tmp_path / "other.safetensors")
+
+def test_a_new_split_keeps_the_tokens_and_the_hash() -> None:
+    ds = TokenDataset.from_texts(TEXT, train_vocabulary(TEXT, 300), validation_fraction=0.1)
+    wider = ds.with_validation_fraction(0.5)
+    assert wider.tokens is ds.tokens and wider.digest == TokenDataset(ds.tokens, 0.5).digest == ds.digest
+    assert len(wider.split("validation")) == len(ds.tokens) - int(len(ds.tokens) * 0.5)
+    assert ds.validation_fraction == 0.1  # the original is unchanged

@@ -1,22 +1,31 @@
-"""The data store: vocabularies and datasets by name, streamed in, kept across restarts."""
+"""The data store: vocabularies and datasets by name, streamed in, kept in the object store so that
+a restarted orchestrator, or another one on the same storage, sees them."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
+import json
+import logging
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 import torch
+from dcnr.orchestrator.app import Orchestrator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from dcnr.data import TokenDataset, train_vocabulary
+from dcnr.errors import DataLoss
 from dcnr.orchestrator import datastore as datastore_module
 from dcnr.orchestrator.datastore import DataStore
-from dcnr.orchestrator.store import AlreadyExists, NotFound, SQLiteStore
+from dcnr.orchestrator.store import AlreadyExists, NotFound
+from dcnr.storage import FileStore, IntegrityError, open_store
 
 TEXTS = [f"def f_{i}(x):\n    return x * {i}\n" for i in range(40)]
 
@@ -30,9 +39,13 @@ def _json() -> str:
     return _vocab().to_str()
 
 
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 @pytest.fixture
 def ds(tmp_path: Path) -> DataStore:
-    d = DataStore(SQLiteStore(tmp_path / "state.db"), tmp_path / "data")
+    d = DataStore(FileStore(tmp_path / "storage"))
     d.create_vocabulary("code", _json())
     return d
 
@@ -43,10 +56,13 @@ def _expected_tokens(texts: list[str]) -> int:
 
 # -- vocabularies -------------------------------------------------------------------------------------
 def test_vocabulary_create_get_list_delete(tmp_path: Path) -> None:
-    d = DataStore(SQLiteStore(tmp_path / "state.db"), tmp_path / "missing" / "root")
+    objects = FileStore(tmp_path / "missing" / "root")
+    d = DataStore(objects)
     info = d.create_vocabulary("code", _json())
-    assert info == {"name": "code", "vocab_size": _vocab().get_vocab_size(), "file": "vocabularies/code.json"}
-    assert (tmp_path / "missing" / "root" / info["file"]).is_file()
+    key = f"data/vocabularies/code/{_sha(_json().encode())}.json"
+    assert info == {"name": "code", "vocab_size": _vocab().get_vocab_size(), "object": key}
+    assert objects.get(key) == _json().encode()
+    assert json.loads(objects.get("data/vocabularies/code/vocabulary.json")) == info  # the record
     assert d.get_vocabulary("code") == info
     d.create_vocabulary("code-2.v1", _json())
     assert [v["name"] for v in d.list_vocabularies()] == ["code", "code-2.v1"]
@@ -54,7 +70,7 @@ def test_vocabulary_create_get_list_delete(tmp_path: Path) -> None:
     assert d.tokenizer("code").encode("return x").ids == _vocab().encode("return x").ids
     assert d.delete_vocabulary("code") is True
     assert d.delete_vocabulary("code") is False
-    assert not (tmp_path / "missing" / "root" / info["file"]).exists()
+    assert objects.list("data/vocabularies/code/") == []
     assert [v["name"] for v in d.list_vocabularies()] == ["code-2.v1"]
     with pytest.raises(NotFound, match="unknown vocabulary 'code'"):
         d.get_vocabulary("code")
@@ -148,9 +164,10 @@ def test_tokens_match_from_texts(ds: DataStore) -> None:
     got = ds.dataset("d")
     assert torch.equal(got.tokens, ref.tokens) and got.tokens.dtype == torch.long
     assert info["sha256"] == ref.digest
+    key = f"data/datasets/d/{_sha(ref.to_safetensors())}.safetensors"
     assert info == {"name": "d", "vocabulary": "code", "tokens": len(ref.tokens),
                     "train_tokens": len(ref.split("train")), "validation_tokens": len(ref.split("validation")),
-                    "sha256": ref.digest, "validation_fraction": 0.1, "file": "datasets/d.safetensors"}
+                    "sha256": ref.digest, "validation_fraction": 0.1, "object": key}
     assert ds.get_dataset("d") == info
     assert ds.dataset("d") is got  # cached
 
@@ -161,7 +178,7 @@ def test_empty_or_too_small_datasets_are_refused(ds: DataStore) -> None:
     with pytest.raises(ValueError, match="too few"):
         ds.create_dataset("d", "code", [""])  # a lone <eos>: no room for two splits
     assert ds.list_datasets() == []
-    assert list((ds.root / "datasets").iterdir()) == []  # nothing left behind
+    assert ds.objects.list("data/datasets/") == []  # nothing left behind
 
 
 def test_a_failing_stream_leaves_nothing_behind(ds: DataStore) -> None:
@@ -171,24 +188,118 @@ def test_a_failing_stream_leaves_nothing_behind(ds: DataStore) -> None:
 
     with pytest.raises(OSError, match="disk went away"):
         ds.create_dataset("d", "code", docs())
-    assert ds.list_datasets() == [] and list((ds.root / "datasets").iterdir()) == []
+    assert ds.list_datasets() == [] and ds.objects.list("data/datasets/") == []
     ds.create_dataset("d", "code", TEXTS)  # the name is free again
 
 
-def test_a_restart_sees_everything(tmp_path: Path) -> None:
-    state = SQLiteStore(tmp_path / "state.db")
-    d = DataStore(state, tmp_path / "data")
-    d.create_vocabulary("code", _json())
-    info = d.create_dataset("d", "code", TEXTS)
-    d.split_dataset("d", 0.25)
-    state.close()
-    again = DataStore(SQLiteStore(tmp_path / "state.db"), tmp_path / "data")
-    assert [v["name"] for v in again.list_vocabularies()] == ["code"]
-    assert [x["name"] for x in again.list_datasets()] == ["d"]
-    assert again.get_dataset("d")["validation_fraction"] == 0.25
-    assert again.dataset("d").validation_fraction == 0.25
-    assert again.dataset("d").digest == info["sha256"]
-    assert again.tokenizer("code").encode("return x").ids == _vocab().encode("return x").ids
+# -- one storage, many orchestrators -------------------------------------------------------------------
+@pytest.fixture(params=["file", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str | None]:
+    """(storage URL, S3 endpoint or None): a directory, or a fresh bucket on the loopback S3 server."""
+    if request.param == "file":
+        return (tmp_path / "shared").as_uri(), None
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/dcnr", endpoint
+
+
+def test_a_second_data_store_on_the_same_storage_sees_and_uses_everything(storage: tuple[str, str | None]) -> None:
+    url, endpoint = storage
+    first = DataStore(open_store(url, endpoint))
+    first.create_vocabulary("code", _json())
+    info = first.create_dataset("d", "code", TEXTS)
+    split = first.split_dataset("d", 0.25)
+    second = DataStore(open_store(url, endpoint))  # shares nothing with `first` but the URL
+    assert second.list_vocabularies() == [first.get_vocabulary("code")]
+    assert second.list_datasets() == [split] and second.get_dataset("d") == split
+    ref = TokenDataset.from_texts(TEXTS, _vocab(), validation_fraction=0.25)
+    got = second.dataset("d")
+    assert torch.equal(got.tokens, ref.tokens) and got.digest == info["sha256"] == ref.digest
+    for part in ("train", "validation"):
+        batches = [d.batch(7, 3, 4, 8, part) for d in (got, first.dataset("d"), ref)]
+        assert all(torch.equal(x, batches[0][0]) and torch.equal(y, batches[0][1]) for x, y in batches)
+    assert second.tokenizer("code").encode("return x").ids == _vocab().encode("return x").ids
+    second.split_dataset("d", 0.5)  # what one does, the other sees on its next call
+    assert first.dataset("d").validation_fraction == 0.5 and first.get_dataset("d")["validation_fraction"] == 0.5
+    assert second.delete_dataset("d")
+    second.create_dataset("d", "code", TEXTS[:20])  # the same name, other tokens: `first` must not serve its cache
+    assert torch.equal(first.dataset("d").tokens, TokenDataset.from_texts(TEXTS[:20], _vocab()).tokens)
+    assert second.delete_dataset("d") and second.delete_vocabulary("code")
+    with pytest.raises(NotFound, match="unknown dataset 'd'"):
+        first.dataset("d")
+    with pytest.raises(NotFound, match="unknown vocabulary 'code'"):
+        first.tokenizer("code")
+    assert first.list_vocabularies() == [] and open_store(url, endpoint).list("") == []  # every object removed
+
+
+def test_a_corrupted_dataset_object_is_refused(storage: tuple[str, str | None]) -> None:
+    url, endpoint = storage
+    objects = open_store(url, endpoint)
+    first = DataStore(objects)
+    first.create_vocabulary("code", _json())
+    info = first.create_dataset("d", "code", TEXTS)
+    raw = bytearray(objects.get(info["object"]))
+    raw[-1] ^= 0x01  # one flipped bit in the last token
+    objects.put(info["object"], bytes(raw))
+    with pytest.raises(IntegrityError, match=r"object data/datasets/d/[0-9a-f]{64}\.safetensors in .* does not "
+                                             r"match its hash: refused") as e:
+        DataStore(open_store(url, endpoint)).dataset("d")
+    assert isinstance(e.value, DataLoss)
+    # whole, well-named tokens that are not the ones the record describes are refused too
+    forged = TokenDataset(torch.arange(50), 0.05).to_safetensors()
+    key = f"data/datasets/d/{_sha(forged)}.safetensors"
+    objects.put(key, forged)
+    objects.put("data/datasets/d/dataset.json", json.dumps({**info, "object": key}).encode())
+    with pytest.raises(DataLoss, match=r"dataset 'd' .*: tokens hash to [0-9a-f]{12}…, expected [0-9a-f]{12}…$"):
+        DataStore(open_store(url, endpoint)).dataset("d")
+
+
+def test_a_damaged_record_is_refused_by_name_skipped_in_lists_and_deletable(ds: DataStore,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    ds.create_dataset("d", "code", TEXTS)
+    ds.create_dataset("e", "code", TEXTS)
+    ds.objects.put("data/datasets/d/dataset.json", b"{not json")
+    with pytest.raises(DataLoss, match=r"^data/datasets/d/dataset\.json in file://.* is not a dataset record: "
+                                        r"refused$"):
+        ds.get_dataset("d")
+    with caplog.at_level(logging.WARNING, logger="dcnr.orchestrator.datastore"):
+        assert [x["name"] for x in ds.list_datasets()] == ["e"]
+    assert "skipping data/datasets/d/dataset.json" in caplog.text
+    assert ds.delete_dataset("d") is True and ds.objects.list("data/datasets/d/") == []
+    ds.objects.put("data/datasets/e/dataset.json", json.dumps({**ds.get_dataset("e"), "name": "x"}).encode())
+    with pytest.raises(DataLoss, match="is not a dataset record"):  # a record must name what it describes
+        ds.get_dataset("e")
+
+
+def test_a_corrupted_vocabulary_is_refused(ds: DataStore) -> None:
+    info = ds.get_vocabulary("code")
+    ds.objects.put(info["object"], b'{"version": "1.0"}')
+    with pytest.raises(IntegrityError, match="does not match its hash"):
+        DataStore(ds.objects).tokenizer("code")
+    key = f"data/vocabularies/code/{_sha(b'not a tokenizer')}.json"
+    ds.objects.put(key, b"not a tokenizer")
+    ds.objects.put("data/vocabularies/code/vocabulary.json", json.dumps({**info, "object": key}).encode())
+    with pytest.raises(DataLoss, match=f"vocabulary 'code': {key} is not a tokenizer JSON: refused"):
+        DataStore(ds.objects).tokenizer("code")
+
+
+def test_orchestrators_see_the_data_of_their_storage_not_of_their_state_dir(tmp_path: Path) -> None:
+    a = Orchestrator(tmp_path / "a")  # default storage: inside its state dir
+    a.data.create_vocabulary("code", _json())
+    a.data.create_dataset("d", "code", TEXTS)
+    a.store.close()
+    again = Orchestrator(tmp_path / "a")  # a restart
+    shared = Orchestrator(tmp_path / "b", storage=(tmp_path / "a" / "storage").as_uri())  # another state dir
+    fresh = Orchestrator(tmp_path / "c")
+    try:
+        for o in (again, shared):
+            assert [x["name"] for x in o.data.list_datasets()] == ["d"]
+            assert torch.equal(o.data.dataset("d").batch(1, 2, 3, 8)[0], a.data.dataset("d").batch(1, 2, 3, 8)[0])
+        assert fresh.data.list_datasets() == [] and fresh.data.list_vocabularies() == []
+    finally:
+        for o in (again, shared, fresh):
+            o.store.close()
 
 
 def test_split_moves_the_boundary_and_keeps_the_hash(ds: DataStore) -> None:
@@ -201,7 +312,9 @@ def test_split_moves_the_boundary_and_keeps_the_hash(ds: DataStore) -> None:
     assert ds.get_dataset("d") == after
     assert ds.dataset("d").validation_fraction == 0.5
     assert len(ds.dataset("d").split("validation")) == after["validation_tokens"]
-    assert TokenDataset.load(ds.root / after["file"]).validation_fraction == 0.5  # the file was rewritten
+    assert after["object"] == before["object"]  # only the record was rewritten
+    assert json.loads(ds.objects.get("data/datasets/d/dataset.json")) == after
+    assert ds.objects.list("data/datasets/") == sorted([after["object"], "data/datasets/d/dataset.json"])
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 0.51, 1.0, float("nan")])
@@ -245,7 +358,7 @@ def test_delete_dataset(ds: DataStore) -> None:
     info = ds.create_dataset("d", "code", TEXTS)
     ds.dataset("d")
     assert ds.delete_dataset("d") is True
-    assert not (ds.root / info["file"]).exists()
+    assert ds.objects.list("data/datasets/") == [] and not ds.objects.exists(info["object"])
     assert ds.delete_dataset("d") is False
     with pytest.raises(NotFound, match="unknown dataset 'd'"):
         ds.dataset("d")  # the cache forgot it too
@@ -266,7 +379,7 @@ _names = itertools.count()
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> DataStore:
     root = tmp_path_factory.mktemp("datastore")
-    d = DataStore(SQLiteStore(root / "state.db"), root / "data")
+    d = DataStore(FileStore(root / "storage"))
     d.create_vocabulary("code", _json())
     return d
 

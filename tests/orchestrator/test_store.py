@@ -25,14 +25,12 @@ def test_everything_survives_a_reopen(tmp_path: Path) -> None:
     s.set_placement("net", "fc1", "p1")
     s.set_placement("net", "fc2", "p1")
     s.put_session(SessionRecord("s1", "net", "d", steps=10, batch_size=4, micro_batches=2, seed=3))
-    s.put_blob_record("dataset", "d", {"name": "d", "tokens": 123})
     s.close()
     s = SQLiteStore(db)
     assert s.get_pnode("p1").hardware == {"cpu_cores": 2}
     assert s.get_network("net").yaml == "nodes: []"
     assert s.placements("net") == {"fc1": "p1", "fc2": "p1"}
     assert s.get_session("s1").micro_batches == 2
-    assert s.get_blob_record("dataset", "d")["tokens"] == 123
     assert s.clear_placements("p1") == [("net", "fc1"), ("net", "fc2")] and s.placements("net") == {}
 
 
@@ -44,8 +42,7 @@ def test_typed_errors(tmp_path: Path) -> None:
     for call, message in ((lambda: s.get_network("x"), "unknown network 'x'"),
                           (lambda: s.get_pnode("x"), "unknown PNode 'x'"),
                           (lambda: s.get_session("x"), "unknown session 'x'"),
-                          (lambda: s.update_network("x", "y"), "unknown network 'x'"),
-                          (lambda: s.get_blob_record("vocabulary", "x"), "unknown vocabulary 'x'")):
+                          (lambda: s.update_network("x", "y"), "unknown network 'x'")):
         with pytest.raises(NotFound) as info:
             call()
         assert str(info.value) == message

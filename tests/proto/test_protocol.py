@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dcnr.proto.v2 import common_pb2
-from dcnr.proto.version import PROTOCOL_VERSION, IncompatibleVersion, check_compatible, version_message
+from dcnr.errors import IncompatibleVersion
+from dcnr.proto.version import PROTOCOL_VERSION
 from dcnr.transport.grpc import codec
 
 
@@ -87,11 +88,13 @@ def test_values_carry_tensors_and_text() -> None:
 
 
 def test_protocol_versions() -> None:
-    check_compatible(version_message())
+    assert PROTOCOL_VERSION[0] == 2, "the step protocol of this release is major version 2"
+    codec.check_version(codec.version_message())
     major = PROTOCOL_VERSION[0]
-    check_compatible(common_pb2.ProtocolVersion(major=major, minor=99))  # newer minor: compatible
-    for bad in (common_pb2.ProtocolVersion(major=major + 1), common_pb2.ProtocolVersion()):
+    codec.check_version(common_pb2.ProtocolVersion(major=major, minor=99))  # newer minor: compatible
+    for bad in (common_pb2.ProtocolVersion(major=major + 1), common_pb2.ProtocolVersion(major=1),
+                common_pb2.ProtocolVersion()):
         with pytest.raises(IncompatibleVersion) as info:
-            check_compatible(bad)
+            codec.check_version(bad)
         assert f"{bad.major}.{bad.minor}.{bad.patch}" in str(info.value)
         assert ".".join(map(str, PROTOCOL_VERSION)) in str(info.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -11,7 +12,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dcnr.storage import BlobStore, FileStore, IntegrityError, ObjectStore, S3Store, http_get, http_put, open_store
+from dcnr.errors import DataLoss
+from dcnr.storage import (
+    BlobStore,
+    FileStore,
+    IntegrityError,
+    ObjectStore,
+    S3Store,
+    get_checked,
+    http_get,
+    http_put,
+    open_store,
+    put_checked,
+)
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -57,6 +70,22 @@ def test_blobs_are_content_addressed_and_checked(store: ObjectStore) -> None:
     blobs.put_manifest("net/00000005.json", b"{}")
     blobs.put_manifest("net/00000010.json", b"{}")
     assert blobs.list_manifests("net/") == ["net/00000005.json", "net/00000010.json"]
+
+
+def test_checked_objects_are_named_by_their_hash_and_refused_when_altered(store: ObjectStore) -> None:
+    key = put_checked(store, "data/x", b"tokens", ".safetensors")
+    assert key == f"data/x/{hashlib.sha256(b'tokens').hexdigest()}.safetensors"
+    assert put_checked(store, "data/x", b"tokens", ".safetensors") == key and store.list("data/") == [key]
+    assert get_checked(store, key) == b"tokens"
+    store.put(key, b"tokenz")
+    with pytest.raises(IntegrityError, match=r"object data/x/.* does not match its hash: refused") as info:
+        get_checked(store, key)
+    assert isinstance(info.value, DataLoss) and isinstance(info.value, ValueError)
+    for bad in ("data/x/record.json", "data/x/abc.json"):
+        with pytest.raises(ValueError, match="expected <prefix>/<sha256 hex digest>"):
+            get_checked(store, bad)
+    with pytest.raises(FileNotFoundError):
+        get_checked(store, f"data/y/{'0' * 64}.json")
 
 
 def test_a_crash_mid_write_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,8 +3,10 @@ statuses to `dcnr.errors` classes.
 
 A handler raising a `DcnrError` ends the call with that class's status and its message;
 a plain `ValueError` (the idiom for a bad value in the catalog and the spec) is
-INVALID_ARGUMENT; anything else is a bug: logged with its traceback and answered
-INTERNAL, and the server keeps serving.
+INVALID_ARGUMENT; a call the handler made to a peer that failed is ABORTED, naming the
+peer's status; anything else is a bug: logged with its traceback and answered INTERNAL, and the
+server keeps serving. A call the handler already ended (`context.abort`) or the client
+cancelled (a streamed request then raises a bare `grpc.RpcError`) is left as it is.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from dcnr.errors import DcnrError, NetworkError, error_for_status
+from dcnr.errors import Aborted, DcnrError, NetworkError, error_for_status
 
 log = logging.getLogger("dcnr.transport")
 
@@ -28,6 +30,10 @@ S = TypeVar("S")
 def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
     if context.code() is not None:  # the handler already ended the call (context.abort)
         raise exc
+    if isinstance(exc, grpc.RpcError) and not isinstance(exc, grpc.Call):
+        raise exc  # the client cancelled while we read its stream: grpc ends the call itself
+    if isinstance(exc, grpc.Call):  # a call this handler made to a peer failed: not the caller's mistake
+        exc = Aborted(f"a call to a peer failed: {exc.code().name}: {exc.details()}")
     if isinstance(exc, NetworkError):
         context.set_trailing_metadata(((PROBLEMS_KEY, "network"),))
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(exc.problems))

@@ -92,10 +92,12 @@ class GrpcOrchestratorLink:
     """A PNode's `OrchestratorLink` over gRPC."""
 
     def __init__(self, address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout: float = 30.0,
-                 blob_timeout: float = 300.0) -> None:
-        self.channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+                 blob_timeout: float = 300.0, channel: grpc.Channel | None = None) -> None:
+        """`channel`: use this one for everything instead of opening two to `address`."""
+        self.channel = channel or grpc.insecure_channel(address, options=channel_options(max_message_bytes))
         # membership has a channel of its own: a heartbeat never waits behind a report or a blob transfer
-        self.membership_channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        self.membership_channel = channel or grpc.insecure_channel(
+            address, options=[("grpc.use_local_subchannel_pool", 1)])
         self.members = node_pb2_grpc.NodeManagementServiceStub(self.membership_channel)
         self.nodes = node_pb2_grpc.NodeManagementServiceStub(self.channel)
         self.storage = storage_pb2_grpc.StorageServiceStub(self.channel)

@@ -1,0 +1,178 @@
+"""Stored networks: definitions, where their VNodes live, and their state as one-file artifacts.
+
+Owns the rules around a network's life on the orchestrator: a definition is validated
+(including the vocabularies its tokenizers name) before it is stored; a network being
+trained by a session cannot be redefined or deleted; an import or a clone either
+creates the network with all of its state or leaves nothing behind. Exports and session
+checkpoints leave as `dcnr.runtime.artifact` files. Knows nothing of gRPC.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from dcnr.errors import Conflict, InvalidArgument, NetworkError, NotFound
+from dcnr.orchestrator import checkpoints
+from dcnr.orchestrator.checkpoints import Checkpoints
+from dcnr.orchestrator.datastore import DataStore, check_name
+from dcnr.orchestrator.driver import Driver
+from dcnr.orchestrator.fleet import Fleet
+from dcnr.orchestrator.store import NetworkRecord, StateStore
+from dcnr.runtime.artifact import artifact_metadata, read_artifact, write_artifact
+from dcnr.spec.loader import parse_network, parse_stored_network
+from dcnr.spec.model import NetworkSpec
+
+log = logging.getLogger("dcnr.orchestrator")
+
+# what a checkpoint artifact records about the training that produced it, as `training.<key>`
+TRAINING_FACTS = ("session", "session_step", "steps", "seed", "dataset", "dataset_sha256", "batch_size",
+                  "micro_batches")
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    name: str
+    yaml: str  # the definition as it was submitted
+    vnodes: int
+    parameters: int
+    step: int  # training steps applied to its parameters
+    created_at: str  # ISO 8601, UTC, to the second
+
+
+@dataclass(frozen=True)
+class Placement:
+    vnode: str
+    pnode: str
+    address: str  # "" when the PNode is no longer registered
+
+
+class Networks:
+    def __init__(self, store: StateStore, driver: Driver, fleet: Fleet, data: DataStore,
+                 checkpoints: Checkpoints) -> None:
+        self.store = store
+        self.driver = driver
+        self.fleet = fleet
+        self.data = data
+        self.checkpoints = checkpoints
+
+    def info(self, name: str) -> NetworkInfo:
+        rec = self.store.get_network(name)
+        spec = self.driver.network(name).spec
+        created = datetime.fromtimestamp(rec.created_at, UTC).isoformat(timespec="seconds")
+        return NetworkInfo(rec.name, rec.yaml, len(spec.nodes), spec.num_parameters(), self.driver.step_of(name),
+                           created)
+
+    def list_all(self) -> list[NetworkInfo]:
+        return [self.info(rec.name) for rec in self.store.list_networks()]
+
+    def create(self, yaml_text: str, source: str = "network", name: str = "") -> NetworkInfo:
+        """Store a new network under `name` (default: the name in its YAML)."""
+        spec = self._parse(yaml_text, source)
+        name = check_name("network", name or spec.name)
+        self.store.create_network(NetworkRecord(name, yaml_text))
+        log.info("network %s created: %d VNodes", name, len(spec.nodes), extra={"network": name})
+        return self.info(name)
+
+    def update(self, name: str, yaml_text: str, source: str = "network") -> NetworkInfo:
+        """Replace a network's definition; its VNodes start again from their initial parameters."""
+        self._parse(yaml_text, source)
+        self.store.get_network(name)
+        self.refuse_if_training(name)
+        self.store.update_network(name, yaml_text)
+        self.store.set_network_step(name, 0)
+        self.store.set_placements(name, {})
+        self.checkpoints.mark_loaded(name, False)  # back to the seed's parameters
+        self.driver.forget(name)
+        return self.info(name)
+
+    def delete(self, name: str) -> bool:
+        self.store.get_network(name)
+        self.refuse_if_training(name)
+        self.driver.forget(name)
+        self.checkpoints.mark_loaded(name, False)
+        return self.store.delete_network(name)
+
+    def placements(self, name: str) -> list[Placement]:
+        """Where each VNode of a network lives now, by VNode id."""
+        self.store.get_network(name)
+        addresses = {p.id: p.address for p in self.store.list_pnodes()}
+        return [Placement(vnode, pnode, addresses.get(pnode, ""))
+                for vnode, pnode in sorted(self.store.placements(name).items())]
+
+    def refuse_if_training(self, name: str) -> None:
+        busy = [s.id for s in self.store.list_sessions() if s.network == name and s.state == "running"]
+        if busy:
+            raise Conflict(f"network {name!r} is being trained by session {busy[0]}; suspend it first")
+
+    def _parse(self, yaml_text: str, source: str) -> NetworkSpec:
+        """A validated definition whose tokenizers and detokenizers name stored vocabularies."""
+        spec = parse_network(yaml_text, source=source)
+        stored = {v["name"] for v in self.data.list_vocabularies()}
+        problems = [f"{source}: node {nid!r}: config.vocabulary: unknown vocabulary {vocab!r}; stored: "
+                    f"{', '.join(sorted(stored)) or 'none'}"
+                    for nid, node in spec.nodes.items()
+                    if (vocab := getattr(node.impl.cfg, "vocabulary", None)) is not None and vocab not in stored]
+        if problems:
+            raise NetworkError(problems)
+        return spec
+
+    # -- artifacts --------------------------------------------------------------------------------
+    def export(self, name: str) -> bytes:
+        """Every VNode's parameters and optimizer state, and the definition, as one safetensors file."""
+        rec = self.store.get_network(name)
+        net = self.driver.network(name)
+        with net.lock:  # between steps
+            state = checkpoints.gather(self.driver, net)
+            step = self.driver.step_of(name)
+        return write_artifact(state, {"network": name, "step": str(step), "seed": str(net.spec.seed),
+                                      "yaml": rec.yaml})
+
+    def import_artifact(self, blob: bytes, name: str = "") -> NetworkInfo:
+        """Create a network from an export (under `name`, default the exported one) and load its state into
+        the VNodes, wherever they are placed."""
+        meta = artifact_metadata(blob)
+        spec = parse_stored_network(meta["yaml"], check_name("network", name or meta.get("network", "")))
+        state = read_artifact(blob, spec)
+        step = int(meta.get("step", "0"))
+        self.store.create_network(NetworkRecord(spec.name, meta["yaml"], step=step))
+        self.checkpoints.mark_loaded(spec.name)  # its parameters are not its seed's, even at step 0
+        try:
+            net = self.driver.network(spec.name)
+            with net.lock:
+                checkpoints.restore(self.driver, net, state, step)
+        except BaseException:
+            self.checkpoints.mark_loaded(spec.name, False)
+            self.driver.forget(spec.name)
+            self.store.delete_network(spec.name)  # nothing half-imported stays behind
+            raise
+        log.info("network %s imported at step %d", spec.name, step, extra={"network": spec.name})
+        return self.info(spec.name)
+
+    def clone(self, source: str, name: str) -> NetworkInfo:
+        """A copy of a network under a new name, with its current parameters and optimizer state."""
+        if not name:
+            raise InvalidArgument("a clone needs a new name")
+        return self.import_artifact(self.export(source), name)
+
+    def session_checkpoints(self, session_id: str) -> list[dict[str, Any]]:
+        """The manifests of the checkpoints a session wrote, oldest first."""
+        rec = self.store.get_session(session_id)
+        return [m for m in self.checkpoints.list(rec.network) if m.get("session") == rec.id]
+
+    def export_checkpoint(self, session_id: str, session_step: int | None = None) -> bytes:
+        """A session's checkpoint (its latest, or the one at `session_step`) as a self-describing artifact:
+        parameters, optimizer state, YAML and the facts of the training that produced it."""
+        found = self.session_checkpoints(session_id)
+        if session_step is not None:
+            found = [m for m in found if m["session_step"] == session_step]
+        if not found:
+            raise NotFound(f"session {session_id} has no checkpoint"
+                           + (f" at step {session_step}" if session_step is not None else ""))
+        m = found[-1]
+        facts = {f"training.{k}": str(m[k]) for k in TRAINING_FACTS if k in m}
+        return write_artifact(self.checkpoints.read(m), {
+            "network": m["network"], "step": str(m["step"]), "yaml": m["yaml"],
+            "seed": str(parse_stored_network(m["yaml"], m["network"]).seed), **facts})

@@ -1,0 +1,102 @@
+"""Using a stored network: forward passes, single training steps, evaluation on a dataset, chat.
+
+Owns what a request means beyond the driver's primitives: a single training step is
+refused while a session trains the network; evaluation averages the costs over held-out
+batches of a dataset's validation split; chat turns a prompt into token ids with the
+network's vocabulary and generated ids back into text, piece by piece. Knows nothing of
+gRPC; tensors only pass through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dcnr.errors import InvalidArgument, NotFound
+from dcnr.orchestrator.datastore import DataStore
+from dcnr.orchestrator.driver import Driver
+from dcnr.orchestrator.networks import Networks
+from dcnr.orchestrator.store import StateStore
+from dcnr.runtime.sampling import lm_interface
+
+VALIDATION_BATCHES = 4  # held-out batches an evaluation averages over, unless asked otherwise
+VALIDATION_BATCH_SIZE = 8
+CHAT_TOKENS = 64  # tokens a chat generates, unless asked otherwise
+
+
+@dataclass(frozen=True)
+class StepResult:
+    costs: dict[str, float]
+    step: int  # the network's step after this one
+    skipped: bool  # fp16: gradients were not finite, so no parameter changed
+
+
+@dataclass(frozen=True)
+class ChatPiece:
+    token: int
+    text: str  # the text this token completes; "" while it ends inside a UTF-8 sequence
+
+
+class Serving:
+    def __init__(self, store: StateStore, driver: Driver, data: DataStore, networks: Networks) -> None:
+        self.store = store
+        self.driver = driver
+        self.data = data
+        self.networks = networks
+
+    def forward(self, network: str, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, Any]:
+        """The named outputs (default: all) of one forward pass."""
+        return self.driver.forward(network, inputs, list(outputs) if outputs else None)
+
+    def train(self, network: str, inputs: Mapping[str, Any], micro_batches: int = 1) -> StepResult:
+        """One training step outside any session."""
+        self.networks.refuse_if_training(network)
+        costs, step, skipped, _ = self.driver.train_step(network, inputs, micro_batches)
+        return StepResult(costs, step, skipped)
+
+    def validate(self, network: str, dataset: str, batches: int | None = None, batch_size: int | None = None,
+                 seed: int = 0) -> dict[str, float]:
+        """Mean costs over held-out batches of the dataset's validation split."""
+        spec = self.driver.network(network).spec
+        ds = self.data.dataset(dataset)
+        _, _, seq_len = lm_interface(spec)
+        batches, size = batches or VALIDATION_BATCHES, batch_size or VALIDATION_BATCH_SIZE
+        totals: dict[str, float] = {}
+        for i in range(batches):
+            x, y = ds.batch(seed, i, size, seq_len, split="validation")
+            for k, v in self.driver.costs(network, {"tokens": x, "targets": y}).items():
+                totals[k] = totals.get(k, 0.0) + v / batches
+        return totals
+
+    def chat(self, network: str, prompt: str, vocabulary: str = "", max_new_tokens: int | None = None,
+             temperature: float = 0.0, top_k: int | None = None, seed: int = 0) -> Iterator[ChatPiece]:
+        """Generated text, token by token, with `vocabulary` (default: the one the network was trained with)."""
+        tok = self.data.tokenizer(vocabulary or self.vocabulary_of(network))
+        bos = tok.token_to_id("<bos>")
+        ids = tok.encode(prompt, add_special_tokens=False).ids
+        new: list[int] = []
+        text = ""
+        for token in self.driver.generate(network, ids or ([bos] if bos is not None else []),
+                                          max_new_tokens or CHAT_TOKENS, temperature, top_k, seed):
+            new.append(token)
+            full = tok.decode(new)
+            if full.endswith("\ufffd"):  # an incomplete UTF-8 sequence: its text comes with a later token
+                yield ChatPiece(token, "")
+                continue
+            yield ChatPiece(token, full[len(text):])
+            text = full
+
+    def vocabulary_of(self, network: str) -> str:
+        """The vocabulary a network was last trained with (through a session), or the only one there is."""
+        self.store.get_network(network)  # NotFound first
+        trained = [s for s in self.store.list_sessions() if s.network == network and s.step > 0]
+        for rec in reversed(trained):
+            with contextlib.suppress(NotFound):
+                return str(self.data.get_dataset(rec.dataset)["vocabulary"])
+        names = [v["name"] for v in self.data.list_vocabularies()]
+        if len(names) == 1:
+            return str(names[0])
+        raise InvalidArgument(f"network {network!r} was not trained through a session here; name its vocabulary "
+                              f"(one of: {', '.join(names) or 'none stored'})")

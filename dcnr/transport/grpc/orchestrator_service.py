@@ -1,0 +1,242 @@
+"""`OrchestratorService` over gRPC: requests to the orchestrator's services, their results to protobuf.
+
+Each handler converts and calls; nothing else. Errors are not handled here: the server
+wraps this servicer once with `guarded`, which answers each `dcnr.errors` class with its
+status. A zero or empty protobuf field means "not given": the default applies.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from dcnr import __version__
+from dcnr.errors import InvalidArgument
+from dcnr.orchestrator import datasets
+from dcnr.orchestrator.networks import NetworkInfo
+from dcnr.orchestrator.store import SessionRecord
+from dcnr.transport.grpc import codec
+from dcnr.proto.v2 import common_pb2, node_pb2, orchestrator_pb2_grpc
+from dcnr.proto.v2 import orchestrator_pb2 as pb
+from dcnr.transport.grpc.codec import version_message
+
+if TYPE_CHECKING:
+    from dcnr.orchestrator.app import Orchestrator
+
+CHUNK = 1 << 20  # bytes per streamed blob message
+
+
+def _network(info: NetworkInfo) -> pb.NetworkInfo:
+    return pb.NetworkInfo(name=info.name, yaml=info.yaml, vnodes=info.vnodes, parameters=info.parameters,
+                          step=info.step, created_at=info.created_at)
+
+
+def _session(rec: SessionRecord) -> pb.TrainSessionInfo:
+    return pb.TrainSessionInfo(id=rec.id, network=rec.network, dataset=rec.dataset, state=rec.state, step=rec.step,
+                               steps=rec.steps, batch_size=rec.batch_size, micro_batches=rec.micro_batches,
+                               seed=rec.seed, error=rec.error)
+
+
+def _step_event(ev: dict[str, Any]) -> pb.StepEvent:
+    return pb.StepEvent(session=ev["session"], step=ev["step"], steps=ev["steps"], loss=ev["loss"],
+                        tokens_per_second=ev["tokens_per_second"], learning_rates=ev["learning_rates"],
+                        duration_seconds=ev["duration_seconds"], state=ev["state"], error=ev["error"])
+
+
+def _dataset(d: dict[str, Any]) -> pb.DatasetInfo:
+    return pb.DatasetInfo(name=d["name"], vocabulary=d["vocabulary"], tokens=d["tokens"],
+                          train_tokens=d["train_tokens"], validation_tokens=d["validation_tokens"], sha256=d["sha256"])
+
+
+def _inputs(values: Any) -> dict[str, Any]:
+    return {nv.name: codec.decode_value(nv.value) for nv in values}
+
+
+def _chunks(blob: bytes) -> Iterator[pb.BlobChunk]:
+    for i in range(0, len(blob), CHUNK):
+        yield pb.BlobChunk(data=blob[i:i + CHUNK])
+
+
+def _documents(first: pb.DatasetUpload, rest: Iterator[pb.DatasetUpload]) -> Iterator[str]:
+    """Whole documents, joined from the pieces of an upload (one document in memory at a time)."""
+    pieces: list[str] = []
+    for m in itertools.chain([first], rest):
+        pieces.append(m.text)
+        if m.end_of_document:
+            yield "".join(pieces)
+            pieces = []
+    if any(pieces):
+        yield "".join(pieces)
+
+
+class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
+    def __init__(self, orch: Orchestrator) -> None:
+        self.o = orch
+
+    # -- networks ---------------------------------------------------------------------------------
+    def CreateNetwork(self, request: pb.CreateNetworkRequest, context: grpc.ServicerContext) -> pb.NetworkInfo:
+        return _network(self.o.networks.create(request.yaml, request.source or "network", request.name))
+
+    def UpdateNetwork(self, request: pb.UpdateNetworkRequest, context: grpc.ServicerContext) -> pb.NetworkInfo:
+        return _network(self.o.networks.update(request.name, request.yaml, request.source or "network"))
+
+    def DeleteNetwork(self, request: pb.NetworkRef, context: grpc.ServicerContext) -> pb.DeleteResponse:
+        return pb.DeleteResponse(deleted=self.o.networks.delete(request.name))
+
+    def GetNetwork(self, request: pb.NetworkRef, context: grpc.ServicerContext) -> pb.NetworkInfo:
+        return _network(self.o.networks.info(request.name))
+
+    def ListNetworks(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListNetworksResponse:
+        return pb.ListNetworksResponse(networks=[_network(i) for i in self.o.networks.list_all()])
+
+    def InspectNetwork(self, request: pb.NetworkRef, context: grpc.ServicerContext) -> pb.InspectNetworkResponse:
+        info = self.o.networks.info(request.name)
+        return pb.InspectNetworkResponse(network=_network(info), placements=[
+            pb.Placement(vnode=p.vnode, pnode=p.pnode, address=p.address)
+            for p in self.o.networks.placements(request.name)])
+
+    def ExportNetwork(self, request: pb.ExportNetworkRequest,
+                      context: grpc.ServicerContext) -> Iterator[pb.BlobChunk]:
+        yield from _chunks(self.o.networks.export(request.name))
+
+    def ImportNetwork(self, request_iterator: Iterator[pb.BlobChunk],
+                      context: grpc.ServicerContext) -> pb.NetworkInfo:
+        """The first message that names one gives the network's name; the chunks' bytes are the artifact."""
+        name, parts = "", []
+        for chunk in request_iterator:
+            name = name or chunk.name
+            parts.append(chunk.data)
+        return _network(self.o.networks.import_artifact(b"".join(parts), name))
+
+    def CloneNetwork(self, request: pb.CloneNetworkRequest, context: grpc.ServicerContext) -> pb.NetworkInfo:
+        return _network(self.o.networks.clone(request.source, request.name))
+
+    # -- execution --------------------------------------------------------------------------------
+    def ForwardNetwork(self, request: pb.ForwardRequest, context: grpc.ServicerContext) -> pb.ForwardResponse:
+        outs = self.o.serving.forward(request.network, _inputs(request.inputs), list(request.outputs))
+        return pb.ForwardResponse(outputs=[pb.NamedValue(name=k, value=codec.encode_value(v))
+                                           for k, v in outs.items()])
+
+    def TrainNetwork(self, request: pb.TrainRequest, context: grpc.ServicerContext) -> pb.TrainResponse:
+        result = self.o.serving.train(request.network, _inputs(request.inputs), request.micro_batches or 1)
+        return pb.TrainResponse(costs=result.costs, step=result.step, skipped=result.skipped)
+
+    def ValidateNetwork(self, request: pb.ValidateRequest, context: grpc.ServicerContext) -> pb.ValidateResponse:
+        return pb.ValidateResponse(costs=self.o.serving.validate(
+            request.network, request.dataset, request.batches or None, request.batch_size or None, request.seed))
+
+    def ChatNetwork(self, request: pb.ChatRequest, context: grpc.ServicerContext) -> Iterator[pb.ChatChunk]:
+        """Generated text, streamed token by token; a last chunk says it is done."""
+        for piece in self.o.serving.chat(request.network, request.prompt, request.vocabulary,
+                                         request.max_new_tokens or None, request.temperature,
+                                         request.top_k or None, request.seed):
+            if not context.is_active():
+                return
+            yield pb.ChatChunk(text=piece.text, token=piece.token)
+        yield pb.ChatChunk(done=True)
+
+    # -- sessions ---------------------------------------------------------------------------------
+    def CreateTrainSession(self, request: pb.CreateTrainSessionRequest,
+                           context: grpc.ServicerContext) -> pb.TrainSessionInfo:
+        return _session(self.o.sessions.create(request.network, request.dataset, request.steps, request.batch_size,
+                                               request.micro_batches, request.seed, request.checkpoint_every))
+
+    def StartTrainSession(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.TrainSessionInfo:
+        return _session(self.o.sessions.start(request.id))
+
+    def SuspendTrainSession(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.TrainSessionInfo:
+        return _session(self.o.sessions.suspend(request.id, wait=self.o.driver.timeout))
+
+    def ListTrainSessions(self, request: pb.ListRequest,
+                          context: grpc.ServicerContext) -> pb.ListTrainSessionsResponse:
+        return pb.ListTrainSessionsResponse(sessions=[_session(r) for r in self.o.sessions.list()])
+
+    def DeleteTrainSession(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.DeleteResponse:
+        return pb.DeleteResponse(deleted=self.o.sessions.delete(request.id))
+
+    def ListenTrainSession(self, request: pb.SessionRef, context: grpc.ServicerContext) -> Iterator[pb.StepEvent]:
+        for ev in self.o.sessions.listen(request.id, context.is_active):
+            yield _step_event(ev)
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def ListCheckpoints(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.ListCheckpointsResponse:
+        return pb.ListCheckpointsResponse(checkpoints=[
+            pb.CheckpointInfo(session=m["session"], network=m["network"], step=m["step"],
+                              session_step=m["session_step"], bytes=m["bytes"], created_at=m["created_at"])
+            for m in self.o.networks.session_checkpoints(request.id)])
+
+    def ExportCheckpoint(self, request: pb.ExportCheckpointRequest,
+                         context: grpc.ServicerContext) -> Iterator[pb.BlobChunk]:
+        step = request.session_step if request.has_step else None
+        yield from _chunks(self.o.networks.export_checkpoint(request.session, step))
+
+    # -- vocabularies and datasets ------------------------------------------------------------------
+    def CreateVocabulary(self, request: pb.CreateVocabularyRequest,
+                         context: grpc.ServicerContext) -> pb.VocabularyInfo:
+        info = datasets.create_vocabulary(self.o.data, request.name, request.tokenizer_json, list(request.texts),
+                                          request.vocab_size or None)
+        return pb.VocabularyInfo(name=info["name"], vocab_size=info["vocab_size"])
+
+    def GetVocabulary(self, request: pb.NameRef, context: grpc.ServicerContext) -> pb.VocabularyInfo:
+        info = self.o.data.get_vocabulary(request.name)
+        return pb.VocabularyInfo(name=info["name"], vocab_size=info["vocab_size"],
+                                 tokenizer_json=self.o.data.tokenizer(request.name).to_str())
+
+    def ListVocabularies(self, request: pb.ListRequest,
+                         context: grpc.ServicerContext) -> pb.ListVocabulariesResponse:
+        return pb.ListVocabulariesResponse(vocabularies=[pb.VocabularyInfo(name=v["name"], vocab_size=v["vocab_size"])
+                                                         for v in self.o.data.list_vocabularies()])
+
+    def DeleteVocabulary(self, request: pb.NameRef, context: grpc.ServicerContext) -> pb.DeleteResponse:
+        self.o.data.get_vocabulary(request.name)
+        return pb.DeleteResponse(deleted=self.o.data.delete_vocabulary(request.name))
+
+    def CreateDataset(self, request_iterator: Iterator[pb.DatasetUpload],
+                      context: grpc.ServicerContext) -> pb.DatasetInfo:
+        """The first message names the dataset and its vocabulary; the messages' texts are its documents."""
+        first = next(request_iterator, None)
+        if first is None or not first.name or not first.vocabulary:
+            raise InvalidArgument("a dataset upload starts with a message naming the dataset and its vocabulary")
+        return _dataset(self.o.data.create_dataset(first.name, first.vocabulary,
+                                                   _documents(first, request_iterator),
+                                                   first.validation_fraction or 0.05))
+
+    def GetDataset(self, request: pb.NameRef, context: grpc.ServicerContext) -> pb.DatasetInfo:
+        return _dataset(self.o.data.get_dataset(request.name))
+
+    def ExploreDataset(self, request: pb.ExploreDatasetRequest,
+                       context: grpc.ServicerContext) -> pb.ExploreDatasetResponse:
+        info, sample = self.o.data.explore(request.name, request.sample_tokens or 64)
+        return pb.ExploreDatasetResponse(info=_dataset(info), sample=sample)
+
+    def ListDatasets(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
+        return pb.ListDatasetsResponse(datasets=[_dataset(d) for d in self.o.data.list_datasets()])
+
+    def DeleteDataset(self, request: pb.NameRef, context: grpc.ServicerContext) -> pb.DeleteResponse:
+        return pb.DeleteResponse(deleted=datasets.delete_dataset(self.o.data, self.o.store, request.name))
+
+    def SplitDataset(self, request: pb.SplitDatasetRequest, context: grpc.ServicerContext) -> pb.DatasetInfo:
+        return _dataset(self.o.data.split_dataset(request.name, request.validation_fraction))
+
+    # -- fleet and health ---------------------------------------------------------------------------
+    def ListPNodes(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListPNodesResponse:
+        hosted = self.o.fleet.vnodes_by_pnode()
+        rows = []
+        for p in self.o.store.list_pnodes():
+            hw = p.hardware
+            major, minor, patch = (int(x) for x in str(hw.get("version", "0.0.0")).split("."))
+            rows.append(pb.PNodeInfo(
+                id=p.id, address=p.address, state=p.state, load=p.load, last_seen=p.last_seen,
+                vnodes=sorted(hosted.get(p.id, [])),
+                version=common_pb2.ProtocolVersion(major=major, minor=minor, patch=patch),
+                hardware=node_pb2.Hardware(cpu_cores=hw.get("cpu_cores", 0), memory_bytes=hw.get("memory_bytes", 0),
+                                           device=hw.get("device", "cpu"),
+                                           memory_budget_bytes=hw.get("memory_budget_bytes", 0),
+                                           threads=hw.get("threads", 0))))
+        return pb.ListPNodesResponse(pnodes=rows)
+
+    def Health(self, request: common_pb2.HealthRequest, context: grpc.ServicerContext) -> common_pb2.HealthResponse:
+        return common_pb2.HealthResponse(status="serving", version=version_message(), software_version=__version__)

@@ -1,0 +1,45 @@
+"""`StorageService` over gRPC: `dcnr.orchestrator.blob_access` in protobuf."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import grpc
+
+from dcnr.orchestrator.blob_access import BlobAccess, BlobTarget
+from dcnr.proto.v2 import storage_pb2, storage_pb2_grpc
+
+CHUNK = 1 << 20  # bytes per streamed message
+
+
+def _target(t: BlobTarget) -> storage_pb2.BlobTarget:
+    return storage_pb2.BlobTarget(url=t.url, token=t.token, expires_at=t.expires_at)
+
+
+class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
+    def __init__(self, access: BlobAccess) -> None:
+        self.access = access
+
+    def GetUploadTarget(self, request: storage_pb2.BlobTargetRequest,
+                        context: grpc.ServicerContext) -> storage_pb2.BlobTarget:
+        return _target(self.access.upload_target(request.digest))
+
+    def GetDownloadTarget(self, request: storage_pb2.BlobTargetRequest,
+                          context: grpc.ServicerContext) -> storage_pb2.BlobTarget:
+        return _target(self.access.download_target(request.digest))
+
+    def PutBlob(self, request_iterator: Iterator[storage_pb2.BlobUpload],
+                context: grpc.ServicerContext) -> storage_pb2.BlobAck:
+        """The first message names the blob and carries the token; every message carries bytes."""
+        first = next(request_iterator, None)
+        if first is None:  # an empty upload: no token, so refused
+            first = storage_pb2.BlobUpload()
+        chunks = itertools.chain([first.data], (m.data for m in request_iterator))
+        return storage_pb2.BlobAck(digest=first.digest, size=self.access.put(first.digest, first.token, chunks))
+
+    def GetBlob(self, request: storage_pb2.BlobTargetRequest,
+                context: grpc.ServicerContext) -> Iterator[storage_pb2.BlobData]:
+        data = self.access.get(request.digest, request.token)
+        for i in range(0, len(data), CHUNK):
+            yield storage_pb2.BlobData(data=data[i:i + CHUNK])
