@@ -261,8 +261,8 @@ def crossing_traffic(spec: Any, placement: dict[str, str], batch: int) -> list[d
 
 def input_traffic(spec: Any, batch: dict[str, torch.Tensor], placement: dict[str, str]) -> dict[str, Any]:
     """What the orchestrator sends the PNodes per step (the network inputs), raw and as hops."""
-    from dcnr.transport.grpc import codec
     from dcnr.proto.v2 import common_pb2, node_pb2
+    from dcnr.transport.grpc import codec
     from dcnr.transport.grpc.codec import version_message
 
     meta = common_pb2.RequestId(network=NAME, run=f"train/{NAME}/0/00000000", step=0, micro_batch=0, kind="train",

@@ -21,8 +21,8 @@ from dcnr.orchestrator.networks import Networks
 from dcnr.orchestrator.serving import Serving
 from dcnr.orchestrator.sessions import Sessions
 from dcnr.orchestrator.store import SQLiteStore
-from dcnr.storage import BlobStore, open_store
 from dcnr.spec.model import NetworkSpec
+from dcnr.storage import BlobStore, open_store
 from dcnr.transport.grpc.pnode import GrpcConnector
 from dcnr.transport.grpc.server import OrchestratorServer
 

@@ -22,7 +22,7 @@ import torch
 from dcnr.errors import DcnrError, NotFound, Unavailable
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.proto.version import VERSION_TEXT
-from dcnr.transport.grpc.membership import GrpcOrchestratorLink
+from dcnr.transport.grpc.link import GrpcOrchestratorLink
 from dcnr.transport.grpc.pnode import DEFAULT_MAX_MESSAGE_BYTES, GrpcHopTransport, serve_pnode
 from dcnr.transport.messages import Membership
 

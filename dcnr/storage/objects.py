@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
-from dcnr.errors import DataLoss
+from dcnr.errors import DataLoss, PermissionDenied, Unavailable
 from dcnr.storage.files import write_atomic
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
@@ -131,14 +134,29 @@ class S3Store:
 
 def http_get(url: str, timeout: float = 60.0) -> bytes:
     """Read an object through a pre-signed URL."""
-    with urllib.request.urlopen(url, timeout=timeout) as reply:
+    with _http_errors("read"), urllib.request.urlopen(url, timeout=timeout) as reply:
         return bytes(reply.read())
 
 
 def http_put(url: str, data: bytes, timeout: float = 60.0) -> None:
     """Write an object through a pre-signed URL (no Content-Type: a pre-signed PUT signs it as empty)."""
     request = urllib.request.Request(url, data=data, method="PUT", headers={"Content-Type": ""})
-    urllib.request.urlopen(request, timeout=timeout).close()
+    with _http_errors("write"):
+        urllib.request.urlopen(request, timeout=timeout).close()
+
+
+@contextlib.contextmanager
+def _http_errors(what: str) -> Iterator[None]:
+    """A store that cannot be reached or fails (5xx) is `Unavailable` (worth retrying); a refused request
+    (4xx: an expired or foreign URL) is `PermissionDenied`."""
+    try:
+        yield
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500:
+            raise Unavailable(f"object store could not {what}: HTTP {exc.code} {exc.reason}") from None
+        raise PermissionDenied(f"object store refused to {what}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise Unavailable(f"object store could not {what}: {exc}") from None
 
 
 def open_store(url: str, endpoint_url: str | None = None) -> ObjectStore:

@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcnr.proto.v2 import common_pb2
 from dcnr.errors import IncompatibleVersion
+from dcnr.proto.v2 import common_pb2
 from dcnr.proto.version import PROTOCOL_VERSION
 from dcnr.transport.grpc import codec
 

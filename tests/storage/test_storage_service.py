@@ -12,12 +12,12 @@ import boto3
 import grpc
 import pytest
 
+from dcnr.errors import DataLoss
 from dcnr.orchestrator.blob_access import BlobAccess, TokenSigner
 from dcnr.proto.v2 import storage_pb2, storage_pb2_grpc
-from dcnr.errors import DataLoss
 from dcnr.storage import BlobStore, open_store
 from dcnr.transport.grpc.errors import guarded
-from dcnr.transport.grpc.membership import GrpcOrchestratorLink
+from dcnr.transport.grpc.link import GrpcOrchestratorLink
 from dcnr.transport.grpc.storage_service import StorageServicer
 
 

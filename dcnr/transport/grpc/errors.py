@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import grpc
 
 from dcnr.errors import Aborted, DcnrError, NetworkError, error_for_status
+from dcnr.proto.version import VERSION_TEXT
 
 log = logging.getLogger("dcnr.transport")
 
@@ -83,3 +84,16 @@ def from_rpc_error(exc: grpc.RpcError) -> DcnrError:
     if any(k == PROBLEMS_KEY for k, _ in (trailing or ())):
         return NetworkError(detail.splitlines())
     return error_for_status(code.name, detail)
+
+
+def _refuse_v1(request: bytes, context: grpc.ServicerContext) -> bytes:
+    context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                  f"incompatible protocol version 1: this orchestrator speaks {VERSION_TEXT} (major versions must "
+                  "match; upgrade the PNode)")
+    raise AssertionError("unreachable: abort raises")
+
+
+def protocol_v1_refusal() -> grpc.GenericRpcHandler:
+    """Answers a protocol-1 PNode's registration with a clear refusal instead of UNIMPLEMENTED."""
+    return grpc.method_handlers_generic_handler("dcnr.v1.NodeManagementService", {
+        "RegisterPNode": grpc.unary_unary_rpc_method_handler(_refuse_v1)})

@@ -18,9 +18,9 @@ from dcnr.errors import InvalidArgument
 from dcnr.orchestrator import datasets
 from dcnr.orchestrator.networks import NetworkInfo
 from dcnr.orchestrator.store import SessionRecord
-from dcnr.transport.grpc import codec
 from dcnr.proto.v2 import common_pb2, node_pb2, orchestrator_pb2_grpc
 from dcnr.proto.v2 import orchestrator_pb2 as pb
+from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.codec import version_message
 
 if TYPE_CHECKING:

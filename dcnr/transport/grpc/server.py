@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from dcnr.proto.v2 import node_pb2_grpc, orchestrator_pb2_grpc, storage_pb2_grpc
-from dcnr.transport.grpc.errors import guarded
 from dcnr.orchestrator.driver import Members
-from dcnr.transport.grpc.membership import NodeManagementServicer, protocol_v1_refusal
+from dcnr.proto.v2 import node_pb2_grpc, orchestrator_pb2_grpc, storage_pb2_grpc
+from dcnr.transport.grpc.errors import guarded, protocol_v1_refusal
+from dcnr.transport.grpc.node_management import NodeManagementServicer
 from dcnr.transport.grpc.orchestrator_service import OrchestratorServicer
 from dcnr.transport.grpc.storage_service import StorageServicer
 

@@ -1,10 +1,5 @@
-"""gRPC for PNode membership: `NodeManagementService` on the orchestrator, and the PNode's
-`OrchestratorLink` (membership, progress reports, checkpoint blobs through StorageService).
-
-A PNode of another major protocol version is refused with FAILED_PRECONDITION naming both
-versions; a PNode of protocol 1 (package `dcnr.v1`) gets the same clear refusal from a
-small handler kept for exactly that purpose.
-"""
+"""A PNode's `OrchestratorLink` over gRPC: membership on a channel of its own, progress reports, and
+checkpoint blobs through StorageService (pre-signed URLs or tokens, never credentials)."""
 
 from __future__ import annotations
 
@@ -15,77 +10,14 @@ import grpc
 
 from dcnr.errors import DataLoss
 from dcnr.proto.v2 import node_pb2, node_pb2_grpc, storage_pb2, storage_pb2_grpc
-from dcnr.proto.version import VERSION_TEXT
 from dcnr.storage import BlobStore, http_get, http_put
 from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.errors import from_rpc_error
+from dcnr.transport.grpc.node_management import report_to_pb
 from dcnr.transport.grpc.pnode import DEFAULT_MAX_MESSAGE_BYTES, channel_options
-from dcnr.transport.interfaces import MembershipService
 from dcnr.transport.messages import Membership, Report
 
 CHUNK = 1 << 20
-REPORT_KINDS: dict[Any, Any] = {"output": node_pb2.ProgressEvent.OUTPUT, "failed": node_pb2.ProgressEvent.FAILED,
-                                 "done": node_pb2.ProgressEvent.MICRO_BATCH_DONE}
-REPORT_NAMES: dict[Any, Any] = {v: k for k, v in REPORT_KINDS.items()}
-
-
-def report_to_pb(r: Report) -> node_pb2.ProgressEvent:
-    ev = node_pb2.ProgressEvent(kind=REPORT_KINDS[r.kind], network=r.network, run=r.run,
-                                micro_batch=r.micro_batch, vnode=r.vnode, slot=r.slot, error=r.error)
-    if r.value is not None:
-        ev.value.CopyFrom(codec.encode_value(r.value))
-    return ev
-
-
-def report_from_pb(ev: node_pb2.ProgressEvent) -> Report:
-    kind = REPORT_NAMES.get(ev.kind)
-    if kind is None:
-        raise codec.CodecError(f"unknown progress event kind {ev.kind}")
-    value = codec.decode_value(ev.value) if ev.HasField("value") else None
-    return Report(kind, ev.network, ev.run, int(ev.micro_batch), ev.vnode, int(ev.slot), value, ev.error)
-
-
-class NodeManagementServicer(node_pb2_grpc.NodeManagementServiceServicer):
-    def __init__(self, members: MembershipService) -> None:
-        self.members = members
-
-    def RegisterPNode(self, request: node_pb2.RegisterPNodeRequest,
-                      context: grpc.ServicerContext) -> node_pb2.RegisterPNodeResponse:
-        codec.check_version(request.version)
-        v, hw = request.version, request.hardware
-        self.members.register(Membership(request.id, request.address, {
-            "cpu_cores": hw.cpu_cores, "memory_bytes": hw.memory_bytes, "device": hw.device or "cpu",
-            "memory_budget_bytes": hw.memory_budget_bytes, "threads": hw.threads}, f"{v.major}.{v.minor}.{v.patch}"))
-        return node_pb2.RegisterPNodeResponse(heartbeat_interval_ms=int(self.members.heartbeat_interval * 1000),
-                                              version=codec.version_message())
-
-    def UnregisterPNode(self, request: node_pb2.PNodeRef,
-                        context: grpc.ServicerContext) -> node_pb2.UnregisterPNodeResponse:
-        return node_pb2.UnregisterPNodeResponse(removed=self.members.unregister(request.id))
-
-    def HeartbeatPNode(self, request: node_pb2.HeartbeatRequest,
-                       context: grpc.ServicerContext) -> node_pb2.HeartbeatResponse:
-        self.members.heartbeat(request.id, request.load)
-        return node_pb2.HeartbeatResponse(known=True)
-
-    def ReportProgress(self, request: node_pb2.ProgressReport,
-                       context: grpc.ServicerContext) -> node_pb2.ProgressAck:
-        codec.check_version(request.version)
-        self.members.deliver(request.pnode, [report_from_pb(ev) for ev in request.events])
-        return node_pb2.ProgressAck(known=True)
-
-
-def _refuse_v1(request: bytes, context: grpc.ServicerContext) -> bytes:
-    context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                  f"incompatible protocol version 1: this orchestrator speaks {VERSION_TEXT} (major versions must "
-                  "match; upgrade the PNode)")
-    raise AssertionError("unreachable: abort raises")
-
-
-def protocol_v1_refusal() -> grpc.GenericRpcHandler:
-    """Answers a protocol-1 PNode's registration with a clear refusal instead of UNIMPLEMENTED."""
-    return grpc.method_handlers_generic_handler("dcnr.v1.NodeManagementService", {
-        "RegisterPNode": grpc.unary_unary_rpc_method_handler(_refuse_v1)})
 
 
 class GrpcOrchestratorLink:

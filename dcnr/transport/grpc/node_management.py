@@ -1,0 +1,67 @@
+"""`NodeManagementService` over gRPC: PNodes joining, heartbeating, leaving and reporting progress,
+mapped to the orchestrator's `MembershipService` (its fleet and inbox), and the progress reports'
+conversion both ways.
+
+Errors are not handled here: the server wraps this servicer once with `guarded`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from dcnr.proto.v2 import node_pb2, node_pb2_grpc
+from dcnr.transport.grpc import codec
+from dcnr.transport.interfaces import MembershipService
+from dcnr.transport.messages import Membership, Report
+
+REPORT_KINDS: dict[Any, Any] = {"output": node_pb2.ProgressEvent.OUTPUT, "failed": node_pb2.ProgressEvent.FAILED,
+                                 "done": node_pb2.ProgressEvent.MICRO_BATCH_DONE}
+REPORT_NAMES: dict[Any, Any] = {v: k for k, v in REPORT_KINDS.items()}
+
+
+def report_to_pb(r: Report) -> node_pb2.ProgressEvent:
+    ev = node_pb2.ProgressEvent(kind=REPORT_KINDS[r.kind], network=r.network, run=r.run,
+                                micro_batch=r.micro_batch, vnode=r.vnode, slot=r.slot, error=r.error)
+    if r.value is not None:
+        ev.value.CopyFrom(codec.encode_value(r.value))
+    return ev
+
+
+def report_from_pb(ev: node_pb2.ProgressEvent) -> Report:
+    kind = REPORT_NAMES.get(ev.kind)
+    if kind is None:
+        raise codec.CodecError(f"unknown progress event kind {ev.kind}")
+    value = codec.decode_value(ev.value) if ev.HasField("value") else None
+    return Report(kind, ev.network, ev.run, int(ev.micro_batch), ev.vnode, int(ev.slot), value, ev.error)
+
+
+class NodeManagementServicer(node_pb2_grpc.NodeManagementServiceServicer):
+    def __init__(self, members: MembershipService) -> None:
+        self.members = members
+
+    def RegisterPNode(self, request: node_pb2.RegisterPNodeRequest,
+                      context: grpc.ServicerContext) -> node_pb2.RegisterPNodeResponse:
+        codec.check_version(request.version)
+        v, hw = request.version, request.hardware
+        self.members.register(Membership(request.id, request.address, {
+            "cpu_cores": hw.cpu_cores, "memory_bytes": hw.memory_bytes, "device": hw.device or "cpu",
+            "memory_budget_bytes": hw.memory_budget_bytes, "threads": hw.threads}, f"{v.major}.{v.minor}.{v.patch}"))
+        return node_pb2.RegisterPNodeResponse(heartbeat_interval_ms=int(self.members.heartbeat_interval * 1000),
+                                              version=codec.version_message())
+
+    def UnregisterPNode(self, request: node_pb2.PNodeRef,
+                        context: grpc.ServicerContext) -> node_pb2.UnregisterPNodeResponse:
+        return node_pb2.UnregisterPNodeResponse(removed=self.members.unregister(request.id))
+
+    def HeartbeatPNode(self, request: node_pb2.HeartbeatRequest,
+                       context: grpc.ServicerContext) -> node_pb2.HeartbeatResponse:
+        self.members.heartbeat(request.id, request.load)
+        return node_pb2.HeartbeatResponse(known=True)
+
+    def ReportProgress(self, request: node_pb2.ProgressReport,
+                       context: grpc.ServicerContext) -> node_pb2.ProgressAck:
+        codec.check_version(request.version)
+        self.members.deliver(request.pnode, [report_from_pb(ev) for ev in request.events])
+        return node_pb2.ProgressAck(known=True)
