@@ -1,17 +1,17 @@
 """Graph facts the runtime needs, computed from a validated spec: which nodes a request must reach,
-which take gradients, where a VNode's input gradients go, and how a batch is checked and split.
+which take gradients, and how a batch is checked and split.
 
 Shared by the `LocalExecutor`, the router, the PNode and the orchestrator's driver.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from dcnr.spec.model import Edge, NetworkSpec
+from dcnr.spec.model import NetworkSpec
 
 
 def backward_set(spec: NetworkSpec) -> set[str]:
@@ -23,17 +23,6 @@ def backward_set(spec: NetworkSpec) -> set[str]:
         if nid not in live and node.impl.differentiable and any(e.dst in live for e in spec.out_edges(nid)):
             live.add(nid)
     return live
-
-
-def upstream_gradients(edges: Sequence[Edge], feeds: Mapping[tuple[str, int], int], live: Collection[str],
-                       vnode: str, grads: Sequence[torch.Tensor | None],
-                       ) -> Iterator[tuple[str, int, torch.Tensor | None]]:
-    """Where a VNode's input gradients go: (upstream VNode, edge index, gradient) per input slot
-    fed by an edge from a VNode that takes gradients; network inputs' gradients leave the network."""
-    for slot, g in enumerate(grads):
-        index = feeds.get((vnode, slot))
-        if index is not None and edges[index].src in live:
-            yield edges[index].src, index, g
 
 
 def needed_nodes(spec: NetworkSpec, targets: Collection[str]) -> set[str]:

@@ -58,11 +58,11 @@ class ShapedHopTransport:
         self._thread = threading.Thread(target=self._deliver_loop, name="link-shaper", daemon=True)
         self._thread.start()
 
-    def _arrival(self, address: str, hop: Hop) -> float:
+    def arrival(self, address: str, hop: Hop, now: float) -> float:
+        """When a hop handed over at `now` reaches `address` (and the link is busy until it has left)."""
         shape = self.shape_of(address)
         size = hop_bytes(hop)
         self.bytes_sent += size
-        now = time.monotonic()
         start = max(now, self._busy_until.get(address, now))
         sent = start + (size * 8 / shape.bandwidth if shape.bandwidth != float("inf") else 0.0)
         self._busy_until[address] = sent
@@ -75,13 +75,13 @@ class ShapedHopTransport:
 
     def send(self, address: str, hop: Hop, on_error: Callable[[Exception], None]) -> None:
         with self._cond:
-            arrival = self._arrival(address, hop)
+            arrival = self.arrival(address, hop, time.monotonic())
             heapq.heappush(self._queue, (arrival, next(self._order), address, hop, on_error))
             self._cond.notify()
 
     def send_now(self, address: str, hop: Hop, timeout: float) -> None:
         with self._cond:
-            arrival = self._arrival(address, hop)
+            arrival = self.arrival(address, hop, time.monotonic())
         time.sleep(max(0.0, arrival - time.monotonic()))
         self.inner.send_now(address, hop, timeout)
 

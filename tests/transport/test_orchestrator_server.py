@@ -27,7 +27,7 @@ BY_HAND = ("try:", "except", "abort(", "set_code(", "set_details(", "StatusCode"
 @pytest.fixture()
 def orch(tmp_path: Path) -> Iterator[Orchestrator]:
     o = Orchestrator(tmp_path / "state")
-    o.start("127.0.0.1:0", threads=4)
+    o.start("127.0.0.1:0", threads=12)
     yield o
     o.stop(grace=0.5)
 
