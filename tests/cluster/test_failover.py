@@ -61,7 +61,7 @@ def run_with_a_crash(cluster: Cluster, text: str, crash_at: int, victim: int,
 
 
 def test_a_pnode_dying_mid_session_changes_nothing(cluster_factory: Callable[..., Cluster]) -> None:
-    cluster = cluster_factory(3, heartbeat_interval=0.2, step_timeout=30.0)
+    cluster = cluster_factory(3, heartbeat_interval=1.0, step_timeout=30.0)
     c = cluster.control
     text = small_lm_yaml(dropout=0.1)
     events = run_with_a_crash(cluster, text, crash_at=12, victim=1)
@@ -92,6 +92,12 @@ def test_checkpoints_are_listed_exported_and_loaded_anywhere(cluster_factory: Ca
     assert list(c.ListenTrainSession(orchestrator_pb2.SessionRef(id=s.id), timeout=60))[-1].state == "completed"
     listed = c.ListCheckpoints(orchestrator_pb2.SessionRef(id=s.id), timeout=30).checkpoints
     assert [m.session_step for m in listed] == [0, 3, 6] and all(m.bytes > 0 for m in listed[1:])
+    assert listed[0].bytes == 0  # the untrained network's checkpoint: its seed, nothing uploaded
+    initial = b"".join(ch.data for ch in c.ExportCheckpoint(orchestrator_pb2.ExportCheckpointRequest(
+        session=s.id, session_step=0, has_step=True), timeout=60))
+    seeded = {k: v for k, v in load_safetensors(initial).items() if not k.startswith("optim/")}
+    fresh = dcnr.LocalExecutor(dcnr.parse_network(text)).parameters()
+    assert set(seeded) == set(fresh) and all(torch.equal(seeded[k], v) for k, v in fresh.items())
     blob = b"".join(ch.data for ch in c.ExportCheckpoint(orchestrator_pb2.ExportCheckpointRequest(
         session=s.id, session_step=3, has_step=True), timeout=60))
     path = tmp_path / "model.safetensors"
@@ -124,7 +130,7 @@ def test_failover_with_checkpoints_in_an_s3_compatible_store(cluster_factory: Ca
 
     bucket = f"ckpt-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
-    cluster = cluster_factory(3, heartbeat_interval=0.2, step_timeout=30.0, storage=f"s3://{bucket}/runs",
+    cluster = cluster_factory(3, heartbeat_interval=1.0, step_timeout=30.0, storage=f"s3://{bucket}/runs",
                               s3_endpoint_url=s3_endpoint)
     c = cluster.control
     text = small_lm_yaml(dropout=0.1)
