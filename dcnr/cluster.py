@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from dcnr.client import Client
-from dcnr.errors import DcnrError, Unavailable
+from dcnr.errors import Conflict, DcnrError, Unavailable
 
 ORCHESTRATOR = "orchestrator"  # the orchestrator's process name (and log file stem)
 _SERVING = re.compile(rb"orchestrator serving on [^\s:]+:(\d+)")
@@ -73,7 +73,8 @@ class LocalCluster:
     def client(self) -> Client:
         """A client of this cluster's orchestrator (closed by `close`)."""
         if self._client is None:
-            assert self.port, "start the orchestrator first"
+            if not self.port:
+                raise Conflict("the cluster's orchestrator has not started yet")
             self._client = Client(self.address)
         return self._client
 

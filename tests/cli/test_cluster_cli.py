@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from dcnr.cli.main import app
 from dcnr.client import Client
 from dcnr.cluster import ORCHESTRATOR, LocalCluster, free_port
-from dcnr.errors import InvalidArgument, NetworkError, NotFound, Unavailable
+from dcnr.errors import DcnrError, InvalidArgument, NetworkError, NotFound, Unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "examples" / "networks" / "tiny_lm.yml"
@@ -249,3 +250,15 @@ def test_client_errors_are_dcnr_error_classes(fleet: LocalCluster, tmp_path: Pat
         c.health()
     with Client(fleet.address) as c:
         assert c.health().status == "serving"
+
+
+def test_a_pnode_that_dies_at_start_fails_the_cluster_start_clearly(tmp_path: Path) -> None:
+    """`LocalCluster.start` names the process and the end of its log, and stops what it started."""
+    def broken(address: str, name: str) -> list[str]:
+        return [sys.executable, "-c", f"print('cannot join {address}'); raise SystemExit(3)"]
+
+    cluster = LocalCluster(tmp_path, 1, pnode_command=broken, start_timeout=120)
+    with pytest.raises(DcnrError, match=r"p0 exited with code 3: cannot join 127\.0\.0\.1:\d+"):
+        cluster.start()
+    assert all(p.poll() is not None for p in cluster.procs.values()) and ORCHESTRATOR in cluster.procs
+    assert "orchestrator serving on" in cluster.log(ORCHESTRATOR)

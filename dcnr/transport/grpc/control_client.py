@@ -8,6 +8,7 @@ failed call raises the `dcnr.errors` class of its status (a refused connection i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -61,7 +62,7 @@ def _session(s: orchestrator_pb2.TrainSessionInfo) -> SessionInfo:
 
 
 def _event(e: orchestrator_pb2.StepEvent) -> StepEvent:
-    return StepEvent(session=e.session, step=e.step, steps=e.steps, loss=None if e.loss != e.loss else e.loss,
+    return StepEvent(session=e.session, step=e.step, steps=e.steps, loss=None if math.isnan(e.loss) else e.loss,
                      tokens_per_second=e.tokens_per_second, learning_rates=dict(e.learning_rates),
                      duration_seconds=e.duration_seconds, state=e.state, error=e.error)
 
