@@ -250,10 +250,11 @@ class Client:
         """Stream documents to the orchestrator, which tokenizes them with `vocabulary` as they arrive.
 
         `sources` are documents as text, or `Path`s: a file is one document, a directory every file
-        under it (all paths are checked before anything is sent). Each document travels in pieces of
-        at most `UPLOAD_PIECE` characters and files are read one at a time, so memory stays bounded
-        whatever the corpus. `progress(n)` is called after each document with its size in bytes."""
-        failed: list[BaseException] = []
+        under it (a missing path fails the call before any file is read, and nothing is stored). Each
+        document travels in pieces of at most `UPLOAD_PIECE` characters and files are read one at a
+        time, so memory stays bounded whatever the corpus. `progress(n)` is called after each document
+        with its size in bytes."""
+        failed: list[Exception] = []
 
         def pieces() -> Iterator[tuple[str, bool]]:
             try:
@@ -263,7 +264,7 @@ class Client:
                         yield text[i * UPLOAD_PIECE:(i + 1) * UPLOAD_PIECE], i == count - 1
                     if progress is not None:
                         progress(size)
-            except BaseException as exc:  # gRPC would only cancel the call: the caller gets the cause
+            except Exception as exc:  # gRPC would only cancel the call: the caller gets the cause
                 failed.append(exc)
                 raise
         try:

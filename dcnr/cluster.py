@@ -42,9 +42,12 @@ class LocalCluster:
     """An orchestrator and PNode processes on 127.0.0.1, with durable state and logs in `state_dir`.
 
     `pnodes` PNodes named p0, p1, ... (or the given names) join with `threads` torch threads
-    each and heartbeat every `heartbeat_interval` seconds (dead after 3 missed beats; 1 s is
-    the shortest that holds on a loaded 2-core machine). `pnode_command(address, name)` may
-    replace the `dcnr pnode` command line; `env` replaces the PNodes' environment.
+    each and heartbeat every `heartbeat_interval` seconds (dead after 3 missed beats; tests
+    never go below the default, 1 s: shorter beats do not survive a starved CPU). The
+    orchestrator fails a step after `step_timeout` s. `orchestrator_args` and `pnode_args` are
+    added to the `dcnr orchestrator` / `dcnr pnode` command lines; `pnode_command(address,
+    name)` may replace the latter, and `env` the PNodes' environment. `start` waits at most
+    `start_timeout` s for the orchestrator to serve and for the PNodes to join.
     """
 
     def __init__(self, state_dir: str | Path, pnodes: int | Sequence[str] = 2, *, heartbeat_interval: float = 1.0,
