@@ -15,7 +15,6 @@ from pathlib import Path
 import boto3
 import pytest
 import torch
-from dcnr.orchestrator.app import Orchestrator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
@@ -23,6 +22,7 @@ from tokenizers import Tokenizer
 from dcnr.data import TokenDataset, train_vocabulary
 from dcnr.errors import DataLoss
 from dcnr.orchestrator import datastore as datastore_module
+from dcnr.orchestrator.app import Orchestrator
 from dcnr.orchestrator.datastore import DataStore
 from dcnr.orchestrator.store import AlreadyExists, NotFound
 from dcnr.storage import FileStore, IntegrityError, open_store
