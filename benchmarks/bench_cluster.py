@@ -38,7 +38,6 @@ import os
 import resource
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -51,7 +50,6 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_topology1 import (
-    NETWORK,
     Monolithic,
     copy_params,
     load_doc,
@@ -62,10 +60,11 @@ from bench_topology1 import (
     peak_rss_mib,
 )
 
+from dcnr.cluster import LocalCluster
 from dcnr.runtime.allocator import keep_freed_memory
 
 NAME = "topology1"
-PNODES = ("p0", "p1")
+PNODES = ["p0", "p1"]
 TARGET_TIME_RATIO = 1.5  # cluster / monolithic, median step time
 TARGET_WIRE_RATIO = 1.1  # bytes sent between PNodes / minimum
 BYTES = {"float32": 4, "fp16": 2, "bf16": 2}
@@ -103,134 +102,45 @@ def pnode_child(address: str, pnode_id: str, stats_file: str, threads: int, defa
 
 
 # -- the cluster, seen from the benchmark ------------------------------------------------------------
-class Cluster:
-    """An orchestrator in this process and PNode child processes; `close` leaves nothing running."""
+def make_cluster(workdir: Path, threads: int, step_timeout: float, default_malloc: bool) -> LocalCluster:
+    """An orchestrator in this process (the benchmark drives its step directly) and PNode child processes
+    of this script, which write their stats to `stats_path` when they stop."""
+    def command(address: str, pid: str) -> list[str]:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--pnode-child", address, pid,
+               str(stats_path(workdir, pid)), "--threads", str(threads)]
+        return [*cmd, "--default-malloc"] if default_malloc else cmd
 
-    def __init__(self, workdir: Path, threads: int, step_timeout: float, default_malloc: bool) -> None:
-        from dcnr.orchestrator.app import Orchestrator
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    # heartbeats every 30 s: a step keeps the PNodes' CPUs busy for seconds
+    return LocalCluster(workdir, PNODES, heartbeat_interval=30.0, step_timeout=step_timeout, embedded=True,
+                        pnode_command=command, env=env, start_timeout=120.0)
 
-        self.micro_batches = 1
-        self.workdir = workdir
-        self.threads = threads
-        self.default_malloc = default_malloc
-        self.orch = Orchestrator(workdir / "state", step_timeout=step_timeout)
-        self.address = ""
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.logs: dict[str, Any] = {}
-        self.stats: dict[str, dict[str, Any]] = {}
-        self.channel: Any = None
-        self.control: Any = None
-        self._orch_started = False
 
-    def start(self, pnode_ids: tuple[str, ...], wait: float = 120.0) -> None:
-        import grpc
+def stats_path(workdir: Path, pid: str) -> Path:
+    return workdir / f"{pid}.stats.json"
 
-        from dcnr.proto.v2 import orchestrator_pb2_grpc
 
-        self.address = f"127.0.0.1:{self.orch.start('127.0.0.1:0')}"
-        self._orch_started = True
-        self.channel = grpc.insecure_channel(self.address)
-        self.control = orchestrator_pb2_grpc.OrchestratorServiceStub(self.channel)
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
-        for pid in pnode_ids:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--pnode-child", self.address, pid,
-                   str(self.stats_path(pid)), "--threads", str(self.threads)]
-            if self.default_malloc:
-                cmd.append("--default-malloc")
-            log = self.logs[pid] = open(self.workdir / f"{pid}.log", "wb")  # noqa: SIM115 (closed in close())
-            # a session of their own: a Ctrl-C reaches only this process, which stops them in order
-            self.procs[pid] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                               start_new_session=True)
-        self.wait_for_pnodes(set(pnode_ids), wait)
+def train_step(cluster: LocalCluster, tokens: torch.Tensor, targets: torch.Tensor, micro_batches: int) -> float:
+    """One driver step, watched: a PNode process that dies fails it at once, not at the step timeout."""
+    cluster.check()
+    result: dict[str, Any] = {}
+    done = threading.Event()
 
-    def stats_path(self, pid: str) -> Path:
-        return self.workdir / f"{pid}.stats.json"
-
-    def log_tail(self, pid: str, lines: int = 20) -> str:
+    def run() -> None:
         try:
-            text = (self.workdir / f"{pid}.log").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def check_children(self) -> None:
-        for pid, p in self.procs.items():
-            if p.poll() is not None:
-                raise RuntimeError(f"PNode {pid} exited with status {p.returncode}:\n{self.log_tail(pid)}")
-
-    def wait_for_pnodes(self, ids: set[str], wait: float) -> None:
-        from dcnr.proto.v2 import orchestrator_pb2
-
-        deadline = time.monotonic() + wait
-        while True:
-            self.check_children()
-            listed = self.control.ListPNodes(orchestrator_pb2.ListRequest(), timeout=10)
-            alive = {p.id for p in listed.pnodes if p.state == "alive"}
-            if ids <= alive:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"PNodes {sorted(ids - alive)} did not register within {wait:g} s")
-            time.sleep(0.1)
-
-    def create_network(self, doc: dict[str, Any]) -> None:
-        from dcnr.proto.v2 import orchestrator_pb2
-
-        self.control.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(
-            name=NAME, yaml=yaml.safe_dump(doc, sort_keys=False), source=str(NETWORK)), timeout=60)
-
-    def train_step(self, tokens: torch.Tensor, targets: torch.Tensor) -> float:
-        """One driver step, watched: a PNode process that dies fails it at once, not at the step timeout."""
-        self.check_children()
-        result: dict[str, Any] = {}
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                result["costs"] = self.orch.driver.train_step(NAME, {"tokens": tokens, "targets": targets},
-                                                              self.micro_batches)[0]
-            except BaseException as exc:  # handed to the waiting thread
-                result["error"] = exc
-            finally:
-                done.set()
-
-        threading.Thread(target=run, name="bench-step", daemon=True).start()
-        while not done.wait(0.2):
-            self.check_children()
-        if "error" in result:
-            raise result["error"]
-        return float(result["costs"]["ce_loss"])
-
-    def stop_pnodes(self, grace: float = 30.0) -> dict[str, dict[str, Any]]:
-        """SIGTERM every PNode, wait for it (SIGKILL after `grace` s), and read the stats each wrote."""
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for pid, p in self.procs.items():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                print(f"PNode {pid} did not stop within {grace:g} s: killed", file=sys.stderr)
-            path = self.stats_path(pid)
-            if path.exists() and pid not in self.stats:
-                self.stats[pid] = json.loads(path.read_text(encoding="utf-8"))
-        return self.stats
-
-    def close(self) -> None:
-        """Idempotent: stop the PNode processes (killing any that hang), then the orchestrator."""
-        try:
-            self.stop_pnodes(grace=15.0)
+            result["costs"] = cluster.orch.driver.train_step(NAME, {"tokens": tokens, "targets": targets},
+                                                             micro_batches)[0]
+        except BaseException as exc:  # handed to the waiting thread
+            result["error"] = exc
         finally:
-            for log in self.logs.values():
-                log.close()
-            if self.channel is not None:
-                self.channel.close()
-                self.channel = None
-            if self._orch_started:
-                self._orch_started = False
-                self.orch.stop(grace=0.5)
+            done.set()
+
+    threading.Thread(target=run, name="bench-step", daemon=True).start()
+    while not done.wait(0.2):
+        cluster.check()
+    if "error" in result:
+        raise result["error"]
+    return float(result["costs"]["ce_loss"])
 
 
 # -- the minimum traffic between PNodes -----------------------------------------------------------------
@@ -333,16 +243,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         # the PNodes start before this process grows: a child's figures never include the parent's pages
-        cluster = Cluster(Path(tmp), args.threads, args.step_timeout, args.default_malloc)
-        cluster.micro_batches = args.micro_batches
         if args.batch_size % args.micro_batches:
             ap.error("--batch-size must be a multiple of --micro-batches")
+        cluster = make_cluster(Path(tmp), args.threads, args.step_timeout, args.default_malloc)
         try:
             t0 = time.perf_counter()
-            cluster.start(PNODES)
+            cluster.start()
             say(f"cluster: orchestrator at {cluster.address}, PNodes {', '.join(PNODES)} registered "
                 f"in {time.perf_counter() - t0:.1f} s")
-            cluster.create_network(doc)
+            cluster.client.create_network(yaml.safe_dump(doc, sort_keys=False), name=NAME)
 
             t0 = time.perf_counter()
             ex = make_executor(doc)
@@ -357,7 +266,7 @@ def main() -> None:
                 "monolithic": mono.train_step,
                 "local": lambda t, y: float(ex.train_step({"tokens": t, "targets": y},
                                                            micro_batches=args.micro_batches)["ce_loss"]),
-                "cluster": cluster.train_step,
+                "cluster": lambda t, y: train_step(cluster, t, y, args.micro_batches),
             }
             names = list(runners)
             times: dict[str, list[float]] = {k: [] for k in runners}
@@ -383,7 +292,9 @@ def main() -> None:
             placement = cluster.orch.store.placements(NAME)
             if set(placement) != set(spec.nodes):
                 raise RuntimeError(f"placement of {NAME!r} covers {len(placement)} of {len(spec.nodes)} VNodes")
-            stats = cluster.stop_pnodes()
+            cluster.stop_pnodes(grace=30.0)
+            stats = {p: json.loads(stats_path(Path(tmp), p).read_text(encoding="utf-8"))
+                     for p in PNODES if stats_path(Path(tmp), p).exists()}
         finally:
             cluster.close()
     missing = [p for p in PNODES if p not in stats]

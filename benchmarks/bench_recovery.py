@@ -1,7 +1,7 @@
 """Recovery figures: checkpoint cost, time from a PNode's death to training resuming, and the time a
 restarted orchestrator takes to resume a session.
 
-  checkpoint   topology 1 (float32) on 2 in-process PNodes after one Adam step: the time PNodes take
+  checkpoint   topology 1 (float32) on 2 `dcnr pnode` processes after one Adam step: the time PNodes take
                to write every VNode's state to storage (file://) plus the manifest, its size, and
                the time to restore it;
   death        the tiny LM on 3 `dcnr pnode` processes, a checkpoint every 5 steps: SIGKILL one PNode
@@ -16,16 +16,13 @@ Run from the repository root:  .venv/bin/python benchmarks/bench_recovery.py [--
 from __future__ import annotations
 
 import argparse
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import torch
 import yaml
 
@@ -33,11 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "cluster"))
 from cluster_helpers import TEXTS  # noqa: E402
 
+from dcnr.cluster import ORCHESTRATOR, LocalCluster  # noqa: E402
 from dcnr.data.vocab import train_vocabulary  # noqa: E402
+from dcnr.errors import DcnrError  # noqa: E402
 from dcnr.orchestrator import checkpoints  # noqa: E402
-from dcnr.orchestrator.app import Orchestrator  # noqa: E402
-from dcnr.pnode.agent import PNode  # noqa: E402
-from dcnr.proto.v2 import orchestrator_pb2, orchestrator_pb2_grpc  # noqa: E402
 
 
 def checkpoint_figures() -> dict[str, float]:
@@ -46,99 +42,49 @@ def checkpoint_figures() -> dict[str, float]:
     for node in doc["nodes"]:
         for key in ("precision", "param_precision", "activation_precision"):
             node.get("config", {}).pop(key, None)
-    with tempfile.TemporaryDirectory() as tmp:
-        orch = Orchestrator(tmp, step_timeout=600)
-        orch.start("127.0.0.1:0")
-        pnodes = [PNode(f"127.0.0.1:{orch.port}", pnode_id=f"p{i}", set_torch_threads=False) for i in range(2)]
+    with tempfile.TemporaryDirectory() as tmp, LocalCluster(tmp, 2, heartbeat_interval=30.0, step_timeout=600,
+                                                            embedded=True) as cluster:
+        orch = cluster.orch
+        cluster.client.create_network(yaml.safe_dump(doc), name="t1")
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randint(0, 10000, (8, 128), generator=g), torch.randint(0, 10000, (8, 128), generator=g)
+        orch.driver.train_step("t1", {"tokens": x, "targets": y}, 1)  # optimizer state exists
+        spec = orch.driver.network("t1").spec
+        started = time.perf_counter()
+        blobs = checkpoints.save_to_storage(orch.fleet, spec, 600)
+        manifest = orch.checkpoints.write_manifest(spec, yaml.safe_dump(doc), 1, blobs, {})
+        write = time.perf_counter() - started
+        started = time.perf_counter()
+        checkpoints.restore_from_storage(orch.fleet, spec, manifest["vnodes"], 1, 600)
+        restore = time.perf_counter() - started
+        return {"write_seconds": write, "restore_seconds": restore, "bytes": float(manifest["bytes"]),
+                "vnodes": float(len(manifest["vnodes"])), "parameters": float(spec.num_parameters())}
+
+
+def start_session(cluster: LocalCluster, steps: int) -> str:
+    """Cluster up, data and the tiny LM stored, a session (checkpoint every 5 steps) started; returns its id."""
+    c = cluster.start()
+    c.upload_vocabulary("v", train_vocabulary(TEXTS, 300).to_str())
+    c.create_dataset("d", "v", TEXTS, validation_fraction=0.1)
+    c.create_network(ROOT / "examples" / "networks" / "tiny_lm.yml", name="lm")
+    return c.create_session("lm", "d", steps, batch_size=4, micro_batches=2, seed=0, checkpoint_every=5,
+                            start=True).id
+
+
+def next_step_after(cluster: LocalCluster, session: str, at_step: int, action: Callable[[], None]) -> float:
+    """Run `action` when `at_step` is reported; seconds from the start of the action until the next step
+    event after it."""
+    acted = 0.0
+    while True:
         try:
-            for p in pnodes:
-                p.start()
-            stub = orchestrator_pb2_grpc.OrchestratorServiceStub(grpc.insecure_channel(f"127.0.0.1:{orch.port}"))
-            stub.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=yaml.safe_dump(doc), name="t1"), timeout=60)
-            g = torch.Generator().manual_seed(0)
-            x, y = torch.randint(0, 10000, (8, 128), generator=g), torch.randint(0, 10000, (8, 128), generator=g)
-            orch.driver.train_step("t1", {"tokens": x, "targets": y}, 1)  # optimizer state exists
-            spec = orch.driver.network("t1").spec
-            started = time.perf_counter()
-            blobs = checkpoints.save_to_storage(orch.fleet, spec, 600)
-            manifest = orch.checkpoints.write_manifest(spec, yaml.safe_dump(doc), 1, blobs, {})
-            write = time.perf_counter() - started
-            started = time.perf_counter()
-            checkpoints.restore_from_storage(orch.fleet, spec, manifest["vnodes"], 1, 600)
-            restore = time.perf_counter() - started
-            return {"write_seconds": write, "restore_seconds": restore, "bytes": float(manifest["bytes"]),
-                    "vnodes": float(len(manifest["vnodes"])), "parameters": float(spec.num_parameters())}
-        finally:
-            for p in pnodes:
-                p.stop()
-            orch.stop()
-
-
-class Fleet:
-    def __init__(self, tmp: Path, heartbeat: float) -> None:
-        self.tmp, self.heartbeat = tmp, heartbeat
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.address = f"127.0.0.1:{self.port}"
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.control = orchestrator_pb2_grpc.OrchestratorServiceStub(grpc.insecure_channel(self.address))
-
-    def spawn(self, name: str, *args: str) -> None:
-        with (self.tmp / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen([sys.executable, "-m", "dcnr.cli.main", *args], stdout=log,
-                                                stderr=subprocess.STDOUT)
-
-    def orchestrator(self) -> None:
-        self.spawn("orch", "orchestrator", "--port", str(self.port), "--state-dir", str(self.tmp / "state"),
-                   "--heartbeat-interval", str(self.heartbeat))
-
-    def session(self, steps: int) -> str:
-        self.orchestrator()
-        for i in range(3):
-            self.spawn(f"p{i}", "pnode", "--orchestrator", self.address, "--id", f"p{i}", "--threads", "1",
-                       "--heartbeat-interval", str(self.heartbeat))
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if len(self.control.ListPNodes(orchestrator_pb2.ListRequest(), timeout=5).pnodes) == 3:
-                    break
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("PNodes did not join")
+            for ev in cluster.client.listen_session(session, timeout=300):
+                if not acted and ev.step == at_step:
+                    acted = time.perf_counter()
+                    action()
+                elif acted and ev.state in ("running", "completed") and ev.step:
+                    return time.perf_counter() - acted
+        except DcnrError:
             time.sleep(0.2)
-        c = self.control
-        c.CreateVocabulary(orchestrator_pb2.CreateVocabularyRequest(
-            name="v", tokenizer_json=train_vocabulary(TEXTS, 300).to_str()), timeout=30)
-        c.CreateDataset(iter([orchestrator_pb2.DatasetUpload(name="d", vocabulary="v", validation_fraction=0.1)]
-                             + [orchestrator_pb2.DatasetUpload(text=t, end_of_document=True) for t in TEXTS]))
-        c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(
-            yaml=(ROOT / "examples" / "networks" / "tiny_lm.yml").read_text(), name="lm"), timeout=30)
-        s = c.CreateTrainSession(orchestrator_pb2.CreateTrainSessionRequest(
-            network="lm", dataset="d", steps=steps, batch_size=4, micro_batches=2, seed=0, checkpoint_every=5))
-        c.StartTrainSession(orchestrator_pb2.SessionRef(id=s.id), timeout=30)
-        return str(s.id)
-
-    def next_step_after(self, session: str, at_step: int, action: object) -> float:
-        """Run `action` when `at_step` is reported; seconds until the next step event after it."""
-        acted = 0.0
-        while True:
-            try:
-                for ev in self.control.ListenTrainSession(orchestrator_pb2.SessionRef(id=session), timeout=300):
-                    if not acted and ev.step == at_step:
-                        action()  # type: ignore[operator]
-                        acted = time.perf_counter()
-                    elif acted and ev.state in ("running", "completed") and ev.step:
-                        return time.perf_counter() - acted
-            except grpc.RpcError:
-                time.sleep(0.2)
-
-    def close(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
 
 
 def main() -> None:
@@ -154,20 +100,18 @@ def main() -> None:
     deaths, restarts = [], []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
-            fleet = Fleet(Path(tmp), args.heartbeat)
+            cluster = LocalCluster(tmp, 3, heartbeat_interval=args.heartbeat, start_timeout=120)
             try:
-                session = fleet.session(steps=40)
-                deaths.append(fleet.next_step_after(session, 12, lambda f=fleet: f.procs["p1"].send_signal(
-                    signal.SIGKILL)))
+                session = start_session(cluster, steps=40)
+                deaths.append(next_step_after(cluster, session, 12, lambda c=cluster: c.kill("p1")))
 
-                def restart(f: Fleet = fleet) -> None:
-                    f.procs["orch"].send_signal(signal.SIGKILL)
-                    f.procs["orch"].wait()
-                    f.orchestrator()
+                def restart(c: LocalCluster = cluster) -> None:
+                    c.kill(ORCHESTRATOR)
+                    c.start_orchestrator()
 
-                restarts.append(fleet.next_step_after(session, 25, restart))
+                restarts.append(next_step_after(cluster, session, 25, restart))
             finally:
-                fleet.close()
+                cluster.close()
     print(f"PNode death -> training resumed (heartbeat {args.heartbeat:g} s, dead after 3 missed, checkpoint every "
           f"5 steps): median {statistics.median(deaths):.2f} s over {len(deaths)} runs "
           f"({', '.join(f'{d:.2f}' for d in deaths)})")

@@ -1,6 +1,9 @@
 """The `dcnr` command line: parse arguments, call the library, print results.
 
-Owns: commands, exit codes, human tables and `--json` output. May import every
-other dcnr package. Must never hold logic the library lacks: a command is a thin
-call into `dcnr.spec`, `dcnr.runtime` or `dcnr.data`.
+Owns: commands (one module per command group, listed once in `main.COMMANDS`), how
+a failing command ends (one line, the exit code of its `dcnr.errors` class), human
+tables and `--json` output. May import every other dcnr package, but never `grpc` or
+protobuf modules: commands that talk to an orchestrator go through `dcnr.Client`,
+`network validate`/`analyze` through `dcnr.spec`, the demo through
+`dcnr.cluster`. Must never hold logic the library lacks.
 """

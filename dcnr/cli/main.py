@@ -1,45 +1,108 @@
-"""`dcnr` entry point and the `network` commands."""
+"""The `dcnr` entry point: the command table, and how a failing command ends.
+
+Every command is listed once in `COMMANDS` (its group, its name, the function in its
+group's module); `build_app` turns the table into the `dcnr` command. No command
+module imports this one, and importing a module registers nothing.
+
+A command that fails prints one line and exits with the code of its error class
+(`dcnr.errors`: 2 for a user error, 1 for a runtime failure, 130 for Ctrl-C); a
+network definition's problems are printed one per line, verbatim. `--verbose` adds
+the traceback.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import math
 import sys
 import traceback
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-import grpc
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from dcnr.cli import exit_codes
-from dcnr.errors import NetworkError
-from dcnr.proto.status import PROBLEMS_KEY
-from dcnr.spec.loader import load_network
+from dcnr.cli import checkpoint, dataset, demo, network, pnode, serve, serving, session, vocab
+from dcnr.cli.common import err
+from dcnr.errors import INTERRUPTED, RUNTIME_FAILURE, USER_ERROR, DcnrError, NetworkError
 
-app = typer.Typer(
-    help="DCNR: train and run one shared neural network, cut into small VNodes.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-network_app = typer.Typer(help="Network definitions: check YAML files here (validate, analyze), or manage the "
-                          "networks an orchestrator holds (create, list, show, update, export, delete).",
-                          no_args_is_help=True)
-app.add_typer(network_app, name="network")
-
-# soft_wrap: a status line is one line however narrow the terminal (scripts grep it); tables still fit.
-USER_STATUSES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
-                 grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE}
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-_state = {"verbose": False}
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Group:
+    """A command group: `dcnr NAME ...`; `callback` runs when no sub-command is given."""
+
+    name: str
+    help: str
+    callback: Callable[..., None] | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """`dcnr [GROUP] NAME`, run by `fn`; `extra_args`: it takes more values after its options
+    (`--files a b c`)."""
+
+    group: str | None
+    name: str
+    fn: Callable[..., None]
+    extra_args: bool = False
+
+
+GROUPS: tuple[Group, ...] = (
+    Group("network", "Network definitions: check YAML files here (validate, analyze), or manage the networks an "
+          "orchestrator holds (create, list, show, update, export, import, clone, delete)."),
+    Group("session", "Training sessions: create, start, suspend, resume, follow."),
+    Group("checkpoint", "Checkpoints of training sessions: list, export."),
+    Group("vocab", "Byte-level BPE vocabularies."),
+    Group("dataset", "Tokenized datasets with train/validation splits."),
+    Group("pnode", "Run a PNode (no sub-command), or inspect the fleet.", callback=serve.pnode),
+)
+
+COMMANDS: tuple[Command, ...] = (
+    Command("network", "validate", network.network_validate),
+    Command("network", "analyze", network.network_analyze),
+    Command("network", "create", network.network_create),
+    Command("network", "update", network.network_update),
+    Command("network", "delete", network.network_delete),
+    Command("network", "list", network.network_list),
+    Command("network", "show", network.network_show),
+    Command("network", "export", network.network_export),
+    Command("network", "import", network.network_import),
+    Command("network", "clone", network.network_clone),
+    Command("session", "create", session.session_create),
+    Command("session", "start", session.session_start),
+    Command("session", "suspend", session.session_suspend),
+    Command("session", "resume", session.session_resume),
+    Command("session", "list", session.session_list),
+    Command("session", "listen", session.session_listen),
+    Command("session", "delete", session.session_delete),
+    Command("checkpoint", "list", checkpoint.checkpoint_list),
+    Command("checkpoint", "export", checkpoint.checkpoint_export),
+    Command("vocab", "train", vocab.vocab_train, extra_args=True),
+    Command("vocab", "list", vocab.vocab_list),
+    Command("vocab", "delete", vocab.vocab_delete),
+    Command("dataset", "create", dataset.dataset_create, extra_args=True),
+    Command("dataset", "split", dataset.dataset_split),
+    Command("dataset", "explore", dataset.dataset_explore),
+    Command("dataset", "list", dataset.dataset_list),
+    Command("dataset", "delete", dataset.dataset_delete),
+    Command("pnode", "list", pnode.pnode_list),
+    Command(None, "orchestrator", serve.orchestrator),
+    Command(None, "evaluate", serving.evaluate),
+    Command(None, "chat", serving.chat),
+    Command(None, "demo", demo.demo),
+)
+
+_state = {"verbose": False}
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    if _state["verbose"]:
+        traceback.print_exc()
+    for line in message.splitlines() or [""]:
+        print(f"error: {line}", file=sys.stderr)
+    return typer.Exit(code)
 
 
 def guarded(fn: F) -> F:
@@ -49,42 +112,26 @@ def guarded(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except grpc.RpcError as exc:
-            code, detail = exc.code(), exc.details() or ""
-            if _state["verbose"]:
-                traceback.print_exc()
-            if code == grpc.StatusCode.UNAVAILABLE:
-                print(f"error: cannot reach the server ({detail}); is `dcnr orchestrator` running, and is "
-                      "--orchestrator / DCNR_ORCHESTRATOR right?", file=sys.stderr)
-                raise typer.Exit(exit_codes.RUNTIME_FAILURE) from None
-            problems = any(k == PROBLEMS_KEY for k, _ in (exc.trailing_metadata() or ()))
-            for line in detail.splitlines() or [code.name]:
-                print(line if problems else f"error: {line}", file=sys.stderr)  # problems: as `validate` prints
-            raise typer.Exit(exit_codes.USER_ERROR if code in USER_STATUSES else exit_codes.RUNTIME_FAILURE) from None
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            err.print("interrupted", markup=False)
+            raise typer.Exit(INTERRUPTED) from None
         except NetworkError as exc:
             for line in exc.problems:
                 print(line, file=sys.stderr)  # verbatim: one problem, one line, never wrapped
-            raise typer.Exit(exit_codes.USER_ERROR) from None
-        except (ValueError, FileNotFoundError) as exc:
-            if _state["verbose"]:
-                traceback.print_exc()
-            print(f"error: {exc}", file=sys.stderr)
-            raise typer.Exit(exit_codes.USER_ERROR) from None
-        except KeyboardInterrupt:
-            err.print("interrupted", markup=False)
-            raise typer.Exit(exit_codes.INTERRUPTED) from None
-        except typer.Exit:
-            raise
+            raise typer.Exit(exc.exit_code) from None
+        except DcnrError as exc:
+            raise _fail(str(exc), exc.exit_code) from None
+        except (ValueError, FileNotFoundError) as exc:  # a bad value or path met outside our error classes
+            raise _fail(str(exc), USER_ERROR) from None
         except Exception as exc:
-            if _state["verbose"]:
-                traceback.print_exc()
-            print(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", file=sys.stderr)
-            raise typer.Exit(exit_codes.RUNTIME_FAILURE) from None
+            raise _fail(f"{type(exc).__name__}: {exc} (run with --verbose for the traceback)",
+                        RUNTIME_FAILURE) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-@app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
@@ -93,64 +140,26 @@ def _root(
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-@network_app.command("validate")
-@guarded
-def network_validate(file: Annotated[Path, typer.Argument(help="Network YAML file.")]) -> None:
-    """Validate a network file: every problem is printed, one per line (exit 2 if any)."""
-    spec = load_network(file)
-    out.print(f"{file}: ok — network {spec.name!r}, {len(spec.nodes)} VNodes, "
-              f"{spec.num_parameters():,} parameters", highlight=False)
+def build_app() -> typer.Typer:
+    """The `dcnr` command, made from `GROUPS` and `COMMANDS`."""
+    app = typer.Typer(help="DCNR: train and run one shared neural network, cut into small VNodes.",
+                      no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    app.callback()(_root)
+    groups: dict[str | None, typer.Typer] = {None: app}
+    for g in GROUPS:
+        runs = g.callback is not None
+        sub = typer.Typer(help=g.help, no_args_is_help=not runs, invoke_without_command=runs)
+        if g.callback is not None:
+            sub.callback()(guarded(g.callback))
+        app.add_typer(sub, name=g.name)
+        groups[g.name] = sub
+    for c in COMMANDS:
+        settings = {"allow_extra_args": True, "ignore_unknown_options": False} if c.extra_args else None
+        groups[c.group].command(c.name, context_settings=settings)(guarded(c.fn))
+    return app
 
 
-def _shapes(shapes: tuple[Any, ...]) -> list[list[int] | None]:
-    return [list(s) if s is not None else None for s in shapes]
-
-
-@network_app.command("analyze")
-@guarded
-def network_analyze(
-    file: Annotated[Path, typer.Argument(help="Network YAML file.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
-) -> None:
-    """Per node: type, input/output shapes (no batch axis) and parameter count, with totals."""
-    spec = load_network(file)
-    rows: list[dict[str, Any]] = []
-    for nid, node in spec.nodes.items():
-        tied = node.impl.tied()
-        count = sum(math.prod(shape) for pname, shape in node.impl.param_shapes().items() if pname not in tied)
-        rows.append({"id": nid, "type": node.type, "input_shapes": _shapes(node.input_shapes),
-                     "output_shapes": _shapes(node.output_shapes), "parameters": count})
-    total = sum(r["parameters"] for r in rows)
-    if as_json:
-        print(json.dumps({"name": spec.name, "vnodes": len(rows), "parameters": total, "nodes": rows}))
-        return
-    table = Table(title=f"{spec.name}: {len(rows)} VNodes, {total:,} parameters")
-    for col, justify in (("id", "left"), ("type", "left"), ("inputs", "left"), ("outputs", "left"),
-                         ("parameters", "right")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-
-    def fmt(shapes: list[list[int] | None]) -> str:
-        texts = ["?" if s is None else "[" + ",".join(map(str, s)) + "]" for s in shapes]
-        if len(texts) > 1 and len(set(texts)) == 1:
-            return f"{len(texts)} × {texts[0]}"
-        return " ".join(texts)
-
-    for r in rows:
-        table.add_row(r["id"], r["type"], fmt(r["input_shapes"]), fmt(r["output_shapes"]), f"{r['parameters']:,}")
-    table.add_section()
-    table.add_row("total", "", "", "", f"{total:,}")
-    out.print(table)
-
-
-def _register_demo() -> None:
-    from dcnr.cli.demo import demo
-    from dcnr.cli.remote import register
-
-    app.command("demo")(guarded(demo))
-    register(app, network_app)
-
-
-_register_demo()
+app = build_app()
 
 
 def main() -> None:
@@ -158,7 +167,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
-        sys.exit(exit_codes.INTERRUPTED)
+        sys.exit(INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def test_demo_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
-    """Ctrl-C during training: exit 130, both PNode processes gone, state directory removed."""
+    """Ctrl-C during training: exit 130, the orchestrator and both PNode processes gone, state directory removed."""
     import signal
     import time
 
@@ -140,11 +140,12 @@ def test_demo_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, "the demo did not start in time"
         assert address and len(_processes_mentioning(address)) == 2  # the two PNodes
+        assert len(_processes_mentioning(f"--state-dir {state}")) == 1  # the orchestrator
         time.sleep(2)  # training is under way
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert _processes_mentioning(address) == []
+    assert _processes_mentioning(address) == [] and _processes_mentioning(str(state)) == []
     assert not state.exists()

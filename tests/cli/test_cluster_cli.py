@@ -3,73 +3,36 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from dcnr.cli.main import app
+from dcnr.client import Client
+from dcnr.cluster import ORCHESTRATOR, LocalCluster, free_port
+from dcnr.errors import DcnrError, InvalidArgument, NetworkError, NotFound, Unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "examples" / "networks" / "tiny_lm.yml"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as f:
-        return subprocess.Popen([sys.executable, "-m", "dcnr.cli.main", *args], stdout=f, stderr=subprocess.STDOUT)
-
-
-class Fleet:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.address = f"127.0.0.1:{free_port()}"
-        self.orch = spawn("orchestrator", "--port", self.address.split(":")[1], "--state-dir", str(tmp / "state"),
-                          "--heartbeat-interval", "1", "--log-format", "json", log=tmp / "orch.log")
-        self.pnode = spawn("pnode", "--orchestrator", self.address, "--id", "worker", "--threads", "1",
-                           "--memory-budget", "2GiB", log=tmp / "pnode.log")
-
-    def run(self, *args: str) -> tuple[int, str, str]:
-        result = CliRunner().invoke(app, list(args), env={"DCNR_ORCHESTRATOR": self.address, "COLUMNS": "200"})
-        return result.exit_code, result.stdout, result.stderr
-
-    def stop(self) -> None:
-        for p in (self.pnode, self.orch):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+def run(cluster: LocalCluster, *args: str) -> tuple[int, str, str]:
+    """`dcnr ARGS` against the cluster: exit code, stdout, stderr."""
+    result = CliRunner().invoke(app, list(args), env={"DCNR_ORCHESTRATOR": cluster.address, "COLUMNS": "200"})
+    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    f = Fleet(tmp_path_factory.mktemp("fleet"))
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            code, out, _ = f.run("pnode", "list", "--json")
-            if code == 0 and json.loads(out):
-                break
-            assert time.monotonic() < deadline, (f.tmp / "pnode.log").read_text()
-            time.sleep(0.3)
-        yield f
-    finally:
-        f.stop()
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A `dcnr orchestrator` process (JSON logs) and one `dcnr pnode` process named worker."""
+    with LocalCluster(tmp_path_factory.mktemp("fleet"), ["worker"], orchestrator_args=["--log-format", "json"],
+                      pnode_args=["--memory-budget", "2GiB"]) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +46,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-def test_pnode_list_json(fleet: Fleet) -> None:
-    code, out, _ = fleet.run("pnode", "list", "--json")
+def test_pnode_list_json(fleet: LocalCluster) -> None:
+    code, out, _ = run(fleet, "pnode", "list", "--json")
     assert code == 0
     (row,) = json.loads(out)
     assert row["id"] == "worker" and row["state"] == "alive" and row["address"].startswith("127.0.0.1:")
@@ -92,96 +55,210 @@ def test_pnode_list_json(fleet: Fleet) -> None:
     assert isinstance(row["vnodes"], list)
 
 
-def test_network_create_prints_the_name_and_bad_files_get_cli_messages(fleet: Fleet, tmp_path: Path) -> None:
-    code, out, err = fleet.run("network", "create", str(TINY), "--name", "lm")
+def test_network_create_prints_the_name_and_bad_files_get_cli_messages(fleet: LocalCluster, tmp_path: Path) -> None:
+    code, out, err = run(fleet, "network", "create", str(TINY), "--name", "lm")
     assert (code, out) == (0, "lm\n"), err
-    code, _, err = fleet.run("network", "create", str(TINY), "--name", "lm")
+    code, _, err = run(fleet, "network", "create", str(TINY), "--name", "lm")
     assert code == 2 and "already exists" in err and "Traceback" not in err
     bad = tmp_path / "bad.yml"
     bad.write_text("nodes:\n  - {id: a, type: lienar, config: {in_dim: 4, out_dim: 4}}\n")
-    code, _, err = fleet.run("network", "create", str(bad))
+    code, _, err = run(fleet, "network", "create", str(bad))
     local = CliRunner().invoke(app, ["network", "validate", str(bad)])
     assert code == 2 and local.exit_code == 2
     assert err == local.stderr  # the orchestrator answers with the CLI's own messages
-    code, out, _ = fleet.run("network", "list", "--json")
+    code, out, _ = run(fleet, "network", "list", "--json")
     assert [n["name"] for n in json.loads(out)] == ["lm"]
 
 
-def test_data_session_listen_and_chat(fleet: Fleet, corpus: list[Path]) -> None:
-    code, out, err = fleet.run("vocab", "train", "--name", "code", "--vocab-size", "2048", "--files",
+def test_data_session_listen_and_chat(fleet: LocalCluster, corpus: list[Path]) -> None:
+    code, out, err = run(fleet, "vocab", "train", "--name", "code", "--vocab-size", "2048", "--files",
                                *map(str, corpus))
     assert (code, out) == (0, "code\n"), err
-    code, out, err = fleet.run("dataset", "create", "--name", "fns", "--vocab", "code", "--files", *map(str, corpus))
+    code, out, err = run(fleet, "dataset", "create", "--name", "fns", "--vocab", "code", "--files", *map(str, corpus))
     assert (code, out) == (0, "fns\n"), err
-    code, out, _ = fleet.run("dataset", "split", "fns", "--validation-fraction", "0.2")
+    code, out, _ = run(fleet, "dataset", "split", "fns", "--validation-fraction", "0.2")
     assert code == 0 and "validation" in out
-    code, out, _ = fleet.run("dataset", "explore", "fns", "--sample-tokens", "12", "--json")
+    code, out, _ = run(fleet, "dataset", "explore", "fns", "--sample-tokens", "12", "--json")
     doc = json.loads(out)
     assert doc["validation_tokens"] > 0.19 * doc["tokens"] and doc["sample"].startswith("def f0(x)")
-    code, out, _ = fleet.run("network", "create", str(TINY), "--name", "chatty")
-    code, out, err = fleet.run("session", "create", "--network", "chatty", "--dataset", "fns", "--steps", "3",
+    code, out, _ = run(fleet, "network", "create", str(TINY), "--name", "chatty")
+    code, out, err = run(fleet, "session", "create", "--network", "chatty", "--dataset", "fns", "--steps", "3",
                                "--batch-size", "4", "--micro-batches", "2", "--seed", "1")
     assert code == 0, err
     session = out.strip()
     assert len(session) == 12
-    code, out, _ = fleet.run("session", "list", "--json")
+    code, out, _ = run(fleet, "session", "list", "--json")
     rows = {r["id"]: r for r in json.loads(out)}
     assert rows[session]["state"] == "created" and rows[session]["steps"] == 3
-    assert fleet.run("session", "start", session)[0] == 0
-    code, out, err = fleet.run("session", "listen", session, "--json")
+    assert run(fleet, "session", "start", session)[0] == 0
+    code, out, err = run(fleet, "session", "listen", session, "--json")
     assert code == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and [e["step"] for e in events] == [1, 2, 3] and events[-1]["state"] == "completed"
     assert all(e["loss"] > 0 and e["tokens_per_second"] > 0 for e in events)
     assert "lm_head_lr" in events[-1]["learning_rates"]
-    code, out, _ = fleet.run("session", "list", "--json")
+    code, out, _ = run(fleet, "session", "list", "--json")
     assert {r["id"]: r for r in json.loads(out)}[session]["state"] == "completed"
-    code, out, err = fleet.run("chat", "chatty", "--vocab", "code", "--prompt", "def", "--max-tokens", "5")
+    code, out, err = run(fleet, "chat", "chatty", "--vocab", "code", "--prompt", "def", "--max-tokens", "5")
     assert code == 0 and out.endswith("\n") and len(out) > 1, err
-    code, out2, err = fleet.run("chat", "chatty", "--prompt", "def", "--max-tokens", "5")  # its session's vocabulary
+    code, out2, err = run(fleet, "chat", "chatty", "--prompt", "def", "--max-tokens", "5")  # its session's vocabulary
     assert (code, out2) == (0, out), err  # same seed, same vocabulary: the same text
-    code, out, _ = fleet.run("evaluate", "chatty", "--dataset", "fns", "--batches", "1", "--batch-size", "2", "--json")
+    code, out, _ = run(fleet, "evaluate", "chatty", "--dataset", "fns", "--batches", "1", "--batch-size", "2", "--json")
     assert code == 0 and json.loads(out)["ce_loss"] > 0
-    code, out, _ = fleet.run("pnode", "list", "--json")
+    code, out, _ = run(fleet, "pnode", "list", "--json")
     assert any(v.startswith("chatty/") for v in json.loads(out)[0]["vnodes"])
-    assert fleet.run("session", "delete", session)[0] == 0
-    code, _, err = fleet.run("session", "start", session)
+    assert run(fleet, "session", "delete", session)[0] == 0
+    code, _, err = run(fleet, "session", "start", session)
     assert code == 2 and f"unknown session '{session}'" in err
 
 
-def test_unknown_names_are_one_line_user_errors(fleet: Fleet) -> None:
+def test_unknown_names_are_one_line_user_errors(fleet: LocalCluster) -> None:
     for args in (("network", "show", "ghost"), ("dataset", "explore", "ghost"), ("session", "listen", "ghost"),
                  ("chat", "ghost", "--vocab", "ghost", "--prompt", "x")):
-        code, _, err = fleet.run(*args)
+        code, _, err = run(fleet, *args)
         assert code == 2 and "ghost" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, args
 
 
 def test_unreachable_orchestrator_is_a_clear_error() -> None:
-    result = CliRunner().invoke(app, ["network", "list"], env={"DCNR_ORCHESTRATOR": f"127.0.0.1:{free_port()}"})
+    address = f"127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(app, ["network", "list"], env={"DCNR_ORCHESTRATOR": address})
     assert result.exit_code == 1
-    assert "cannot reach the server" in result.stderr and "DCNR_ORCHESTRATOR" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert f"cannot reach the orchestrator at {address}" in result.stderr and "DCNR_ORCHESTRATOR" in result.stderr
 
 
-def test_sigterm_unregisters_the_pnode(tmp_path: Path, fleet: Fleet) -> None:
-    extra = spawn("pnode", "--orchestrator", fleet.address, "--id", "brief", "--threads", "1", log=tmp_path / "p.log")
+def test_sigterm_unregisters_the_pnode(fleet: LocalCluster) -> None:
+    fleet.start_pnode("brief")
     try:
-        deadline = time.monotonic() + 60
-        while "brief" not in fleet.run("pnode", "list")[1]:
-            assert time.monotonic() < deadline and extra.poll() is None, (tmp_path / "p.log").read_text()
-            time.sleep(0.2)
-        extra.send_signal(signal.SIGTERM)
-        assert extra.wait(30) == 0
-        _, out, _ = fleet.run("pnode", "list", "--json")
+        fleet.wait_for_pnodes(["brief"], timeout=60)
+        fleet.signal("brief", signal.SIGTERM)
+        assert fleet.procs["brief"].wait(30) == 0
+        _, out, _ = run(fleet, "pnode", "list", "--json")
         assert [r["id"] for r in json.loads(out)] == ["worker"]
     finally:
-        if extra.poll() is None:
-            extra.kill()
+        if fleet.procs["brief"].poll() is None:
+            fleet.kill("brief")
 
 
-def test_orchestrator_logs_are_json_lines(fleet: Fleet) -> None:
-    lines = [json.loads(line) for line in (fleet.tmp / "orch.log").read_text().splitlines() if line.startswith("{")]
+def test_orchestrator_logs_are_json_lines(fleet: LocalCluster) -> None:
+    lines = [json.loads(line) for line in fleet.log_path(ORCHESTRATOR).read_text().splitlines() if line.startswith("{")]
     assert any(rec.get("pnode") == "worker" and "registered" in rec["msg"] for rec in lines)
     assert all({"ts", "level", "logger", "msg"} <= set(rec) for rec in lines)
 
 
-os.environ.setdefault("COLUMNS", "200")
+
+
+# -- dcnr.Client against the same processes, checked against in-process references ----------------
+
+MLP = """
+name: mlp
+seed: 3
+nodes:
+  - {id: fc1, type: linear, config: {in_dim: 4, out_dim: 8, optimizer: sgd, lr: 0.1}}
+  - {id: act, type: relu}
+  - {id: fc2, type: linear, config: {in_dim: 8, out_dim: 2, optimizer: sgd, lr: 0.1}}
+  - {id: loss, type: cost, config: {cost_function: mse}}
+edges:
+  - {from: fc1, to: act}
+  - {from: act, to: fc2}
+  - {from: fc2, to: loss, to_slot: 0}
+inputs: [{name: x, node_id: fc1, slot_id: 0}, {name: y, node_id: loss, slot_id: 1}]
+outputs: [{name: prediction, node_id: fc2, slot_id: 0}]
+costs: [{name: mse, node_id: loss, slot_id: 0}]
+"""
+
+
+def test_client_forward_train_export_import_match_the_local_executor(fleet: LocalCluster, tmp_path: Path) -> None:
+    """The cluster, driven through dcnr.Client, computes what LocalExecutor computes in this process."""
+    from safetensors.torch import load_file
+
+    import dcnr
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 4, generator=g), torch.randn(6, 2, generator=g)
+    ex = dcnr.LocalExecutor(dcnr.parse_network(MLP))
+    with Client(fleet.address) as c:
+        info = c.create_network(MLP)
+        assert (info.name, info.vnodes, info.step) == ("mlp", 4, 0)
+        got = c.forward("mlp", {"x": x}, ["prediction"])
+        torch.testing.assert_close(got["prediction"], ex.forward({"x": x}, ["prediction"])["prediction"])
+        for step in (1, 2):
+            result = c.train_step("mlp", {"x": x, "y": y}, micro_batches=2)
+            want = ex.train_step({"x": x, "y": y}, micro_batches=2)
+            assert result.step == step and not result.skipped
+            assert result.costs["mse"] == pytest.approx(want["mse"], rel=1e-6)
+        path = tmp_path / "mlp.safetensors"
+        size = c.export_network("mlp", path, progress=(seen := []).append)
+        assert size == path.stat().st_size == sum(seen) and not list(tmp_path.glob(".*.tmp"))
+        exported = {k: v for k, v in load_file(path).items() if not k.startswith("optim/")}
+        assert exported.keys() == ex.parameters().keys()
+        for k, v in ex.parameters().items():
+            torch.testing.assert_close(exported[k], v)
+        copy = c.import_network(path, "mlp-copy")
+        assert (copy.name, copy.step) == ("mlp-copy", 2)
+        torch.testing.assert_close(c.forward("mlp-copy", {"x": x})["prediction"], ex.forward({"x": x})["prediction"])
+        placed = c.inspect_network("mlp-copy")
+        assert {p.vnode for p in placed.placements} == {"fc1", "act", "fc2", "loss"}
+        assert {p.pnode for p in placed.placements} == {"worker"}
+        assert c.delete_network("mlp-copy") and c.delete_network("mlp")
+
+
+def test_client_dataset_upload_in_pieces_matches_local_tokenization(fleet: LocalCluster, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Documents cut into pieces of a few characters (and files from a folder) tokenize exactly as the
+    whole texts do here; progress counts every byte."""
+    from tokenizers import Tokenizer
+
+    import dcnr.client
+    from dcnr.data.dataset import TokenDataset
+
+    texts = [f"def g{i}(y):\n    return y - {i}  # é\n" * (i + 1) for i in range(12)]
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i, t in enumerate(texts[6:]):
+        (folder / f"{i:02d}.py").write_text(t, encoding="utf-8")
+    monkeypatch.setattr(dcnr.client, "UPLOAD_PIECE", 5)
+    with Client(fleet.address) as c:
+        assert 259 < c.train_vocabulary("pieces-vocab", texts, vocab_size=300).vocab_size <= 300
+        vocab = Tokenizer.from_str(c.get_vocabulary("pieces-vocab").tokenizer_json)
+        sent: list[int] = []
+        info = c.create_dataset("pieces", "pieces-vocab", [*texts[:6], folder], validation_fraction=0.25,
+                                progress=sent.append)
+        want = TokenDataset.from_texts(texts, vocab, validation_fraction=0.25)
+        assert (info.tokens, info.sha256) == (len(want.tokens), want.digest)
+        assert sum(sent) == sum(len(t.encode("utf-8")) for t in texts) and len(sent) == len(texts)
+        assert info.validation_tokens == len(want.split("validation"))
+        with pytest.raises(InvalidArgument, match="nowhere: no such file"):
+            c.create_dataset("never", "pieces-vocab", [tmp_path / "nowhere"])
+        assert "never" not in {d.name for d in c.list_datasets()}
+        assert c.delete_dataset("pieces") and c.delete_vocabulary("pieces-vocab")
+
+
+def test_client_errors_are_dcnr_error_classes(fleet: LocalCluster, tmp_path: Path) -> None:
+    with Client(fleet.address) as c:
+        with pytest.raises(NotFound, match="ghost") as caught:
+            c.get_network("ghost")
+        assert isinstance(caught.value, KeyError)
+        with pytest.raises(NetworkError) as bad:
+            c.create_network("nodes:\n  - {id: a, type: lienar, config: {in_dim: 4, out_dim: 4}}\n")
+        assert any("did you mean 'linear'" in line for line in bad.value.problems)
+        with pytest.raises(InvalidArgument, match=r"nope\.yml"):
+            c.create_network(tmp_path / "nope.yml")
+    address = f"127.0.0.1:{free_port()}"
+    with Client(address, timeout=10) as c, pytest.raises(
+            Unavailable, match=f"cannot reach the orchestrator at {address}"):
+        c.health()
+    with Client(fleet.address) as c:
+        assert c.health().status == "serving"
+
+
+def test_a_pnode_that_dies_at_start_fails_the_cluster_start_clearly(tmp_path: Path) -> None:
+    """`LocalCluster.start` names the process and the end of its log, and stops what it started."""
+    def broken(address: str, name: str) -> list[str]:
+        return [sys.executable, "-c", f"print('cannot join {address}'); raise SystemExit(3)"]
+
+    cluster = LocalCluster(tmp_path, 1, pnode_command=broken, start_timeout=120)
+    with pytest.raises(DcnrError, match=r"p0 exited with code 3: cannot join 127\.0\.0\.1:\d+"):
+        cluster.start()
+    assert all(p.poll() is not None for p in cluster.procs.values()) and ORCHESTRATOR in cluster.procs
+    assert "orchestrator serving on" in cluster.log(ORCHESTRATOR)

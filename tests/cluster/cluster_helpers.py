@@ -1,4 +1,6 @@
-"""An embedded cluster on loopback for tests: an orchestrator and PNodes in this process, talking gRPC."""
+"""An embedded cluster on loopback for tests: an orchestrator and PNodes in this process, talking gRPC.
+
+(Clusters of separate processes are `dcnr.cluster.LocalCluster`.)"""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ from typing import Any
 import grpc
 import yaml
 
+from dcnr.client import Client
 from dcnr.data.vocab import train_vocabulary
 from dcnr.orchestrator.app import Orchestrator
 from dcnr.pnode.agent import PNode
-from dcnr.proto.v2 import node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
+from dcnr.proto.v2 import node_pb2_grpc, orchestrator_pb2_grpc
 from dcnr.spec.transformer import transformer_lm
 
 TEXTS = [f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13} times." for i in range(200)]
@@ -28,6 +31,7 @@ class Cluster:
         self.channel = grpc.insecure_channel(self.address)
         self.control = orchestrator_pb2_grpc.OrchestratorServiceStub(self.channel)
         self.nodes = node_pb2_grpc.NodeManagementServiceStub(self.channel)
+        self.client = Client(self.address)
 
     def add_pnode(self, pnode_id: str, budget: int | None = None) -> PNode:
         p = PNode(self.address, pnode_id=pnode_id, memory_budget=budget, set_torch_threads=False,
@@ -36,6 +40,7 @@ class Cluster:
         return p
 
     def stop(self) -> None:
+        self.client.close()
         self.channel.close()
         for p in self.pnodes:
             p.stop()
@@ -48,9 +53,7 @@ def small_lm_yaml(name: str = "small", dropout: float = 0.1, vocab_size: int = 3
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def add_data(control: orchestrator_pb2_grpc.OrchestratorServiceStub, vocab: str = "v", dataset: str = "d") -> None:
-    tok = train_vocabulary(TEXTS, 300)
-    control.CreateVocabulary(orchestrator_pb2.CreateVocabularyRequest(name=vocab, tokenizer_json=tok.to_str()))
-    msgs = [orchestrator_pb2.DatasetUpload(name=dataset, vocabulary=vocab, validation_fraction=0.1)]
-    msgs += [orchestrator_pb2.DatasetUpload(text=t, end_of_document=True) for t in TEXTS]
-    control.CreateDataset(iter(msgs))
+def add_data(client: Client, vocab: str = "v", dataset: str = "d") -> None:
+    """Store a vocabulary trained on TEXTS and a dataset of TEXTS (10 % held out)."""
+    client.upload_vocabulary(vocab, train_vocabulary(TEXTS, 300).to_str())
+    client.create_dataset(dataset, vocab, TEXTS, validation_fraction=0.1)

@@ -453,7 +453,7 @@ def test_an_invalid_network_name_is_invalid_argument(
 def test_invalid_session_settings_are_invalid_argument(
         cluster: Cluster, channels: list[grpc.Channel], steps: int, batch_size: int, micro_batches: int,
         texts: tuple[str, ...]) -> None:
-    add_data(cluster.control)
+    add_data(cluster.client)
     request = orchestrator_pb2.CreateTrainSessionRequest(network="small", dataset="d", steps=steps,
                                                          batch_size=batch_size, micro_batches=micro_batches)
     refused(lambda: cluster.control.CreateTrainSession(request, timeout=TIMEOUT),
@@ -464,7 +464,7 @@ def test_invalid_session_settings_are_invalid_argument(
 
 def test_starting_a_completed_session_is_failed_precondition(
         cluster: Cluster, channels: list[grpc.Channel]) -> None:
-    add_data(cluster.control)
+    add_data(cluster.client)
     c = cluster.control
     s = c.CreateTrainSession(orchestrator_pb2.CreateTrainSessionRequest(
         network="small", dataset="d", steps=1, batch_size=2, seed=1), timeout=TIMEOUT)

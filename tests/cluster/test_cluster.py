@@ -80,7 +80,7 @@ def test_session_suspend_and_resume_give_the_uninterrupted_result(cluster_factor
     for cluster, pause in ((a, False), (b, True)):
         c = cluster.control
         c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=small_lm_yaml()), timeout=30)
-        add_data(c)
+        add_data(cluster.client)
         s = c.CreateTrainSession(orchestrator_pb2.CreateTrainSessionRequest(
             network="small", dataset="d", steps=12, batch_size=4, micro_batches=2, seed=3), timeout=30)
         assert s.state == "created"
@@ -112,7 +112,7 @@ def test_validate_and_chat(cluster_factory: Callable[..., Cluster]) -> None:
     cluster = cluster_factory(2)
     c = cluster.control
     c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=small_lm_yaml(dropout=0.0)), timeout=30)
-    add_data(c)
+    add_data(cluster.client)
     val = c.ValidateNetwork(orchestrator_pb2.ValidateRequest(network="small", dataset="d", batches=2, batch_size=4,
                                                              seed=0), timeout=60)
     ds = cluster.orch.data.dataset("d")
@@ -233,7 +233,7 @@ def test_tokenizer_nodes_use_a_vocabulary_stored_by_the_orchestrator(cluster_fac
         c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=TEXT_NETWORK, source="text.yml"), timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "text.yml: node 'tok': config.vocabulary: unknown vocabulary 'v'" in (info.value.details() or "")
-    add_data(c)
+    add_data(cluster.client)
     c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=TEXT_NETWORK), timeout=30)
     texts = ["the quick brown fox", "lazy dog"]
     reply = c.ForwardNetwork(orchestrator_pb2.ForwardRequest(network="text", inputs=[

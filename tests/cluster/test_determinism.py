@@ -18,7 +18,7 @@ STEPS, BATCH, MICRO, SEED = 10, 4, 2, 11
 def train_on_cluster(cluster: Cluster, text: str) -> tuple[list[float], dict[str, torch.Tensor], dict[str, str]]:
     c = cluster.control
     c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=text), timeout=30)
-    add_data(c)
+    add_data(cluster.client)
     s = c.CreateTrainSession(orchestrator_pb2.CreateTrainSessionRequest(
         network="small", dataset="d", steps=STEPS, batch_size=BATCH, micro_batches=MICRO, seed=SEED), timeout=30)
     c.StartTrainSession(orchestrator_pb2.SessionRef(id=s.id), timeout=30)

@@ -44,7 +44,7 @@ def run_with_a_crash(cluster: Cluster, text: str, crash_at: int, victim: int,
     `crash_at` is reported; returns every step event."""
     c = cluster.control
     c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=text), timeout=30)
-    add_data(c)
+    add_data(cluster.client)
     s = c.CreateTrainSession(orchestrator_pb2.CreateTrainSessionRequest(
         network="small", dataset="d", steps=steps, batch_size=BATCH, micro_batches=MICRO, seed=SEED,
         checkpoint_every=EVERY), timeout=30)
@@ -84,7 +84,7 @@ def test_checkpoints_are_listed_exported_and_loaded_anywhere(cluster_factory: Ca
     c = cluster.control
     text = small_lm_yaml(dropout=0.1)
     c.CreateNetwork(orchestrator_pb2.CreateNetworkRequest(yaml=text), timeout=30)
-    add_data(c)
+    add_data(cluster.client)
     s = c.CreateTrainSession(orchestrator_pb2.CreateTrainSessionRequest(
         network="small", dataset="d", steps=6, batch_size=BATCH, micro_batches=MICRO, seed=SEED,
         checkpoint_every=3), timeout=30)

@@ -1,0 +1,40 @@
+"""`dcnr checkpoint`: the checkpoints training sessions wrote — list, export."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, table
+from dcnr.client import Client
+
+
+def checkpoint_list(session_id: Annotated[str, typer.Argument(help="Session id.")], as_json: AsJson = False,
+                    orchestrator: Orchestrator = DEFAULT) -> None:
+    """A session's checkpoints in storage, oldest first."""
+    with Client(orchestrator) as c:
+        found = c.list_checkpoints(session_id)
+    rows: list[dict[str, Any]] = [
+        {"session": m.session, "network": m.network, "session_step": m.session_step, "step": m.step,
+         "bytes": m.bytes, "created_at": datetime.fromtimestamp(m.created_at, UTC).isoformat(timespec="seconds")}
+        for m in found]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table(f"checkpoints of session {session_id}", ["session step", "network step", "size", "written"],
+          [[r["session_step"], r["step"], f"{r['bytes'] / 2**20:.1f} MiB", r["created_at"]] for r in rows])
+
+
+def checkpoint_export(session_id: Annotated[str, typer.Argument(help="Session id.")],
+                      out_path: Annotated[Path, typer.Option("--out", help="Where to write the .safetensors file.")],
+                      step: Annotated[int | None, typer.Option(help="Session step (default: the latest).")] = None,
+                      orchestrator: Orchestrator = DEFAULT) -> None:
+    """Write a checkpoint as one artifact: parameters keyed <node_id>.<param>, optimizer state, the network
+    YAML, training config and dataset hash. `dcnr network import` and `LocalExecutor.from_artifact` read it."""
+    with Client(orchestrator) as c:
+        c.export_checkpoint(session_id, out_path, session_step=step)
+    print(out_path)

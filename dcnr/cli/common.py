@@ -1,0 +1,39 @@
+"""What every command module shares: the consoles, the `--orchestrator` and `--json` options,
+tables, and file arguments. Imports no command module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dcnr.client import ADDRESS_ENV, DEFAULT_ADDRESS, text_files
+
+# soft_wrap: a status line is one line however narrow the terminal (scripts grep it); tables still fit.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+Orchestrator = Annotated[str, typer.Option("--orchestrator", envvar=ADDRESS_ENV,
+                                           help=f"Orchestrator address HOST:PORT (env {ADDRESS_ENV}).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DEFAULT = DEFAULT_ADDRESS
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[str(v) for v in r])
+    out.print(t)
+
+
+def input_files(files: list[Path], extra: list[str]) -> list[Path]:
+    """`--files a b c`: the first after the option, the rest as extra arguments; directories are walked."""
+    paths = [*files, *map(Path, extra)]
+    if not paths:
+        raise ValueError("no input files: pass --files FILE [FILE ...]")
+    return text_files(paths)

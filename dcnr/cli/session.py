@@ -1,0 +1,96 @@
+"""`dcnr session`: training sessions on an orchestrator — create, start, suspend, resume, list,
+listen, delete."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+
+from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, table
+from dcnr.client import Client, SessionInfo
+from dcnr.errors import Aborted
+
+SessionId = Annotated[str, typer.Argument(help="Session id.")]
+
+
+def session_create(network: Annotated[str, typer.Option(help="Network to train.")],
+                   dataset: Annotated[str, typer.Option(help="Dataset to draw batches from.")],
+                   steps: Annotated[int, typer.Option(help="Training steps.")],
+                   batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
+                   micro_batches: Annotated[int, typer.Option(help="Micro-batches per step (pipelined).")] = 1,
+                   seed: Annotated[int, typer.Option(help="Data-order seed.")] = 0,
+                   checkpoint_every: Annotated[int, typer.Option(
+                       help="Checkpoint every K steps (always: at start, on suspend, at the end).")] = 0,
+                   start: Annotated[bool, typer.Option(help="Start it at once.")] = False,
+                   orchestrator: Orchestrator = DEFAULT) -> None:
+    """Create a training session; prints its id."""
+    with Client(orchestrator) as c:
+        info = c.create_session(network, dataset, steps, batch_size=batch_size, micro_batches=micro_batches,
+                                seed=seed, checkpoint_every=checkpoint_every, start=start)
+    print(info.id)
+
+
+def _state(info: SessionInfo) -> None:
+    print(f"session {info.id}: {info.state} at step {info.step}/{info.steps}")
+
+
+def session_start(session_id: SessionId, orchestrator: Orchestrator = DEFAULT) -> None:
+    """Start a created session."""
+    with Client(orchestrator) as c:
+        _state(c.start_session(session_id))
+
+
+def session_suspend(session_id: SessionId, orchestrator: Orchestrator = DEFAULT) -> None:
+    """Stop a running session after its current step (with a checkpoint)."""
+    with Client(orchestrator) as c:
+        _state(c.suspend_session(session_id))
+
+
+def session_resume(session_id: SessionId, orchestrator: Orchestrator = DEFAULT) -> None:
+    """Continue a suspended session where it stopped."""
+    with Client(orchestrator) as c:
+        _state(c.start_session(session_id))
+
+
+def session_delete(session_id: SessionId, orchestrator: Orchestrator = DEFAULT) -> None:
+    """Stop and forget a session (the network keeps what it learned)."""
+    with Client(orchestrator) as c:
+        c.delete_session(session_id)
+    print(f"deleted {session_id}")
+
+
+def session_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) -> None:
+    """Training sessions and their progress."""
+    with Client(orchestrator) as c:
+        rows = [asdict(s) for s in c.list_sessions()]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table("sessions", ["id", "network", "dataset", "state", "step", "batch", "error"],
+          [[r["id"], r["network"], r["dataset"], r["state"], f"{r['step']}/{r['steps']}",
+            f"{r['batch_size']}×{r['micro_batches']}", r["error"]] for r in rows])
+
+
+def session_listen(session_id: SessionId,
+                   as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event per line.")]
+                   = False,
+                   orchestrator: Orchestrator = DEFAULT) -> None:
+    """Follow a session's step events until it completes or fails (exit 1 if it fails)."""
+    last = None
+    with Client(orchestrator) as c:
+        for ev in c.listen_session(session_id):
+            last = ev
+            if as_json:
+                print(json.dumps(asdict(ev)), flush=True)
+            elif ev.state in ("running", "completed") and ev.loss is not None:
+                lrs = " ".join(f"{k}={v:.2e}" for k, v in sorted(ev.learning_rates.items()))
+                print(f"step {ev.step}/{ev.steps} loss {ev.loss:.4f} {ev.tokens_per_second:,.0f} tok/s "
+                      f"{ev.duration_seconds * 1000:.0f} ms {lrs}".rstrip(), flush=True)
+            else:
+                print(f"session {ev.session}: {ev.state} at step {ev.step}/{ev.steps}"
+                      + (f": {ev.error}" if ev.error else ""), flush=True)
+    if last is not None and last.state == "failed":
+        raise Aborted(f"session {session_id} failed: {last.error}")

@@ -1,0 +1,163 @@
+"""What the control plane (`OrchestratorService`) answers, as plain Python values.
+
+Frozen dataclasses, one per kind of answer, shared by `dcnr.Client` and every
+implementation of the control channel (gRPC today); none of them knows about
+protobuf. Field names follow the protocol's messages, so `dataclasses.asdict` of one
+gives the JSON that `dcnr ... --json` prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """A network the orchestrator holds."""
+
+    name: str
+    yaml: str  # the definition, verbatim as submitted
+    vnodes: int
+    parameters: int
+    step: int  # optimizer steps applied so far
+    created_at: str  # ISO 8601
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one VNode runs."""
+
+    vnode: str
+    pnode: str
+    address: str
+
+
+@dataclass(frozen=True)
+class NetworkPlacement:
+    """A network and the PNode each of its VNodes is placed on (`InspectNetwork`)."""
+
+    network: NetworkInfo
+    placements: tuple[Placement, ...]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """One training step run through `TrainNetwork`."""
+
+    costs: dict[str, float]  # cost name -> mean over the micro-batches
+    step: int  # the network's step after this one
+    skipped: bool  # fp16 overflow: the update was skipped everywhere
+
+
+@dataclass(frozen=True)
+class ChatChunk:
+    """One generated token and the text it completes (empty while a UTF-8 sequence is incomplete)."""
+
+    text: str
+    token: int
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A training session."""
+
+    id: str
+    network: str
+    dataset: str
+    state: str  # created | running | suspended | completed | failed
+    step: int  # steps of this session done
+    steps: int  # steps it runs in all
+    batch_size: int
+    micro_batches: int
+    seed: int
+    error: str  # why it failed, when it did
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """What a session reports: a finished step, or a change of state."""
+
+    session: str
+    step: int
+    steps: int
+    loss: float | None  # None for an event that reports no step (a change of state)
+    tokens_per_second: float
+    learning_rates: dict[str, float]  # learning-rate metric name -> value
+    duration_seconds: float
+    state: str
+    error: str
+
+
+@dataclass(frozen=True)
+class VocabularyInfo:
+    """A byte-level BPE vocabulary the orchestrator stores."""
+
+    name: str
+    vocab_size: int
+    tokenizer_json: str  # the `tokenizers` JSON; only `get_vocabulary` fills it in, listings leave it empty
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A tokenized dataset and its train/validation split."""
+
+    name: str
+    vocabulary: str
+    tokens: int
+    train_tokens: int
+    validation_tokens: int
+    sha256: str  # of the token array
+
+
+@dataclass(frozen=True)
+class DatasetSample:
+    """A dataset with the decoded text of its first tokens (`ExploreDataset`)."""
+
+    info: DatasetInfo
+    sample: str
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What a PNode reported about its machine when it registered."""
+
+    cpu_cores: int
+    memory_bytes: int
+    device: str  # cpu | cuda | mps
+    memory_budget_bytes: int  # memory it lends to hosted VNodes
+    threads: int  # torch threads for compute
+
+
+@dataclass(frozen=True)
+class PNodeInfo:
+    """A PNode in the orchestrator's registry."""
+
+    id: str
+    address: str
+    state: str  # alive | dead
+    load: float
+    last_seen: float  # unix time of its last heartbeat
+    version: str  # protocol version, "major.minor.patch"
+    hardware: Hardware
+    vnodes: tuple[str, ...]  # "network/vnode" placed there
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint a training session wrote."""
+
+    session: str
+    network: str
+    step: int  # the network's step
+    session_step: int  # steps of the session done when it was written
+    bytes: int
+    created_at: float  # unix time
+
+
+@dataclass(frozen=True)
+class Health:
+    """An orchestrator's answer to `Health`."""
+
+    status: str  # "serving"
+    protocol_version: str  # "major.minor.patch"
+    software_version: str
