@@ -3,7 +3,8 @@
 Owns: what the control plane remembers (`store`), where VNodes live, driving training
 sessions, and what each request means (`networks`, `serving`, `datasets`,
 `blob_access`: domain calls that return domain objects). May import `dcnr.errors`,
-`dcnr.spec`, `dcnr.runtime`, `dcnr.data`, `dcnr.proto` and `dcnr.storage`; `app`, which wires it
-together, starts `dcnr.transport.grpc.server`. Must never compute the model: tensors only
+`dcnr.spec`, `dcnr.runtime`, `dcnr.data`, `dcnr.storage` and the transport's messages and
+interfaces (PNodes are reached through a `PNodeClient`); `app`, which wires it together,
+starts `dcnr.transport.grpc.server`. Must never compute the model: tensors only
 pass through it.
 """

@@ -1,7 +1,9 @@
 """The PNode: a volunteer's worker process hosting VNodes.
 
-Owns: the local registry of hosted VNodes (`host`), the gRPC services a PNode
-serves (`service`), and its limits. May import `dcnr.runtime`, `dcnr.spec` and
-`dcnr.proto` (the transport). Must never recover VNodes after a crash (the
-orchestrator does), run anything but the node catalog, or unpickle what it gets.
+Owns: the local registry of hosted VNodes (`host`), the work loop that runs them and
+routes their messages through the shared router (`runtime`), this PNode's membership
+and limits (`agent`). May import `dcnr.runtime`, `dcnr.spec`, `dcnr.errors` and the
+transport's messages and interfaces; `agent` wires in the gRPC transport. Must never
+recover VNodes after a crash (the orchestrator does), run anything but the node
+catalog, or unpickle what it gets.
 """

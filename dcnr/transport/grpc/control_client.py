@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import grpc
 
 from dcnr.errors import DcnrError, Unavailable
-from dcnr.transport.grpc import codec
 from dcnr.proto.v2 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.transport.control import (
     ChatChunk,
@@ -33,6 +32,7 @@ from dcnr.transport.control import (
     TrainResult,
     VocabularyInfo,
 )
+from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.errors import from_rpc_error
 
 T = TypeVar("T")
