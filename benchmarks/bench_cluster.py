@@ -65,16 +65,22 @@ from dcnr.runtime.allocator import keep_freed_memory
 
 NAME = "topology1"
 PNODES = ["p0", "p1"]
-TARGET_TIME_RATIO = 1.5  # cluster / monolithic, median step time
-TARGET_WIRE_RATIO = 1.1  # bytes sent between PNodes / minimum
+TARGET_TIME_RATIO = 1.10  # cluster / monolithic, median step time
+TARGET_LOCAL_RATIO = 1.05  # LocalExecutor / monolithic
+TARGET_WIRE_RATIO = 1.01  # bytes sent between PNodes / minimum (1.00 up to the hops' headers)
+TARGET_BALANCE = 0.20  # with several micro-batches: |busy p0 - busy p1| / the larger
+TARGET_SHAPED_RATIO = 1.3  # shaped links / unshaped, median step time
 BYTES = {"float32": 4, "fp16": 2, "bf16": 2}
 INT64_OUTPUTS = {"tokenizer"}  # node types whose outputs are token ids (int64)
 
 
 # -- the PNode child process -------------------------------------------------------------------
-def pnode_child(address: str, pnode_id: str, stats_file: str, threads: int, default_malloc: bool) -> None:
-    """Run one PNode until SIGTERM/SIGINT (or until the parent goes away), then write its stats."""
+def pnode_child(address: str, pnode_id: str, stats_file: str, threads: int, default_malloc: bool,
+                shape: str = "") -> None:
+    """Run one PNode until SIGTERM/SIGINT (or until the parent goes away), then write its stats. With
+    `shape` ("RTT_MS:MBIT:JITTER_MS:SEED"), its hops to other PNodes go through shaped links."""
     from dcnr.pnode.agent import PNode
+    from dcnr.transport.shaping import LinkShape, ShapedHopTransport
 
     if not default_malloc:
         keep_freed_memory()
@@ -84,6 +90,10 @@ def pnode_child(address: str, pnode_id: str, stats_file: str, threads: int, defa
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     pnode = PNode(address, pnode_id=pnode_id, threads=threads, set_torch_threads=True)
+    if shape:
+        rtt, mbit, jitter, seed = (float(x) for x in shape.split(":"))
+        pnode.runtime.hops = ShapedHopTransport(pnode.hops, LinkShape(rtt / 1000, mbit * 1e6, jitter / 1000),
+                                                seed=int(seed) * 1000 + int(pnode_id.lstrip("p") or 0))
     pnode.start()
     try:
         while not stop.wait(0.5):
@@ -91,7 +101,7 @@ def pnode_child(address: str, pnode_id: str, stats_file: str, threads: int, defa
                 break
     finally:
         pnode.stop()
-        stats = {**pnode.runtime.stats,
+        stats = {**pnode.runtime.stats, "bytes_sent": pnode.hops.bytes_sent,  # serialized hops, as sent
                  "peak_rss_bytes": int(peak_rss_mib() * 2**20),  # VmHWM: starts afresh at exec
                  "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                  "torch_threads": torch.get_num_threads()}
@@ -102,17 +112,19 @@ def pnode_child(address: str, pnode_id: str, stats_file: str, threads: int, defa
 
 
 # -- the cluster, seen from the benchmark ------------------------------------------------------------
-def make_cluster(workdir: Path, threads: int, step_timeout: float, default_malloc: bool) -> LocalCluster:
+def make_cluster(workdir: Path, threads: int, step_timeout: float, default_malloc: bool,
+                 pnodes: list[str] = PNODES, shape: str = "") -> LocalCluster:
     """An orchestrator in this process (the benchmark drives its step directly) and PNode child processes
     of this script, which write their stats to `stats_path` when they stop."""
     def command(address: str, pid: str) -> list[str]:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--pnode-child", address, pid,
                str(stats_path(workdir, pid)), "--threads", str(threads)]
+        cmd += ["--shape-links", shape] if shape else []
         return [*cmd, "--default-malloc"] if default_malloc else cmd
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     # heartbeats every 30 s: a step keeps the PNodes' CPUs busy for seconds
-    return LocalCluster(workdir, PNODES, heartbeat_interval=30.0, step_timeout=step_timeout, embedded=True,
+    return LocalCluster(workdir, pnodes, heartbeat_interval=30.0, step_timeout=step_timeout, embedded=True,
                         pnode_command=command, env=env, start_timeout=120.0)
 
 
@@ -171,19 +183,15 @@ def crossing_traffic(spec: Any, placement: dict[str, str], batch: int) -> list[d
 
 def input_traffic(spec: Any, batch: dict[str, torch.Tensor], placement: dict[str, str]) -> dict[str, Any]:
     """What the orchestrator sends the PNodes per step (the network inputs), raw and as hops."""
-    from dcnr.proto.v2 import common_pb2, node_pb2
-    from dcnr.transport.grpc import codec
-    from dcnr.transport.grpc.codec import version_message
+    from dcnr.transport.grpc.pnode import hop_to_bytes
+    from dcnr.transport.messages import Hop
 
-    meta = common_pb2.RequestId(network=NAME, run=f"train/{NAME}/0/00000000", step=0, micro_batch=0, kind="train",
-                                grad_scale=1.0)
     raw = wire = 0
     to: dict[str, str] = {}
     for b in spec.inputs:
         t = batch[b.name]
         raw += t.numel() * t.element_size()
-        wire += node_pb2.HopRequest(version=version_message(), request=meta, vnode=b.node_id, slot=b.slot_id,
-                                    value=codec.encode_value(t), sender="orchestrator").ByteSize()
+        wire += len(hop_to_bytes(Hop(NAME, f"train/{NAME}/0/00000000", 0, "fwd", b.node_id, b.slot_id, t)))
         to[b.name] = placement[b.node_id]
     return {"raw_bytes": raw, "wire_bytes": wire, "to": to}
 
@@ -210,13 +218,24 @@ def main() -> None:
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's malloc as it is in every process (by default it keeps freed memory)")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object (progress to stderr)")
+    ap.add_argument("--shaped", metavar="RTT_MS:MBIT:JITTER_MS", default="",
+                    help="instead: compare a cluster whose PNode-to-PNode links have this round trip, bandwidth and "
+                         "jitter with an unshaped one, step by step (e.g. 50:100:5 with --pnodes 4 "
+                         "--micro-batches 8)")
+    ap.add_argument("--pnodes", type=int, default=2, help="PNodes per cluster (default 2)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the shaped links' jitter (printed)")
+    ap.add_argument("--shape-links", default="", help=argparse.SUPPRESS)
     ap.add_argument("--pnode-child", nargs=3, metavar=("ADDRESS", "ID", "STATSFILE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads < 1:
         ap.error("--threads must be at least 1")
     if args.pnode_child:
         address, pnode_id, stats_file = args.pnode_child
-        pnode_child(address, pnode_id, stats_file, threads=args.threads, default_malloc=args.default_malloc)
+        pnode_child(address, pnode_id, stats_file, threads=args.threads, default_malloc=args.default_malloc,
+                    shape=args.shape_links)
+        return
+    if args.shaped:
+        shaped_main(args)
         return
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         ap.error("--steps and --batch-size must be at least 1, --warmup at least 0")
@@ -364,7 +383,8 @@ def main() -> None:
         else:
             rss = f"{mem[k]['peak_mib']:.0f} MiB" if k in mem else "-"
         print(f"{k:<11} {med[k]:10.3f} s {min(v):7.3f} s {max(v):7.3f} s {tok / med[k]:9.0f} {rss:>22}")
-    print(f"ratio local / monolithic (median step): {ratio_local:.3f}")
+    print(f"ratio local / monolithic (median step): {ratio_local:.3f}  (target <= {TARGET_LOCAL_RATIO}: "
+          f"{'ok' if ratio_local <= TARGET_LOCAL_RATIO else 'above target'})")
     print(f"ratio cluster / monolithic (median step): {ratio_cluster:.3f}  (target <= {TARGET_TIME_RATIO}: "
           f"{'ok' if ratio_cluster <= TARGET_TIME_RATIO else 'above target'})")
     print()
@@ -386,8 +406,75 @@ def main() -> None:
           + ", ".join(f"{p} {stats[p]['ru_maxrss_bytes'] / 2**20:.0f} MiB" for p in PNODES) + ")")
     busy = {p: stats[p]["busy_seconds"] / total_steps for p in PNODES}
     mean_step = statistics.mean(times["cluster"] + warm_times["cluster"])
+    spread = (max(busy.values()) - min(busy.values())) / max(busy.values())
     print("PNode compute per step: " + ", ".join(f"{p} {b:.3f} s" for p, b in busy.items())
-          + f"; sum / cluster step = {sum(busy.values()) / mean_step:.2f} (above 1: PNodes computed at the same time)")
+          + f"; sum / cluster step = {sum(busy.values()) / mean_step:.2f} (above 1: PNodes computed at the same time)"
+          + f"; imbalance {spread:.1%} (target <= {TARGET_BALANCE:.0%} with several micro-batches)")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+
+
+def shaped_main(args: argparse.Namespace) -> None:
+    """Topology 1 on `--pnodes` PNodes twice, one cluster with shaped PNode-to-PNode links and one without,
+    stepping them in turn: step times, bytes per step and each PNode's busy fraction."""
+    rtt, mbit, jitter = (float(x) for x in args.shaped.split(":"))
+    pnodes = [f"p{i}" for i in range(args.pnodes)]
+    torch.set_num_threads(args.threads)
+    doc = load_doc()
+    doc["name"] = NAME
+    sz = model_sizes(doc)
+    print(f"topology 1, float32, batch {args.batch_size} x {sz['seq_len']} in {args.micro_batches} micro-batches on "
+          f"{args.pnodes} PNodes; shaped links: {rtt:g} ms round trip, {mbit:g} Mbit/s, jitter {jitter:g} ms "
+          f"(seed {args.seed}); {args.warmup} warm-up + {args.steps} timed steps each, alternating; "
+          f"{args.threads} torch thread(s) per process on {os.cpu_count()} CPUs", flush=True)
+    times: dict[str, list[float]] = {"unshaped": [], "shaped": []}
+    spent = {"unshaped": 0.0, "shaped": 0.0}  # every step's wall time, warm-up included
+    losses: dict[str, list[float]] = {"unshaped": [], "shaped": []}
+    stats: dict[str, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-shaped-") as tmp:
+        clusters = {
+            "unshaped": make_cluster(Path(tmp) / "unshaped", args.threads, args.step_timeout, args.default_malloc,
+                                     pnodes),
+            "shaped": make_cluster(Path(tmp) / "shaped", args.threads, args.step_timeout, args.default_malloc,
+                                   pnodes, shape=f"{rtt}:{mbit}:{jitter}:{args.seed}"),
+        }
+        try:
+            for c in clusters.values():
+                c.start()
+                c.client.create_network(yaml.safe_dump(doc, sort_keys=False), name=NAME)
+            for i in range(args.warmup + args.steps):
+                tokens, targets = make_batch(sz, args.batch_size, i)
+                for name in (list(clusters) if i % 2 == 0 else list(reversed(clusters))):
+                    start = time.perf_counter()
+                    losses[name].append(train_step(clusters[name], tokens, targets, args.micro_batches))
+                    elapsed = time.perf_counter() - start
+                    spent[name] += elapsed
+                    if i >= args.warmup:
+                        times[name].append(elapsed)
+                print(f"  step {i}: " + ", ".join(f"{n} loss {losses[n][-1]:.4f}" + (
+                    f" {times[n][-1]:.3f} s" if i >= args.warmup else " (warm-up)") for n in clusters), flush=True)
+            placements = {n: c.orch.store.placements(NAME) for n, c in clusters.items()}
+            for name, c in clusters.items():
+                c.stop_pnodes(grace=30.0)
+                stats[name] = {p: json.loads(stats_path(c.state_dir, p).read_text(encoding="utf-8"))
+                               for p in pnodes}
+        finally:
+            for c in clusters.values():
+                c.close()
+    total = args.warmup + args.steps
+    med = {n: statistics.median(v) for n, v in times.items()}
+    ratio = med["shaped"] / med["unshaped"]
+    same = losses["shaped"] == losses["unshaped"]
+    print()
+    for name in clusters:
+        sent = sum(s["bytes_sent"] for s in stats[name].values()) / total
+        busy = {p: stats[name][p]["busy_seconds"] for p in pnodes}
+        print(f"{name:<9} median step {med[name]:.3f} s (min {min(times[name]):.3f}, max {max(times[name]):.3f}); "
+              f"{sent / 2**20:.2f} MiB between PNodes per step; VNodes " + ", ".join(
+                  f"{p} {sum(1 for v in placements[name].values() if v == p)}" for p in pnodes))
+        print("          busy fraction (VNode compute / the cluster's step time, warm-up included): " + ", ".join(
+            f"{p} {busy[p] / spent[name]:.2f}" for p in pnodes))
+    print(f"ratio shaped / unshaped (median step): {ratio:.3f}  (target <= {TARGET_SHAPED_RATIO}: "
+          f"{'ok' if ratio <= TARGET_SHAPED_RATIO else 'above target'}); losses identical: {same}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
