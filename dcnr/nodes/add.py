@@ -9,8 +9,6 @@ from dcnr.nodes.base import Context, NodeType, Shape
 
 
 class Add(NodeType):
-    variadic = True
-
     def fixed_inputs(self) -> int | None:
         return None
 

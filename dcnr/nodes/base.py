@@ -13,7 +13,7 @@ import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -29,6 +29,9 @@ from dcnr.nodes.values import (
     ShapeValue,
     choice,
 )
+
+if TYPE_CHECKING:
+    from dcnr.nodes.vocabulary import Vocabularies
 
 Shape = tuple[int, ...]
 Value = Any  # a tensor, or a list of strings for text nodes
@@ -80,6 +83,7 @@ class Context:
     seed_parts: tuple[object, ...]  # (network seed, node id, step, micro-batch)
     saved: tuple[Any, ...] = ()
     param_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    vocabularies: Vocabularies | None = None  # where text nodes get their vocabulary (given by the runtime)
 
     def save(self, *values: Any) -> None:
         self.saved = values
@@ -103,13 +107,23 @@ class NodeType:
     Config: ClassVar[type[NodeConfig]] = NodeConfig
     is_cost: ClassVar[bool] = False  # starts the backward pass (SPEC §2)
     differentiable: ClassVar[bool] = True
-    variadic: ClassVar[bool] = False  # input slot count comes from the edges
+
+    node_id: str
+    cfg: NodeConfig
+    num_inputs: int
 
     def __init__(self, node_id: str, cfg: NodeConfig, num_inputs: int | None = None) -> None:
-        self.node_id = node_id
-        self.cfg = cfg
+        """`num_inputs` is needed only where `fixed_inputs()` is None (the edges decide it)."""
+        object.__setattr__(self, "node_id", node_id)
+        object.__setattr__(self, "cfg", cfg)
         fixed = self.fixed_inputs()
-        self.num_inputs = fixed if fixed is not None else (num_inputs or 0)
+        object.__setattr__(self, "num_inputs", fixed if fixed is not None else (num_inputs or 0))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"node {self.node_id!r} is immutable once validated (tried to set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"node {self.node_id!r} is immutable once validated (tried to delete {name!r})")
 
     # -- structure -------------------------------------------------------------
     def fixed_inputs(self) -> int | None:

@@ -10,8 +10,6 @@ from dcnr.nodes.values import Int
 
 
 class Stack(NodeType):
-    variadic = True
-
     class Config(NodeConfig):
         axis: Int = -1
 

@@ -394,8 +394,8 @@ class _Builder:
                 count = 1 + max(have, default=-1)
                 if count < impl.min_inputs():
                     self.p.add(self.where[nid], "has no input: connect at least one edge or network input")
-                impl.num_inputs = count
-            # walk the fed slots, not range(num_inputs): a variadic node's to_slot may be huge
+                impl = self.impls[nid] = type(impl)(nid, impl.cfg, num_inputs=count)  # nodes are never mutated
+            # walk the fed slots, not range(num_inputs): an edge-counted node's to_slot may be huge
             nxt = 0
             for slot in [*sorted(s for s in have if s < impl.num_inputs), impl.num_inputs]:
                 if slot - nxt == 1:

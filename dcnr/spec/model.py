@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -48,9 +50,12 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class NetworkSpec:
+    """Immutable once built: the dataclass is frozen, `nodes` is a read-only mapping and
+    each node's `impl` and `config` refuse assignment, so every stage reads what was validated."""
+
     name: str
     seed: int
-    nodes: dict[str, NodeSpec]  # in file order
+    nodes: Mapping[str, NodeSpec]  # in file order; read-only
     edges: tuple[Edge, ...]
     inputs: tuple[Binding, ...]
     outputs: tuple[Binding, ...]
@@ -59,6 +64,10 @@ class NetworkSpec:
     source: str = ""  # the submitted YAML, verbatim
     path: str = "<string>"
     topo_order: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        # a read-only view of a private copy: neither the caller's dict nor the view can change it
+        object.__setattr__(self, "nodes", MappingProxyType(dict(self.nodes)))
 
     @functools.cached_property
     def _adjacency(self) -> tuple[dict[str, list[Edge]], dict[str, list[Edge]]]:

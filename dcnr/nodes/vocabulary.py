@@ -1,0 +1,59 @@
+"""Where `tokenizer` and `detokenizer` nodes get their vocabulary, given to them per run.
+
+A node names its vocabulary in its config (`vocab_path`, a tokenizer JSON file, or
+`vocabulary`, an id stored by the orchestrator); the host of the network passes a
+`Vocabularies` through the `Context` that resolves stored ids. The validated node itself
+never changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    from dcnr.nodes.tokenizer import VocabularyConfig
+
+VocabularySource = Callable[[str], str]  # stored vocabulary id -> tokenizer JSON
+
+
+class Vocabularies:
+    """Loads the vocabularies text nodes name, each once (thread-safe).
+
+    `stored` resolves vocabulary ids (a PNode asks its orchestrator); without it, a node
+    naming a stored vocabulary is refused with a message saying how to run it.
+    """
+
+    def __init__(self, stored: VocabularySource | None = None) -> None:
+        self._stored = stored
+        self._loaded: dict[tuple[str, str], Tokenizer] = {}
+        self._lock = threading.Lock()
+
+    def load(self, cfg: VocabularyConfig, node_id: str) -> Tokenizer:
+        """The vocabulary `cfg` names, checked against its `vocab_size`."""
+        name = cfg.vocabulary if cfg.vocabulary is not None else cfg.vocab_path
+        assert name is not None, "the config model requires vocab_path or vocabulary"
+        key = ("stored" if cfg.vocabulary is not None else "file", name)
+        with self._lock:  # one load per vocabulary, even when several nodes ask at once
+            tok = self._loaded.get(key)
+            if tok is None:
+                tok = self._loaded[key] = self._read(key, node_id)
+        if tok.get_vocab_size() > cfg.vocab_size:
+            raise ValueError(f"{node_id!r}: vocabulary {name!r} has {tok.get_vocab_size()} tokens, more than "
+                             f"vocab_size {cfg.vocab_size}")
+        return tok
+
+    def _read(self, key: tuple[str, str], node_id: str) -> Tokenizer:
+        kind, name = key
+        if kind == "stored":
+            if self._stored is None:
+                raise ValueError(f"{node_id!r}: vocabulary {name!r} is stored by an orchestrator; run the "
+                                 "network on a cluster, or give vocab_path")
+            return Tokenizer.from_str(self._stored(name))
+        if not Path(name).is_file():
+            raise ValueError(f"{node_id!r}: vocab_path {name!r} does not exist")
+        return Tokenizer.from_file(name)
