@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from dcnr.errors import ShapeError
+from dcnr.nodes.shapes import ANY, SymShape, tensor
 from dcnr.nodes.values import (
     Betas,
     Name,
@@ -137,13 +137,15 @@ class NodeType:
     def num_outputs(self) -> int:
         return 1
 
-    def default_input_shape(self, slot: int) -> Shape | None:
-        """The shape of a network input bound to `slot` when the file declares none."""
-        return None
+    def default_input_shape(self, slot: int) -> SymShape | None:
+        """What a network input bound to `slot` holds when the file declares no shape
+        (None: text)."""
+        return ANY
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        """Output shapes (no batch axis) from input shapes; None where unknown."""
-        return [inputs[0]] if inputs else [None]
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        """Output shapes from input shapes (see `dcnr.nodes.shapes`); raises `ShapeError` on
+        a mismatch of known axes. The default keeps the shape of the one input tensor."""
+        return [tensor(inputs, 0)]
 
     def param_shapes(self) -> dict[str, Shape]:
         """Every parameter this node computes with, tied ones included."""
@@ -240,19 +242,6 @@ def sum_in_order(grads: Iterable[torch.Tensor | None]) -> torch.Tensor | None:
 
 def _is_float(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and x.is_floating_point()
-
-
-def require_shape(inputs: list[Shape | None], slot: int, rank: int | None = None,
-                  last: int | None = None, what: str = "") -> Shape | None:
-    """Check an input shape's rank and last axis when it is known."""
-    shape = inputs[slot] if slot < len(inputs) else None
-    if shape is None:
-        return None
-    if rank is not None and len(shape) != rank:
-        raise ShapeError(f"input slot {slot}: expected {rank} axes{what}, got shape {list(shape)}")
-    if last is not None and (not shape or shape[-1] != last):
-        raise ShapeError(f"input slot {slot}: expected last axis {last}{what}, got shape {list(shape)}")
-    return shape
 
 
 def uniform_fan_in(shape: Shape, fan_in: int, gen: torch.Generator) -> torch.Tensor:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from dcnr.nodes.base import Context, NodeType, Shape
+from dcnr.nodes.base import Context, NodeType
+from dcnr.nodes.shapes import SymShape, tensor
 from dcnr.nodes.tokenizer import VocabularyConfig
 
 
@@ -16,7 +17,8 @@ class Detokenizer(NodeType):
 
     cfg: Config
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        tensor(inputs, 0)  # ids of any shape: each sample's ids are one text
         return [None]  # text has no tensor shape
 
     def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[list[str]]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from dcnr.errors import ShapeError
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
+from dcnr.nodes.base import Context, NodeConfig, NodeType
+from dcnr.nodes.shapes import SymShape, tensor, unify
 from dcnr.nodes.values import Bool, Float, Int, Probability
 
 
@@ -23,11 +24,15 @@ class Mask(NodeType):
 
     cfg: Config
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        shape = inputs[0]
-        if shape is not None and (len(shape) < 2 or shape[-1] != shape[-2]):
-            raise ShapeError(f"input slot 0: expected scores [.., S, S], got shape {list(shape)}")
-        return [shape]
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        x = tensor(inputs, 0)  # [..., S, S]
+        square = unify(x, SymShape(("S", "S"), open=True))
+        rows, cols = square.dims[-2:] if square is not None else (None, None)
+        if square is None or (isinstance(rows, int) and isinstance(cols, int) and rows != cols):
+            raise ShapeError(f"input slot 0: expected scores [.., S, S], got shape {x}")
+        size = rows if isinstance(rows, int) else cols  # a known side fixes the other
+        assert size is not None
+        return [SymShape((*square.dims[:-2], size, size), square.open)]
 
     def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         (x,) = xs  # (B, .., S, S)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 from pydantic import model_validator
 
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
+from dcnr.errors import ShapeError
+from dcnr.nodes.base import Context, NodeConfig, NodeType
+from dcnr.nodes.shapes import SymShape
 from dcnr.nodes.values import Bool, Name, PositiveInt
 
 
@@ -39,8 +41,13 @@ class TokenizerNode(NodeType):
 
     cfg: Config
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        return [(self.cfg.pad_length,)]
+    def default_input_shape(self, slot: int) -> SymShape | None:
+        return None  # text
+
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        if inputs[0] is not None:
+            raise ShapeError(f"input slot 0: expected text, got a tensor of shape {inputs[0]}")
+        return [SymShape((self.cfg.pad_length,))]  # [pad_length] ids
 
     def forward(self, ctx: Context, xs: list[list[str]]) -> list[torch.Tensor]:
         (texts,) = xs

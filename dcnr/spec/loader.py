@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from dcnr.errors import NetworkError, ShapeError
 from dcnr.nodes.base import NodeType, Shape
 from dcnr.nodes.registry import NODE_TYPES, canonical_type, suggest_type
+from dcnr.nodes.shapes import ANY, SymShape, exact, unify
 from dcnr.nodes.values import parse_precision, short_repr
 from dcnr.spec.model import Binding, Edge, NetworkSpec, NodeSpec
 
@@ -166,7 +167,7 @@ class _Builder:
         self._check_slots(edges, inputs)
         self._check_ties()
         order = self._topo_order(edges)
-        shapes: dict[str, tuple[list[Shape | None], list[Shape | None]]] = {}
+        shapes: dict[str, tuple[list[SymShape | None], list[SymShape | None]]] = {}
         if order is not None and not p.lines:
             shapes = self._infer_shapes(order, edges, inputs)
         if p.lines:
@@ -182,7 +183,8 @@ class _Builder:
             ins, outs = shapes[nid]
             nodes[nid] = NodeSpec(
                 id=nid, type=_type_name(impl), impl=impl,
-                input_shapes=tuple(ins), output_shapes=tuple(outs),
+                input_shapes=_concrete(ins), output_shapes=_concrete(outs),
+                symbolic_inputs=tuple(ins), symbolic_outputs=tuple(outs),
                 param_precision=param or "float32", activation_precision=act or "float32",
             )
         return NetworkSpec(
@@ -467,38 +469,55 @@ class _Builder:
         return None
 
     def _infer_shapes(self, order: list[str], edges: list[Edge],
-                      inputs: list[Binding]) -> dict[str, tuple[list[Shape | None], list[Shape | None]]]:
-        result: dict[str, tuple[list[Shape | None], list[Shape | None]]] = {}
+                      inputs: list[Binding]) -> dict[str, tuple[list[SymShape | None], list[SymShape | None]]]:
+        """Every slot's shape, node by node in topological order (see `dcnr.nodes.shapes`)."""
+        result: dict[str, tuple[list[SymShape | None], list[SymShape | None]]] = {}
         incoming: dict[tuple[str, int], Edge] = {(e.dst, e.dst_slot): e for e in edges}
         for nid in order:
             impl = self.impls[nid]
             decl_in, decl_out = self.declared.get(nid, (None, None))
-            ins: list[Shape | None] = []
+            ins: list[SymShape | None] = []
             for slot in range(impl.num_inputs):
                 edge = incoming.get((nid, slot))
-                shape = result[edge.src][1][edge.src_slot] if edge is not None else None
+                shape = result[edge.src][1][edge.src_slot] if edge is not None else impl.default_input_shape(slot)
                 want = decl_in[slot] if decl_in and slot < len(decl_in) else None
-                if want is not None and shape is not None and want != shape:
-                    self.p.add(self.where[nid], f"input slot {slot}: declared shape {list(want)} but edge "
-                               f"{edge} brings {list(shape)}")
-                if shape is None and want is None and edge is None:
-                    want = impl.default_input_shape(slot)
-                ins.append(shape if shape is not None else want)
+                if want is not None:
+                    both = unify(shape, exact(want)) if shape is not None else None
+                    if both is None and edge is not None:
+                        self.p.add(self.where[nid], f"input slot {slot}: declared shape {list(want)} but edge "
+                                   f"{edge} brings {_shape_text(shape)}")
+                    elif both is None:  # no edge: the declaration replaces the type's default
+                        shape = exact(want)
+                    else:
+                        shape = both
+                ins.append(shape)
             try:
                 outs = list(impl.infer_shapes(ins))
             except ShapeError as exc:
-                origin = [f"{incoming[(nid, s)]} brings {list(sh)}" for s, sh in enumerate(ins)
-                          if (nid, s) in incoming and sh is not None]
+                origin = [f"{incoming[(nid, s)]} brings {_shape_text(sh)}" for s, sh in enumerate(ins)
+                          if (nid, s) in incoming]
                 self.p.add(self.where[nid], f"{exc}" + (f" (edge {'; '.join(origin)})" if origin else ""))
-                outs = [None] * impl.num_outputs
+                outs = [ANY] * impl.num_outputs
             for slot, want in enumerate(decl_out or []):
-                if slot < len(outs) and outs[slot] is not None and want != outs[slot]:
-                    self.p.add(self.where[nid], f"output slot {slot}: declared shape {list(want)} but "
-                               f"the {_type_name(impl)} computes {list(outs[slot] or ())}")
-                elif slot < len(outs) and outs[slot] is None:
-                    outs[slot] = want
+                if slot >= len(outs):
+                    continue
+                have = outs[slot]
+                both = unify(have, exact(want)) if have is not None else None
+                if both is None:
+                    self.p.add(self.where[nid], f"output slot {slot}: declared shape {list(want)} but the "
+                               f"{_type_name(impl)} computes {_shape_text(have)}")
+                else:
+                    outs[slot] = both
             result[nid] = (ins, outs)
         return result
+
+
+def _shape_text(shape: SymShape | None) -> str:
+    return "text" if shape is None else str(shape)
+
+
+def _concrete(shapes: list[SymShape | None]) -> tuple[Shape | None, ...]:
+    return tuple(None if s is None else s.concrete for s in shapes)
 
 
 def _slot(value: Any) -> int | None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dcnr.nodes.base import NodeConfig, NodeType, Shape
+    from dcnr.nodes.shapes import SymShape
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,14 @@ class NodeSpec:
     id: str
     type: str  # canonical type name
     impl: NodeType  # the node type, built from its validated config
-    input_shapes: tuple[Shape | None, ...]
+    input_shapes: tuple[Shape | None, ...]  # per slot, without the batch axis; None unless fully known
     output_shapes: tuple[Shape | None, ...]
     param_precision: str  # float32 | fp16 | bf16, after inheritance
     activation_precision: str
+    # per slot, what inference knows: sizes and symbols (`dcnr.nodes.shapes`); None is text.
+    # Empty for a node built without inference.
+    symbolic_inputs: tuple[SymShape | None, ...] = ()
+    symbolic_outputs: tuple[SymShape | None, ...] = ()
 
     @property
     def config(self) -> NodeConfig:
