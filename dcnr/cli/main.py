@@ -96,8 +96,11 @@ def _root(
 @network_app.command("validate")
 @guarded
 def network_validate(file: Annotated[Path, typer.Argument(help="Network YAML file.")]) -> None:
-    """Validate a network file: every problem is printed, one per line (exit 2 if any)."""
+    """Validate a network file: every problem is printed, one per line (exit 2 if any); warnings
+    (keys set to no effect) go to stderr, one per line, and still exit 0."""
     spec = load_network(file)
+    for line in spec.warnings:
+        print(f"warning: {line}", file=sys.stderr)  # verbatim, like problems: one line each
     out.print(f"{file}: ok — network {spec.name!r}, {len(spec.nodes)} VNodes, "
               f"{spec.num_parameters():,} parameters", highlight=False)
 

@@ -68,6 +68,11 @@ class NodeConfig(BaseModel):
     output_shape: ShapeValue | None = None
 
 
+# keys that only matter to a node's own optimizer
+OPTIMIZER_KEYS = ("optimizer", "lr", "betas", "weight_decay", "momentum", "lr_schedule", "warmup_steps",
+                  "decay_steps", "min_lr")
+
+
 def stable_seed(*parts: object) -> int:
     """A 63-bit seed that depends only on `parts` (never on process or placement)."""
     digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
@@ -160,6 +165,30 @@ class NodeType:
         """Parameters this node publishes: alias -> local name."""
         alias = self.cfg.shared_weight_alias
         return {alias: "weight"} if alias and "weight" in self.param_shapes() else {}
+
+    def ignored_keys(self) -> dict[str, str]:
+        """Config keys the file sets that change nothing for this node: key -> why (a warning each)."""
+        cfg, given = self.cfg, self.cfg.model_fields_set
+        why: dict[str, str] = {}
+        # (a node whose parameters are all tied keeps its optimizer keys: its learning-rate metric reads them)
+        if not self.param_shapes():
+            why |= dict.fromkeys(OPTIMIZER_KEYS, "it has no parameters to optimize")
+            why["param_precision"] = "it has no parameters"
+        else:
+            if cfg.optimizer == "sgd":
+                why["betas"] = "betas apply to adam and adamw, not sgd"
+            else:
+                why["momentum"] = f"momentum applies to sgd, not {cfg.optimizer}"
+            if cfg.lr_schedule != "cosine":
+                why |= dict.fromkeys(("decay_steps", "min_lr"), f"they apply to the cosine schedule, not "
+                                                                 f"{cfg.lr_schedule}")
+            if cfg.lr_schedule == "constant":
+                why["warmup_steps"] = "the lr_schedule is constant"
+        if "param_precision" in given and "activation_precision" in given:
+            why["precision"] = "param_precision and activation_precision both override it"
+        if cfg.colocate_group is None:
+            why["colocate_policy"] = "there is no colocate_group"
+        return {key: reason for key, reason in why.items() if key in given}
 
     def init_param(self, name: str, shape: Shape, gen: torch.Generator) -> torch.Tensor:
         """Initial fp32 value of one owned parameter (default: N(0, 0.02))."""

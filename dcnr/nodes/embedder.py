@@ -36,6 +36,12 @@ class Embedder(NodeType):
             raise ShapeError(f"input slot 0: {seq} tokens exceed seq_len {self.cfg.seq_len}")
         return [SymShape((seq, self.cfg.dim))]  # [S, D]
 
+    def ignored_keys(self) -> dict[str, str]:
+        why = super().ignored_keys()
+        if "rope_theta" in self.cfg.model_fields_set:
+            why["rope_theta"] = "rope is applied by attention (set rope_theta there)"
+        return why
+
     def param_shapes(self) -> dict[str, Shape]:
         shapes: dict[str, Shape] = {"weight": (self.cfg.vocab_size, self.cfg.dim)}
         if self.cfg.position_encoding == "learned":

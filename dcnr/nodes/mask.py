@@ -24,6 +24,12 @@ class Mask(NodeType):
 
     cfg: Config
 
+    def ignored_keys(self) -> dict[str, str]:
+        why = super().ignored_keys()
+        if "seed" in self.cfg.model_fields_set and self.cfg.random_prob == 0:
+            why["seed"] = "random_prob is 0, so nothing random is drawn"
+        return why
+
     def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
         x = tensor(inputs, 0)  # [..., S, S]
         square = unify(x, SymShape(("S", "S"), open=True))

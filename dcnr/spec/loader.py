@@ -1,5 +1,8 @@
 """YAML -> `NetworkSpec`, reporting every problem at once as one line each.
 
+Keys that are valid but change nothing (an `lr` on a `relu`) are not problems: they become
+`NetworkSpec.warnings`, one line each in the same form.
+
 Messages read `FILE: LOCATION: what was expected, got what`, where LOCATION names
 the node (`nodes[3] 'head_0': config.head_dim`), the edge or the top-level key.
 """
@@ -175,6 +178,8 @@ class _Builder:
         assert order is not None
 
         nodes: dict[str, NodeSpec] = {}
+        warnings = [_one_line(f"{self.source}: {self.where[nid]}: config.{key}: ignored by this {_type_name(impl)}: "
+                              f"{why}") for nid, impl in self.impls.items() for key, why in impl.ignored_keys().items()]
         for nid, impl in self.impls.items():
             cfg = impl.cfg
             param = cfg.param_precision or cfg.precision or net_prec.get("param_precision") or net_prec.get("precision")
@@ -190,7 +195,7 @@ class _Builder:
         return NetworkSpec(
             name=name.strip(), seed=seed, nodes=nodes, edges=tuple(edges), inputs=tuple(inputs),
             outputs=tuple(outputs), costs=tuple(costs), metrics=tuple(metrics),
-            source=self.text, path=self.source, topo_order=tuple(order),
+            source=self.text, path=self.source, topo_order=tuple(order), warnings=tuple(warnings),
         )
 
     # -- nodes -------------------------------------------------------------------

@@ -69,6 +69,7 @@ class NetworkSpec:
     source: str = ""  # the submitted YAML, verbatim
     path: str = "<string>"
     topo_order: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()  # one line each: a config key this network sets to no effect
 
     def __post_init__(self) -> None:
         # a read-only view of a private copy: neither the caller's dict nor the view can change it
