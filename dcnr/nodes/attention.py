@@ -45,12 +45,6 @@ class Attention(AutogradNode):
         seq, _ = require(inputs, 0, rank=2, last=self.cfg.dim, what=" (dim)").dims  # [S, D]
         return [SymShape((seq, self.cfg.dim if self.cfg.output_projection else self.inner))]  # [S, D | H·hd]
 
-    def ignored_keys(self) -> dict[str, str]:
-        why = super().ignored_keys()
-        if "rope_theta" in self.cfg.model_fields_set and self.cfg.position_encoding != "rope":
-            why["rope_theta"] = f"position_encoding is {self.cfg.position_encoding}"
-        return why
-
     def param_shapes(self) -> dict[str, Shape]:
         qkv = (self.inner, self.cfg.dim)
         shapes: dict[str, Shape] = {"q.weight": qkv, "k.weight": qkv, "v.weight": qkv}

@@ -38,12 +38,6 @@ class AttentionHead(AutogradNode):
         seq, _ = require(inputs, 0, rank=2, last=self.cfg.input_dim, what=" (input_dim)").dims  # [S, D]
         return [SymShape((seq, self.cfg.head_dim))]  # [S, hd]
 
-    def ignored_keys(self) -> dict[str, str]:
-        why = super().ignored_keys()
-        if "rope_theta" in self.cfg.model_fields_set and self.cfg.position_encoding != "rope":
-            why["rope_theta"] = f"position_encoding is {self.cfg.position_encoding}"
-        return why
-
     def param_shapes(self) -> dict[str, Shape]:
         shape = (self.cfg.head_dim, self.cfg.input_dim)
         return {"q.weight": shape, "k.weight": shape, "v.weight": shape}

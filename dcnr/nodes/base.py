@@ -107,7 +107,11 @@ class Context:
 
 
 class NodeType:
-    """Base class of the catalog. Subclasses set `Config` and override the math."""
+    """Base class of the catalog. Subclasses set `Config` and override the math.
+
+    An instance is built once, by validation, and refuses any later assignment: what runs
+    is what was validated. Per-run needs (a vocabulary) come through the `Context`.
+    """
 
     Config: ClassVar[type[NodeConfig]] = NodeConfig
     is_cost: ClassVar[bool] = False  # starts the backward pass (SPEC §2)
@@ -188,6 +192,9 @@ class NodeType:
             why["precision"] = "param_precision and activation_precision both override it"
         if cfg.colocate_group is None:
             why["colocate_policy"] = "there is no colocate_group"
+        encoding = getattr(cfg, "position_encoding", "rope")
+        if encoding != "rope":
+            why["rope_theta"] = f"position_encoding is {encoding}"
         return {key: reason for key, reason in why.items() if key in given}
 
     def init_param(self, name: str, shape: Shape, gen: torch.Generator) -> torch.Tensor:
