@@ -1,9 +1,9 @@
 """Where `tokenizer` and `detokenizer` nodes get their vocabulary, given to them per run.
 
 A node names its vocabulary in its config (`vocab_path`, a tokenizer JSON file, or
-`vocabulary`, an id stored by the orchestrator); the host of the network passes a
-`Vocabularies` through the `Context` that resolves stored ids. The validated node itself
-never changes.
+`vocabulary`, an id stored by the orchestrator). Whoever builds the VNodes passes
+`build_vnodes` a `Vocabularies` (a PNode's resolves stored ids through its orchestrator);
+each VNode hands it to its node in the `Context`. The validated node itself never changes.
 """
 
 from __future__ import annotations
