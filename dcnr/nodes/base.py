@@ -147,8 +147,8 @@ class NodeType:
         return 1
 
     def default_input_shape(self, slot: int) -> SymShape | None:
-        """What a network input bound to `slot` holds when the file declares no shape
-        (None: text)."""
+        """What a network input bound to `slot` holds when the file declares no shape: for a
+        sequence, the longest the config allows (what memory estimates plan for); None: text."""
         return ANY
 
     def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:

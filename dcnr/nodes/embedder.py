@@ -28,7 +28,7 @@ class Embedder(NodeType):
     cfg: Config
 
     def default_input_shape(self, slot: int) -> SymShape | None:
-        return exact((self.cfg.seq_len,))  # the longest input: what memory estimates must plan for
+        return exact((self.cfg.seq_len,))
 
     def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
         (seq,) = require(inputs, 0, rank=1, what=" (token ids)").dims  # [S]
