@@ -172,7 +172,7 @@ class _Builder:
         order = self._topo_order(edges)
         shapes: dict[str, tuple[list[SymShape | None], list[SymShape | None]]] = {}
         if order is not None and not p.lines:
-            shapes = self._infer_shapes(order, edges, inputs)
+            shapes = self._infer_shapes(order, edges)
         if p.lines:
             raise NetworkError(p.lines)
         assert order is not None
@@ -473,8 +473,8 @@ class _Builder:
             self.p.add("edges", "cycle: " + " -> ".join([*cycle, cycle[0]]))
         return None
 
-    def _infer_shapes(self, order: list[str], edges: list[Edge],
-                      inputs: list[Binding]) -> dict[str, tuple[list[SymShape | None], list[SymShape | None]]]:
+    def _infer_shapes(self, order: list[str],
+                      edges: list[Edge]) -> dict[str, tuple[list[SymShape | None], list[SymShape | None]]]:
         """Every slot's shape, node by node in topological order (see `dcnr.nodes.shapes`)."""
         result: dict[str, tuple[list[SymShape | None], list[SymShape | None]]] = {}
         incoming: dict[tuple[str, int], Edge] = {(e.dst, e.dst_slot): e for e in edges}
