@@ -6,7 +6,7 @@ import torch
 
 from dcnr.errors import ShapeError
 from dcnr.nodes.base import Context, NodeType
-from dcnr.nodes.shapes import SymShape, tensor, unify
+from dcnr.shapes import SymShape, tensor, unify
 
 
 class Add(NodeType):

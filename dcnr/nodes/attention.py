@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from dcnr.errors import ShapeError
 from dcnr.nodes.base import AutogradNode, Context, NodeConfig, Shape, uniform_fan_in
 from dcnr.nodes.rope import apply_rope
-from dcnr.nodes.shapes import SymShape, exact, require
 from dcnr.nodes.values import Bool, PositiveFloat, PositiveInt, choice
+from dcnr.shapes import SymShape, exact, require
 
 
 class Attention(AutogradNode):

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from dcnr.nodes.shapes import ANY, SymShape, tensor
 from dcnr.nodes.values import (
     Betas,
     Name,
@@ -29,9 +28,10 @@ from dcnr.nodes.values import (
     ShapeValue,
     choice,
 )
+from dcnr.shapes import ANY, SymShape, tensor
 
 if TYPE_CHECKING:
-    from dcnr.nodes.vocabulary import Vocabularies
+    from dcnr.data.vocabularies import Vocabularies
 
 Shape = tuple[int, ...]
 Value = Any  # a tensor, or a list of strings for text nodes
@@ -66,11 +66,6 @@ class NodeConfig(BaseModel):
     # declared shapes of slot 0 (checked against inference)
     input_shape: ShapeValue | None = None
     output_shape: ShapeValue | None = None
-
-
-# keys that only matter to a node's own optimizer
-OPTIMIZER_KEYS = ("optimizer", "lr", "betas", "weight_decay", "momentum", "lr_schedule", "warmup_steps",
-                  "decay_steps", "min_lr")
 
 
 def stable_seed(*parts: object) -> int:
@@ -152,7 +147,7 @@ class NodeType:
         return ANY
 
     def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
-        """Output shapes from input shapes (see `dcnr.nodes.shapes`); raises `ShapeError` on
+        """Output shapes from input shapes (see `dcnr.shapes`); raises `ShapeError` on
         a mismatch of known axes. The default keeps the shape of the one input tensor."""
         return [tensor(inputs, 0)]
 
@@ -169,33 +164,6 @@ class NodeType:
         """Parameters this node publishes: alias -> local name."""
         alias = self.cfg.shared_weight_alias
         return {alias: "weight"} if alias and "weight" in self.param_shapes() else {}
-
-    def ignored_keys(self) -> dict[str, str]:
-        """Config keys the file sets that change nothing for this node: key -> why (a warning each)."""
-        cfg, given = self.cfg, self.cfg.model_fields_set
-        why: dict[str, str] = {}
-        # (a node whose parameters are all tied keeps its optimizer keys: its learning-rate metric reads them)
-        if not self.param_shapes():
-            why |= dict.fromkeys(OPTIMIZER_KEYS, "it has no parameters to optimize")
-            why["param_precision"] = "it has no parameters"
-        else:
-            if cfg.optimizer == "sgd":
-                why["betas"] = "betas apply to adam and adamw, not sgd"
-            else:
-                why["momentum"] = f"momentum applies to sgd, not {cfg.optimizer}"
-            if cfg.lr_schedule != "cosine":
-                why |= dict.fromkeys(("decay_steps", "min_lr"), f"they apply to the cosine schedule, not "
-                                                                 f"{cfg.lr_schedule}")
-            if cfg.lr_schedule == "constant":
-                why["warmup_steps"] = "the lr_schedule is constant"
-        if "param_precision" in given and "activation_precision" in given:
-            why["precision"] = "param_precision and activation_precision both override it"
-        if cfg.colocate_group is None:
-            why["colocate_policy"] = "there is no colocate_group"
-        encoding = getattr(cfg, "position_encoding", "rope")
-        if encoding != "rope":
-            why["rope_theta"] = f"position_encoding is {encoding}"
-        return {key: reason for key, reason in why.items() if key in given}
 
     def init_param(self, name: str, shape: Shape, gen: torch.Generator) -> torch.Tensor:
         """Initial fp32 value of one owned parameter (default: N(0, 0.02))."""

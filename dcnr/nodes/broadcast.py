@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from dcnr.nodes.base import Context, NodeConfig, NodeType, sum_in_order
-from dcnr.nodes.shapes import SymShape
 from dcnr.nodes.values import PositiveInt
+from dcnr.shapes import SymShape
 
 
 class Broadcast(NodeType):

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from dcnr.errors import ShapeError
 from dcnr.nodes.base import AutogradNode, Context, NodeConfig
-from dcnr.nodes.shapes import SymShape, require, tensor, unify
 from dcnr.nodes.values import PositiveInt, PrecisionValue, choice
+from dcnr.shapes import SymShape, require, tensor, unify
 
 _TINY = 1e-12  # keeps log() finite for probabilities that underflow to zero
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from dcnr.nodes.base import Context, NodeType
-from dcnr.nodes.shapes import SymShape, tensor
-from dcnr.nodes.tokenizer import VocabularyConfig
+from dcnr.nodes.tokenizer import VocabularyConfig, load_vocabulary
+from dcnr.shapes import SymShape, tensor
 
 
 class Detokenizer(NodeType):
@@ -24,5 +24,4 @@ class Detokenizer(NodeType):
     def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[list[str]]:
         (ids,) = xs  # (B, S)
         rows = ids.reshape(ids.shape[0], -1).tolist()
-        assert ctx.vocabularies is not None, "the runtime gives every context its vocabularies"
-        return [ctx.vocabularies.load(self.cfg, self.node_id).decode_batch(rows, skip_special_tokens=True)]
+        return [load_vocabulary(ctx, self.cfg, self.node_id).decode_batch(rows, skip_special_tokens=True)]

@@ -11,8 +11,8 @@ import torch
 
 from dcnr.errors import ShapeError
 from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
-from dcnr.nodes.shapes import SymShape, exact, require
 from dcnr.nodes.values import PositiveFloat, PositiveInt, choice
+from dcnr.shapes import SymShape, exact, require
 
 
 class Embedder(NodeType):
@@ -35,12 +35,6 @@ class Embedder(NodeType):
         if isinstance(seq, int) and seq > self.cfg.seq_len:
             raise ShapeError(f"input slot 0: {seq} tokens exceed seq_len {self.cfg.seq_len}")
         return [SymShape((seq, self.cfg.dim))]  # [S, D]
-
-    def ignored_keys(self) -> dict[str, str]:
-        why = super().ignored_keys()
-        if "rope_theta" in self.cfg.model_fields_set:
-            why["rope_theta"] = "rope is applied by attention (set rope_theta there)"
-        return why
 
     def param_shapes(self) -> dict[str, Shape]:
         shapes: dict[str, Shape] = {"weight": (self.cfg.vocab_size, self.cfg.dim)}

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from dcnr.nodes.base import AutogradNode, Context, NodeConfig, Shape
-from dcnr.nodes.shapes import SymShape, require
 from dcnr.nodes.values import PositiveFloat, PositiveInt
+from dcnr.shapes import SymShape, require
 
 
 class LayerNorm(AutogradNode):

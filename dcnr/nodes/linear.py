@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape, uniform_fan_in
-from dcnr.nodes.shapes import SymShape, require
 from dcnr.nodes.values import Bool, PositiveInt
+from dcnr.shapes import SymShape, require
 
 
 class Linear(NodeType):

@@ -11,8 +11,8 @@ import torch
 
 from dcnr.errors import ShapeError
 from dcnr.nodes.base import Context, NodeConfig, NodeType
-from dcnr.nodes.shapes import SymShape, tensor, unify
 from dcnr.nodes.values import Bool, Float, Int, Probability
+from dcnr.shapes import SymShape, tensor
 
 
 class Mask(NodeType):
@@ -24,21 +24,12 @@ class Mask(NodeType):
 
     cfg: Config
 
-    def ignored_keys(self) -> dict[str, str]:
-        why = super().ignored_keys()
-        if "seed" in self.cfg.model_fields_set and self.cfg.random_prob == 0:
-            why["seed"] = "random_prob is 0, so nothing random is drawn"
-        return why
-
     def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
         x = tensor(inputs, 0)  # [..., S, S]
-        square = unify(x, SymShape(("S", "S"), open=True))
-        rows, cols = square.dims[-2:] if square is not None else (None, None)
-        if square is None or (isinstance(rows, int) and isinstance(cols, int) and rows != cols):
+        rows, cols = (None, None, *x.dims)[-2:]
+        if (len(x.dims) < 2 and not x.open) or (isinstance(rows, int) and isinstance(cols, int) and rows != cols):
             raise ShapeError(f"input slot 0: expected scores [.., S, S], got shape {x}")
-        size = rows if isinstance(rows, int) else cols  # a known side fixes the other
-        assert size is not None
-        return [SymShape((*square.dims[:-2], size, size), square.open)]
+        return [x]
 
     def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         (x,) = xs  # (B, .., S, S)

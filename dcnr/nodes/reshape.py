@@ -8,8 +8,8 @@ import torch
 
 from dcnr.errors import ShapeError
 from dcnr.nodes.base import Context, NodeConfig, NodeType
-from dcnr.nodes.shapes import SymShape, known_size, tensor
 from dcnr.nodes.values import ShapeValue
+from dcnr.shapes import SymShape, known_size, tensor
 
 
 class Reshape(NodeType):

@@ -6,8 +6,8 @@ import torch
 
 from dcnr.errors import ShapeError
 from dcnr.nodes.base import Context, NodeConfig, NodeType
-from dcnr.nodes.shapes import Dim, SymShape, merge_dim, tensor
 from dcnr.nodes.values import Int
+from dcnr.shapes import Dim, SymShape, merge_dim, tensor
 
 
 class Stack(NodeType):

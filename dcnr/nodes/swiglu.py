@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from dcnr.errors import ShapeError
 from dcnr.nodes.base import Context, NodeType
-from dcnr.nodes.shapes import SymShape, tensor
 from dcnr.nodes.silu import silu_grad
+from dcnr.shapes import SymShape, tensor
 
 
 class SwiGLU(NodeType):

@@ -12,8 +12,8 @@ import torch
 
 from dcnr.errors import ShapeError
 from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
-from dcnr.nodes.shapes import SymShape, require, tensor, unify
 from dcnr.nodes.values import Name, PositiveInt, PrecisionValue
+from dcnr.shapes import SymShape, require, tensor, unify
 
 
 class TiedLMHeadCE(NodeType):

@@ -6,7 +6,7 @@ import threading
 
 import torch
 
-from dcnr.nodes.vocabulary import Vocabularies
+from dcnr.data.vocabularies import Vocabularies
 from dcnr.runtime.executor import build_vnodes
 from dcnr.runtime.memory import estimate_vnode_memory
 from dcnr.runtime.vnode import RequestId, VNode

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import grpc
 import torch
 
-from dcnr.nodes.vocabulary import Vocabularies
+from dcnr.data.vocabularies import Vocabularies
 from dcnr.pnode.blobs import BlobClient
 from dcnr.pnode.host import BudgetExceeded, UnknownTarget, VNodeHost
 from dcnr.proto import codec

@@ -18,8 +18,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from dcnr.data.vocabularies import Vocabularies
 from dcnr.nodes.base import stable_seed
-from dcnr.nodes.vocabulary import Vocabularies
 from dcnr.runtime.artifact import artifact_metadata, read_artifact
 from dcnr.runtime.precision import LossScaler
 from dcnr.runtime.sampling import sample_tokens

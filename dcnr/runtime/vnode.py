@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from dcnr.data.vocabularies import Vocabularies
 from dcnr.nodes.base import Context, Value, sum_in_order
-from dcnr.nodes.vocabulary import Vocabularies
 from dcnr.runtime.optim import learning_rate, make_optimizer
 from dcnr.runtime.precision import DTYPES
 from dcnr.spec.model import NodeSpec

@@ -21,9 +21,10 @@ from pydantic import ValidationError
 from dcnr.errors import NetworkError, ShapeError
 from dcnr.nodes.base import NodeType, Shape
 from dcnr.nodes.registry import NODE_TYPES, canonical_type, suggest_type
-from dcnr.nodes.shapes import ANY, SymShape, exact, unify
 from dcnr.nodes.values import parse_precision, short_repr
+from dcnr.shapes import ANY, SymShape, exact, unify
 from dcnr.spec.model import Binding, Edge, NetworkSpec, NodeSpec
+from dcnr.spec.warnings import ignored_keys
 
 TOP_KEYS = {
     "name", "seed", "description", "precision", "param_precision", "activation_precision",
@@ -179,7 +180,8 @@ class _Builder:
 
         nodes: dict[str, NodeSpec] = {}
         warnings = [_one_line(f"{self.source}: {self.where[nid]}: config.{key}: ignored by this {_type_name(impl)}: "
-                              f"{why}") for nid, impl in self.impls.items() for key, why in impl.ignored_keys().items()]
+                              f"{why}")
+                    for nid, impl in self.impls.items() for key, why in ignored_keys(impl, _type_name(impl)).items()]
         for nid, impl in self.impls.items():
             cfg = impl.cfg
             param = cfg.param_precision or cfg.precision or net_prec.get("param_precision") or net_prec.get("precision")
@@ -475,7 +477,7 @@ class _Builder:
 
     def _infer_shapes(self, order: list[str],
                       edges: list[Edge]) -> dict[str, tuple[list[SymShape | None], list[SymShape | None]]]:
-        """Every slot's shape, node by node in topological order (see `dcnr.nodes.shapes`)."""
+        """Every slot's shape, node by node in topological order (see `dcnr.shapes`)."""
         result: dict[str, tuple[list[SymShape | None], list[SymShape | None]]] = {}
         incoming: dict[tuple[str, int], Edge] = {(e.dst, e.dst_slot): e for e in edges}
         for nid in order:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dcnr.nodes.base import NodeConfig, NodeType, Shape
-    from dcnr.nodes.shapes import SymShape
+    from dcnr.shapes import SymShape
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class NodeSpec:
     output_shapes: tuple[Shape | None, ...]
     param_precision: str  # float32 | fp16 | bf16, after inheritance
     activation_precision: str
-    # per slot, what inference knows: sizes and symbols (`dcnr.nodes.shapes`); None is text.
+    # per slot, what inference knows: sizes and symbols (`dcnr.shapes`); None is text.
     # Empty for a node built without inference.
     symbolic_inputs: tuple[SymShape | None, ...] = ()
     symbolic_outputs: tuple[SymShape | None, ...] = ()

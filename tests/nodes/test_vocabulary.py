@@ -7,7 +7,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 import dcnr
-from dcnr.nodes.vocabulary import Vocabularies
+from dcnr.data.vocabularies import Vocabularies
 from dcnr.runtime.executor import build_vnodes
 from dcnr.runtime.vnode import RequestId
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from dcnr import LocalExecutor, NetworkError, load_network, parse_network
 from dcnr.errors import ShapeError
 from dcnr.nodes.registry import NODE_TYPES, canonical_type
-from dcnr.nodes.shapes import SymShape
+from dcnr.shapes import SymShape
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "networks"
 
@@ -92,8 +92,8 @@ RULES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("reshape", {"target_shape": [5, 5]}, ["[..., 5]"], ["[5, 5]"]),
     ("reshape", {"target_shape": [8, 2]}, ["[S, 4]"], ["[8, 2]"]),
     ("mask", {}, ["[..., S, S]"], ["[..., S, S]"]),
-    ("mask", {}, ["[..., 4, S]"], ["[..., 4, 4]"]),
-    ("mask", {}, ["[...]"], ["[..., S, S]"]),
+    ("mask", {}, ["[..., 4, S]"], ["[..., 4, S]"]),
+    ("mask", {}, ["[...]"], ["[...]"]),
     ("tokenizer", {**TEXT, "pad_length": 6}, ["text"], ["[6]"]),
     ("detokenizer", TEXT, ["[..., 6]"], ["text"]),
     ("cost", {"cost_function": "mse"}, ["[..., 3]", "[S, 3]"], ["[]"]),

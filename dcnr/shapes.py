@@ -1,5 +1,9 @@
 """Shapes as validation knows them: each axis a size or a symbol; the batch axis implicit.
 
+Shared, like `dcnr.errors`, by the catalog's shape rules (`NodeType.infer_shapes`) and the
+spec's inference over the graph; nothing at run time uses it. Imports nothing of ours but
+`dcnr.errors`.
+
 An axis the configs fix is an int. One they do not fix (how many tokens a network input
 holds, say) is a symbol such as `"S"`, printed as is. A shape whose leading axes are not
 known at all is *open*, printed `[..., 16]`; `ANY` knows nothing. Text (the input of a

@@ -11,12 +11,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer
-
-if TYPE_CHECKING:
-    from dcnr.nodes.tokenizer import VocabularyConfig
 
 VocabularySource = Callable[[str], str]  # stored vocabulary id -> tokenizer JSON
 
@@ -33,18 +29,13 @@ class Vocabularies:
         self._loaded: dict[tuple[str, str], Tokenizer] = {}
         self._lock = threading.Lock()
 
-    def load(self, cfg: VocabularyConfig, node_id: str) -> Tokenizer:
-        """The vocabulary `cfg` names, checked against its `vocab_size`."""
-        name = cfg.vocabulary if cfg.vocabulary is not None else cfg.vocab_path
-        assert name is not None, "the config model requires vocab_path or vocabulary"
-        key = ("stored" if cfg.vocabulary is not None else "file", name)
+    def load(self, node_id: str, vocab_path: str | None, vocabulary: str | None) -> Tokenizer:
+        """The vocabulary stored under the id `vocabulary`, else the file `vocab_path`."""
+        key = ("stored", vocabulary) if vocabulary is not None else ("file", str(vocab_path))
         with self._lock:  # one load per vocabulary, even when several nodes ask at once
             tok = self._loaded.get(key)
             if tok is None:
                 tok = self._loaded[key] = self._read(key, node_id)
-        if tok.get_vocab_size() > cfg.vocab_size:
-            raise ValueError(f"{node_id!r}: vocabulary {name!r} has {tok.get_vocab_size()} tokens, more than "
-                             f"vocab_size {cfg.vocab_size}")
         return tok
 
     def _read(self, key: tuple[str, str], node_id: str) -> Tokenizer:
