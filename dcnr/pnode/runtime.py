@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import grpc
 import torch
 
+from dcnr.data.vocabularies import Vocabularies
 from dcnr.pnode.blobs import BlobClient
 from dcnr.pnode.host import BudgetExceeded, UnknownTarget, VNodeHost
 from dcnr.proto import codec
@@ -168,11 +169,9 @@ class PNodeRuntime:
         with self._views_lock:
             view = self._views.get(spec.name)
             if view is None:
-                if self.link is not None:  # stored vocabularies of tokenizer nodes come from our orchestrator
-                    for node in spec.nodes.values():
-                        if hasattr(node.impl, "vocabulary_source"):
-                            node.impl.vocabulary_source = self.link.vocabulary_json
-                self.host.add_network(spec, seed)
+                # stored vocabularies of tokenizer nodes come from our orchestrator
+                vocabularies = Vocabularies(self.link.vocabulary_json) if self.link is not None else None
+                self.host.add_network(spec, seed, vocabularies)
                 view = self._views[spec.name] = NetworkView(spec)
             return view
 
