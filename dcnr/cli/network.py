@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,8 +23,11 @@ Name = Annotated[str, typer.Argument(help="Network name.")]
 # -- files here -----------------------------------------------------------------------------------
 
 def network_validate(file: File) -> None:
-    """Validate a network file: every problem is printed, one per line (exit 2 if any)."""
+    """Validate a network file: every problem is printed, one per line (exit 2 if any); warnings
+    (keys set to no effect) go to stderr, one per line, and still exit 0."""
     spec = load_network(file)
+    for line in spec.warnings:
+        print(f"warning: {line}", file=sys.stderr)  # verbatim, like problems: one line each
     out.print(f"{file}: ok — network {spec.name!r}, {len(spec.nodes)} VNodes, "
               f"{spec.num_parameters():,} parameters", highlight=False)
 

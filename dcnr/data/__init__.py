@@ -1,8 +1,9 @@
 """Vocabularies and datasets (SPEC §11).
 
 Owns: reading text corpora, training byte-level BPE vocabularies with `tokenizers`,
-tokenized datasets as flat token arrays with train/validation splits, and the
-deterministic batch function of (dataset, seed, step). May import torch and
+tokenized datasets as flat token arrays with train/validation splits, the
+deterministic batch function of (dataset, seed, step), and loading the vocabularies
+text nodes name (`vocabularies.Vocabularies`). May import torch and
 `tokenizers`. Must never import the runtime, the network spec or any transport.
 """
 

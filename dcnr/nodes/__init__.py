@@ -1,8 +1,8 @@
 """The node catalog (SPEC §4): one file per node type, one explicit registry table.
 
 Owns: each type's config model, shape rule, parameter shapes and initial values,
-forward and backward math. May import torch, pydantic and `dcnr.nodes.values` /
-`dcnr.errors`. Must never touch files (except a vocabulary a tokenizer node
+forward and backward math. May import torch, pydantic, `dcnr.errors` and `dcnr.shapes`
+(the shape language its rules speak). Must never touch files (except a vocabulary a tokenizer node
 names), gRPC, other VNodes, or execution order: that is `dcnr.runtime`.
 """
 

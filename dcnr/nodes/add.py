@@ -5,21 +5,23 @@ from __future__ import annotations
 import torch
 
 from dcnr.errors import ShapeError
-from dcnr.nodes.base import Context, NodeType, Shape
+from dcnr.nodes.base import Context, NodeType
+from dcnr.shapes import SymShape, tensor, unify
 
 
 class Add(NodeType):
-    variadic = True
-
     def fixed_inputs(self) -> int | None:
         return None
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        known = [s for s in inputs if s is not None]
-        for i, s in enumerate(inputs):
-            if s is not None and s != known[0]:
-                raise ShapeError(f"input slot {i}: shape {list(s)} differs from {list(known[0])}")
-        return [known[0] if known else None]
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        total = tensor(inputs, 0)  # what is known of the common shape, slot by slot
+        for i in range(1, len(inputs)):
+            x = tensor(inputs, i)
+            merged = unify(total, x)
+            if merged is None:
+                raise ShapeError(f"input slot {i}: shape {x} differs from {total}")
+            total = merged
+        return [total]
 
     def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         total = xs[0]

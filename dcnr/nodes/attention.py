@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from dcnr.errors import ShapeError
-from dcnr.nodes.base import AutogradNode, Context, NodeConfig, Shape, require_shape, uniform_fan_in
+from dcnr.nodes.base import AutogradNode, Context, NodeConfig, Shape, uniform_fan_in
 from dcnr.nodes.rope import apply_rope
 from dcnr.nodes.values import Bool, PositiveFloat, PositiveInt, choice
+from dcnr.shapes import SymShape, exact, require
 
 
 class Attention(AutogradNode):
@@ -35,12 +36,14 @@ class Attention(AutogradNode):
     def inner(self) -> int:
         return self.cfg.num_heads * self.cfg.head_dim
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
+    def default_input_shape(self, slot: int) -> SymShape | None:
+        return exact((self.cfg.seq_len, self.cfg.dim))
+
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
         if self.cfg.position_encoding == "rope" and self.cfg.head_dim % 2:
             raise ShapeError(f"rope needs an even head_dim, got {self.cfg.head_dim}")
-        shape = require_shape(inputs, 0, rank=2, last=self.cfg.dim, what=" (dim)")
-        seq = shape[0] if shape else self.cfg.seq_len
-        return [(seq, self.cfg.dim if self.cfg.output_projection else self.inner)]
+        seq, _ = require(inputs, 0, rank=2, last=self.cfg.dim, what=" (dim)").dims  # [S, D]
+        return [SymShape((seq, self.cfg.dim if self.cfg.output_projection else self.inner))]  # [S, D | H·hd]
 
     def param_shapes(self) -> dict[str, Shape]:
         qkv = (self.inner, self.cfg.dim)

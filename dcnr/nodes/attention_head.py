@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from dcnr.errors import ShapeError
-from dcnr.nodes.base import AutogradNode, Context, NodeConfig, Shape, require_shape, uniform_fan_in
+from dcnr.nodes.base import AutogradNode, Context, NodeConfig, Shape, uniform_fan_in
 from dcnr.nodes.rope import apply_rope
 from dcnr.nodes.values import Bool, PositiveFloat, PositiveInt, choice
+from dcnr.shapes import SymShape, exact, require
 
 
 class AttentionHead(AutogradNode):
@@ -28,11 +29,14 @@ class AttentionHead(AutogradNode):
 
     cfg: Config
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
+    def default_input_shape(self, slot: int) -> SymShape | None:
+        return exact((self.cfg.seq_len, self.cfg.input_dim))
+
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
         if self.cfg.position_encoding == "rope" and self.cfg.head_dim % 2:
             raise ShapeError(f"rope needs an even head_dim, got {self.cfg.head_dim}")
-        shape = require_shape(inputs, 0, rank=2, last=self.cfg.input_dim, what=" (input_dim)")
-        return [(shape[0] if shape else self.cfg.seq_len, self.cfg.head_dim)]
+        seq, _ = require(inputs, 0, rank=2, last=self.cfg.input_dim, what=" (input_dim)").dims  # [S, D]
+        return [SymShape((seq, self.cfg.head_dim))]  # [S, hd]
 
     def param_shapes(self) -> dict[str, Shape]:
         shape = (self.cfg.head_dim, self.cfg.input_dim)

@@ -13,12 +13,11 @@ import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from dcnr.errors import ShapeError
 from dcnr.nodes.values import (
     Betas,
     Name,
@@ -29,6 +28,10 @@ from dcnr.nodes.values import (
     ShapeValue,
     choice,
 )
+from dcnr.shapes import ANY, SymShape, tensor
+
+if TYPE_CHECKING:
+    from dcnr.data.vocabularies import Vocabularies
 
 Shape = tuple[int, ...]
 Value = Any  # a tensor, or a list of strings for text nodes
@@ -80,6 +83,7 @@ class Context:
     seed_parts: tuple[object, ...]  # (network seed, node id, step, micro-batch)
     saved: tuple[Any, ...] = ()
     param_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    vocabularies: Vocabularies | None = None  # where text nodes get their vocabulary (given by the runtime)
 
     def save(self, *values: Any) -> None:
         self.saved = values
@@ -98,18 +102,32 @@ class Context:
 
 
 class NodeType:
-    """Base class of the catalog. Subclasses set `Config` and override the math."""
+    """Base class of the catalog. Subclasses set `Config` and override the math.
+
+    An instance is built once, by validation, and refuses any later assignment: what runs
+    is what was validated. Per-run needs (a vocabulary) come through the `Context`.
+    """
 
     Config: ClassVar[type[NodeConfig]] = NodeConfig
     is_cost: ClassVar[bool] = False  # starts the backward pass (SPEC §2)
     differentiable: ClassVar[bool] = True
-    variadic: ClassVar[bool] = False  # input slot count comes from the edges
+
+    node_id: str
+    cfg: NodeConfig
+    num_inputs: int
 
     def __init__(self, node_id: str, cfg: NodeConfig, num_inputs: int | None = None) -> None:
-        self.node_id = node_id
-        self.cfg = cfg
+        """`num_inputs` is needed only where `fixed_inputs()` is None (the edges decide it)."""
+        object.__setattr__(self, "node_id", node_id)
+        object.__setattr__(self, "cfg", cfg)
         fixed = self.fixed_inputs()
-        self.num_inputs = fixed if fixed is not None else (num_inputs or 0)
+        object.__setattr__(self, "num_inputs", fixed if fixed is not None else (num_inputs or 0))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"node {self.node_id!r} is immutable once validated (tried to set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"node {self.node_id!r} is immutable once validated (tried to delete {name!r})")
 
     # -- structure -------------------------------------------------------------
     def fixed_inputs(self) -> int | None:
@@ -123,13 +141,15 @@ class NodeType:
     def num_outputs(self) -> int:
         return 1
 
-    def default_input_shape(self, slot: int) -> Shape | None:
-        """The shape of a network input bound to `slot` when the file declares none."""
-        return None
+    def default_input_shape(self, slot: int) -> SymShape | None:
+        """What a network input bound to `slot` holds when the file declares no shape: for a
+        sequence, the longest the config allows (what memory estimates plan for); None: text."""
+        return ANY
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        """Output shapes (no batch axis) from input shapes; None where unknown."""
-        return [inputs[0]] if inputs else [None]
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        """Output shapes from input shapes (see `dcnr.shapes`); raises `ShapeError` on
+        a mismatch of known axes. The default keeps the shape of the one input tensor."""
+        return [tensor(inputs, 0)]
 
     def param_shapes(self) -> dict[str, Shape]:
         """Every parameter this node computes with, tied ones included."""
@@ -226,19 +246,6 @@ def sum_in_order(grads: Iterable[torch.Tensor | None]) -> torch.Tensor | None:
 
 def _is_float(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and x.is_floating_point()
-
-
-def require_shape(inputs: list[Shape | None], slot: int, rank: int | None = None,
-                  last: int | None = None, what: str = "") -> Shape | None:
-    """Check an input shape's rank and last axis when it is known."""
-    shape = inputs[slot] if slot < len(inputs) else None
-    if shape is None:
-        return None
-    if rank is not None and len(shape) != rank:
-        raise ShapeError(f"input slot {slot}: expected {rank} axes{what}, got shape {list(shape)}")
-    if last is not None and (not shape or shape[-1] != last):
-        raise ShapeError(f"input slot {slot}: expected last axis {last}{what}, got shape {list(shape)}")
-    return shape
 
 
 def uniform_fan_in(shape: Shape, fan_in: int, gen: torch.Generator) -> torch.Tensor:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape, sum_in_order
+from dcnr.nodes.base import Context, NodeConfig, NodeType, sum_in_order
 from dcnr.nodes.values import PositiveInt
+from dcnr.shapes import SymShape
 
 
 class Broadcast(NodeType):
@@ -18,8 +19,8 @@ class Broadcast(NodeType):
     def num_outputs(self) -> int:
         return self.cfg.num_outputs
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        return [inputs[0]] * self.cfg.num_outputs
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        return [inputs[0]] * self.cfg.num_outputs  # any value, text included, is copied as is
 
     def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         (x,) = xs

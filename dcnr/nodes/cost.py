@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from dcnr.errors import ShapeError
-from dcnr.nodes.base import AutogradNode, Context, NodeConfig, Shape
+from dcnr.nodes.base import AutogradNode, Context, NodeConfig
 from dcnr.nodes.values import PositiveInt, PrecisionValue, choice
+from dcnr.shapes import SymShape, require, tensor, unify
 
 _TINY = 1e-12  # keeps log() finite for probabilities that underflow to zero
 
@@ -34,21 +35,20 @@ class Cost(AutogradNode):
     def fixed_inputs(self) -> int | None:
         return 2
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        pred, target = inputs[0], inputs[1] if len(inputs) > 1 else None
-        if pred is not None:
-            for key in ("vocab_size", "in_dim"):
-                want = getattr(self.cfg, key)
-                if want is not None and (not pred or pred[-1] != want):
-                    raise ShapeError(f"input slot 0: expected last axis {want} ({key}), got shape {list(pred)}")
-        if pred is not None and target is not None:
-            want_target = pred if self.cfg.cost_function == "mse" else pred[:-1]
-            if target != want_target:
-                raise ShapeError(
-                    f"input slot 1: expected target shape {list(want_target)} for "
-                    f"{self.cfg.cost_function} on prediction {list(pred)}, got {list(target)}"
-                )
-        return [()]
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        pred = tensor(inputs, 0)  # [..., V] for ce, any shape for mse
+        for key in ("vocab_size", "in_dim"):
+            want = getattr(self.cfg, key)
+            if want is not None:
+                pred = require([pred], 0, last=want, what=f" ({key})")
+        if self.cfg.cost_function != "mse" and not pred.dims and not pred.open:
+            raise ShapeError(f"input slot 0: expected a class axis for {self.cfg.cost_function}, got shape {pred}")
+        target = tensor(inputs, 1)  # [...] like pred for mse, ids [..] for ce
+        want_target = pred if self.cfg.cost_function == "mse" else pred.without_last()
+        if unify(target, want_target) is None:
+            raise ShapeError(f"input slot 1: expected target shape {want_target} for "
+                             f"{self.cfg.cost_function} on prediction {pred}, got {target}")
+        return [SymShape(())]  # scalar loss
 
     def compute(self, ctx: Context, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         pred, target = xs

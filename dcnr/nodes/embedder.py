@@ -10,8 +10,9 @@ from typing import Annotated
 import torch
 
 from dcnr.errors import ShapeError
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape, require_shape
+from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
 from dcnr.nodes.values import PositiveFloat, PositiveInt, choice
+from dcnr.shapes import SymShape, exact, require
 
 
 class Embedder(NodeType):
@@ -26,14 +27,14 @@ class Embedder(NodeType):
 
     cfg: Config
 
-    def default_input_shape(self, slot: int) -> Shape | None:
-        return (self.cfg.seq_len,)
+    def default_input_shape(self, slot: int) -> SymShape | None:
+        return exact((self.cfg.seq_len,))
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        shape = require_shape(inputs, 0, rank=1, what=" (token ids)")
-        if shape is not None and shape[0] > self.cfg.seq_len:
-            raise ShapeError(f"input slot 0: {shape[0]} tokens exceed seq_len {self.cfg.seq_len}")
-        return [(shape[0] if shape else self.cfg.seq_len, self.cfg.dim)]
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        (seq,) = require(inputs, 0, rank=1, what=" (token ids)").dims  # [S]
+        if isinstance(seq, int) and seq > self.cfg.seq_len:
+            raise ShapeError(f"input slot 0: {seq} tokens exceed seq_len {self.cfg.seq_len}")
+        return [SymShape((seq, self.cfg.dim))]  # [S, D]
 
     def param_shapes(self) -> dict[str, Shape]:
         shapes: dict[str, Shape] = {"weight": (self.cfg.vocab_size, self.cfg.dim)}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dcnr.nodes.base import AutogradNode, Context, NodeConfig, Shape, require_shape
+from dcnr.nodes.base import AutogradNode, Context, NodeConfig, Shape
 from dcnr.nodes.values import PositiveFloat, PositiveInt
+from dcnr.shapes import SymShape, require
 
 
 class LayerNorm(AutogradNode):
@@ -16,8 +17,8 @@ class LayerNorm(AutogradNode):
 
     cfg: Config
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        return [require_shape(inputs, 0, last=self.cfg.dim, what=" (dim)")]
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        return [require(inputs, 0, last=self.cfg.dim, what=" (dim)")]  # [..., D] -> [..., D]
 
     def param_shapes(self) -> dict[str, Shape]:
         return {"weight": (self.cfg.dim,), "bias": (self.cfg.dim,)}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape, require_shape, uniform_fan_in
+from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape, uniform_fan_in
 from dcnr.nodes.values import Bool, PositiveInt
+from dcnr.shapes import SymShape, require
 
 
 class Linear(NodeType):
@@ -16,9 +17,9 @@ class Linear(NodeType):
 
     cfg: Config
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        shape = require_shape(inputs, 0, last=self.cfg.in_dim, what=" (in_dim)")
-        return [None if shape is None else (*shape[:-1], self.cfg.out_dim)]
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        x = require(inputs, 0, last=self.cfg.in_dim, what=" (in_dim)")  # [..., in]
+        return [x.with_last(self.cfg.out_dim)]  # [..., out]
 
     def param_shapes(self) -> dict[str, Shape]:
         shapes: dict[str, Shape] = {"weight": (self.cfg.out_dim, self.cfg.in_dim)}

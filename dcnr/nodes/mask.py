@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 
 from dcnr.errors import ShapeError
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
+from dcnr.nodes.base import Context, NodeConfig, NodeType
 from dcnr.nodes.values import Bool, Float, Int, Probability
+from dcnr.shapes import SymShape, tensor
 
 
 class Mask(NodeType):
@@ -23,11 +24,12 @@ class Mask(NodeType):
 
     cfg: Config
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        shape = inputs[0]
-        if shape is not None and (len(shape) < 2 or shape[-1] != shape[-2]):
-            raise ShapeError(f"input slot 0: expected scores [.., S, S], got shape {list(shape)}")
-        return [shape]
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        x = tensor(inputs, 0)  # [..., S, S]
+        rows, cols = (None, None, *x.dims)[-2:]
+        if (len(x.dims) < 2 and not x.open) or (isinstance(rows, int) and isinstance(cols, int) and rows != cols):
+            raise ShapeError(f"input slot 0: expected scores [.., S, S], got shape {x}")
+        return [x]
 
     def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         (x,) = xs  # (B, .., S, S)

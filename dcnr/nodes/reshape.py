@@ -7,8 +7,9 @@ import math
 import torch
 
 from dcnr.errors import ShapeError
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
+from dcnr.nodes.base import Context, NodeConfig, NodeType
 from dcnr.nodes.values import ShapeValue
+from dcnr.shapes import SymShape, known_size, tensor
 
 
 class Reshape(NodeType):
@@ -17,20 +18,21 @@ class Reshape(NodeType):
 
     cfg: Config
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        shape = inputs[0]
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        x = tensor(inputs, 0)
         target = self.cfg.target_shape
-        if shape is None:
-            return [None if -1 in target else target]
-        n = math.prod(shape)
-        known = math.prod(d for d in target if d != -1)
-        if -1 in target:
-            if n % known:
-                raise ShapeError(f"cannot reshape {list(shape)} to target_shape {list(target)}")
-            target = tuple(n // known if d == -1 else d for d in target)
-        elif known != n:
-            raise ShapeError(f"cannot reshape {list(shape)} ({n} elements) to target_shape {list(target)}")
-        return [target]
+        fixed = math.prod(d for d in target if d != -1)  # elements the target fixes
+        n, whole = known_size(x)  # x holds n elements, or a multiple of n when not whole
+        if whole and -1 in target:
+            if n % fixed:
+                raise ShapeError(f"cannot reshape {x} to target_shape {list(target)}")
+            return [SymShape(tuple(n // fixed if d == -1 else d for d in target))]
+        if whole and fixed != n:
+            raise ShapeError(f"cannot reshape {x} ({n} elements) to target_shape {list(target)}")
+        if -1 not in target and fixed % n:
+            raise ShapeError(f"cannot reshape {x} (a multiple of {n} elements) to target_shape {list(target)} "
+                             f"({fixed} elements)")
+        return [SymShape(tuple("N" if d == -1 else d for d in target))]
 
     def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         (x,) = xs

@@ -5,13 +5,12 @@ from __future__ import annotations
 import torch
 
 from dcnr.errors import ShapeError
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
+from dcnr.nodes.base import Context, NodeConfig, NodeType
 from dcnr.nodes.values import Int
+from dcnr.shapes import Dim, SymShape, merge_dim, tensor
 
 
 class Stack(NodeType):
-    variadic = True
-
     class Config(NodeConfig):
         axis: Int = -1
 
@@ -26,22 +25,44 @@ class Stack(NodeType):
             raise ShapeError(f"axis {self.cfg.axis} is out of range for {rank} axes")
         return axis
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        if any(s is None for s in inputs):
-            return [None]
-        shapes = [s for s in inputs if s is not None]
-        axis = self._axis(len(shapes[0]))
-        for i, s in enumerate(shapes):
-            if len(s) != len(shapes[0]) or any(
-                a != b for d, (a, b) in enumerate(zip(s, shapes[0], strict=True)) if d != axis
-            ):
-                raise ShapeError(
-                    f"input slot {i}: shape {list(s)} does not match slot 0 {list(shapes[0])} "
-                    f"outside axis {self.cfg.axis}"
-                )
-        out = list(shapes[0])
-        out[axis] = sum(s[axis] for s in shapes)
-        return [tuple(out)]
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        xs = [tensor(inputs, i) for i in range(len(inputs))]
+        closed = [x for x in xs if not x.open]
+        rank = len(closed[0].dims) if closed else max(len(x.dims) for x in xs)  # axes compared, from the end
+        for i, x in enumerate(xs):
+            if len(x.dims) > rank or (not x.open and len(x.dims) != rank):
+                raise self._mismatch(i, xs)
+        # which of the `rank` compared axes is the one concatenated: known, or only "one of the first"
+        axis, maybe = None, range(0)
+        if closed:
+            axis = self._axis(rank)
+        elif self.cfg.axis < 0:
+            axis = rank + self.cfg.axis  # < 0: among the unknown axes, so every compared one must match
+        else:  # counted from the front of an unknown number of axes: any of the first axis+1 compared ones
+            maybe = range(min(self.cfg.axis + 1, rank))
+        out: list[Dim] = []
+        for d in range(rank):
+            column = [x.dims[d - rank + len(x.dims)] if d - rank + len(x.dims) >= 0 else None for x in xs]
+            if d == axis:
+                sizes = [c for c in column if isinstance(c, int)]
+                out.append(sum(sizes) if len(sizes) == len(column) else "+".join(str(c or "?") for c in column))
+                continue
+            if d in maybe:
+                out.append("?")
+                continue
+            known = [(i, c) for i, c in enumerate(column) if c is not None]  # the longest input has every axis
+            merged = known[0][1]
+            for i, c in known[1:]:
+                both = merge_dim(merged, c)
+                if both is None:
+                    raise self._mismatch(i, xs)
+                merged = both
+            out.append(merged)
+        return [SymShape(tuple(out), open=not closed)]
+
+    def _mismatch(self, slot: int, xs: list[SymShape]) -> ShapeError:
+        return ShapeError(f"input slot {slot}: shape {xs[slot]} does not match slot 0 {xs[0]} "
+                          f"outside axis {self.cfg.axis}")
 
     def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         dim = self._axis(xs[0].dim() - 1) + 1  # +1: skip the batch axis

@@ -6,18 +6,20 @@ import torch
 import torch.nn.functional as F
 
 from dcnr.errors import ShapeError
-from dcnr.nodes.base import Context, NodeType, Shape
+from dcnr.nodes.base import Context, NodeType
 from dcnr.nodes.silu import silu_grad
+from dcnr.shapes import SymShape, tensor
 
 
 class SwiGLU(NodeType):
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        shape = inputs[0]
-        if shape is None:
-            return [None]
-        if not shape or shape[-1] % 2:
-            raise ShapeError(f"input slot 0: expected an even last axis, got shape {list(shape)}")
-        return [(*shape[:-1], shape[-1] // 2)]
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        x = tensor(inputs, 0)  # [..., 2n]
+        last = x.dims[-1] if x.dims else None
+        if (last is None and not x.open) or (isinstance(last, int) and last % 2):
+            raise ShapeError(f"input slot 0: expected an even last axis, got shape {x}")
+        if last is None:
+            return [x]
+        return [x.with_last(last // 2 if isinstance(last, int) else f"{last}/2")]  # [..., n]
 
     def forward(self, ctx: Context, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         (x,) = xs  # (B, ..., 2n)

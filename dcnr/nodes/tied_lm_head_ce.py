@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 
 from dcnr.errors import ShapeError
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape, require_shape
+from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
 from dcnr.nodes.values import Name, PositiveInt, PrecisionValue
+from dcnr.shapes import SymShape, require, tensor, unify
 
 
 class TiedLMHeadCE(NodeType):
@@ -30,12 +31,12 @@ class TiedLMHeadCE(NodeType):
     def fixed_inputs(self) -> int | None:
         return 2
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        x = require_shape(inputs, 0, last=self.cfg.in_dim, what=" (in_dim)")
-        target = inputs[1] if len(inputs) > 1 else None
-        if x is not None and target is not None and target != x[:-1]:
-            raise ShapeError(f"input slot 1: expected target shape {list(x[:-1])}, got {list(target)}")
-        return [()]
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        x = require(inputs, 0, last=self.cfg.in_dim, what=" (in_dim)")  # [..., D]
+        target = tensor(inputs, 1)  # [...] token ids
+        if unify(target, x.without_last()) is None:
+            raise ShapeError(f"input slot 1: expected target shape {x.without_last()}, got {target}")
+        return [SymShape(())]  # scalar loss
 
     def param_shapes(self) -> dict[str, Shape]:
         return {"weight": (self.cfg.out_dim, self.cfg.in_dim)}

@@ -3,24 +3,20 @@
 Each text becomes `pad_length` ids: truncated, then right-padded with the
 vocabulary's pad token (`<pad>`, else id 0). With `use_word_boundary_tokens` the
 vocabulary's `<bos>`/`<eos>` tokens wrap each text. The vocabulary is a file
-(`vocab_path`) or a vocabulary id stored by the orchestrator (`vocabulary`), which the
-hosting PNode resolves by setting the node's `vocabulary_source`.
+(`vocab_path`) or a vocabulary id stored by the orchestrator (`vocabulary`); the run
+loads it through `Context.vocabularies` (see `dcnr.data.vocabularies`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from functools import cached_property
-from pathlib import Path
 
 import torch
 from pydantic import model_validator
 from tokenizers import Tokenizer
 
-from dcnr.nodes.base import Context, NodeConfig, NodeType, Shape
+from dcnr.errors import ShapeError
+from dcnr.nodes.base import Context, NodeConfig, NodeType
 from dcnr.nodes.values import Bool, Name, PositiveInt
-
-VocabularySource = Callable[[str], str]  # vocabulary id -> tokenizer JSON
+from dcnr.shapes import SymShape
 
 
 class VocabularyConfig(NodeConfig):
@@ -37,24 +33,14 @@ class VocabularyConfig(NodeConfig):
         return self
 
 
-def load_vocabulary(cfg: VocabularyConfig, node_id: str, source: VocabularySource | None) -> Tokenizer:
-    """The configured vocabulary, checked against `vocab_size`; `source` resolves vocabulary ids."""
-    if cfg.vocabulary is not None:
-        if source is None:
-            raise ValueError(f"{node_id!r}: vocabulary {cfg.vocabulary!r} is stored by an orchestrator; run the "
-                             "network on a cluster, or give vocab_path")
-        tok = Tokenizer.from_str(source(cfg.vocabulary))
-        name = cfg.vocabulary
-    else:
-        assert cfg.vocab_path is not None
-        if not Path(cfg.vocab_path).is_file():
-            raise ValueError(f"{node_id!r}: vocab_path {cfg.vocab_path!r} does not exist")
-        tok = Tokenizer.from_file(cfg.vocab_path)
-        name = cfg.vocab_path
+def load_vocabulary(ctx: Context, cfg: VocabularyConfig, node_id: str) -> Tokenizer:
+    """The vocabulary `cfg` names, from the run's `Vocabularies`, checked against `vocab_size`."""
+    assert ctx.vocabularies is not None, "the runtime gives every context its vocabularies"
+    tok = ctx.vocabularies.load(node_id, cfg.vocab_path, cfg.vocabulary)
     if tok.get_vocab_size() > cfg.vocab_size:
-        raise ValueError(
-            f"{node_id!r}: vocabulary {name!r} has {tok.get_vocab_size()} tokens, more than vocab_size {cfg.vocab_size}"
-        )
+        name = cfg.vocabulary or cfg.vocab_path
+        raise ValueError(f"{node_id!r}: vocabulary {name!r} has {tok.get_vocab_size()} tokens, more than "
+                         f"vocab_size {cfg.vocab_size}")
     return tok
 
 
@@ -66,20 +52,20 @@ class TokenizerNode(NodeType):
         use_word_boundary_tokens: Bool = False
 
     cfg: Config
-    vocabulary_source: VocabularySource | None = None  # set by the hosting PNode
 
-    def infer_shapes(self, inputs: list[Shape | None]) -> list[Shape | None]:
-        return [(self.cfg.pad_length,)]
+    def default_input_shape(self, slot: int) -> SymShape | None:
+        return None  # text
 
-    @cached_property
-    def vocab(self) -> Tokenizer:
-        return load_vocabulary(self.cfg, self.node_id, self.vocabulary_source)
+    def infer_shapes(self, inputs: list[SymShape | None]) -> list[SymShape | None]:
+        if inputs[0] is not None:
+            raise ShapeError(f"input slot 0: expected text, got a tensor of shape {inputs[0]}")
+        return [SymShape((self.cfg.pad_length,))]  # [pad_length] ids
 
     def forward(self, ctx: Context, xs: list[list[str]]) -> list[torch.Tensor]:
         (texts,) = xs
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ValueError(f"tokenizer {self.node_id!r}: expected a list of strings")
-        tok = self.vocab
+        tok = load_vocabulary(ctx, self.cfg, self.node_id)
         pad = tok.token_to_id("<pad>") or 0
         bos, eos = tok.token_to_id("<bos>"), tok.token_to_id("<eos>")
         if self.cfg.use_word_boundary_tokens and (bos is None or eos is None):

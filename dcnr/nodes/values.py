@@ -9,12 +9,11 @@ Each type below parses both and fails with a message of the form
 from __future__ import annotations
 
 import reprlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BeforeValidator
 
-Precision = Literal["float32", "fp16", "bf16"]
 PRECISION_ALIASES = {
     "float32": "float32",
     "fp32": "float32",

@@ -6,6 +6,7 @@ import threading
 
 import torch
 
+from dcnr.data.vocabularies import Vocabularies
 from dcnr.errors import NotFound, ResourceExhausted
 from dcnr.runtime.executor import build_vnodes
 from dcnr.runtime.memory import estimate_vnode_memory
@@ -32,15 +33,16 @@ class VNodeHost:
         self.device = torch.device(device)
         self.memory_budget = memory_budget
         self.memory_used = 0  # estimated bytes of hosted VNodes
-        self._networks: dict[str, tuple[NetworkSpec, int]] = {}
+        self._networks: dict[str, tuple[NetworkSpec, int, Vocabularies | None]] = {}
         self._steps: dict[str, int] = {}  # each network's current training step
         self._vnodes: dict[tuple[str, str], VNode] = {}
         self._memory: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
-    def add_network(self, spec: NetworkSpec, seed: int | None = None) -> None:
+    def add_network(self, spec: NetworkSpec, seed: int | None = None, vocabularies: Vocabularies | None = None) -> None:
+        """Serve `spec`; its text nodes load stored vocabularies through `vocabularies`."""
         with self._lock:
-            self._networks[spec.name] = (spec, spec.seed if seed is None else seed)
+            self._networks[spec.name] = (spec, spec.seed if seed is None else seed, vocabularies)
 
     def remove_network(self, network: str) -> int:
         """Forget a network and drop its VNodes; returns how many were dropped."""
@@ -74,7 +76,7 @@ class VNodeHost:
                 return found
             if network not in self._networks:
                 raise UnknownTarget(f"unknown network {network!r}")
-            spec, seed = self._networks[network]
+            spec, seed, vocabularies = self._networks[network]
             if vnode_id not in spec.nodes:
                 raise UnknownTarget(f"network {network!r} has no VNode {vnode_id!r}")
             unit = spec.tie_group(vnode_id)
@@ -86,7 +88,7 @@ class VNodeHost:
                     f" MiB of {self.memory_budget / 2**20:.1f} MiB left")
             self.memory_used += sum(need.values())  # reserved while building
         try:
-            built = build_vnodes(spec, seed, self.device, only=unit)
+            built = build_vnodes(spec, seed, self.device, only=unit, vocabularies=vocabularies)
         finally:
             with self._lock:
                 self.memory_used -= sum(need.values())

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from dcnr.data.vocabularies import Vocabularies
 from dcnr.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dcnr.pnode.host import BudgetExceeded, VNodeHost
 from dcnr.runtime.router import Router
@@ -139,11 +140,9 @@ class PNodeRuntime:
                     self.host.remove_network(placement.network)
                 spec = parse_stored_network(placement.yaml, placement.network)
                 router = Router(spec)
-                vocabularies = dict(placement.vocabularies)
-                for node in spec.nodes.values():  # stored vocabularies of tokenizer nodes came with the placement
-                    if hasattr(node.impl, "vocabulary_source"):
-                        node.impl.vocabulary_source = _vocabulary_lookup(vocabularies)
-                self.host.add_network(spec, placement.seed)
+                # stored vocabularies of tokenizer nodes came with the placement
+                stored = Vocabularies(_vocabulary_lookup(dict(placement.vocabularies)))
+                self.host.add_network(spec, placement.seed, stored)
                 self.host.set_step(placement.network, placement.step)
             missing = sorted(set(spec.nodes) - set(placement.assignments))
             if missing:

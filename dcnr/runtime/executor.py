@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from dcnr.data.vocabularies import Vocabularies
 from dcnr.nodes.base import stable_seed
 from dcnr.runtime.artifact import artifact_metadata, read_artifact
 from dcnr.runtime.graph import backward_set, check_inputs, select_outputs, split_batch
@@ -32,10 +33,12 @@ from dcnr.transport.messages import Hop, Run
 CHECKPOINT_FORMAT = "dcnr-checkpoint/1"  # `LocalExecutor.save`
 
 
-def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device,
-                 only: Collection[str] | None = None) -> dict[str, VNode]:
+def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device, only: Collection[str] | None = None,
+                 vocabularies: Vocabularies | None = None) -> dict[str, VNode]:
     """Create the VNodes (all, or those in `only`) with initial parameters derived from
-    (seed, node, param): the same values wherever a VNode is built."""
+    (seed, node, param): the same values wherever a VNode is built. Text nodes load their
+    vocabularies through `vocabularies` (default: files only, no stored vocabularies)."""
+    vocabularies = vocabularies if vocabularies is not None else Vocabularies()
     hosted = set(spec.nodes) if only is None else set(only)
     unknown = sorted(hosted - set(spec.nodes))
     if unknown:
@@ -77,7 +80,8 @@ def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device,
             ranks[pname] = contributors[owner].index(nid) if nid in contributors[owner] else 0
         grad_edges = [(i, e.src_slot) for i, e in enumerate(edges) if e.src == nid and e.dst in live]
         is_root = nid in {b.node_id for b in spec.costs}
-        vnodes[nid] = VNode(node, seed, params, ranks, grad_edges if nid in live else [], is_root, device)
+        vnodes[nid] = VNode(node, seed, params, ranks, grad_edges if nid in live else [], is_root, device,
+                            vocabularies)
     return vnodes
 
 

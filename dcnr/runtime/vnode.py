@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from dcnr.data.vocabularies import Vocabularies
 from dcnr.nodes.base import Context, Value, sum_in_order
 from dcnr.runtime.optim import learning_rate, make_optimizer
 from dcnr.runtime.precision import DTYPES
@@ -92,6 +93,7 @@ class VNode:
         grad_edges: list[tuple[int, int]],
         is_cost_root: bool,
         device: torch.device,
+        vocabularies: Vocabularies | None = None,
     ) -> None:
         self.spec = spec
         self.id = spec.id
@@ -103,6 +105,7 @@ class VNode:
         self.grad_edges = grad_edges  # (edge index, output slot) of edges leading to a cost, in edge order
         self.is_cost_root = is_cost_root
         self.device = device
+        self.vocabularies = vocabularies if vocabularies is not None else Vocabularies()  # for text nodes
         self.param_dtype = DTYPES[spec.param_precision]
         self.act_dtype = DTYPES[spec.activation_precision]
         self.step = 0  # training steps this VNode has been updated through
@@ -154,7 +157,8 @@ class VNode:
     def run_forward(self, rid: RequestId, xs: list[Value], training: bool) -> list[Value]:
         xs = [self._cast(x) for x in xs]
         keep = training and (self.grad_edges or self.is_cost_root) and self.impl.differentiable
-        ctx = Context(self._compute_params(), training, (self.seed, self.id, rid.step, rid.micro_batch))
+        ctx = Context(self._compute_params(), training, (self.seed, self.id, rid.step, rid.micro_batch),
+                      vocabularies=self.vocabularies)
         ys = self.impl.forward(ctx, xs)
         if keep:
             self._contexts[rid] = ctx

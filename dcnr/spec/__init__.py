@@ -1,7 +1,8 @@
 """The network language: YAML text -> a validated, immutable `NetworkSpec`.
 
 Owns: parsing, the error type users see (`NetworkError`), graph checks (ids, edges,
-slots, cycles, ties) and shape inference. May import `dcnr.nodes` for each type's
+slots, cycles, ties), shape inference over the graph (symbolic where the configs fix no
+size) and warnings for keys set to no effect. May import `dcnr.nodes` for each type's
 config model and shape rule. Must never touch tensors, files other than the one it
 is asked to read, or anything about execution or transport.
 """

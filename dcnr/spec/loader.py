@@ -1,5 +1,8 @@
 """YAML -> `NetworkSpec`, reporting every problem at once as one line each.
 
+Keys that are valid but change nothing (an `lr` on a `relu`) are not problems: they become
+`NetworkSpec.warnings`, one line each in the same form.
+
 Messages read `FILE: LOCATION: what was expected, got what`, where LOCATION names
 the node (`nodes[3] 'head_0': config.head_dim`), the edge or the top-level key.
 """
@@ -19,7 +22,9 @@ from dcnr.errors import NetworkError, ShapeError
 from dcnr.nodes.base import NodeType, Shape
 from dcnr.nodes.registry import NODE_TYPES, canonical_type, suggest_type
 from dcnr.nodes.values import parse_precision, short_repr
+from dcnr.shapes import ANY, SymShape, exact, unify
 from dcnr.spec.model import Binding, Edge, NetworkSpec, NodeSpec
+from dcnr.spec.warnings import ignored_keys
 
 TOP_KEYS = {
     "name", "seed", "description", "precision", "param_precision", "activation_precision",
@@ -166,14 +171,17 @@ class _Builder:
         self._check_slots(edges, inputs)
         self._check_ties()
         order = self._topo_order(edges)
-        shapes: dict[str, tuple[list[Shape | None], list[Shape | None]]] = {}
+        shapes: dict[str, tuple[list[SymShape | None], list[SymShape | None]]] = {}
         if order is not None and not p.lines:
-            shapes = self._infer_shapes(order, edges, inputs)
+            shapes = self._infer_shapes(order, edges)
         if p.lines:
             raise NetworkError(p.lines)
         assert order is not None
 
         nodes: dict[str, NodeSpec] = {}
+        warnings = [_one_line(f"{self.source}: {self.where[nid]}: config.{key}: ignored by this {_type_name(impl)}: "
+                              f"{why}")
+                    for nid, impl in self.impls.items() for key, why in ignored_keys(impl, _type_name(impl)).items()]
         for nid, impl in self.impls.items():
             cfg = impl.cfg
             param = cfg.param_precision or cfg.precision or net_prec.get("param_precision") or net_prec.get("precision")
@@ -182,13 +190,14 @@ class _Builder:
             ins, outs = shapes[nid]
             nodes[nid] = NodeSpec(
                 id=nid, type=_type_name(impl), impl=impl,
-                input_shapes=tuple(ins), output_shapes=tuple(outs),
+                input_shapes=_concrete(ins), output_shapes=_concrete(outs),
+                symbolic_inputs=tuple(ins), symbolic_outputs=tuple(outs),
                 param_precision=param or "float32", activation_precision=act or "float32",
             )
         return NetworkSpec(
             name=name.strip(), seed=seed, nodes=nodes, edges=tuple(edges), inputs=tuple(inputs),
             outputs=tuple(outputs), costs=tuple(costs), metrics=tuple(metrics),
-            source=self.text, path=self.source, topo_order=tuple(order),
+            source=self.text, path=self.source, topo_order=tuple(order), warnings=tuple(warnings),
         )
 
     # -- nodes -------------------------------------------------------------------
@@ -394,8 +403,8 @@ class _Builder:
                 count = 1 + max(have, default=-1)
                 if count < impl.min_inputs():
                     self.p.add(self.where[nid], "has no input: connect at least one edge or network input")
-                impl.num_inputs = count
-            # walk the fed slots, not range(num_inputs): a variadic node's to_slot may be huge
+                impl = self.impls[nid] = type(impl)(nid, impl.cfg, num_inputs=count)  # nodes are never mutated
+            # walk the fed slots, not range(num_inputs): an edge-counted node's to_slot may be huge
             nxt = 0
             for slot in [*sorted(s for s in have if s < impl.num_inputs), impl.num_inputs]:
                 if slot - nxt == 1:
@@ -466,39 +475,56 @@ class _Builder:
             self.p.add("edges", "cycle: " + " -> ".join([*cycle, cycle[0]]))
         return None
 
-    def _infer_shapes(self, order: list[str], edges: list[Edge],
-                      inputs: list[Binding]) -> dict[str, tuple[list[Shape | None], list[Shape | None]]]:
-        result: dict[str, tuple[list[Shape | None], list[Shape | None]]] = {}
+    def _infer_shapes(self, order: list[str],
+                      edges: list[Edge]) -> dict[str, tuple[list[SymShape | None], list[SymShape | None]]]:
+        """Every slot's shape, node by node in topological order (see `dcnr.shapes`)."""
+        result: dict[str, tuple[list[SymShape | None], list[SymShape | None]]] = {}
         incoming: dict[tuple[str, int], Edge] = {(e.dst, e.dst_slot): e for e in edges}
         for nid in order:
             impl = self.impls[nid]
             decl_in, decl_out = self.declared.get(nid, (None, None))
-            ins: list[Shape | None] = []
+            ins: list[SymShape | None] = []
             for slot in range(impl.num_inputs):
                 edge = incoming.get((nid, slot))
-                shape = result[edge.src][1][edge.src_slot] if edge is not None else None
+                shape = result[edge.src][1][edge.src_slot] if edge is not None else impl.default_input_shape(slot)
                 want = decl_in[slot] if decl_in and slot < len(decl_in) else None
-                if want is not None and shape is not None and want != shape:
-                    self.p.add(self.where[nid], f"input slot {slot}: declared shape {list(want)} but edge "
-                               f"{edge} brings {list(shape)}")
-                if shape is None and want is None and edge is None:
-                    want = impl.default_input_shape(slot)
-                ins.append(shape if shape is not None else want)
+                if want is not None:
+                    both = unify(shape, exact(want)) if shape is not None else None
+                    if both is None and edge is not None:
+                        self.p.add(self.where[nid], f"input slot {slot}: declared shape {list(want)} but edge "
+                                   f"{edge} brings {_shape_text(shape)}")
+                    elif both is None:  # no edge: the declaration replaces the type's default
+                        shape = exact(want)
+                    else:
+                        shape = both
+                ins.append(shape)
             try:
                 outs = list(impl.infer_shapes(ins))
             except ShapeError as exc:
-                origin = [f"{incoming[(nid, s)]} brings {list(sh)}" for s, sh in enumerate(ins)
-                          if (nid, s) in incoming and sh is not None]
+                origin = [f"{incoming[(nid, s)]} brings {_shape_text(sh)}" for s, sh in enumerate(ins)
+                          if (nid, s) in incoming]
                 self.p.add(self.where[nid], f"{exc}" + (f" (edge {'; '.join(origin)})" if origin else ""))
-                outs = [None] * impl.num_outputs
+                outs = [ANY] * impl.num_outputs
             for slot, want in enumerate(decl_out or []):
-                if slot < len(outs) and outs[slot] is not None and want != outs[slot]:
-                    self.p.add(self.where[nid], f"output slot {slot}: declared shape {list(want)} but "
-                               f"the {_type_name(impl)} computes {list(outs[slot] or ())}")
-                elif slot < len(outs) and outs[slot] is None:
-                    outs[slot] = want
+                if slot >= len(outs):
+                    continue
+                have = outs[slot]
+                both = unify(have, exact(want)) if have is not None else None
+                if both is None:
+                    self.p.add(self.where[nid], f"output slot {slot}: declared shape {list(want)} but the "
+                               f"{_type_name(impl)} computes {_shape_text(have)}")
+                else:
+                    outs[slot] = both
             result[nid] = (ins, outs)
         return result
+
+
+def _shape_text(shape: SymShape | None) -> str:
+    return "text" if shape is None else str(shape)
+
+
+def _concrete(shapes: list[SymShape | None]) -> tuple[Shape | None, ...]:
+    return tuple(None if s is None else s.concrete for s in shapes)
 
 
 def _slot(value: Any) -> int | None:

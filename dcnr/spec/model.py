@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dcnr.nodes.base import NodeConfig, NodeType, Shape
+    from dcnr.shapes import SymShape
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,14 @@ class NodeSpec:
     id: str
     type: str  # canonical type name
     impl: NodeType  # the node type, built from its validated config
-    input_shapes: tuple[Shape | None, ...]
+    input_shapes: tuple[Shape | None, ...]  # per slot, without the batch axis; None unless fully known
     output_shapes: tuple[Shape | None, ...]
     param_precision: str  # float32 | fp16 | bf16, after inheritance
     activation_precision: str
+    # per slot, what inference knows: sizes and symbols (`dcnr.shapes`); None is text.
+    # Empty for a node built without inference.
+    symbolic_inputs: tuple[SymShape | None, ...] = ()
+    symbolic_outputs: tuple[SymShape | None, ...] = ()
 
     @property
     def config(self) -> NodeConfig:
@@ -48,9 +55,12 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class NetworkSpec:
+    """Immutable once built: the dataclass is frozen, `nodes` is a read-only mapping and
+    each node's `impl` and `config` refuse assignment, so every stage reads what was validated."""
+
     name: str
     seed: int
-    nodes: dict[str, NodeSpec]  # in file order
+    nodes: Mapping[str, NodeSpec]  # in file order; read-only
     edges: tuple[Edge, ...]
     inputs: tuple[Binding, ...]
     outputs: tuple[Binding, ...]
@@ -59,6 +69,11 @@ class NetworkSpec:
     source: str = ""  # the submitted YAML, verbatim
     path: str = "<string>"
     topo_order: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()  # one line each: a config key this network sets to no effect
+
+    def __post_init__(self) -> None:
+        # a read-only view of a private copy: neither the caller's dict nor the view can change it
+        object.__setattr__(self, "nodes", MappingProxyType(dict(self.nodes)))
 
     @functools.cached_property
     def _adjacency(self) -> tuple[dict[str, list[Edge]], dict[str, list[Edge]]]:

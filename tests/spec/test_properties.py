@@ -293,13 +293,18 @@ def check_invariants(spec: NetworkSpec) -> None:
         assert (b.node_id, b.slot_id) not in fed
         fed.add((b.node_id, b.slot_id))
     for nid, n in spec.nodes.items():
-        assert len(n.input_shapes) == n.impl.num_inputs
-        assert len(n.output_shapes) == n.impl.num_outputs
+        assert len(n.input_shapes) == len(n.symbolic_inputs) == n.impl.num_inputs
+        assert len(n.output_shapes) == len(n.symbolic_outputs) == n.impl.num_outputs
+        for concrete, symbolic in zip((*n.input_shapes, *n.output_shapes), (*n.symbolic_inputs, *n.symbolic_outputs),
+                                      strict=True):
+            assert concrete == (symbolic.concrete if symbolic is not None else None)
         assert {(nid, s) for s in range(n.impl.num_inputs)} <= fed
         assert n.param_precision in ("float32", "fp16", "bf16")
         assert n.activation_precision in ("float32", "fp16", "bf16")
     for b in spec.costs:
         assert spec.nodes[b.node_id].impl.is_cost
+    for line in spec.warnings:
+        assert line.startswith("net.yml: nodes[") and len(line.splitlines()) == 1, repr(line)
     assert spec.num_parameters() >= 0
 
 
