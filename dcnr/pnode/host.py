@@ -10,7 +10,7 @@ from dcnr.data.vocabularies import Vocabularies
 from dcnr.errors import NotFound, ResourceExhausted
 from dcnr.runtime.executor import build_vnodes
 from dcnr.runtime.memory import estimate_vnode_memory
-from dcnr.runtime.vnode import RequestId, VNode
+from dcnr.runtime.vnode import RequestId, StepClock, VNode
 from dcnr.spec.model import NetworkSpec
 
 
@@ -34,7 +34,7 @@ class VNodeHost:
         self.memory_budget = memory_budget
         self.memory_used = 0  # estimated bytes of hosted VNodes
         self._networks: dict[str, tuple[NetworkSpec, int, Vocabularies | None]] = {}
-        self._steps: dict[str, int] = {}  # each network's current training step
+        self._clocks: dict[str, StepClock] = {}  # each network's current training step
         self._vnodes: dict[tuple[str, str], VNode] = {}
         self._memory: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
@@ -48,17 +48,22 @@ class VNodeHost:
         """Forget a network and drop its VNodes; returns how many were dropped."""
         with self._lock:
             self._networks.pop(network, None)
-            self._steps.pop(network, None)
+            self._clocks.pop(network, None)
             keys = [k for k in self._vnodes if k[0] == network]
             for k in keys:
                 self._forget(k)
             return len(keys)
 
+    def clock(self, network: str) -> StepClock:
+        """The network's step on this PNode: one counter, read by every VNode of it hosted here."""
+        with self._lock:
+            return self._clocks.setdefault(network, StepClock())
+
     def step(self, network: str) -> int:
-        return self._steps.get(network, 0)
+        return self.clock(network).step
 
     def set_step(self, network: str, step: int) -> None:
-        self._steps[network] = step
+        self.clock(network).step = step
 
     def networks(self) -> list[str]:
         with self._lock:
@@ -88,14 +93,14 @@ class VNodeHost:
                     f" MiB of {self.memory_budget / 2**20:.1f} MiB left")
             self.memory_used += sum(need.values())  # reserved while building
         try:
-            built = build_vnodes(spec, seed, self.device, only=unit, vocabularies=vocabularies)
+            built = build_vnodes(spec, seed, self.device, only=unit, vocabularies=vocabularies,
+                                 clock=self.clock(network))
         finally:
             with self._lock:
                 self.memory_used -= sum(need.values())
         with self._lock:
             for nid, v in built.items():
                 if (network, nid) not in self._vnodes:
-                    v.step = self._steps.get(network, 0)
                     self._vnodes[(network, nid)] = v
                     self._memory[(network, nid)] = need[nid]
                     self.memory_used += need[nid]

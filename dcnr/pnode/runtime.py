@@ -317,7 +317,6 @@ class PNodeRuntime:
             vnodes = [v for _, v in self.host.local(network)]
             for v in vnodes:
                 v.apply_update(loss_scale, apply)
-                v.step = step
             self.host.set_step(network, step)
             self._started = {k: t for k, t in self._started.items() if k[0] != network}
             return {v.id: v.learning_rate() for v in vnodes if v.params}
@@ -348,7 +347,6 @@ class PNodeRuntime:
                 for name in v.owned:
                     v.params[name].zero_grad()
                 v.abandon_step()
-                v.step = step
             self.host.set_step(network, step)
             self._started = {k: t for k, t in self._started.items() if k[0] != network}
 
@@ -371,10 +369,7 @@ class PNodeRuntime:
         self._check_mine(network, vnode)
 
         def run() -> None:
-            self.host.vnode(network, vnode).load_state(tensors, step)
-            self.host.set_step(network, step)
-            for _, other in self.host.local(network):
-                other.step = step
+            self.host.vnode(network, vnode).load_state(tensors, step)  # the network's clock is at `step` now
 
         self.call(run)
 

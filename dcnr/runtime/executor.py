@@ -25,7 +25,7 @@ from dcnr.runtime.graph import backward_set, check_inputs, select_outputs, split
 from dcnr.runtime.precision import LossScaler
 from dcnr.runtime.router import Router
 from dcnr.runtime.sampling import sample_tokens
-from dcnr.runtime.vnode import Parameter, VNode
+from dcnr.runtime.vnode import Parameter, StepClock, VNode
 from dcnr.spec.loader import parse_network
 from dcnr.spec.model import NetworkSpec
 from dcnr.transport.messages import Hop, Run
@@ -34,10 +34,12 @@ CHECKPOINT_FORMAT = "dcnr-checkpoint/1"  # `LocalExecutor.save`
 
 
 def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device, only: Collection[str] | None = None,
-                 vocabularies: Vocabularies | None = None) -> dict[str, VNode]:
+                 vocabularies: Vocabularies | None = None, clock: StepClock | None = None) -> dict[str, VNode]:
     """Create the VNodes (all, or those in `only`) with initial parameters derived from
     (seed, node, param): the same values wherever a VNode is built. Text nodes load their
-    vocabularies through `vocabularies` (default: files only, no stored vocabularies)."""
+    vocabularies through `vocabularies` (default: files only, no stored vocabularies); every VNode
+    reads the network's step from `clock` (default: a new one at step 0)."""
+    clock = clock or StepClock()
     vocabularies = vocabularies if vocabularies is not None else Vocabularies()
     hosted = set(spec.nodes) if only is None else set(only)
     unknown = sorted(hosted - set(spec.nodes))
@@ -81,7 +83,7 @@ def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device, only: Colle
         grad_edges = [(i, e.src_slot) for i, e in enumerate(edges) if e.src == nid and e.dst in live]
         is_root = nid in {b.node_id for b in spec.costs}
         vnodes[nid] = VNode(node, seed, params, ranks, grad_edges if nid in live else [], is_root, device,
-                            vocabularies)
+                            vocabularies, clock)
     return vnodes
 
 
@@ -92,13 +94,22 @@ class LocalExecutor:
         self.spec = spec
         self.seed = spec.seed if seed is None else seed
         self.device = torch.device(device)
-        self.vnodes = build_vnodes(spec, self.seed, self.device)
-        self.step = 0
+        self.clock = StepClock()  # the network's step: owned here, read by every VNode
+        self.vnodes = build_vnodes(spec, self.seed, self.device, clock=self.clock)
         self._infer_counter = 0
         self._next_micro_batch = 0  # micro-batch index where the next train_step of this step starts
         fp16 = any("fp16" in (n.param_precision, n.activation_precision) for n in spec.nodes.values())
         self.scaler = LossScaler(enabled=fp16)
         self.router = Router(spec)
+
+    @property
+    def step(self) -> int:
+        """Training steps applied (the network's one step counter in this process)."""
+        return self.clock.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.clock.step = value
 
     # -- helpers ------------------------------------------------------------------------
     def _run(self, run: Run, micro_batch: int, inputs: Mapping[str, Any]) -> dict[tuple[str, int], Any]:
@@ -166,7 +177,7 @@ class LocalExecutor:
         apply = self.scaler.update(finite)
         for vnode in self.vnodes.values():
             vnode.apply_update(scale, apply)
-        self.step += 1
+        self.clock.step += 1
         self._next_micro_batch = 0
         return apply
 
@@ -246,7 +257,6 @@ class LocalExecutor:
         for nid, v in self.vnodes.items():
             prefix = nid + "."
             v.load_optimizer_state({k[len(prefix):]: t for k, t in optim.items() if k.startswith(prefix)})
-            v.step = int(meta["step"])
         self.step = int(meta["step"])
         self.seed = int(meta.get("seed", self.seed))  # dropout/mask streams continue as they were
         for v in self.vnodes.values():

@@ -36,6 +36,16 @@ class RequestId(NamedTuple):
         return f"{self.kind}:{self.step}.{self.micro_batch}"
 
 
+class StepClock:
+    """The training step of one network in one process: its one owner, read by every VNode of the network
+    (learning-rate schedules) and advanced by whoever ends a step (the executor, or the PNode's host)."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: int = 0) -> None:
+        self.step = step
+
+
 @dataclass
 class Parameter:
     """An fp32 master tensor and its gradient, accumulated in a fixed order.
@@ -94,6 +104,7 @@ class VNode:
         is_cost_root: bool,
         device: torch.device,
         vocabularies: Vocabularies | None = None,
+        clock: StepClock | None = None,
     ) -> None:
         self.spec = spec
         self.id = spec.id
@@ -108,7 +119,7 @@ class VNode:
         self.vocabularies = vocabularies if vocabularies is not None else Vocabularies()  # for text nodes
         self.param_dtype = DTYPES[spec.param_precision]
         self.act_dtype = DTYPES[spec.activation_precision]
-        self.step = 0  # training steps this VNode has been updated through
+        self.clock = clock or StepClock()  # the network's step, shared with the other VNodes of this process
         self.optimizer = (
             make_optimizer(spec.config, [params[n].master for n in self.owned]) if self.owned else None
         )
@@ -132,6 +143,11 @@ class VNode:
                 self._compute[name] = cached
             out[name] = cached[1]
         return out
+
+    @property
+    def step(self) -> int:
+        """Training steps the network has been updated through (the clock's, not this VNode's own)."""
+        return self.clock.step
 
     def learning_rate(self) -> float:
         return learning_rate(self.spec.config, self.step)
@@ -238,7 +254,8 @@ class VNode:
         return True
 
     def apply_update(self, loss_scale: float, apply: bool) -> None:
-        """Unscale and apply the optimizer (or skip, on overflow); clear gradients."""
+        """Unscale and apply the optimizer (or skip, on overflow) at the clock's step; clear gradients.
+        The clock's owner advances the step once every VNode of the network is updated."""
         if self.optimizer is not None and apply:
             lr = self.learning_rate()
             for group in self.optimizer.param_groups:
@@ -253,7 +270,6 @@ class VNode:
                 self.params[name].version += 1
         for name in self.owned:
             self.params[name].zero_grad()
-        self.step += 1
         self.end_step()
 
     # -- state -----------------------------------------------------------------------
@@ -282,7 +298,7 @@ class VNode:
             self.params[name].master.copy_(t.to(self.params[name].master))
             self.params[name].version += 1
         self.load_optimizer_state({k[len("optim/"):]: t for k, t in state.items() if k.startswith("optim/")})
-        self.step = step
+        self.clock.step = step  # the network is at that step
 
     def load_optimizer_state(self, flat: dict[str, torch.Tensor]) -> None:
         if self.optimizer is None:
