@@ -59,6 +59,7 @@ class NetworkSpec:
     source: str = ""  # the submitted YAML, verbatim
     path: str = "<string>"
     topo_order: tuple[str, ...] = field(default=())
+    fuse: bool = True  # run the SPEC §6 passes (`dcnr.spec.passes.plan`) before execution
 
     @functools.cached_property
     def _adjacency(self) -> tuple[dict[str, list[Edge]], dict[str, list[Edge]]]:
