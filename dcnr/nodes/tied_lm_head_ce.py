@@ -2,8 +2,12 @@
 
 W is the weight published under `tie_weight_alias` (the token embedding). The
 [batch, seq, vocab] logits are never materialised: tokens are processed in chunks
-of `chunk_tokens`; forward keeps only the log-sum-exp per token and backward
-recomputes each chunk's logits.
+of `chunk_tokens`. The loss is a scalar, so its gradient is the backward seed times
+d(loss)/d(x, W): with fp32 weights (`cost_precision: float32` or an fp32 network) a
+training forward computes both per chunk while the chunk's logits are at hand and
+backward only scales them. In lower precision the unscaled gradients could underflow,
+so forward keeps only the log-sum-exp per token and backward recomputes each chunk's
+logits and scales before casting.
 """
 
 from __future__ import annotations
@@ -52,33 +56,50 @@ class TiedLMHeadCE(NodeType):
         x, target = xs  # (B, S, D), (B, S)
         if target.is_floating_point():
             raise ValueError(f"{self.node_id!r}: needs integer target ids")
-        w = self._weight(ctx)
+        w = self._weight(ctx)  # (V, D)
         x2 = x.reshape(-1, x.shape[-1]).to(w.dtype)  # (N, D)
         ids = target.reshape(-1).long()  # (N,)
-        lse = torch.empty(x2.shape[0], dtype=torch.float32, device=x.device)  # (N,)
+        n = x2.shape[0]
+        eager = ctx.training and w.dtype == torch.float32
+        gx = torch.empty_like(x2) if eager else None  # d(loss)/dx (N, D)
+        gw = torch.zeros_like(w) if eager else None  # d(loss)/dW (V, D)
+        lse = torch.empty(n, dtype=torch.float32, device=x.device)  # (N,)
         total = torch.zeros((), dtype=torch.float32, device=x.device)
-        for sl in self._chunks(x2.shape[0]):
+        for sl in self._chunks(n):
             logits = (x2[sl] @ w.t()).float()  # (C, V): one chunk only
             lse[sl] = torch.logsumexp(logits, dim=-1)
             total += (lse[sl] - logits.gather(1, ids[sl, None]).squeeze(1)).sum()
+            if gx is not None and gw is not None:
+                d = _dlogits(logits, lse[sl], ids[sl], 1.0 / n)  # (C, V)
+                gx[sl] = d @ w
+                gw += d.t() @ x2[sl]
         if ctx.training:
-            ctx.save(x, ids, lse)
-        return [(total / x2.shape[0]).to(x.dtype if self.cfg.cost_precision != "float32" else torch.float32)]
+            ctx.save(x, ids, lse, gx, gw)
+        return [(total / n).to(x.dtype if self.cfg.cost_precision != "float32" else torch.float32)]
 
     def backward(self, ctx: Context, gys: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
-        x, ids, lse = ctx.saved
+        x, ids, lse, gx, gw = ctx.saved
         (gy,) = gys
         assert gy is not None
+        if gx is not None:  # computed by forward, for a seed of 1
+            scale = gy.float()
+            ctx.add_grad("weight", (gw * scale).to(ctx.params["weight"].dtype))
+            return [(gx * scale).reshape(x.shape).to(x.dtype), None]
         w = self._weight(ctx)
         x2 = x.reshape(-1, x.shape[-1]).to(w.dtype)  # (N, D)
-        scale = gy.float() / x2.shape[0]
         gx = torch.empty_like(x2)
         gw = torch.zeros_like(w)
         for sl in self._chunks(x2.shape[0]):
-            p = torch.exp((x2[sl] @ w.t()).float() - lse[sl, None])  # softmax (C, V)
-            p[torch.arange(p.shape[0], device=p.device), ids[sl]] -= 1.0
-            d = (p * scale).to(w.dtype)  # dL/dlogits (C, V)
+            logits = (x2[sl] @ w.t()).float()  # (C, V), recomputed
+            d = _dlogits(logits, lse[sl], ids[sl], gy.float() / x2.shape[0]).to(w.dtype)
             gx[sl] = d @ w
             gw += d.t() @ x2[sl]
         ctx.add_grad("weight", gw.to(ctx.params["weight"].dtype))
         return [gx.reshape(x.shape).to(x.dtype), None]
+
+
+def _dlogits(logits: torch.Tensor, lse: torch.Tensor, ids: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """(softmax(logits) - onehot(ids)) · scale, computed in place in `logits` (C, V)."""
+    p = logits.sub_(lse[:, None]).exp_()  # softmax (C, V)
+    p[torch.arange(p.shape[0], device=p.device), ids] -= 1.0
+    return p.mul_(scale)
