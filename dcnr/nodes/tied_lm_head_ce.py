@@ -66,11 +66,17 @@ class TiedLMHeadCE(NodeType):
         lse = torch.empty(n, dtype=torch.float32, device=x.device)  # (N,)
         total = torch.zeros((), dtype=torch.float32, device=x.device)
         for sl in self._chunks(n):
-            logits = (x2[sl] @ w.t()).float()  # (C, V): one chunk only
-            lse[sl] = torch.logsumexp(logits, dim=-1)
-            total += (lse[sl] - logits.gather(1, ids[sl, None]).squeeze(1)).sum()
+            logits = (x2[sl] @ w.t()).float()  # (C, V): one chunk only, the one buffer of that size
+            picked = logits.gather(1, ids[sl, None]).squeeze(1)  # (C,) logit of each target
+            top = logits.amax(dim=-1, keepdim=True)  # (C, 1)
+            e = logits.sub_(top).exp_()  # exp(logits - max), in place (C, V)
+            sums = e.sum(dim=-1, keepdim=True)  # (C, 1)
+            lse[sl] = (top + sums.log()).squeeze(1)  # log-sum-exp (C,)
+            total += (lse[sl] - picked).sum()
             if gx is not None and gw is not None:
-                d = _dlogits(logits, lse[sl], ids[sl], 1.0 / n)  # (C, V)
+                d = e.div_(sums)  # softmax (C, V)
+                d[torch.arange(d.shape[0], device=d.device), ids[sl]] -= 1.0
+                d.mul_(1.0 / n)  # d(loss)/d(logits)
                 gx[sl] = d @ w
                 gw += d.t() @ x2[sl]
         if ctx.training:
@@ -98,7 +104,7 @@ class TiedLMHeadCE(NodeType):
         return [gx.reshape(x.shape).to(x.dtype), None]
 
 
-def _dlogits(logits: torch.Tensor, lse: torch.Tensor, ids: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+def _dlogits(logits: torch.Tensor, lse: torch.Tensor, ids: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """(softmax(logits) - onehot(ids)) · scale, computed in place in `logits` (C, V)."""
     p = logits.sub_(lse[:, None]).exp_()  # softmax (C, V)
     p[torch.arange(p.shape[0], device=p.device), ids] -= 1.0
