@@ -87,10 +87,10 @@ class TiedLMHeadCE(NodeType):
         x, ids, lse, gx, gw = ctx.saved
         (gy,) = gys
         assert gy is not None
-        if gx is not None:  # computed by forward, for a seed of 1
+        if gx is not None:  # computed by forward for a seed of 1, and used by nobody else: scaled in place
             scale = gy.float()
-            ctx.add_grad("weight", (gw * scale).to(ctx.params["weight"].dtype))
-            return [(gx * scale).reshape(x.shape).to(x.dtype), None]
+            ctx.add_grad("weight", gw.mul_(scale).to(ctx.params["weight"].dtype))
+            return [gx.mul_(scale).reshape(x.shape).to(x.dtype), None]
         w = self._weight(ctx)
         x2 = x.reshape(-1, x.shape[-1]).to(w.dtype)  # (N, D)
         gx = torch.empty_like(x2)
