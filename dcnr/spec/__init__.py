@@ -1,7 +1,8 @@
 """The network language: YAML text -> a validated, immutable `NetworkSpec`.
 
 Owns: parsing, the error type users see (`NetworkError`), graph checks (ids, edges,
-slots, cycles, ties) and shape inference. May import `dcnr.nodes` for each type's
+slots, cycles, ties), shape inference, and the SPEC §6 passes (`passes.plan`: the graph
+that is executed, derived from the written one). May import `dcnr.nodes` for each type's
 config model and shape rule. Must never touch tensors, files other than the one it
 is asked to read, or anything about execution or transport.
 """

@@ -129,6 +129,8 @@ class _Graph:
         if len(into_stack) != n or any(o[0].dst != stack.id for o in head_outs):
             return  # the stack also concatenates something else
         by_slot = {e.dst_slot: spec.nodes[e.src] for e in into_stack}
+        if sorted(by_slot) != list(range(n)):
+            return
         ordered = [by_slot[i] for i in range(n)]  # head order = stack slot order
         first = ordered[0]
         assert isinstance(first.impl, AttentionHead)
