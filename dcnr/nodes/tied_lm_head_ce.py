@@ -62,7 +62,7 @@ class TiedLMHeadCE(NodeType):
         n = x2.shape[0]
         eager = ctx.training and w.dtype == torch.float32
         gx = torch.empty_like(x2) if eager else None  # d(loss)/dx (N, D)
-        gw = torch.zeros_like(w) if eager else None  # d(loss)/dW (V, D)
+        gw: torch.Tensor | None = None  # d(loss)/dW (V, D), from the first chunk on
         lse = torch.empty(n, dtype=torch.float32, device=x.device)  # (N,)
         total = torch.zeros((), dtype=torch.float32, device=x.device)
         for sl in self._chunks(n):
@@ -73,14 +73,13 @@ class TiedLMHeadCE(NodeType):
             sums = e.sum(dim=-1, keepdim=True)  # (C, 1)
             lse[sl] = (top + sums.log()).squeeze(1)  # log-sum-exp (C,)
             total += (lse[sl] - picked).sum()
-            if gx is not None and gw is not None:
+            if gx is not None:
                 d = e.div_(sums)  # softmax (C, V)
                 d[torch.arange(d.shape[0], device=d.device), ids[sl]] -= 1.0
                 d.mul_(1.0 / n)  # d(loss)/d(logits)
-                gx[sl] = d @ w
-                gw += d.t() @ x2[sl]
+                gw = _add_chunk_grads(d, w, x2, sl, gx, gw)
         if ctx.training:
-            ctx.save(x, ids, lse, gx, gw)
+            ctx.save(x, ids, lse, gx, gw if gw is not None or gx is None else torch.zeros_like(w))  # no tokens: 0
         return [(total / n).to(x.dtype if self.cfg.cost_precision != "float32" else torch.float32)]
 
     def backward(self, ctx: Context, gys: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
@@ -94,12 +93,12 @@ class TiedLMHeadCE(NodeType):
         w = self._weight(ctx)
         x2 = x.reshape(-1, x.shape[-1]).to(w.dtype)  # (N, D)
         gx = torch.empty_like(x2)
-        gw = torch.zeros_like(w)
+        gw = None
         for sl in self._chunks(x2.shape[0]):
             logits = (x2[sl] @ w.t()).float()  # (C, V), recomputed
             d = _dlogits(logits, lse[sl], ids[sl], gy.float() / x2.shape[0]).to(w.dtype)
-            gx[sl] = d @ w
-            gw += d.t() @ x2[sl]
+            gw = _add_chunk_grads(d, w, x2, sl, gx, gw)
+        gw = gw if gw is not None else torch.zeros_like(w)  # no tokens
         ctx.add_grad("weight", gw.to(ctx.params["weight"].dtype))
         return [gx.reshape(x.shape).to(x.dtype), None]
 
@@ -109,3 +108,11 @@ def _dlogits(logits: torch.Tensor, lse: torch.Tensor, ids: torch.Tensor, scale: 
     p = logits.sub_(lse[:, None]).exp_()  # softmax (C, V)
     p[torch.arange(p.shape[0], device=p.device), ids] -= 1.0
     return p.mul_(scale)
+
+
+def _add_chunk_grads(d: torch.Tensor, w: torch.Tensor, x2: torch.Tensor, sl: slice, gx: torch.Tensor,
+                     gw: torch.Tensor | None) -> torch.Tensor:
+    """One chunk's share of the gradients, written in place (no [V, D] temporary): gx[sl] = d W
+    and gw += dᵀ x2[sl], the first chunk's product becoming gw. Returns gw."""
+    torch.mm(d, w, out=gx[sl])  # (C, D)
+    return d.t() @ x2[sl] if gw is None else gw.addmm_(d.t(), x2[sl])  # (V, D)

@@ -1,10 +1,11 @@
 """`LocalExecutor`: a whole network in one process, run by message passing.
 
-Each node of the executed graph (`dcnr.spec.passes.plan`: the written one after the SPEC §6
-fusions, unless the YAML says `fuse: false`) becomes a `VNode`; values travel along edges as messages keyed by request
-id, exactly as they will between PNodes. Micro-batches run one after another (so
-only one micro-batch's caches are alive at a time) and every gradient sum happens in
-a fixed order, so results do not depend on scheduling.
+Each node of the executed graph (`dcnr.spec.passes.plan`: the written one after the
+SPEC §6 fusions, unless the YAML says `fuse: false`) becomes a `VNode`; values travel
+along edges as messages keyed by request id, exactly as they will between PNodes.
+Micro-batches run one after another (so only one micro-batch's caches are alive at a
+time) and every gradient sum happens in a fixed order, so results do not depend on
+scheduling.
 """
 
 from __future__ import annotations
