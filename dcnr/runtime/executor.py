@@ -1,9 +1,11 @@
 """`LocalExecutor`: a whole network in one process, run by message passing.
 
-Each node becomes a `VNode`; values travel along edges as messages keyed by request
-id, exactly as they will between PNodes. Micro-batches run one after another (so
-only one micro-batch's caches are alive at a time) and every gradient sum happens in
-a fixed order, so results do not depend on scheduling.
+Each node of the executed graph (`dcnr.spec.passes.plan`: the written one after the
+SPEC §6 fusions, unless the YAML says `fuse: false`) becomes a `VNode`; values travel
+along edges as messages keyed by request id, exactly as they will between PNodes.
+Micro-batches run one after another (so only one micro-batch's caches are alive at a
+time) and every gradient sum happens in a fixed order, so results do not depend on
+scheduling.
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from dcnr.data.vocabularies import Vocabularies
 from dcnr.nodes.base import stable_seed
-from dcnr.runtime.artifact import artifact_metadata, read_artifact
+from dcnr.runtime.artifact import (
+    VNodeState,
+    artifact_metadata,
+    by_node,
+    executed_state,
+    read_artifact,
+    read_tensors,
+    write_artifact,
+    written_state,
+)
 from dcnr.runtime.graph import backward_set, check_inputs, select_outputs, split_batch
 from dcnr.runtime.precision import LossScaler
 from dcnr.runtime.router import Router
@@ -28,19 +37,31 @@ from dcnr.runtime.sampling import sample_tokens
 from dcnr.runtime.vnode import Parameter, StepClock, VNode
 from dcnr.spec.loader import parse_network
 from dcnr.spec.model import NetworkSpec
+from dcnr.spec.passes import ExecutionPlan, plan
+from dcnr.storage.files import write_atomic
 from dcnr.transport.messages import Hop, Run
 
-CHECKPOINT_FORMAT = "dcnr-checkpoint/1"  # `LocalExecutor.save`
+
+def initial_value(spec: NetworkSpec, seed: int, node_id: str, param: str) -> torch.Tensor:
+    """The initial fp32 value of a written node's parameter: a function of (seed, node, param)."""
+    impl = spec.nodes[node_id].impl
+    gen = torch.Generator().manual_seed(stable_seed(seed, node_id, param))
+    return impl.init_param(param, impl.param_shapes()[param], gen).float()
 
 
-def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device, only: Collection[str] | None = None,
-                 vocabularies: Vocabularies | None = None, clock: StepClock | None = None) -> dict[str, VNode]:
-    """Create the VNodes (all, or those in `only`) with initial parameters derived from
-    (seed, node, param): the same values wherever a VNode is built. Text nodes load their
-    vocabularies through `vocabularies` (default: files only, no stored vocabularies); every VNode
-    reads the network's step from `clock` (default: a new one at step 0)."""
+def build_vnodes(plan: ExecutionPlan | NetworkSpec, seed: int, device: torch.device,
+                 only: Collection[str] | None = None, vocabularies: Vocabularies | None = None,
+                 clock: StepClock | None = None) -> dict[str, VNode]:
+    """Create the VNodes of the executed graph (all, or those in `only`) with initial parameters
+    derived from (seed, written node, param): the same values wherever a VNode is built, fused or not.
+    Given a `NetworkSpec` instead of a plan, its graph is built exactly as written. Text nodes load
+    their vocabularies through `vocabularies` (default: files only, no stored vocabularies); every
+    VNode reads the network's step from `clock` (default: a new one at step 0)."""
     clock = clock or StepClock()
     vocabularies = vocabularies if vocabularies is not None else Vocabularies()
+    if isinstance(plan, NetworkSpec):
+        plan = ExecutionPlan(plan, plan, {}, {})
+    spec = plan.spec
     hosted = set(spec.nodes) if only is None else set(only)
     unknown = sorted(hosted - set(spec.nodes))
     if unknown:
@@ -66,8 +87,10 @@ def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device, only: Colle
         for pname, shape in node.impl.param_shapes().items():
             if pname in tied or nid not in hosted:
                 continue
-            gen = torch.Generator().manual_seed(stable_seed(seed, nid, pname))
-            value = node.impl.init_param(pname, shape, gen).float().to(device)
+            parts = plan.param_parts(nid, pname)
+            value = (initial_value(spec, seed, nid, pname) if parts is None else  # rows of a fused parameter
+                     torch.cat([initial_value(plan.written, seed, p.node, p.param) for p in parts])).to(device)
+            assert tuple(value.shape) == tuple(shape), f"{nid}.{pname}: initial value of the wrong shape"
             masters[(nid, pname)] = Parameter(value, contributors=max(1, len(contributors[(nid, pname)])))
     edges = list(spec.edges)
     vnodes = {}
@@ -88,14 +111,20 @@ def build_vnodes(spec: NetworkSpec, seed: int, device: torch.device, only: Colle
 
 
 class LocalExecutor:
-    """Runs a validated network in-process. See the README for the API contract."""
+    """Runs a validated network in-process. See the README for the API contract.
+
+    `written` is the network as given; `spec` the executed graph (`plan`), which `vnodes`
+    and routing follow. Parameters, gradients and saved files use the written graph's names.
+    """
 
     def __init__(self, spec: NetworkSpec, seed: int | None = None, device: str | torch.device = "cpu") -> None:
-        self.spec = spec
+        self.plan = plan(spec)
+        self.written = spec
+        spec = self.spec = self.plan.spec
         self.seed = spec.seed if seed is None else seed
         self.device = torch.device(device)
         self.clock = StepClock()  # the network's step: owned here, read by every VNode
-        self.vnodes = build_vnodes(spec, self.seed, self.device, clock=self.clock)
+        self.vnodes = build_vnodes(self.plan, self.seed, self.device, clock=self.clock)
         self._infer_counter = 0
         self._next_micro_batch = 0  # micro-batch index where the next train_step of this step starts
         fp16 = any("fp16" in (n.param_precision, n.activation_precision) for n in spec.nodes.values())
@@ -186,19 +215,20 @@ class LocalExecutor:
         return {m.name: self.vnodes[m.node_id].learning_rate() for m in self.spec.metrics}
 
     def parameters(self) -> dict[str, torch.Tensor]:
-        """Every parameter `<node_id>.<param>` (fp32 master copies; tied ones once)."""
-        return {f"{nid}.{p}": v.params[p].master.detach().clone()
-                for nid, v in self.vnodes.items() for p in v.owned}
+        """Every parameter `<node_id>.<param>` of the written graph (fp32 master copies; tied ones once)."""
+        return _flat(written_state(self.plan, {
+            nid: {f"param/{p}": v.params[p].master.detach().clone() for p in v.owned}
+            for nid, v in self.vnodes.items()}))
 
     def gradients(self) -> dict[str, torch.Tensor]:
-        """Accumulated gradients (unscaled fp32) of the current step, zeros where none."""
-        out = {}
+        """Accumulated gradients (unscaled fp32) of the current step, zeros where none, keyed like `parameters`."""
+        grads: dict[str, VNodeState] = {}
         for nid, v in self.vnodes.items():
             for p in v.owned:
                 param = v.params[p]
                 g = param.grad if param.grad is not None else torch.zeros_like(param.master)
-                out[f"{nid}.{p}"] = g / self.scaler.scale
-        return out
+                grads.setdefault(nid, {})[f"param/{p}"] = g / self.scaler.scale
+        return _flat(written_state(self.plan, grads))
 
     def zero_grad(self) -> None:
         """Discard the current step's gradients and unfinished work; the step can be redone."""
@@ -208,56 +238,58 @@ class LocalExecutor:
             v.abandon_step()
         self._next_micro_batch = 0
 
-    def load_parameters(self, params: Mapping[str, torch.Tensor]) -> None:
-        """Replace parameters; keys and shapes must match `parameters()` exactly."""
-        current = {f"{nid}.{p}": v.params[p] for nid, v in self.vnodes.items() for p in v.owned}
-        unknown = sorted(set(params) - set(current))
-        missing = sorted(set(current) - set(params))
+    def _check_parameters(self, params: Mapping[str, torch.Tensor]) -> None:
+        """Keys and shapes must be exactly those of `parameters()`."""
+        shapes = self.written.parameter_shapes()
+        unknown = sorted(set(params) - set(shapes))
+        missing = sorted(set(shapes) - set(params))
         if unknown or missing:
             raise ValueError(f"parameters do not match network {self.spec.name!r}: "
                              f"missing {missing[:5]}, unknown {unknown[:5]}")
         for key, value in params.items():
-            target = current[key].master
-            if tuple(value.shape) != tuple(target.shape):
-                raise ValueError(f"parameter {key}: expected shape {list(target.shape)}, got {list(value.shape)}")
-        for key, value in params.items():
-            current[key].master.copy_(value.to(current[key].master))
-            current[key].version += 1
+            if tuple(value.shape) != tuple(shapes[key]):
+                raise ValueError(f"parameter {key}: expected shape {list(shapes[key])}, got {list(value.shape)}")
+
+    def load_parameters(self, params: Mapping[str, torch.Tensor]) -> None:
+        """Replace parameters; keys and shapes must match `parameters()` exactly."""
+        self._check_parameters(params)
+        state = executed_state(self.plan, by_node(params, self.written))
+        for nid, v in self.vnodes.items():
+            for name in v.owned:
+                target = v.params[name]
+                target.master.copy_(state[nid][f"param/{name}"].to(target.master))
+                target.version += 1
 
     def save(self, path: str | Path) -> None:
-        """Write parameters, optimizer state and step to one safetensors file."""
-        tensors: dict[str, torch.Tensor] = {}
-        for key, value in self.parameters().items():
-            tensors[f"param/{key}"] = value.cpu().contiguous()
-        for nid, v in self.vnodes.items():
-            for key, value in v.optimizer_state().items():
-                tensors[f"optim/{nid}.{key}"] = value.detach().cpu().contiguous()
+        """Write parameters, optimizer state and step as a network artifact (`dcnr.runtime.artifact`)."""
+        state = written_state(self.plan, {nid: v.state() for nid, v in self.vnodes.items()})
         meta = {
-            "format": CHECKPOINT_FORMAT,
             "network": self.spec.name,
             "step": str(self.step),
             "seed": str(self.seed),
             "scaler": json.dumps({"scale": self.scaler.scale, "good_steps": self.scaler.good_steps}),
+            "yaml": self.written.source,
         }
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+        write_atomic(Path(path), write_artifact({k: {n: t.cpu() for n, t in v.items()} for k, v in state.items()},
+                                                meta))
 
     def load(self, path: str | Path) -> None:
-        """Restore what `save` wrote; the network must be the same."""
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{path}: not a DCNR checkpoint (format {meta.get('format')!r})")
-            keys = list(f.keys())
-            params = {k[len("param/"):]: f.get_tensor(k) for k in keys if k.startswith("param/")}
-            optim = {k[len("optim/"):]: f.get_tensor(k) for k in keys if k.startswith("optim/")}
-        self.load_parameters(params)
-        for nid, v in self.vnodes.items():
-            prefix = nid + "."
-            v.load_optimizer_state({k[len(prefix):]: t for k, t in optim.items() if k.startswith(prefix)})
-        self.step = int(meta["step"])
+        """Restore what `save` (or `dcnr network export`) wrote; the network must be the same."""
+        blob = Path(path).read_bytes()
+        try:
+            meta = artifact_metadata(blob)
+            flat = read_tensors(blob)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        self._check_parameters({k: t for k, t in flat.items() if not k.startswith("optim/")})
+        self._restore(by_node(flat, self.written), meta)
+
+    def _restore(self, state: Mapping[str, VNodeState], meta: Mapping[str, str]) -> None:
+        """Load per-node state of the written graph, and the step, seed and loss scale of `meta`."""
+        step = int(meta.get("step", "0"))
+        for nid, s in executed_state(self.plan, state).items():
+            self.vnodes[nid].load_state(s, step)
+        self.step = step
         self.seed = int(meta.get("seed", self.seed))  # dropout/mask streams continue as they were
         for v in self.vnodes.values():
             v.seed = self.seed
@@ -275,11 +307,8 @@ class LocalExecutor:
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
         spec = parse_network(meta["yaml"], source=f"{path} (network)")
-        state = read_artifact(blob, spec)
         ex = cls(spec, seed=int(meta.get("seed", spec.seed)), device=device)
-        ex.step = int(meta.get("step", "0"))
-        for nid, v in ex.vnodes.items():
-            v.load_state(state.get(nid, {}), ex.step)
+        ex._restore(read_artifact(blob, spec), meta)
         return ex
 
     @torch.no_grad()
@@ -296,3 +325,8 @@ class LocalExecutor:
         new = list(sample_tokens(lambda x, outs: self.forward(x, outputs=outs), self.spec, prompt, max_new_tokens,
                                  temperature, top_k, self.seed if seed is None else seed, output))
         return torch.cat([prompt, torch.tensor(new, dtype=torch.long)])
+
+
+def _flat(state: Mapping[str, VNodeState]) -> dict[str, torch.Tensor]:
+    """Per-node parameters (`param/<name>`) as `<node>.<name>`."""
+    return {f"{nid}.{key[len('param/'):]}": t for nid, s in state.items() for key, t in s.items()}

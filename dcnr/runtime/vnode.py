@@ -273,6 +273,13 @@ class VNode:
         self.end_step()
 
     # -- state -----------------------------------------------------------------------
+    def state(self) -> dict[str, torch.Tensor]:
+        """A copy of what this VNode holds: its own parameters (`param/<name>`, fp32 masters)
+        and optimizer state (`optim/<name>/<key>`); `load_state(state(), step)` restores it exactly."""
+        out = {f"param/{name}": self.params[name].master.detach().clone() for name in self.owned}
+        out.update({f"optim/{key}": t.detach().clone() for key, t in self.optimizer_state().items()})
+        return out
+
     def optimizer_state(self) -> dict[str, torch.Tensor]:
         """Optimizer state as flat tensors: `<param>/<key>`."""
         if self.optimizer is None:
@@ -309,7 +316,8 @@ class VNode:
             for key, value in flat.items():
                 pname, _, skey = key.rpartition("/")
                 if pname == name:
-                    entry[skey] = value.to(master.device) if skey != "step" else value.cpu()
+                    # copies: the optimizer updates its state in place, never the caller's tensors
+                    entry[skey] = value.to(master.device, copy=True) if skey != "step" else value.to("cpu", copy=True)
             if entry:
                 self.optimizer.state[master] = entry
             else:

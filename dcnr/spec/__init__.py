@@ -2,7 +2,8 @@
 
 Owns: parsing, the error type users see (`NetworkError`), graph checks (ids, edges,
 slots, cycles, ties), shape inference over the graph (symbolic where the configs fix no
-size) and warnings for keys set to no effect. May import `dcnr.nodes` for each type's
+size), warnings for keys set to no effect, and the SPEC §6 passes (`passes.plan`: the graph
+that is executed, derived from the written one). May import `dcnr.nodes` for each type's
 config model and shape rule. Must never touch tensors, files other than the one it
 is asked to read, or anything about execution or transport.
 """

@@ -27,7 +27,7 @@ from dcnr.spec.model import Binding, Edge, NetworkSpec, NodeSpec
 from dcnr.spec.warnings import ignored_keys
 
 TOP_KEYS = {
-    "name", "seed", "description", "precision", "param_precision", "activation_precision",
+    "name", "seed", "description", "precision", "param_precision", "activation_precision", "fuse",
     "nodes", "edges", "inputs", "outputs", "costs", "metrics",
 }
 NODE_KEYS = {"id", "type", "config", "input_shapes", "output_shapes"}
@@ -151,6 +151,10 @@ class _Builder:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             p.add("seed", f"expected a non-negative integer, got {short_repr(seed)}")
             seed = 0
+        fuse = doc.get("fuse", True)  # SPEC §6 passes (dcnr.spec.passes) on unless `fuse: false`
+        if not isinstance(fuse, bool):
+            p.add("fuse", f"expected true or false, got {short_repr(fuse)}")
+            fuse = True
         net_prec = {}
         for key in ("precision", "param_precision", "activation_precision"):
             value = doc.get(key)
@@ -197,7 +201,7 @@ class _Builder:
         return NetworkSpec(
             name=name.strip(), seed=seed, nodes=nodes, edges=tuple(edges), inputs=tuple(inputs),
             outputs=tuple(outputs), costs=tuple(costs), metrics=tuple(metrics),
-            source=self.text, path=self.source, topo_order=tuple(order), warnings=tuple(warnings),
+            source=self.text, path=self.source, topo_order=tuple(order), warnings=tuple(warnings), fuse=fuse,
         )
 
     # -- nodes -------------------------------------------------------------------

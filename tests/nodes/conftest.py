@@ -52,8 +52,10 @@ def bind(name: str, node_id: str, slot: int = 0) -> dict[str, Any]:
 def network(nodes: Iterable[dict[str, Any]], edges: Iterable[dict[str, Any]], inputs: Iterable[dict[str, Any]],
             outputs: Iterable[dict[str, Any]] = (), costs: Iterable[dict[str, Any]] = (),
             **top: Any) -> NetworkSpec:
-    """Validate a network written as YAML text (the way users submit it)."""
-    doc = {"name": "parity", "seed": 0, **top, "nodes": list(nodes), "edges": list(edges),
+    """Validate a network written as YAML text (the way users submit it). The SPEC §6 passes are
+    off (`fuse: false`): these tests check each node type as written (tests/runtime/test_fusion.py
+    and tests/spec/test_passes.py check the fused graph)."""
+    doc = {"name": "parity", "seed": 0, "fuse": False, **top, "nodes": list(nodes), "edges": list(edges),
            "inputs": list(inputs), "outputs": list(outputs), "costs": list(costs)}
     return dcnr.parse_network(yaml.safe_dump(doc, sort_keys=False))
 

@@ -3,7 +3,8 @@
 The reference below is written the way a PyTorch user would write the same model
 (fused q/k/v projection, explicit masked softmax attention, its own RoPE, tied LM
 head) and shares no code with `dcnr.nodes`. Parameters are copied in by their
-checkpoint names; loss, logits, every gradient and Adam trajectories must agree.
+checkpoint names; loss, logits, every gradient and Adam trajectories must agree, with the
+SPEC §6 fusions (the default) and without them (`fuse: false`).
 """
 
 from __future__ import annotations
@@ -115,11 +116,12 @@ def checkpoint_views(model: ReferenceLM, c: Dims) -> dict[str, tuple[torch.Tenso
     return out
 
 
-def make_executor(seed: int = 0) -> dcnr.LocalExecutor:
+def make_executor(seed: int = 0, fuse: bool = True) -> dcnr.LocalExecutor:
     c = DIMS
     doc = transformer_lm("parity", blocks=c.blocks, heads=c.heads, head_dim=c.head_dim, dim=c.dim,
                          seq_len=c.seq_len, vocab_size=c.vocab, ffn_dim=c.ffn, head_hidden=c.hidden,
                          dropout=0.0, precision="float32", lr=LR, seed=seed)
+    doc["fuse"] = fuse
     return dcnr.LocalExecutor(dcnr.parse_network(yaml.safe_dump(doc)))
 
 
@@ -148,9 +150,17 @@ def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got.double() - want.double()).norm() / want.double().norm().clamp_min(1e-30))
 
 
-@pytest.fixture(scope="module")
-def executor() -> dcnr.LocalExecutor:
-    return make_executor()
+@pytest.fixture(scope="module", params=[True, False], ids=["fused", "unfused"])
+def executor(request: pytest.FixtureRequest) -> dcnr.LocalExecutor:
+    return make_executor(fuse=request.param)
+
+
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+def test_fusion_setting_decides_the_executed_graph(fuse: bool) -> None:
+    """The comparisons below cover both graphs: 2 blocks' heads and the LM head fused, or none."""
+    types = [n.type for n in make_executor(fuse=fuse).spec.nodes.values()]
+    assert (types.count("attention"), types.count("attention_head")) == ((2, 0) if fuse else (0, 4))
+    assert ("tied_lm_head_ce" in types) == fuse
 
 
 def test_forward_logits_match_reference(executor: dcnr.LocalExecutor) -> None:
@@ -165,10 +175,11 @@ def test_forward_logits_match_reference(executor: dcnr.LocalExecutor) -> None:
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("micro_batches", [1, 2, 4])
-def test_loss_and_every_gradient_match_autograd(micro_batches: int) -> None:
+def test_loss_and_every_gradient_match_autograd(micro_batches: int, fuse: bool) -> None:
     """Loss and the gradient of every parameter (tied embedding included) match autograd."""
-    ex = make_executor()
+    ex = make_executor(fuse=fuse)
     model, views = mirror(ex)
     data = batch()
     loss = ex.train_step(data, micro_batches=micro_batches, update=False)["ce_loss"]
@@ -193,9 +204,10 @@ def test_parameters_untouched_without_update() -> None:
         assert torch.equal(value, before[key]), key
 
 
-def test_adam_trajectory_matches_torch_adam() -> None:
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+def test_adam_trajectory_matches_torch_adam(fuse: bool) -> None:
     """Several Adam steps (per-VNode optimizers) follow torch.optim.Adam on the whole model."""
-    ex = make_executor(seed=3)
+    ex = make_executor(seed=3, fuse=fuse)
     model, views = mirror(ex)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     for step in range(4):
@@ -206,7 +218,7 @@ def test_adam_trajectory_matches_torch_adam() -> None:
         want.backward()
         opt.step()
         assert loss == pytest.approx(want.item(), rel=1e-5), f"step {step}"
-    start = make_executor(seed=3).parameters()
+    start = make_executor(seed=3, fuse=fuse).parameters()
     for key, got in ex.parameters().items():
         tensor, rows = views[key]
         want = tensor.detach()[rows]
