@@ -12,7 +12,9 @@ import tokenize
 from pathlib import Path
 
 CORE = [Path(__file__).resolve().parents[1] / "dcnr" / d for d in ("nodes", "runtime")]
-BUDGET = 1800
+# 1800 until the router (the message routing the PNode used to do on its own) moved into the core,
+# shared with the LocalExecutor, and the passes' written/executed parameter names reached the executor
+BUDGET = 1875
 
 
 def code_lines(path: Path) -> int:

@@ -7,7 +7,7 @@ between PNodes and storage (`gather`, `restore`, `save_to_storage`,
 `restore_manifest`). A network's first checkpoint before any training names no blobs:
 its parameters are a pure function of the seed, so restoring it builds them again. It
 must not decide when to checkpoint: sessions do. The
-one-file artifact users export is `dcnr.runtime.artifact`.
+one-file artifact users export is `dcnr.artifact`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load as load_safetensors
 
+from dcnr.artifact import VNodeState, written_state
 from dcnr.errors import DcnrError, InvalidArgument
 from dcnr.orchestrator.fleet import Deployment
-from dcnr.runtime.artifact import VNodeState
 from dcnr.runtime.executor import build_vnodes
 from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.model import NetworkSpec
+from dcnr.spec.passes import plan
 from dcnr.storage import BlobStore
 
 if TYPE_CHECKING:
@@ -143,10 +144,13 @@ class Checkpoints:
         return found[-1] if found else None
 
     def read(self, manifest: dict[str, Any]) -> dict[str, VNodeState]:
-        """Every VNode's state named by a manifest (a blob that fails its hash check is refused), or built
-        from the seed for a manifest of initial parameters."""
+        """The state a manifest names, per node of the written graph (as artifacts hold it): from its
+        blobs (one that fails its hash check is refused), or built from the seed for initial parameters."""
+        executed = plan(parse_stored_network(manifest["yaml"], manifest["network"]))
         if manifest.get("origin") == SEED_ORIGIN:
-            spec = parse_stored_network(manifest["yaml"], manifest["network"])
-            vnodes = build_vnodes(spec, int(manifest["network_seed"]), torch.device("cpu"))
-            return {nid: {f"param/{p}": v.params[p].master for p in v.owned} for nid, v in vnodes.items()}
-        return {vnode: load_safetensors(self.blobs.get_blob(digest)) for vnode, digest in manifest["vnodes"].items()}
+            vnodes = build_vnodes(executed, int(manifest["network_seed"]), torch.device("cpu"))
+            state = {nid: {f"param/{p}": v.params[p].master for p in v.owned} for nid, v in vnodes.items()}
+        else:
+            state = {vnode: load_safetensors(self.blobs.get_blob(digest))
+                     for vnode, digest in manifest["vnodes"].items()}
+        return written_state(executed, state)

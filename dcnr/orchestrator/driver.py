@@ -30,6 +30,7 @@ from dcnr.runtime.router import Router
 from dcnr.runtime.sampling import sample_tokens
 from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.model import NetworkSpec
+from dcnr.spec.passes import ExecutionPlan, plan
 from dcnr.transport.messages import Membership, Report, Run
 
 T = TypeVar("T")
@@ -104,6 +105,10 @@ class Members:
 
 @dataclass
 class NetworkState:
+    """A network as the driver runs it: `spec` is the executed graph of `plan` (SPEC §6 passes applied),
+    which placement and routing follow; `plan.written` is the graph as submitted."""
+
+    plan: ExecutionPlan
     spec: NetworkSpec
     yaml: str
     router: Router
@@ -129,9 +134,10 @@ class Driver:
             found = self._networks.get(name)
             if found is None:
                 rec = self.store.get_network(name)
-                spec = parse_stored_network(rec.yaml, name)
+                executed = plan(parse_stored_network(rec.yaml, name))
+                spec = executed.spec
                 fp16 = any("fp16" in (n.param_precision, n.activation_precision) for n in spec.nodes.values())
-                found = NetworkState(spec, rec.yaml, Router(spec), rec.step, LossScaler(enabled=fp16))
+                found = NetworkState(executed, spec, rec.yaml, Router(spec), rec.step, LossScaler(enabled=fp16))
                 self._networks[name] = found
             return found
 

@@ -4,7 +4,7 @@ Owns the rules around a network's life on the orchestrator: a definition is vali
 (including the vocabularies its tokenizers name) before it is stored; a network being
 trained by a session cannot be redefined or deleted; an import or a clone either
 creates the network with all of its state or leaves nothing behind. Exports and session
-checkpoints leave as `dcnr.runtime.artifact` files. Knows nothing of gRPC.
+checkpoints leave as `dcnr.artifact` files. Knows nothing of gRPC.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from dcnr.artifact import artifact_metadata, executed_state, read_artifact, write_artifact, written_state
 from dcnr.errors import Conflict, InvalidArgument, NetworkError, NotFound
 from dcnr.orchestrator import checkpoints
 from dcnr.orchestrator.checkpoints import Checkpoints
@@ -21,9 +22,9 @@ from dcnr.orchestrator.datastore import DataStore, check_name
 from dcnr.orchestrator.driver import Driver
 from dcnr.orchestrator.fleet import Fleet
 from dcnr.orchestrator.store import NetworkRecord, StateStore
-from dcnr.runtime.artifact import artifact_metadata, read_artifact, write_artifact
 from dcnr.spec.loader import parse_network, parse_stored_network
 from dcnr.spec.model import NetworkSpec
+from dcnr.spec.passes import plan
 
 log = logging.getLogger("dcnr.orchestrator")
 
@@ -125,7 +126,7 @@ class Networks:
         rec = self.store.get_network(name)
         net = self.driver.network(name)
         with net.lock:  # between steps
-            state = checkpoints.gather(self.driver, net)
+            state = written_state(net.plan, checkpoints.gather(self.driver, net))  # written-graph names
             step = self.driver.step_of(name)
         return write_artifact(state, {"network": name, "step": str(step), "seed": str(net.spec.seed),
                                       "yaml": rec.yaml})
@@ -135,7 +136,7 @@ class Networks:
         the VNodes, wherever they are placed."""
         meta = artifact_metadata(blob)
         spec = parse_stored_network(meta["yaml"], check_name("network", name or meta.get("network", "")))
-        state = read_artifact(blob, spec)
+        state = executed_state(plan(spec), read_artifact(blob, spec))  # to the VNodes that run it
         step = int(meta.get("step", "0"))
         self.store.create_network(NetworkRecord(spec.name, meta["yaml"], step=step))
         self.checkpoints.mark_loaded(spec.name)  # its parameters are not its seed's, even at step 0

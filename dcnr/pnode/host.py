@@ -12,6 +12,7 @@ from dcnr.runtime.executor import build_vnodes
 from dcnr.runtime.memory import estimate_vnode_memory
 from dcnr.runtime.vnode import RequestId, StepClock, VNode
 from dcnr.spec.model import NetworkSpec
+from dcnr.spec.passes import ExecutionPlan
 
 
 class UnknownTarget(NotFound):
@@ -33,16 +34,20 @@ class VNodeHost:
         self.device = torch.device(device)
         self.memory_budget = memory_budget
         self.memory_used = 0  # estimated bytes of hosted VNodes
-        self._networks: dict[str, tuple[NetworkSpec, int, Vocabularies | None]] = {}
+        self._networks: dict[str, tuple[ExecutionPlan, int, Vocabularies | None]] = {}
         self._clocks: dict[str, StepClock] = {}  # each network's current training step
         self._vnodes: dict[tuple[str, str], VNode] = {}
         self._memory: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
-    def add_network(self, spec: NetworkSpec, seed: int | None = None, vocabularies: Vocabularies | None = None) -> None:
-        """Serve `spec`; its text nodes load stored vocabularies through `vocabularies`."""
+    def add_network(self, network: ExecutionPlan | NetworkSpec, seed: int | None = None,
+                    vocabularies: Vocabularies | None = None) -> None:
+        """Serve a network: the executed graph of its plan (a bare spec runs as written); its text nodes
+        load stored vocabularies through `vocabularies`."""
+        executed = network if isinstance(network, ExecutionPlan) else ExecutionPlan(network, network, {}, {})
         with self._lock:
-            self._networks[spec.name] = (spec, spec.seed if seed is None else seed, vocabularies)
+            self._networks[executed.spec.name] = (executed, executed.spec.seed if seed is None else seed,
+                                                  vocabularies)
 
     def remove_network(self, network: str) -> int:
         """Forget a network and drop its VNodes; returns how many were dropped."""
@@ -81,7 +86,8 @@ class VNodeHost:
                 return found
             if network not in self._networks:
                 raise UnknownTarget(f"unknown network {network!r}")
-            spec, seed, vocabularies = self._networks[network]
+            executed, seed, vocabularies = self._networks[network]
+            spec = executed.spec
             if vnode_id not in spec.nodes:
                 raise UnknownTarget(f"network {network!r} has no VNode {vnode_id!r}")
             unit = spec.tie_group(vnode_id)
@@ -93,7 +99,7 @@ class VNodeHost:
                     f" MiB of {self.memory_budget / 2**20:.1f} MiB left")
             self.memory_used += sum(need.values())  # reserved while building
         try:
-            built = build_vnodes(spec, seed, self.device, only=unit, vocabularies=vocabularies,
+            built = build_vnodes(executed, seed, self.device, only=unit, vocabularies=vocabularies,
                                  clock=self.clock(network))
         finally:
             with self._lock:

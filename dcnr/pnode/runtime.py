@@ -35,6 +35,7 @@ from dcnr.runtime.router import Router
 from dcnr.runtime.vnode import RequestId
 from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.model import NetworkSpec
+from dcnr.spec.passes import plan
 from dcnr.transport.interfaces import HopTransport, OrchestratorLink
 from dcnr.transport.messages import RUN_KINDS, Hop, LocalVNode, Placement, Report, Run, network_digest
 
@@ -138,11 +139,12 @@ class PNodeRuntime:
             else:
                 if old is not None:
                     self.host.remove_network(placement.network)
-                spec = parse_stored_network(placement.yaml, placement.network)
+                executed = plan(parse_stored_network(placement.yaml, placement.network))  # SPEC §6 passes
+                spec = executed.spec
                 router = Router(spec)
                 # stored vocabularies of tokenizer nodes came with the placement
                 stored = Vocabularies(_vocabulary_lookup(dict(placement.vocabularies)))
-                self.host.add_network(spec, placement.seed, stored)
+                self.host.add_network(executed, placement.seed, stored)
                 self.host.set_step(placement.network, placement.step)
             missing = sorted(set(spec.nodes) - set(placement.assignments))
             if missing:

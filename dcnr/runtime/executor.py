@@ -18,9 +18,7 @@ from typing import Any
 
 import torch
 
-from dcnr.data.vocabularies import Vocabularies
-from dcnr.nodes.base import stable_seed
-from dcnr.runtime.artifact import (
+from dcnr.artifact import (
     VNodeState,
     artifact_metadata,
     by_node,
@@ -30,6 +28,8 @@ from dcnr.runtime.artifact import (
     write_artifact,
     written_state,
 )
+from dcnr.data.vocabularies import Vocabularies
+from dcnr.nodes.base import stable_seed
 from dcnr.runtime.graph import backward_set, check_inputs, select_outputs, split_batch
 from dcnr.runtime.precision import LossScaler
 from dcnr.runtime.router import Router
@@ -261,7 +261,7 @@ class LocalExecutor:
                 target.version += 1
 
     def save(self, path: str | Path) -> None:
-        """Write parameters, optimizer state and step as a network artifact (`dcnr.runtime.artifact`)."""
+        """Write parameters, optimizer state and step as a network artifact (`dcnr.artifact`)."""
         state = written_state(self.plan, {nid: v.state() for nid, v in self.vnodes.items()})
         meta = {
             "network": self.spec.name,

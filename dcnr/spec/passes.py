@@ -161,6 +161,7 @@ class _Graph:
             id=stack.id, type="attention", impl=Attention(stack.id, cfg),
             input_shapes=bcast.input_shapes, output_shapes=stack.output_shapes,
             param_precision=first.param_precision, activation_precision=first.activation_precision,
+            symbolic_inputs=bcast.symbolic_inputs, symbolic_outputs=stack.symbolic_outputs,
         )
         hd = hc.head_dim
         self.parts[stack.id] = {
@@ -205,6 +206,9 @@ class _Graph:
             id=cost.id, type="tied_lm_head_ce", impl=TiedLMHeadCE(cost.id, cfg),
             input_shapes=(lin.input_shapes[0], cost.input_shapes[1]), output_shapes=cost.output_shapes,
             param_precision=lin.param_precision, activation_precision=lin.activation_precision,
+            symbolic_inputs=(lin.symbolic_inputs[:1] + cost.symbolic_inputs[1:2]
+                             if lin.symbolic_inputs and cost.symbolic_inputs else ()),
+            symbolic_outputs=cost.symbolic_outputs,
         )
         self.fused[cost.id] = (lin.id, cost.id)
         (feed,) = spec.in_edges(lin.id)

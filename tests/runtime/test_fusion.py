@@ -12,7 +12,7 @@ import torch
 import yaml
 
 import dcnr
-from dcnr.runtime.artifact import ARTIFACT_FORMAT, artifact_metadata, executed_state, read_tensors, written_state
+from dcnr.artifact import ARTIFACT_FORMAT, artifact_metadata, executed_state, read_tensors, written_state
 from dcnr.spec.transformer import transformer_lm
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -65,7 +65,9 @@ def test_heads_become_one_attention_node_in_stack_slot_order() -> None:
     assert types(p) == {"cat": "attention", "loss": "cost"}
     cfg = p.spec.nodes["cat"].impl.cfg
     assert (cfg.num_heads, cfg.head_dim, cfg.dim, cfg.output_projection, cfg.lr) == (HEADS, HEAD_DIM, DIM, False, 0.01)
-    assert p.spec.nodes["cat"].output_shapes == ((SEQ, HEADS * HEAD_DIM),)
+    fused, stack = p.spec.nodes["cat"], p.written.nodes["cat"]
+    assert fused.output_shapes == stack.output_shapes  # as inferred for the stack (no shapes declared)
+    assert [s.dims for s in fused.symbolic_outputs if s is not None] == [("S", HEADS * HEAD_DIM)]
     assert [b.node_id for b in p.spec.inputs] == ["cat", "loss"]  # the network input moved to the fused node
     parts = p.param_parts("cat", "k.weight")
     assert parts is not None

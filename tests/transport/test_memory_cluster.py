@@ -11,6 +11,7 @@ import torch
 import yaml
 
 import dcnr
+from dcnr.artifact import written_state
 from dcnr.orchestrator.driver import Driver, Inbox, Members
 from dcnr.orchestrator.fleet import Fleet
 from dcnr.orchestrator.store import NetworkRecord, SQLiteStore
@@ -98,14 +99,18 @@ def test_training_through_the_protocol_is_bit_identical_to_the_local_executor(ma
     assert len(hosts) == pnodes
     assert cluster.members.done == dict.fromkeys(hosts, 4 * 2)  # per PNode per micro-batch, nothing more
     net = cluster.driver.network("mem")
+    states = {}
     for nid, pid in placement.items():
         tensors, step = cluster.fleet.client(pid).save("mem", nid)
         assert step == 4
-        for name, value in tensors.items():
-            if name.startswith("param/"):
-                assert torch.equal(value, local.parameters()[f"{nid}.{name[len('param/'):]}"]), (nid, name)
-    crossing = sum(1 for e in SPEC.edges if placement[e.src] != placement[e.dst])
-    inputs = sum(1 for b in SPEC.inputs if b.node_id in net.router.needed(Run("mem", "probe", 0, "train")))
+        states[nid] = tensors
+    got = {f"{nid}.{k[len('param/'):]}": t for nid, state in written_state(net.plan, states).items()
+           for k, t in state.items() if k.startswith("param/")}
+    want_params = local.parameters()
+    assert set(got) == set(want_params) and all(torch.equal(got[k], v) for k, v in want_params.items())
+    assert len(net.spec.nodes) < len(SPEC.nodes)  # the attention heads ran fused
+    crossing = sum(1 for e in net.spec.edges if placement[e.src] != placement[e.dst])
+    inputs = sum(1 for b in net.spec.inputs if b.node_id in net.router.needed(Run("mem", "probe", 0, "train")))
     if pnodes == 1:
         assert crossing == 0 and cluster.fabric.hops_sent == inputs * 2 * 4  # only the orchestrator's inputs
         assert all(r.stats["hops_sent"] == 0 for r in cluster.runtimes)
