@@ -161,14 +161,18 @@ def value_bytes(node: Any) -> int:
 
 
 def crossing_traffic(spec: Any, placement: dict[str, str], batch: int) -> list[dict[str, Any]]:
-    """Per edge between two PNodes: raw activation bytes forward, gradient bytes backward, per step.
-    `output_shapes` are per sample (no batch axis), hence the factor `batch`."""
-    from dcnr.runtime.graph import backward_set
+    """Per edge of a training step between two PNodes: raw activation bytes forward, gradient bytes
+    backward, per step. Edges a training step never uses (to a node kept for inference only, like an
+    LM head whose training runs fused) carry nothing. `output_shapes` are per sample (no batch axis),
+    hence the factor `batch`."""
+    from dcnr.runtime.router import Router
+    from dcnr.transport.messages import Run
 
-    live = backward_set(spec)
+    router = Router(spec)
+    live, needed = router.live, router.needed(Run(spec.name, "", 0, "train"))
     rows = []
     for e in spec.edges:
-        if placement[e.src] == placement[e.dst]:
+        if placement[e.src] == placement[e.dst] or e.dst not in needed:
             continue
         src = spec.nodes[e.src]
         shape = src.output_shapes[e.src_slot]
