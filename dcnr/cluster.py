@@ -1,8 +1,9 @@
 """A whole cluster on this machine: an orchestrator and N `dcnr pnode` processes on loopback.
 
-`LocalCluster` is what `dcnr demo`, the end-to-end and fault tests and the benchmarks
-start: the orchestrator as a `dcnr orchestrator` process (or, `embedded=True`, inside
-this process, for callers that drive it directly), PNodes as child processes in a
+`LocalCluster` is what `dcnr demo`, the end-to-end, cluster and fault tests and the
+benchmarks start: the orchestrator as a `dcnr orchestrator` process (or, `embedded=True`,
+inside this process, for callers that drive it directly; `in_process=True` runs the PNodes
+here too, for tests that look inside them), PNodes as child processes in a
 session of their own (a Ctrl-C reaches only the caller, which stops them in order),
 every process logging to `STATE_DIR/<name>.log`. Start-up waits a bounded time for
 every PNode to join; `close` stops everything, also after a Ctrl-C, and leaves no
@@ -54,12 +55,17 @@ class LocalCluster:
                  threads: int = 1, step_timeout: float = 600.0, embedded: bool = False,
                  orchestrator_args: Sequence[str] = (), pnode_args: Sequence[str] = (),
                  pnode_command: Callable[[str, str], list[str]] | None = None,
-                 env: Mapping[str, str] | None = None, start_timeout: float = 90.0) -> None:
+                 env: Mapping[str, str] | None = None, start_timeout: float = 90.0, in_process: bool = False,
+                 memory_budget: int | None = None, orchestrator_options: Mapping[str, Any] | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.pnode_names = [f"p{i}" for i in range(pnodes)] if isinstance(pnodes, int) else list(pnodes)
         self.heartbeat_interval, self.threads, self.step_timeout = heartbeat_interval, threads, step_timeout
-        self.embedded = embedded
+        self.in_process = in_process  # PNodes as `PNode` objects in this process (`self.pnodes`)
+        self.embedded = embedded or in_process
+        self.memory_budget = memory_budget  # in-process PNodes' budget (default: half the machine's memory)
+        self.orchestrator_options = dict(orchestrator_options or {})  # more `Orchestrator` arguments (embedded)
+        self.pnodes: list[Any] = []  # the in-process `PNode`s
         self.orchestrator_args, self.pnode_args = list(orchestrator_args), list(pnode_args)
         self.pnode_command, self.env, self.start_timeout = pnode_command, env, start_timeout
         self.port = 0
@@ -108,7 +114,8 @@ class LocalCluster:
         if self.embedded:
             from dcnr.orchestrator.app import Orchestrator
 
-            self.orch = Orchestrator(state, heartbeat_interval=self.heartbeat_interval, step_timeout=self.step_timeout)
+            self.orch = Orchestrator(state, heartbeat_interval=self.heartbeat_interval, step_timeout=self.step_timeout,
+                                     **self.orchestrator_options)
             self.port = self.orch.start(f"127.0.0.1:{self.port}")
             return
         log = self.log_path(ORCHESTRATOR)
@@ -131,12 +138,22 @@ class LocalCluster:
                                   f"(log: {log})")
             time.sleep(0.1)
 
-    def start_pnode(self, name: str, *args: str) -> None:
-        """Start (or restart) the PNode `name`, with extra `dcnr pnode` arguments."""
+    def start_pnode(self, name: str, *args: str) -> Any:
+        """Start (or restart) the PNode `name`, with extra `dcnr pnode` arguments; in-process, returns the
+        started `PNode` (also appended to `pnodes`)."""
+        if self.in_process:
+            from dcnr.pnode.agent import PNode
+
+            pnode = PNode(self.address, pnode_id=name, memory_budget=self.memory_budget, set_torch_threads=False,
+                          heartbeat_interval=self.heartbeat_interval)
+            pnode.start()
+            self.pnodes.append(pnode)
+            return pnode
         argv = (self.pnode_command(self.address, name) if self.pnode_command is not None else [
             sys.executable, "-m", "dcnr.cli.main", "pnode", "--orchestrator", self.address, "--id", name,
             "--threads", str(self.threads), "--heartbeat-interval", str(self.heartbeat_interval)])
         self._spawn(name, [*argv, *self.pnode_args, *args], self.env)
+        return None
 
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None) -> None:
         running = self.procs.get(name)
@@ -202,7 +219,10 @@ class LocalCluster:
         self.signal(name, signal.SIGKILL)
 
     def stop_pnodes(self, grace: float = 15.0) -> None:
-        """SIGTERM every PNode (they unregister), wait up to `grace` s, then SIGKILL what is left."""
+        """SIGTERM every PNode (they unregister), wait up to `grace` s, then SIGKILL what is left
+        (in-process PNodes stop and unregister)."""
+        while self.pnodes:
+            self.pnodes.pop().stop()
         self._terminate([n for n in self.procs if n != ORCHESTRATOR], grace)
 
     def close(self) -> None:

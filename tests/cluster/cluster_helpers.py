@@ -1,6 +1,5 @@
-"""An embedded cluster on loopback for tests: an orchestrator and PNodes in this process, talking gRPC.
-
-(Clusters of separate processes are `dcnr.cluster.LocalCluster`.)"""
+"""The cluster tests' cluster: `dcnr.cluster.LocalCluster` with the orchestrator and the PNodes in this
+process (tests look inside them), talking gRPC on loopback, plus raw stubs for bad-input tests."""
 
 from __future__ import annotations
 
@@ -11,8 +10,8 @@ import grpc
 import yaml
 
 from dcnr.client import Client
+from dcnr.cluster import LocalCluster
 from dcnr.data.vocab import train_vocabulary
-from dcnr.orchestrator.app import Orchestrator
 from dcnr.pnode.agent import PNode
 from dcnr.proto.v2 import node_pb2_grpc, orchestrator_pb2_grpc
 from dcnr.spec.transformer import transformer_lm
@@ -20,31 +19,27 @@ from dcnr.spec.transformer import transformer_lm
 TEXTS = [f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13} times." for i in range(200)]
 
 
-class Cluster:
+class Cluster(LocalCluster):
+    """Started at once: `pnodes` in-process PNodes p0, p1, ... with `budget` bytes each."""
+
     def __init__(self, state_dir: Path, pnodes: int, heartbeat_interval: float = 30.0,
                  step_timeout: float = 60.0, budget: int | None = None, **orchestrator: Any) -> None:
-        self.orch = Orchestrator(state_dir, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout,
-                                 **orchestrator)
-        self.port = self.orch.start("127.0.0.1:0")
-        self.address = f"127.0.0.1:{self.port}"
-        self.pnodes = [self.add_pnode(f"p{i}", budget) for i in range(pnodes)]
+        super().__init__(state_dir, pnodes, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout,
+                         in_process=True, memory_budget=budget, orchestrator_options=orchestrator)
+        self.start()
         self.channel = grpc.insecure_channel(self.address)
         self.control = orchestrator_pb2_grpc.OrchestratorServiceStub(self.channel)
         self.nodes = node_pb2_grpc.NodeManagementServiceStub(self.channel)
-        self.client = Client(self.address)
 
-    def add_pnode(self, pnode_id: str, budget: int | None = None) -> PNode:
-        p = PNode(self.address, pnode_id=pnode_id, memory_budget=budget, set_torch_threads=False,
-                  heartbeat_interval=self.orch.fleet.heartbeat_interval)
-        p.start()
-        return p
+    def add_pnode(self, pnode_id: str) -> PNode:
+        """Start one more in-process PNode (it is not in `pnodes`: the caller decides)."""
+        pnode: PNode = self.start_pnode(pnode_id)
+        self.pnodes.remove(pnode)
+        return pnode
 
     def stop(self) -> None:
-        self.client.close()
         self.channel.close()
-        for p in self.pnodes:
-            p.stop()
-        self.orch.stop(grace=0.5)
+        self.close()
 
 
 def small_lm_yaml(name: str = "small", dropout: float = 0.1, vocab_size: int = 300) -> str:
