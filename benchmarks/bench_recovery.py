@@ -49,13 +49,14 @@ def checkpoint_figures() -> dict[str, float]:
         g = torch.Generator().manual_seed(0)
         x, y = torch.randint(0, 10000, (8, 128), generator=g), torch.randint(0, 10000, (8, 128), generator=g)
         orch.driver.train_step("t1", {"tokens": x, "targets": y}, 1)  # optimizer state exists
-        spec = orch.driver.network("t1").spec
+        net = orch.driver.network("t1")
+        spec = net.spec
         started = time.perf_counter()
-        blobs = checkpoints.save_to_storage(orch.fleet, spec, 600)
-        manifest = orch.checkpoints.write_manifest(spec, yaml.safe_dump(doc), 1, blobs, {})
+        blobs = checkpoints.save_to_storage(orch.driver, net)
+        manifest = orch.checkpoints.write_manifest(spec, net.yaml, 1, blobs, {})
         write = time.perf_counter() - started
         started = time.perf_counter()
-        checkpoints.restore_from_storage(orch.fleet, spec, manifest["vnodes"], 1, 600)
+        checkpoints.restore_manifest(orch.driver, net, manifest)
         restore = time.perf_counter() - started
         return {"write_seconds": write, "restore_seconds": restore, "bytes": float(manifest["bytes"]),
                 "vnodes": float(len(manifest["vnodes"])), "parameters": float(spec.num_parameters())}
