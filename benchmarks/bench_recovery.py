@@ -16,6 +16,7 @@ Run from the repository root:  .venv/bin/python benchmarks/bench_recovery.py [--
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
@@ -104,7 +105,7 @@ def main() -> None:
             cluster = LocalCluster(tmp, 3, heartbeat_interval=args.heartbeat, start_timeout=120)
             try:
                 session = start_session(cluster, steps=40)
-                deaths.append(next_step_after(cluster, session, 12, lambda c=cluster: c.kill("p1")))
+                deaths.append(next_step_after(cluster, session, 12, functools.partial(cluster.kill, "p1")))
 
                 def restart(c: LocalCluster = cluster) -> None:
                     c.kill(ORCHESTRATOR)

@@ -45,7 +45,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -144,7 +144,7 @@ class TransformerLM(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         s = ids.shape[1]
-        cos, sin = self.cos[:s], self.sin[:s]
+        cos, sin = self.get_buffer("cos")[:s], self.get_buffer("sin")[:s]
         x = self.embed(ids)
         for block in self.blocks:
             x = block(x, cos, sin)
@@ -160,7 +160,7 @@ def copy_params(model: TransformerLM, params: dict[str, torch.Tensor], sz: dict[
         model.embed.weight.copy_(params["embedder.weight"])
         for i, blk in enumerate(model.blocks):
             p = f"b{i}_"
-            qkv = blk.qkv.weight.view(3, heads, hd, -1)
+            qkv = cast(nn.Linear, blk.qkv).weight.view(3, heads, hd, -1)
             for j, name in enumerate("qkv"):
                 for h in range(heads):
                     qkv[j, h].copy_(params[f"{p}head{h}.{name}.weight"])
