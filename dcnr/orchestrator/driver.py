@@ -109,12 +109,15 @@ class NetworkState:
     which placement and routing follow; `plan.written` is the graph as submitted."""
 
     plan: ExecutionPlan
-    spec: NetworkSpec
     yaml: str
     router: Router
     step: int
     scaler: LossScaler
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def spec(self) -> NetworkSpec:
+        return self.plan.spec
 
 
 class Driver:
@@ -137,7 +140,7 @@ class Driver:
                 executed = plan(parse_stored_network(rec.yaml, name))
                 spec = executed.spec
                 fp16 = any("fp16" in (n.param_precision, n.activation_precision) for n in spec.nodes.values())
-                found = NetworkState(executed, spec, rec.yaml, Router(spec), rec.step, LossScaler(enabled=fp16))
+                found = NetworkState(executed, rec.yaml, Router(spec), rec.step, LossScaler(enabled=fp16))
                 self._networks[name] = found
             return found
 

@@ -191,9 +191,6 @@ class Fleet:
     def client(self, pnode_id: str) -> PNodeClient:
         return self.connector.pnode(self.store.get_pnode(pnode_id).address)
 
-    def address(self, pnode_id: str) -> str:
-        return self.store.get_pnode(pnode_id).address
-
     def hops(self) -> HopTransport:
         return self.connector.hops()
 

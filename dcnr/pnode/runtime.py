@@ -134,8 +134,8 @@ class PNodeRuntime:
         def apply() -> int:
             with self._lock:
                 old = self._nets.get(placement.network)
-            if old is not None and old.placement.digest == placement.digest:
-                spec, router = old.spec, old.router
+            if old is not None and old.placement.digest == placement.digest:  # only the placement changed
+                spec, router, runs = old.spec, old.router, old.runs
             else:
                 if old is not None:
                     self.host.remove_network(placement.network)
@@ -146,6 +146,7 @@ class PNodeRuntime:
                 stored = Vocabularies(_vocabulary_lookup(dict(placement.vocabularies)))
                 self.host.add_network(executed, placement.seed, stored)
                 self.host.set_step(placement.network, placement.step)
+                runs = OrderedDict()
             missing = sorted(set(spec.nodes) - set(placement.assignments))
             if missing:
                 raise InvalidArgument(f"network {placement.network!r}: VNode {missing[0]!r} is not placed")
@@ -153,7 +154,6 @@ class PNodeRuntime:
                 if v.id not in mine:
                     self.host.drop(net, v.id)
             with self._lock:
-                runs = old.runs if old is not None and old.placement.digest == placement.digest else OrderedDict()
                 self._nets[placement.network] = _Network(placement, spec, router, mine, runs)
             return len(mine)
 
@@ -187,12 +187,8 @@ class PNodeRuntime:
 
     def submit(self, hop: Hop) -> bool:
         """Check and queue a hop from a peer (or the orchestrator); False when it is a duplicate."""
-        net = self._net(hop.network)
-        node = net.spec.nodes.get(hop.vnode)
-        if node is None:
-            raise NotFound(f"network {hop.network!r} has no VNode {hop.vnode!r}")
-        if hop.vnode not in net.mine:
-            raise NotFound(f"VNode {hop.vnode!r} of network {hop.network!r} is not placed on PNode {self.id}")
+        net = self._check_mine(hop.network, hop.vnode)
+        node = net.spec.nodes[hop.vnode]
         with self._lock:
             run = net.runs.get(hop.run)
             fenced = hop.run in self._fenced
@@ -360,9 +356,7 @@ class PNodeRuntime:
 
         def run() -> tuple[dict[str, torch.Tensor], int]:
             v = self.host.vnode(network, vnode)
-            tensors = {f"param/{p}": v.params[p].master.detach().clone() for p in v.owned}
-            tensors.update({f"optim/{k}": t.detach().clone() for k, t in v.optimizer_state().items()})
-            return tensors, v.step
+            return v.state(), v.step
 
         return self.call(run)
 
@@ -391,12 +385,14 @@ class PNodeRuntime:
         self._check_mine(network, vnode)
         self.load(network, vnode, load_safetensors(self.link.get_blob(self.id, digest)), step)
 
-    def _check_mine(self, network: str, vnode: str) -> None:
+    def _check_mine(self, network: str, vnode: str) -> _Network:
+        """The network, if `vnode` is one of its VNodes placed here (NotFound otherwise)."""
         net = self._net(network)
         if vnode not in net.spec.nodes:
             raise NotFound(f"network {network!r} has no VNode {vnode!r}")
         if vnode not in net.mine:
             raise NotFound(f"VNode {vnode!r} of network {network!r} is not placed on PNode {self.id}")
+        return net
 
     def list_vnodes(self, network: str = "") -> list[LocalVNode]:
         return [LocalVNode(net, v.id, v.spec.type, v.step, self.host.memory_of(net, v.id))
