@@ -34,10 +34,9 @@ class LinkShape:
 
 def hop_bytes(hop: Hop) -> int:
     value = hop.value
-    size = value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
-    if isinstance(value, list):
-        size = sum(len(str(v).encode()) for v in value)
-    return size + HEADER_BYTES
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size() + HEADER_BYTES
+    return sum(len(str(v).encode()) for v in value or ()) + HEADER_BYTES  # text, or no gradient
 
 
 class ShapedHopTransport:
@@ -64,7 +63,7 @@ class ShapedHopTransport:
         size = hop_bytes(hop)
         self.bytes_sent += size
         start = max(now, self._busy_until.get(address, now))
-        sent = start + (size * 8 / shape.bandwidth if shape.bandwidth != float("inf") else 0.0)
+        sent = start + size * 8 / shape.bandwidth  # an unlimited link (inf) adds nothing
         self._busy_until[address] = sent
         rng = self._rngs.setdefault(address, random.Random(f"{self.seed}:{address}"))
         jitter = rng.uniform(0.0, shape.jitter) if shape.jitter else 0.0
