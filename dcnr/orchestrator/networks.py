@@ -10,7 +10,6 @@ checkpoints leave as `dcnr.artifact` files. Knows nothing of gRPC.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,29 +24,13 @@ from dcnr.orchestrator.store import NetworkRecord, StateStore
 from dcnr.spec.loader import parse_network, parse_stored_network
 from dcnr.spec.model import NetworkSpec
 from dcnr.spec.passes import plan
+from dcnr.transport.control import NetworkInfo, Placement
 
 log = logging.getLogger("dcnr.orchestrator")
 
 # what a checkpoint artifact records about the training that produced it, as `training.<key>`
 TRAINING_FACTS = ("session", "session_step", "steps", "seed", "dataset", "dataset_sha256", "batch_size",
                   "micro_batches")
-
-
-@dataclass(frozen=True)
-class NetworkInfo:
-    name: str
-    yaml: str  # the definition as it was submitted
-    vnodes: int
-    parameters: int
-    step: int  # training steps applied to its parameters
-    created_at: str  # ISO 8601, UTC, to the second
-
-
-@dataclass(frozen=True)
-class Placement:
-    vnode: str
-    pnode: str
-    address: str  # "" when the PNode is no longer registered
 
 
 class Networks:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from dcnr.errors import InvalidArgument, NotFound
@@ -20,23 +19,11 @@ from dcnr.orchestrator.driver import Driver
 from dcnr.orchestrator.networks import Networks
 from dcnr.orchestrator.store import StateStore
 from dcnr.runtime.sampling import lm_interface
+from dcnr.transport.control import ChatChunk, TrainResult
 
 VALIDATION_BATCHES = 4  # held-out batches an evaluation averages over, unless asked otherwise
 VALIDATION_BATCH_SIZE = 8
 CHAT_TOKENS = 64  # tokens a chat generates, unless asked otherwise
-
-
-@dataclass(frozen=True)
-class StepResult:
-    costs: dict[str, float]
-    step: int  # the network's step after this one
-    skipped: bool  # fp16: gradients were not finite, so no parameter changed
-
-
-@dataclass(frozen=True)
-class ChatPiece:
-    token: int
-    text: str  # the text this token completes; "" while it ends inside a UTF-8 sequence
 
 
 class Serving:
@@ -50,11 +37,11 @@ class Serving:
         """The named outputs (default: all) of one forward pass."""
         return self.driver.forward(network, inputs, list(outputs) if outputs else None)
 
-    def train(self, network: str, inputs: Mapping[str, Any], micro_batches: int = 1) -> StepResult:
+    def train(self, network: str, inputs: Mapping[str, Any], micro_batches: int = 1) -> TrainResult:
         """One training step outside any session."""
         self.networks.refuse_if_training(network)
         costs, step, skipped, _ = self.driver.train_step(network, inputs, micro_batches)
-        return StepResult(costs, step, skipped)
+        return TrainResult(costs, step, skipped)
 
     def validate(self, network: str, dataset: str, batches: int | None = None, batch_size: int | None = None,
                  seed: int = 0) -> dict[str, float]:
@@ -71,7 +58,7 @@ class Serving:
         return totals
 
     def chat(self, network: str, prompt: str, vocabulary: str = "", max_new_tokens: int | None = None,
-             temperature: float = 0.0, top_k: int | None = None, seed: int = 0) -> Iterator[ChatPiece]:
+             temperature: float = 0.0, top_k: int | None = None, seed: int = 0) -> Iterator[ChatChunk]:
         """Generated text, token by token, with `vocabulary` (default: the one the network was trained with)."""
         tok = self.data.tokenizer(vocabulary or self.vocabulary_of(network))
         bos = tok.token_to_id("<bos>")
@@ -83,9 +70,9 @@ class Serving:
             new.append(token)
             full = tok.decode(new)
             if full.endswith("\ufffd"):  # an incomplete UTF-8 sequence: its text comes with a later token
-                yield ChatPiece(token, "")
+                yield ChatChunk("", token)
                 continue
-            yield ChatPiece(token, full[len(text):])
+            yield ChatChunk(full[len(text):], token)
             text = full
 
     def vocabulary_of(self, network: str) -> str:

@@ -1,8 +1,8 @@
 """What the control plane (`OrchestratorService`) answers, as plain Python values.
 
-Frozen dataclasses, one per kind of answer, shared by `dcnr.Client` and every
-implementation of the control channel (gRPC today); none of them knows about
-protobuf. Field names follow the protocol's messages, so `dataclasses.asdict` of one
+Frozen dataclasses, one per kind of answer, shared by `dcnr.Client`, every
+implementation of the control channel (gRPC today) and the orchestrator's services that
+produce them (networks, serving); none of them knows about protobuf. Field names follow the protocol's messages, so `dataclasses.asdict` of one
 gives the JSON that `dcnr ... --json` prints.
 """
 

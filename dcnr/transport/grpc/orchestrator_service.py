@@ -16,10 +16,10 @@ import grpc
 from dcnr import __version__
 from dcnr.errors import InvalidArgument
 from dcnr.orchestrator import datasets
-from dcnr.orchestrator.networks import NetworkInfo
 from dcnr.orchestrator.store import SessionRecord
 from dcnr.proto.v2 import common_pb2, node_pb2, orchestrator_pb2_grpc
 from dcnr.proto.v2 import orchestrator_pb2 as pb
+from dcnr.transport.control import NetworkInfo
 from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.codec import version_message
 
