@@ -2,8 +2,9 @@
 
 Frozen dataclasses, one per kind of answer, shared by `dcnr.Client`, every
 implementation of the control channel (gRPC today) and the orchestrator's services that
-produce them (networks, serving); none of them knows about protobuf. Field names follow the protocol's messages, so `dataclasses.asdict` of one
-gives the JSON that `dcnr ... --json` prints.
+produce them (networks, serving); none of them knows about protobuf. Field names follow
+the protocol's messages, so `dataclasses.asdict` of one gives the JSON that
+`dcnr ... --json` prints.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from dcnr.errors import InvalidArgument
-from dcnr.proto.v2 import common_pb2
+from dcnr.proto.v2 import common_pb2, node_pb2
 from dcnr.proto.version import PROTOCOL_VERSION, check_compatible
 
 DTYPES: dict[str, torch.dtype] = {
@@ -95,3 +95,18 @@ def version_message() -> common_pb2.ProtocolVersion:
 def check_version(peer: common_pb2.ProtocolVersion) -> None:
     """`IncompatibleVersion` unless the peer speaks our major version (a missing version is refused too)."""
     check_compatible(peer.major, peer.minor, peer.patch)
+
+
+HARDWARE_FIELDS = ("cpu_cores", "memory_bytes", "device", "memory_budget_bytes", "threads")
+
+
+def hardware_message(hw: dict[str, Any]) -> node_pb2.Hardware:
+    """A PNode's hardware record (as the orchestrator stores it) as a message; missing keys are zero."""
+    return node_pb2.Hardware(**{k: hw.get(k, "cpu" if k == "device" else 0) for k in HARDWARE_FIELDS})
+
+
+def hardware_record(msg: node_pb2.Hardware) -> dict[str, Any]:
+    """The inverse of `hardware_message` (an unset device is the CPU)."""
+    record: dict[str, Any] = {k: getattr(msg, k) for k in HARDWARE_FIELDS}
+    record["device"] = record["device"] or "cpu"
+    return record

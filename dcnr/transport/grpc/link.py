@@ -43,12 +43,9 @@ class GrpcOrchestratorLink:
             raise from_rpc_error(exc) from None
 
     def register(self, member: Membership) -> float:
-        hw = member.hardware
         reply = self._call(self.members.RegisterPNode, node_pb2.RegisterPNodeRequest(
-            id=member.id, version=codec.version_message(), address=member.address, hardware=node_pb2.Hardware(
-                cpu_cores=hw.get("cpu_cores", 0), memory_bytes=hw.get("memory_bytes", 0),
-                device=hw.get("device", "cpu"), memory_budget_bytes=hw.get("memory_budget_bytes", 0),
-                threads=hw.get("threads", 0))), timeout=10.0)
+            id=member.id, version=codec.version_message(), address=member.address,
+            hardware=codec.hardware_message(member.hardware)), timeout=10.0)
         return reply.heartbeat_interval_ms / 1000.0 or 30.0
 
     def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> None:

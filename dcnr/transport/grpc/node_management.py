@@ -44,10 +44,9 @@ class NodeManagementServicer(node_pb2_grpc.NodeManagementServiceServicer):
     def RegisterPNode(self, request: node_pb2.RegisterPNodeRequest,
                       context: grpc.ServicerContext) -> node_pb2.RegisterPNodeResponse:
         codec.check_version(request.version)
-        v, hw = request.version, request.hardware
-        self.members.register(Membership(request.id, request.address, {
-            "cpu_cores": hw.cpu_cores, "memory_bytes": hw.memory_bytes, "device": hw.device or "cpu",
-            "memory_budget_bytes": hw.memory_budget_bytes, "threads": hw.threads}, f"{v.major}.{v.minor}.{v.patch}"))
+        v = request.version
+        self.members.register(Membership(request.id, request.address, codec.hardware_record(request.hardware),
+                                         f"{v.major}.{v.minor}.{v.patch}"))
         return node_pb2.RegisterPNodeResponse(heartbeat_interval_ms=int(self.members.heartbeat_interval * 1000),
                                               version=codec.version_message())
 

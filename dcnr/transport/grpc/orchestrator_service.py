@@ -17,7 +17,7 @@ from dcnr import __version__
 from dcnr.errors import InvalidArgument
 from dcnr.orchestrator import datasets
 from dcnr.orchestrator.store import SessionRecord
-from dcnr.proto.v2 import common_pb2, node_pb2, orchestrator_pb2_grpc
+from dcnr.proto.v2 import common_pb2, orchestrator_pb2_grpc
 from dcnr.proto.v2 import orchestrator_pb2 as pb
 from dcnr.transport.control import NetworkInfo
 from dcnr.transport.grpc import codec
@@ -232,10 +232,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 id=p.id, address=p.address, state=p.state, load=p.load, last_seen=p.last_seen,
                 vnodes=sorted(hosted.get(p.id, [])),
                 version=common_pb2.ProtocolVersion(major=major, minor=minor, patch=patch),
-                hardware=node_pb2.Hardware(cpu_cores=hw.get("cpu_cores", 0), memory_bytes=hw.get("memory_bytes", 0),
-                                           device=hw.get("device", "cpu"),
-                                           memory_budget_bytes=hw.get("memory_budget_bytes", 0),
-                                           threads=hw.get("threads", 0))))
+                hardware=codec.hardware_message(hw)))
         return pb.ListPNodesResponse(pnodes=rows)
 
     def Health(self, request: common_pb2.HealthRequest, context: grpc.ServicerContext) -> common_pb2.HealthResponse:
