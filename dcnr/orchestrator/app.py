@@ -44,8 +44,9 @@ class Orchestrator:
         self.data = DataStore(objects)
         self.fleet = Fleet(self.store, GrpcConnector(max_message_bytes, timeout=step_timeout), heartbeat_interval)
         self.inbox = Inbox()
-        self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout, vocabularies=self._vocabularies)
         self.checkpoints = Checkpoints(BlobStore(objects))
+        self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout, vocabularies=self._vocabularies,
+                             from_seed=self.checkpoints.from_seed)
         self.blob_access = BlobAccess(self.checkpoints.blobs)
         self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout)
         self.networks = Networks(self.store, self.driver, self.fleet, self.data, self.checkpoints)

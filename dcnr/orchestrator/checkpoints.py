@@ -44,8 +44,9 @@ def gather(driver: Driver, net: NetworkState) -> dict[str, VNodeState]:
 
 def reset(driver: Driver, net: NetworkState, step: int, reinitialize: bool = False) -> Deployment:
     """Place the network on live PNodes and put each of them at `step` with no unfinished work (with
-    `reinitialize`, hosted VNodes are built again from the seed)."""
-    deployment = driver.deploy(net)
+    `reinitialize`, hosted VNodes are built again from the seed, and the network's state is whole)."""
+    losses = driver.fleet.lost(net.spec.name)
+    deployment = driver.deploy(net, restoring=True)
     hosts = set(deployment.pnodes())
     for pid in sorted(hosts | {p.id for p in driver.fleet.alive()}):
         try:
@@ -53,17 +54,22 @@ def reset(driver: Driver, net: NetworkState, step: int, reinitialize: bool = Fal
         except DcnrError:
             if pid in hosts:
                 raise  # a PNode that must host part of the network is unreachable: not restored
+    if reinitialize and losses:
+        driver.fleet.restored(net.spec.name, max(losses.values()))
     return deployment
 
 
 def restore(driver: Driver, net: NetworkState, state: dict[str, VNodeState], step: int) -> None:
     """Put the whole network at `step` with `state`: unfinished work everywhere is dropped, every PNode
     hosting it is reset to the step, and each VNode with state is loaded wherever it is placed now."""
+    losses = driver.fleet.lost(net.spec.name)
     deployment = reset(driver, net, step)
     for vnode, pid in sorted(deployment.assignments.items()):
         tensors = state.get(vnode)
         if tensors:
             driver.fleet.client(pid).load(net.spec.name, vnode, step, tensors)
+    if losses:
+        driver.fleet.restored(net.spec.name, max(losses.values()))
 
 
 def save_to_storage(driver: Driver, net: NetworkState) -> dict[str, tuple[str, int]]:
@@ -81,6 +87,7 @@ def restore_manifest(driver: Driver, net: NetworkState, manifest: dict[str, Any]
     if manifest.get("origin") == SEED_ORIGIN:
         reset(driver, net, step, reinitialize=True)
         return
+    losses = driver.fleet.lost(net.spec.name)
     deployment = reset(driver, net, step)
     vnodes = manifest["vnodes"]
     futures = [driver.pool.submit(driver.fleet.client(pid).load_from_storage, net.spec.name, vnode, step,
@@ -88,6 +95,8 @@ def restore_manifest(driver: Driver, net: NetworkState, manifest: dict[str, Any]
                for vnode, pid in sorted(deployment.assignments.items()) if vnode in vnodes]
     for f in futures:
         f.result()
+    if losses:
+        driver.fleet.restored(net.spec.name, max(losses.values()))
 
 
 class Checkpoints:

@@ -40,6 +40,10 @@ class StepFailed(Aborted):
     """A step or request could not finish: a PNode reported a failure, died, or it timed out."""
 
 
+class StateLost(StepFailed):
+    """VNodes lost their state with their PNode: nothing may run on the network until it is restored."""
+
+
 @dataclass
 class _Waiting:
     """What PNodes have reported for one run (all its micro-batches)."""
@@ -122,12 +126,14 @@ class NetworkState:
 
 class Driver:
     def __init__(self, store: StateStore, fleet: Fleet, inbox: Inbox, timeout: float = 600.0,
-                 vocabularies: Callable[[NetworkSpec], dict[str, str]] = lambda spec: {}) -> None:
+                 vocabularies: Callable[[NetworkSpec], dict[str, str]] = lambda spec: {},
+                 from_seed: Callable[[str, int], bool] = lambda name, step: False) -> None:
         self.store = store
         self.fleet = fleet
         self.inbox = inbox
         self.timeout = timeout
         self.vocabularies = vocabularies  # stored vocabularies a network's tokenizer nodes name, as JSON
+        self.from_seed = from_seed  # whether a network at a step still has its seed's initial parameters
         self._networks: dict[str, NetworkState] = {}
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="driver")
@@ -153,10 +159,25 @@ class Driver:
             with contextlib.suppress(DcnrError):  # an unreachable PNode holds nothing it will be asked for again
                 self.fleet.client(pid).drop(name)
 
-    def deploy(self, net: NetworkState, batch_size: int | None = None) -> Deployment:
-        """The network placed on live PNodes, every PNode concerned holding the current placement."""
-        return self.fleet.deploy(net.spec, net.yaml, net.spec.seed, net.step, self.vocabularies(net.spec),
-                                 batch_size)
+    def deploy(self, net: NetworkState, batch_size: int | None = None, restoring: bool = False) -> Deployment:
+        """The network placed on live PNodes, every PNode concerned holding the current placement.
+
+        VNodes placed again after their PNode was lost are built from the seed, which is their state
+        only while the network is untrained; otherwise StateLost, unless `restoring` (the caller puts
+        the whole state back)."""
+        name = net.spec.name
+        deployment = self.fleet.deploy(net.spec, net.yaml, net.spec.seed, net.step, self.vocabularies(net.spec),
+                                       batch_size)
+        lost = {} if restoring else self.fleet.lost(name)
+        if lost and self.from_seed(name, net.step):
+            self.fleet.restored(name, max(lost.values()))
+        elif lost:
+            names = sorted(lost)
+            raise StateLost(f"network {name!r} lost the state of VNode(s) {', '.join(names[:4])}"
+                            f"{f' and {len(names) - 4} more' if len(names) > 4 else ''} with the PNode that "
+                            "hosted them; a training session of it restores its last checkpoint when resumed, "
+                            "or import the network again (dcnr network import)")
+        return deployment
 
     # -- the parts of a run ------------------------------------------------------------------------
     def _on_each(self, pnodes: Sequence[str], what: str, fn: Callable[[str], T]) -> list[T]:

@@ -1,7 +1,8 @@
 """The fleet: registered PNodes, their liveness, where each VNode runs, and clients to them.
 
 Owns PNode registration, heartbeats and the dead-after-missed-beats rule, the placement
-of each network's VNodes on live PNodes (kept durable in the store), and deployments:
+of each network's VNodes on live PNodes (kept durable in the store, with the VNodes whose
+state was lost with their PNode until it is restored), and deployments:
 a placement gets a version, and every PNode it concerns is told the network's definition
 and the whole placement before a run uses it. It must not run training: the driver
 does, through the clients handed out here.
@@ -174,11 +175,21 @@ class Fleet:
         return current
 
     def forget_network(self, name: str) -> None:
-        """A network was deleted or redefined: nothing deployed of it is current any more."""
+        """A network was deleted or redefined: nothing deployed of it is current any more (nor lost)."""
         with self._lock:
             self._deployed.pop(name, None)
             for key in [k for k in self._told if k[0] == name]:
                 del self._told[key]
+            self.store.clear_lost(name)
+
+    def lost(self, network: str) -> dict[str, int]:
+        """VNodes whose host died, left or restarted since the network's state was last restored (vnode ->
+        loss number). Placed again, they are built from the seed: their trained state is gone."""
+        return self.store.lost(network)
+
+    def restored(self, network: str, upto: int) -> None:
+        """The network's whole state was put back: losses numbered up to `upto` no longer matter."""
+        self.store.clear_lost(network, upto)
 
     def vnodes_by_pnode(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

@@ -1,11 +1,12 @@
 """Durable orchestrator state behind one interface, kept in SQLite.
 
 What the orchestrator must remember across restarts about its fleet and its work —
-PNodes, networks, placements, sessions — goes through `StateStore`. `SQLiteStore`,
-the only implementation, keeps one file under the state dir, in WAL mode, with every
-write in a transaction; it belongs to one orchestrator process (several orchestrators
-sharing one backend is not built). Vocabularies and datasets are not here: they live in
-the object store, beside checkpoints (`dcnr.orchestrator.datastore`).
+PNodes, networks, placements (and VNodes whose state was lost with their PNode), sessions
+— goes through `StateStore`. `SQLiteStore`, the only implementation, keeps one file under
+the state dir, in WAL mode, with every write in a transaction; it belongs to one
+orchestrator process (several orchestrators sharing one backend is not built).
+Vocabularies and datasets are not here: they live in the object store, beside
+checkpoints (`dcnr.orchestrator.datastore`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class StateStore(Protocol):
     def set_placements(self, network: str, placement: dict[str, str]) -> None: ...
     def placements(self, network: str) -> dict[str, str]: ...
     def clear_placements(self, pnode: str) -> list[tuple[str, str]]: ...
+    def lost(self, network: str) -> dict[str, int]: ...
+    def clear_lost(self, network: str, upto: int | None = None) -> None: ...
     def put_session(self, rec: SessionRecord) -> None: ...
     def get_session(self, session_id: str) -> SessionRecord: ...
     def list_sessions(self) -> list[SessionRecord]: ...
@@ -93,6 +96,8 @@ CREATE TABLE IF NOT EXISTS networks (name TEXT PRIMARY KEY, yaml TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS placements (network TEXT NOT NULL, vnode TEXT NOT NULL, pnode TEXT NOT NULL,
     PRIMARY KEY (network, vnode));
 CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS lost (network TEXT NOT NULL, vnode TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (network, vnode));
 """
 
 
@@ -182,6 +187,7 @@ class SQLiteStore:
     def delete_network(self, name: str) -> bool:
         with self._tx() as db:
             db.execute("DELETE FROM placements WHERE network=?", (name,))
+            db.execute("DELETE FROM lost WHERE network=?", (name,))
             return db.execute("DELETE FROM networks WHERE name=?", (name,)).rowcount > 0
 
     # -- placements ----------------------------------------------------------------------
@@ -203,12 +209,30 @@ class SQLiteStore:
         return dict(rows)
 
     def clear_placements(self, pnode: str) -> list[tuple[str, str]]:
-        """Forget every placement on a PNode; returns the (network, vnode) pairs it hosted."""
+        """Forget every placement on a PNode, recording its VNodes as lost (their state went with it);
+        returns the (network, vnode) pairs it hosted."""
         with self._tx() as db:
             rows = db.execute("SELECT network, vnode FROM placements WHERE pnode=? ORDER BY network, vnode",
                               (pnode,)).fetchall()
             db.execute("DELETE FROM placements WHERE pnode=?", (pnode,))
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM lost").fetchone()[0]
+            db.executemany("INSERT OR REPLACE INTO lost VALUES (?, ?, ?)", [(r[0], r[1], seq) for r in rows])
         return [(r[0], r[1]) for r in rows]
+
+    def lost(self, network: str) -> dict[str, int]:
+        """VNodes of a network whose PNode was lost since its state was last restored: vnode -> loss number
+        (increasing)."""
+        with self._lock:
+            rows = self._db.execute("SELECT vnode, seq FROM lost WHERE network=? ORDER BY vnode", (network,)).fetchall()
+        return dict(rows)
+
+    def clear_lost(self, network: str, upto: int | None = None) -> None:
+        """The network's state was restored: forget its losses numbered `upto` or lower (all with None)."""
+        with self._tx() as db:
+            if upto is None:
+                db.execute("DELETE FROM lost WHERE network=?", (network,))
+            else:
+                db.execute("DELETE FROM lost WHERE network=? AND seq<=?", (network, upto))
 
     # -- sessions ----------------------------------------------------------------------------
     def put_session(self, rec: SessionRecord) -> None:

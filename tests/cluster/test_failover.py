@@ -13,8 +13,10 @@ import torch
 from cluster_helpers import Cluster, add_data, small_lm_yaml
 from safetensors import safe_open
 from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file
 
 import dcnr
+from dcnr.errors import DcnrError
 from dcnr.pnode.agent import PNode
 from dcnr.proto.v2 import orchestrator_pb2
 
@@ -143,3 +145,78 @@ def test_failover_with_checkpoints_in_an_s3_compatible_store(cluster_factory: Ca
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
         Bucket=bucket, Prefix="runs/manifests/small/")["Contents"]]
     assert len(keys) == STEPS // EVERY + 1  # steps 0, 5, ..., 30
+
+
+def declare_dead(cluster: Cluster, pnode_id: str) -> None:
+    """What the orchestrator concludes of a PNode frozen past the death timeout: it is marked dead and
+    its VNodes are released, while the process itself still runs (and still holds their state)."""
+    fleet = cluster.orch.fleet
+    rec = fleet.store.get_pnode(pnode_id)
+    rec.last_seen = 0.0
+    fleet.store.put_pnode(rec)
+    assert fleet.sweep() == [pnode_id]
+
+
+def test_a_pnode_declared_dead_between_steps_never_leaves_rebuilt_parameters_behind(
+        cluster_factory: Callable[..., Cluster]) -> None:
+    """A step may complete although one of its PNodes was declared dead meanwhile (it woke in time);
+    the VNodes placed anew afterwards hold no state, so the session restores its checkpoint instead
+    of training on parameters built again from the seed."""
+    cluster = cluster_factory(3)
+    text = small_lm_yaml(dropout=0.1)
+    c = cluster.client
+    c.create_network(text)
+    add_data(c)
+    steps = 12
+    session = c.create_session("small", "d", steps, batch_size=BATCH, micro_batches=MICRO, seed=SEED,
+                               checkpoint_every=EVERY, start=True).id
+    declared, losses = False, {}
+    for ev in c.listen_session(session, timeout=120):
+        assert ev.state != "failed", ev.error
+        if ev.state in ("running", "completed"):
+            losses[ev.step] = ev.loss
+        if ev.step == 7 and not declared:
+            declared = True
+            declare_dead(cluster, "p1")
+    assert declared and losses.get(steps) is not None
+    ex = dcnr.LocalExecutor(dcnr.parse_network(text))
+    ds = cluster.orch.data.dataset("d")
+    want = [ex.train_step(dict(zip(("tokens", "targets"), ds.batch(SEED, step, BATCH, 8), strict=True)),
+                          micro_batches=MICRO)["ce_loss"] for step in range(steps)]
+    assert [losses[i + 1] for i in range(steps)] == want
+    c.export_network("small", cluster.state_dir / "final.safetensors")
+    params = {k: v for k, v in load_file(cluster.state_dir / "final.safetensors").items()
+              if not k.startswith("optim/")}
+    assert all(torch.equal(params[k], v) for k, v in ex.parameters().items())
+
+
+def test_training_outside_a_session_refuses_to_go_on_after_losing_state(
+        cluster_factory: Callable[..., Cluster]) -> None:
+    """Without a session there is no checkpoint to go back to: the next step is refused with a clear
+    error naming the lost VNodes, and nothing is trained on rebuilt parameters."""
+    cluster = cluster_factory(2)
+    text = small_lm_yaml(dropout=0.0)
+    c = cluster.client
+    c.create_network(text)
+    add_data(c)
+    x, y = cluster.orch.data.dataset("d").batch(SEED, 0, BATCH, 8)
+    c.train_step("small", {"tokens": x, "targets": y})
+    declare_dead(cluster, "p1")
+    with pytest.raises(DcnrError, match="lost the state of VNode"):
+        c.train_step("small", {"tokens": x, "targets": y})
+    with pytest.raises(DcnrError, match="lost the state of VNode"):
+        c.forward("small", {"tokens": x})
+
+
+def test_an_untrained_network_rebuilds_lost_vnodes_from_its_seed(cluster_factory: Callable[..., Cluster]) -> None:
+    """Initial parameters are a pure function of the seed: losing them costs nothing."""
+    cluster = cluster_factory(2)
+    text = small_lm_yaml(dropout=0.0)
+    c = cluster.client
+    c.create_network(text)
+    add_data(c)
+    x, _ = cluster.orch.data.dataset("d").batch(SEED, 0, BATCH, 8)
+    before = c.forward("small", {"tokens": x})
+    declare_dead(cluster, "p1")
+    after = c.forward("small", {"tokens": x})
+    assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before)

@@ -34,6 +34,29 @@ def test_everything_survives_a_reopen(tmp_path: Path) -> None:
     assert s.clear_placements("p1") == [("net", "fc1"), ("net", "fc2")] and s.placements("net") == {}
 
 
+def test_vnodes_lost_with_their_pnode_stay_lost_across_a_reopen_until_restored(tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite"
+    s = SQLiteStore(db)
+    s.create_network(NetworkRecord("net", "a"))
+    s.set_placements("net", {"fc1": "p1", "fc2": "p2", "fc3": "p2"})
+    s.clear_placements("p2")
+    s.close()
+    s = SQLiteStore(db)
+    first = s.lost("net")
+    assert set(first) == {"fc2", "fc3"} and len(set(first.values())) == 1
+    s.set_placements("net", {"fc1": "p1", "fc2": "p1", "fc3": "p1"})
+    s.clear_placements("p1")  # a later loss, numbered after the first
+    later = s.lost("net")
+    assert set(later) == {"fc1", "fc2", "fc3"} and min(later.values()) > max(first.values())
+    s.clear_lost("net", upto=max(first.values()))  # a restore that began before the later loss
+    assert s.lost("net") == later
+    s.clear_lost("net", upto=max(later.values()))
+    assert s.lost("net") == {}
+    s.set_placements("net", {"fc1": "p3"})
+    s.clear_placements("p3")
+    assert s.delete_network("net") and s.lost("net") == {}
+
+
 def test_typed_errors(tmp_path: Path) -> None:
     s = SQLiteStore(tmp_path / "s.sqlite")
     s.create_network(NetworkRecord("net", "a"))

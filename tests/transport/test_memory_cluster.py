@@ -12,7 +12,8 @@ import yaml
 
 import dcnr
 from dcnr.artifact import written_state
-from dcnr.orchestrator.driver import Driver, Inbox, Members
+from dcnr.orchestrator import checkpoints
+from dcnr.orchestrator.driver import Driver, Inbox, Members, StateLost
 from dcnr.orchestrator.fleet import Fleet
 from dcnr.orchestrator.store import NetworkRecord, SQLiteStore
 from dcnr.pnode.runtime import PNodeRuntime
@@ -119,22 +120,30 @@ def test_training_through_the_protocol_is_bit_identical_to_the_local_executor(ma
 
 
 def test_a_placement_change_reaches_the_pnodes_before_the_next_run(make: type[MemoryCluster]) -> None:
-    """When a PNode leaves, the survivors get the new placement (a new version) and the next step trains
-    on it; VNodes that moved away are dropped where they were."""
+    """When a PNode leaves, its VNodes' trained state is gone: nothing runs until the state is put back.
+    Then the survivors hold the new placement (a new version), VNodes that moved away are dropped where
+    they were, and the next step trains on it exactly as one process would."""
     cluster = make(3)
     cluster.driver.train_step("mem", batch(0))
-    before = cluster.driver.deploy(cluster.driver.network("mem"))
+    net = cluster.driver.network("mem")
+    saved = checkpoints.gather(cluster.driver, net)
+    before = cluster.driver.deploy(net)
     gone = cluster.runtimes[2]
     cluster.fabric.detach("mem:p2")
     cluster.fleet.unregister("p2")
     gone.stop()
     cluster.runtimes.remove(gone)
+    with pytest.raises(StateLost, match="lost the state of VNode"):  # never trained on rebuilt parameters
+        cluster.driver.train_step("mem", batch(1))
+    checkpoints.restore(cluster.driver, net, saved, net.step)
     costs, step, _, _ = cluster.driver.train_step("mem", batch(1))
-    after = cluster.driver.deploy(cluster.driver.network("mem"))
+    after = cluster.driver.deploy(net)
     assert after.version > before.version and "p2" not in after.pnodes() and step == 2
     assert all(v.id in {n for n, p in after.assignments.items() if p == r.id}
                for r in cluster.runtimes for _, v in r.host.local("mem"))
-    assert all(torch.isfinite(torch.tensor(v)) for v in costs.values())
+    local = dcnr.LocalExecutor(SPEC)
+    local.train_step(batch(0))
+    assert costs == local.train_step(batch(1))
 
 
 def test_a_step_that_fails_is_abandoned_everywhere_and_can_be_retried(make: type[MemoryCluster]) -> None:
