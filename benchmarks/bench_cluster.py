@@ -75,8 +75,8 @@ INT64_OUTPUTS = {"tokenizer"}  # node types whose outputs are token ids (int64)
 
 
 # -- the PNode child process -------------------------------------------------------------------
-def pnode_child(address: str, pnode_id: str, stats_file: str, threads: int, default_malloc: bool,
-                shape: str = "") -> None:
+def pnode_child(address: str, name: str, stats_file: str, state_dir: str, ca_fingerprint: str, threads: int,
+                default_malloc: bool, shape: str = "") -> None:
     """Run one PNode until SIGTERM/SIGINT (or until the parent goes away), then write its stats. With
     `shape` ("RTT_MS:MBIT:JITTER_MS:SEED"), its hops to other PNodes go through shaped links."""
     from dcnr.pnode.agent import PNode
@@ -89,12 +89,13 @@ def pnode_child(address: str, pnode_id: str, stats_file: str, threads: int, defa
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    pnode = PNode(address, pnode_id=pnode_id, threads=threads, set_torch_threads=True)
-    if shape:
+    pnode = PNode(address, state_dir=state_dir, ca_fingerprint=ca_fingerprint, name=name, threads=threads,
+                  set_torch_threads=True)
+    pnode.start()
+    if shape:  # before the first step: hops are sent through `runtime.hops`
         rtt, mbit, jitter, seed = (float(x) for x in shape.split(":"))
         pnode.runtime.hops = ShapedHopTransport(pnode.hops, LinkShape(rtt / 1000, mbit * 1e6, jitter / 1000),
-                                                seed=int(seed) * 1000 + int(pnode_id.lstrip("p") or 0))
-    pnode.start()
+                                                seed=int(seed) * 1000 + int(name.lstrip("p") or 0))
     try:
         while not stop.wait(0.5):
             if os.getppid() != parent:  # the benchmark died without stopping us: leave too
@@ -116,16 +117,18 @@ def make_cluster(workdir: Path, threads: int, step_timeout: float, default_mallo
                  pnodes: list[str] = PNODES, shape: str = "") -> LocalCluster:
     """An orchestrator in this process (the benchmark drives its step directly) and PNode child processes
     of this script, which write their stats to `stats_path` when they stop."""
-    def command(address: str, pid: str) -> list[str]:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--pnode-child", address, pid,
-               str(stats_path(workdir, pid)), "--threads", str(threads)]
+    def command(address: str, name: str) -> list[str]:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--pnode-child", address, name,
+               str(stats_path(workdir, name)), str(cluster.pnode_dir(name)), cluster.ca_fingerprint,
+               "--threads", str(threads)]
         cmd += ["--shape-links", shape] if shape else []
         return [*cmd, "--default-malloc"] if default_malloc else cmd
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     # heartbeats every 30 s: a step keeps the PNodes' CPUs busy for seconds
-    return LocalCluster(workdir, pnodes, heartbeat_interval=30.0, step_timeout=step_timeout, embedded=True,
-                        pnode_command=command, env=env, start_timeout=120.0)
+    cluster = LocalCluster(workdir, pnodes, heartbeat_interval=30.0, step_timeout=step_timeout, embedded=True,
+                           pnode_command=command, env=env, start_timeout=120.0)
+    return cluster
 
 
 def stats_path(workdir: Path, pid: str) -> Path:
@@ -229,14 +232,15 @@ def main() -> None:
     ap.add_argument("--pnodes", type=int, default=2, help="PNodes per cluster (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the shaped links' jitter (printed)")
     ap.add_argument("--shape-links", default="", help=argparse.SUPPRESS)
-    ap.add_argument("--pnode-child", nargs=3, metavar=("ADDRESS", "ID", "STATSFILE"), help=argparse.SUPPRESS)
+    ap.add_argument("--pnode-child", nargs=5, metavar=("ADDRESS", "NAME", "STATSFILE", "STATE_DIR", "CA_FINGERPRINT"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads < 1:
         ap.error("--threads must be at least 1")
     if args.pnode_child:
-        address, pnode_id, stats_file = args.pnode_child
-        pnode_child(address, pnode_id, stats_file, threads=args.threads, default_malloc=args.default_malloc,
-                    shape=args.shape_links)
+        address, name, stats_file, state_dir, fingerprint = args.pnode_child
+        pnode_child(address, name, stats_file, state_dir, fingerprint, threads=args.threads,
+                    default_malloc=args.default_malloc, shape=args.shape_links)
         return
     if args.shaped:
         shaped_main(args)
@@ -312,7 +316,7 @@ def main() -> None:
                     for n in names))
 
             spec = cluster.orch.driver.network(NAME).spec
-            placement = cluster.orch.store.placements(NAME)
+            placement = {v: cluster.name_of(p) for v, p in cluster.orch.store.placements(NAME).items()}
             if set(placement) != set(spec.nodes):
                 raise RuntimeError(f"placement of {NAME!r} covers {len(placement)} of {len(spec.nodes)} VNodes")
             cluster.stop_pnodes(grace=30.0)
@@ -456,7 +460,8 @@ def shaped_main(args: argparse.Namespace) -> None:
                         times[name].append(elapsed)
                 print(f"  step {i}: " + ", ".join(f"{n} loss {losses[n][-1]:.4f}" + (
                     f" {times[n][-1]:.3f} s" if i >= args.warmup else " (warm-up)") for n in clusters), flush=True)
-            placements = {n: c.orch.store.placements(NAME) for n, c in clusters.items()}
+            placements = {n: {v: c.name_of(p) for v, p in c.orch.store.placements(NAME).items()}
+                          for n, c in clusters.items()}
             for name, c in clusters.items():
                 c.stop_pnodes(grace=30.0)
                 stats[name] = {p: json.loads(stats_path(c.state_dir, p).read_text(encoding="utf-8"))

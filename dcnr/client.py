@@ -10,7 +10,11 @@ A failed call raises the `dcnr.errors` class of its cause: `NotFound` for an unk
 name, `NetworkError` (one problem per line) for a bad definition, `Unavailable` when
 the orchestrator cannot be reached, and so on.
 
-    with dcnr.Client("127.0.0.1:50052") as client:
+The orchestrator's address, the CA certificate to trust and a token come from a client
+configuration file (`dcnr.security.config`: `config=`, else `$DCNR_CONFIG`, else
+`~/.config/dcnr/config.yaml`); `dcnr orchestrator --state-dir D` writes `D/admin.yaml`.
+
+    with dcnr.Client(config="dcnr-state/admin.yaml") as client:
         client.train_vocabulary("code", [Path("src")], vocab_size=4096)
         client.create_dataset("code-ds", "code", [Path("src")])
         client.create_network(Path("examples/networks/tiny_lm.yml"), name="lm")
@@ -30,6 +34,7 @@ from typing import Any
 import torch
 
 from dcnr.errors import DcnrError, InvalidArgument
+from dcnr.security import config as client_config
 from dcnr.storage.files import write_atomic
 from dcnr.transport.control import (
     ChatChunk,
@@ -44,17 +49,19 @@ from dcnr.transport.control import (
     PNodeInfo,
     SessionInfo,
     StepEvent,
+    TokenInfo,
     TrainResult,
     VocabularyInfo,
 )
 from dcnr.transport.grpc.control_client import GrpcControl
 
 __all__ = ["ChatChunk", "CheckpointInfo", "Client", "DatasetInfo", "DatasetSample", "Hardware", "Health",
-           "NetworkInfo", "NetworkPlacement", "PNodeInfo", "Placement", "SessionInfo", "StepEvent", "TrainResult",
-           "VocabularyInfo", "default_address", "text_files"]
+           "NetworkInfo", "NetworkPlacement", "PNodeInfo", "Placement", "SessionInfo", "StepEvent", "TokenInfo",
+           "TrainResult", "VocabularyInfo", "default_address", "text_files"]
 
 DEFAULT_ADDRESS = "127.0.0.1:50052"
 ADDRESS_ENV = "DCNR_ORCHESTRATOR"
+TOKEN_ENV = "DCNR_TOKEN"
 UPLOAD_PIECE = 1 << 20  # characters of text per upload message (a document may take several)
 FILE_CHUNK = 1 << 20  # bytes per message when uploading a file
 Progress = Callable[[int], None]  # called with the number of bytes just sent or received
@@ -97,15 +104,26 @@ def _definition(definition: str | Path) -> tuple[str, str]:
 
 
 class Client:
-    """A connection to one orchestrator (`address` HOST:PORT, default `$DCNR_ORCHESTRATOR` or
-    127.0.0.1:50052). Calls wait at most `timeout` seconds (None: no limit); streams that follow
-    long work (`listen_session`) take their own. Use it as a context manager, or call `close`."""
+    """A TLS connection to one orchestrator. Its address is `address`, else the configuration file's,
+    else `$DCNR_ORCHESTRATOR` or 127.0.0.1:50052; the CA certificate and the token are the configuration
+    file's unless given (`token` also from `$DCNR_TOKEN`; none: anonymous). Calls wait at most `timeout`
+    seconds (None: no limit); streams that follow long work (`listen_session`) take their own. Use it
+    as a context manager, or call `close`."""
 
     def __init__(self, address: str | None = None, timeout: float | None = 600.0,
-                 max_message_bytes: int = 256 * 2**20) -> None:
-        self.address = address or default_address()
+                 max_message_bytes: int = 256 * 2**20, config: str | Path | None = None,
+                 ca_certificate: str | None = None, token: str | None = None) -> None:
+        path = client_config.find(config)
+        found = client_config.ClientConfig.load(path) if path is not None else None
+        self.address = address or (found.orchestrator if found else "") or default_address()
+        ca = ca_certificate or (found.ca_certificate if found else "")
+        if not ca:
+            raise InvalidArgument("no CA certificate to trust the orchestrator with: pass --config FILE (`dcnr "
+                                  f"orchestrator` writes STATE_DIR/admin.yaml), set ${client_config.CONFIG_ENV}, "
+                                  f"or create {client_config.default_path()} (dcnr config init)")
+        token = token if token is not None else (os.environ.get(TOKEN_ENV) or (found.token if found else ""))
         self.timeout = timeout
-        self._rpc = GrpcControl(self.address, timeout, max_message_bytes)
+        self._rpc = GrpcControl(self.address, ca.encode(), token, timeout, max_message_bytes)
 
     def close(self) -> None:
         """Close the channel; the client cannot be used afterwards."""
@@ -310,6 +328,19 @@ class Client:
     def health(self, timeout: float | None = None) -> Health:
         """The orchestrator's status and versions; raises `Unavailable` when it cannot be reached."""
         return self._rpc.health(timeout)
+
+    # -- access (operators) -----------------------------------------------------------------------------
+    def create_token(self, name: str, role: str, expires_in: float | None = None) -> str:
+        """A new token for `role` (operator or researcher), valid `expires_in` seconds (None: until revoked).
+        The secret is returned only now: the orchestrator keeps its hash."""
+        return self._rpc.create_token(name, role, expires_in)
+
+    def list_tokens(self) -> list[TokenInfo]:
+        return self._rpc.list_tokens()
+
+    def revoke_token(self, name: str) -> bool:
+        """Revoke a token at once; False if there was none of that name."""
+        return self._rpc.revoke_token(name)
 
 
 def _documents(sources: Iterable[str | Path]) -> Iterator[tuple[str, int]]:

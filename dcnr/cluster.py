@@ -5,7 +5,9 @@ benchmarks start: the orchestrator as a `dcnr orchestrator` process (or, `embedd
 inside this process, for callers that drive it directly; `in_process=True` runs the PNodes
 here too, for tests that look inside them), PNodes as child processes in a
 session of their own (a Ctrl-C reaches only the caller, which stops them in order),
-every process logging to `STATE_DIR/<name>.log`. Start-up waits a bounded time for
+every process logging to `STATE_DIR/<name>.log`. The orchestrator keeps its state (its CA
+and `admin.yaml`, whose operator token the cluster's client uses) in `STATE_DIR/state`;
+each PNode its key in `STATE_DIR/pnodes/<name>` (its id derives from it: `ids`). Start-up waits a bounded time for
 every PNode to join; `close` stops everything, also after a Ctrl-C, and leaves no
 process behind. Single processes can be signalled, killed and started again, for
 fault tests.
@@ -27,9 +29,10 @@ from typing import Any
 
 from dcnr.client import Client
 from dcnr.errors import Conflict, DcnrError, Unavailable
+from dcnr.security import pki
 
 ORCHESTRATOR = "orchestrator"  # the orchestrator's process name (and log file stem)
-_SERVING = re.compile(rb"orchestrator serving on [^\s:]+:(\d+)")
+_SERVING = re.compile(rb"orchestrator serving on [^\s:]+:(\d+), PNodes on port (\d+)")
 
 
 def free_port() -> int:
@@ -68,7 +71,8 @@ class LocalCluster:
         self.pnodes: list[Any] = []  # the in-process `PNode`s
         self.orchestrator_args, self.pnode_args = list(orchestrator_args), list(pnode_args)
         self.pnode_command, self.env, self.start_timeout = pnode_command, env, start_timeout
-        self.port = 0
+        self.port = self.peer_port = 0
+        self.ids = {name: self.pnode_id(name) for name in self.pnode_names}  # PNode name -> id (from its key)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.orch: Any = None  # the embedded `Orchestrator`
         self._client: Client | None = None
@@ -79,12 +83,33 @@ class LocalCluster:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def admin_config(self) -> Path:
+        """The client configuration the orchestrator wrote: its address, CA and an operator token."""
+        return self.state_dir / "state" / "admin.yaml"
+
+    @property
+    def ca_fingerprint(self) -> str:
+        return pki.fingerprint((self.state_dir / "state" / "tls" / "ca.crt").read_bytes())
+
+    def pnode_dir(self, name: str) -> Path:
+        return self.state_dir / "pnodes" / name
+
+    def pnode_id(self, name: str) -> str:
+        """The id of PNode `name`: derived from its key (made here ahead of its first start)."""
+        self.pnode_dir(name).mkdir(parents=True, exist_ok=True)
+        return pki.pnode_id(pki.load_or_create_key(self.pnode_dir(name) / "key.pem").public_key())
+
+    def name_of(self, pnode_id: str) -> str:
+        """The name of a PNode of this cluster by id (the id itself for a stranger)."""
+        return next((n for n, i in self.ids.items() if i == pnode_id), pnode_id)
+
+    @property
     def client(self) -> Client:
-        """A client of this cluster's orchestrator (closed by `close`)."""
+        """An operator's client of this cluster's orchestrator (closed by `close`)."""
         if self._client is None:
             if not self.port:
                 raise Conflict("the cluster's orchestrator has not started yet")
-            self._client = Client(self.address)
+            self._client = Client(self.address, config=self.admin_config)
         return self._client
 
     # -- starting --------------------------------------------------------------------------------
@@ -116,14 +141,16 @@ class LocalCluster:
 
             self.orch = Orchestrator(state, heartbeat_interval=self.heartbeat_interval, step_timeout=self.step_timeout,
                                      **self.orchestrator_options)
-            self.port = self.orch.start(f"127.0.0.1:{self.port}")
+            self.port = self.orch.start(f"127.0.0.1:{self.port}", f"127.0.0.1:{self.peer_port}")
+            self.peer_port = self.orch.peer_port
             return
         log = self.log_path(ORCHESTRATOR)
         offset = log.stat().st_size if log.exists() else 0
         self._spawn(ORCHESTRATOR, [
             sys.executable, "-m", "dcnr.cli.main", "orchestrator", "--host", "127.0.0.1", "--port", str(self.port),
-            "--state-dir", str(state), "--heartbeat-interval", str(self.heartbeat_interval),
-            "--step-timeout", str(self.step_timeout), *self.orchestrator_args], None)
+            "--peer-port", str(self.peer_port), "--state-dir", str(state),
+            "--heartbeat-interval", str(self.heartbeat_interval), "--step-timeout", str(self.step_timeout),
+            *self.orchestrator_args], None)
         deadline = time.monotonic() + self.start_timeout
         while True:  # it prints its port once it serves
             self.check()
@@ -131,7 +158,7 @@ class LocalCluster:
                 f.seek(offset)
                 found = _SERVING.search(f.read())
             if found:
-                self.port = int(found.group(1))
+                self.port, self.peer_port = int(found.group(1)), int(found.group(2))
                 return
             if time.monotonic() > deadline:
                 raise Unavailable(f"the orchestrator did not start within {self.start_timeout:g} s "
@@ -144,13 +171,17 @@ class LocalCluster:
         if self.in_process:
             from dcnr.pnode.agent import PNode
 
-            pnode = PNode(self.address, pnode_id=name, memory_budget=self.memory_budget, set_torch_threads=False,
+            self.ids[name] = self.pnode_id(name)
+            pnode = PNode(self.address, state_dir=self.pnode_dir(name), ca_fingerprint=self.ca_fingerprint, name=name,
+                          memory_budget=self.memory_budget, set_torch_threads=False,
                           heartbeat_interval=self.heartbeat_interval)
             pnode.start()
             self.pnodes.append(pnode)
             return pnode
+        self.ids[name] = self.pnode_id(name)
         argv = (self.pnode_command(self.address, name) if self.pnode_command is not None else [
-            sys.executable, "-m", "dcnr.cli.main", "pnode", "--orchestrator", self.address, "--id", name,
+            sys.executable, "-m", "dcnr.cli.main", "pnode", "--orchestrator", self.address, "--name", name,
+            "--state-dir", str(self.pnode_dir(name)), "--ca-fingerprint", self.ca_fingerprint,
             "--threads", str(self.threads), "--heartbeat-interval", str(self.heartbeat_interval)])
         self._spawn(name, [*argv, *self.pnode_args, *args], self.env)
         return None
@@ -166,9 +197,9 @@ class LocalCluster:
 
     # -- watching --------------------------------------------------------------------------------
     def alive(self) -> set[str]:
-        """Ids of the PNodes the orchestrator holds alive (empty while it cannot be reached)."""
+        """Names of the PNodes the orchestrator holds alive (empty while it cannot be reached)."""
         try:
-            return {p.id for p in self.client.list_pnodes(timeout=5) if p.state == "alive"}
+            return {self.name_of(p.id) for p in self.client.list_pnodes(timeout=5) if p.state == "alive"}
         except DcnrError:
             return set()
 

@@ -84,6 +84,13 @@ class PermissionDenied(DcnrError):
     exit_code = USER_ERROR
 
 
+class Unauthenticated(DcnrError):
+    """The call needs a credential (a token, or a certificate) that was missing, unknown or expired."""
+
+    status = "UNAUTHENTICATED"
+    exit_code = USER_ERROR
+
+
 class ResourceExhausted(DcnrError):
     """No room: a memory budget, a message size limit, no PNode able to host a VNode."""
 
@@ -128,8 +135,8 @@ class Unimplemented(DcnrError):
 
 ERRORS_BY_STATUS: dict[str, type[DcnrError]] = {
     cls.status: cls
-    for cls in (InvalidArgument, NotFound, AlreadyExists, Conflict, PermissionDenied, ResourceExhausted, Aborted,
-                Unavailable, DeadlineExceeded, DataLoss, Unimplemented)
+    for cls in (InvalidArgument, NotFound, AlreadyExists, Conflict, PermissionDenied, Unauthenticated,
+                ResourceExhausted, Aborted, Unavailable, DeadlineExceeded, DataLoss, Unimplemented)
 }
 
 

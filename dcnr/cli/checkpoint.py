@@ -9,14 +9,13 @@ from typing import Annotated, Any
 
 import typer
 
-from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, table
-from dcnr.client import Client
+from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, connect, table
 
 
 def checkpoint_list(session_id: Annotated[str, typer.Argument(help="Session id.")], as_json: AsJson = False,
                     orchestrator: Orchestrator = DEFAULT) -> None:
     """A session's checkpoints in storage, oldest first."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         found = c.list_checkpoints(session_id)
     rows: list[dict[str, Any]] = [
         {"session": m.session, "network": m.network, "session_step": m.session_step, "step": m.step,
@@ -35,6 +34,6 @@ def checkpoint_export(session_id: Annotated[str, typer.Argument(help="Session id
                       orchestrator: Orchestrator = DEFAULT) -> None:
     """Write a checkpoint as one artifact: parameters keyed <node_id>.<param>, optimizer state, the network
     YAML, training config and dataset hash. `dcnr network import` and `LocalExecutor.from_artifact` read it."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         c.export_checkpoint(session_id, out_path, session_step=step)
     print(out_path)

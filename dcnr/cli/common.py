@@ -1,5 +1,6 @@
 """What every command module shares: the consoles, the `--orchestrator` and `--json` options,
-tables, and file arguments. Imports no command module."""
+the connection to the orchestrator (`connect`, with the root `--config`), tables, and file
+arguments. Imports no command module."""
 
 from __future__ import annotations
 
@@ -10,16 +11,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dcnr.client import ADDRESS_ENV, DEFAULT_ADDRESS, text_files
+from dcnr.client import ADDRESS_ENV, Client, text_files
 
 # soft_wrap: a status line is one line however narrow the terminal (scripts grep it); tables still fit.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 Orchestrator = Annotated[str, typer.Option("--orchestrator", envvar=ADDRESS_ENV,
-                                           help=f"Orchestrator address HOST:PORT (env {ADDRESS_ENV}).")]
+                                           help=f"Orchestrator address HOST:PORT (env {ADDRESS_ENV}; default: the "
+                                                "client configuration's, else 127.0.0.1:50052).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-DEFAULT = DEFAULT_ADDRESS
+DEFAULT = ""
+settings: dict[str, str | None] = {"config": None}  # set by the root command's --config
+
+
+def connect(orchestrator: str) -> Client:
+    """A client of the orchestrator, trusted and authenticated as the client configuration says."""
+    return Client(orchestrator or None, config=settings["config"])
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:

@@ -11,8 +11,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, err, input_files, out, table
-from dcnr.client import Client
+from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, connect, err, input_files, out, table
 
 Name = Annotated[str, typer.Argument(help="Dataset name.")]
 
@@ -27,7 +26,7 @@ def dataset_create(ctx: typer.Context,
     arrive. Prints its name."""
     paths = input_files(files, ctx.args)
     with Progress(TextColumn("uploading"), BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=err,
-                  transient=True) as bar, Client(orchestrator) as c:
+                  transient=True) as bar, connect(orchestrator) as c:
         task = bar.add_task("upload", total=sum(p.stat().st_size for p in paths))
         info = c.create_dataset(name, vocab, paths, validation_fraction,
                                 progress=lambda n: bar.advance(task, n))
@@ -38,7 +37,7 @@ def dataset_split(name: Name,
                   validation_fraction: Annotated[float, typer.Option(help="Share held out for validation.")],
                   orchestrator: Orchestrator = DEFAULT) -> None:
     """Set how the dataset splits into train and validation."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         d = c.split_dataset(name, validation_fraction)
     print(f"{d.name}: {d.train_tokens:,} train / {d.validation_tokens:,} validation tokens")
 
@@ -46,7 +45,7 @@ def dataset_split(name: Name,
 def dataset_explore(name: Name, sample_tokens: Annotated[int, typer.Option(help="Tokens of the sample to decode.")]
                     = 64, as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) -> None:
     """Sizes and a decoded sample of a dataset."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         found = c.explore_dataset(name, sample_tokens)
     doc = {**asdict(found.info), "sample": found.sample}
     if as_json:
@@ -61,7 +60,7 @@ def dataset_explore(name: Name, sample_tokens: Annotated[int, typer.Option(help=
 
 def dataset_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) -> None:
     """Datasets the orchestrator holds."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         rows = [asdict(d) for d in c.list_datasets()]
     if as_json:
         print(json.dumps(rows))
@@ -73,6 +72,6 @@ def dataset_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) 
 
 def dataset_delete(name: Name, orchestrator: Orchestrator = DEFAULT) -> None:
     """Delete a dataset no running session reads."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         c.delete_dataset(name)
     print(f"deleted {name}")

@@ -22,9 +22,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from dcnr.cli import checkpoint, dataset, demo, network, pnode, serve, serving, session, vocab
+from dcnr.cli import checkpoint, common, dataset, demo, network, pnode, serve, serving, session, token, vocab
 from dcnr.cli.common import err
 from dcnr.errors import INTERRUPTED, RUNTIME_FAILURE, USER_ERROR, DcnrError, NetworkError
+from dcnr.security.config import CONFIG_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,6 +58,7 @@ GROUPS: tuple[Group, ...] = (
     Group("vocab", "Byte-level BPE vocabularies."),
     Group("dataset", "Tokenized datasets with train/validation splits."),
     Group("pnode", "Run a PNode (no sub-command), or inspect the fleet.", callback=serve.pnode),
+    Group("token", "Tokens for operators and researchers (operators only): create, list, revoke."),
 )
 
 COMMANDS: tuple[Command, ...] = (
@@ -88,6 +90,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("dataset", "list", dataset.dataset_list),
     Command("dataset", "delete", dataset.dataset_delete),
     Command("pnode", "list", pnode.pnode_list),
+    Command("token", "create", token.token_create),
+    Command("token", "list", token.token_list),
+    Command("token", "revoke", token.token_revoke),
     Command(None, "orchestrator", serve.orchestrator),
     Command(None, "evaluate", serving.evaluate),
     Command(None, "chat", serving.chat),
@@ -134,8 +139,13 @@ def guarded(fn: F) -> F:
 
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug logs.")] = False,
+    config: Annotated[str | None, typer.Option(
+        "--config", envvar=CONFIG_ENV, help="Client configuration: the orchestrator's address, its CA certificate "
+        f"and a token (env {CONFIG_ENV}; default ~/.config/dcnr/config.yaml). `dcnr orchestrator` writes "
+        "STATE_DIR/admin.yaml.")] = None,
 ) -> None:
     _state["verbose"] = verbose
+    common.settings["config"] = config
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
 

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, out, table
-from dcnr.client import Client, NetworkInfo
+from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, connect, out, table
+from dcnr.client import NetworkInfo
 from dcnr.spec.loader import load_network
 
 File = Annotated[Path, typer.Argument(help="Network YAML file.")]
@@ -76,20 +76,20 @@ def network_create(file: File,
                    name: Annotated[str | None, typer.Option(help="Name (default: the YAML's name).")] = None,
                    orchestrator: Orchestrator = DEFAULT) -> None:
     """Submit a network; prints its name."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         print(c.create_network(file, name or "").name)
 
 
 def network_update(name: Name, file: Annotated[Path, typer.Argument(help="New YAML definition.")],
                    orchestrator: Orchestrator = DEFAULT) -> None:
     """Replace a network's definition (its VNodes start again from initial parameters)."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         print(c.update_network(name, file).name)
 
 
 def network_delete(name: Name, orchestrator: Orchestrator = DEFAULT) -> None:
     """Delete a network and drop its VNodes from the PNodes."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         c.delete_network(name)
     print(f"deleted {name}")
 
@@ -101,7 +101,7 @@ def _row(n: NetworkInfo) -> dict[str, Any]:
 
 def network_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) -> None:
     """Networks the orchestrator holds."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         rows = [_row(n) for n in c.list_networks()]
     if as_json:
         print(json.dumps(rows))
@@ -112,7 +112,7 @@ def network_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) 
 
 def network_show(name: Name, as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) -> None:
     """A network's size, step and where each VNode runs."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         found = c.inspect_network(name)
     doc = {**_row(found.network), "placements": [{"vnode": p.vnode, "pnode": p.pnode, "address": p.address}
                                                  for p in found.placements]}
@@ -128,7 +128,7 @@ def network_export(name: Name,
                    output: Annotated[Path, typer.Argument(help="Where to write the .safetensors file.")],
                    orchestrator: Orchestrator = DEFAULT) -> None:
     """Download every parameter and optimizer state as one safetensors file."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         c.export_network(name, output)
     print(output)
 
@@ -137,7 +137,7 @@ def network_import(file: Annotated[Path, typer.Argument(help="A .safetensors fil
                    name: Annotated[str | None, typer.Option(help="Name (default: the exported name).")] = None,
                    orchestrator: Orchestrator = DEFAULT) -> None:
     """Create a network from an export: definition, parameters, optimizer state, step. Prints its name."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         print(c.import_network(file, name or "").name)
 
 
@@ -145,5 +145,5 @@ def network_clone(source: Annotated[str, typer.Argument(help="Network to copy.")
                   name: Annotated[str, typer.Argument(help="Name of the copy.")],
                   orchestrator: Orchestrator = DEFAULT) -> None:
     """Copy a network with its current parameters and optimizer state. Prints the new name."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         print(c.clone_network(source, name).name)

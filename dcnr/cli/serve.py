@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -28,8 +30,13 @@ def _wait(stop: threading.Event) -> None:
 
 
 def orchestrator(
-    port: Annotated[int, typer.Option(help="Port to serve gRPC on.")] = 50052,
+    port: Annotated[int, typer.Option(help="Public port: clients (with a token, or anonymous) and PNodes "
+                                           "enrolling.")] = 50052,
+    peer_port: Annotated[int, typer.Option(help="Port PNodes reach with their certificates (mutual TLS); "
+                                                "0: any free port.")] = 50053,
     host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
+    advertise: Annotated[str | None, typer.Option(help="Host volunteers dial, for the printed join command "
+                                                       "(default: --host, or this machine's name).")] = None,
     state_dir: Annotated[Path, typer.Option(help="Where the SQLite state lives (PNodes, networks, sessions).")]
     = Path("dcnr-state"),
     heartbeat_interval: Annotated[float, typer.Option(help=HEARTBEAT_HELP)] = 30.0,
@@ -38,9 +45,20 @@ def orchestrator(
     storage: Annotated[str | None, typer.Option(help="Checkpoints, vocabularies and datasets: file:///path or "
                                                      "s3://bucket/prefix (default: STATE_DIR/storage).")] = None,
     s3_endpoint_url: Annotated[str | None, typer.Option(help="Endpoint of an S3-compatible store.")] = None,
+    private: Annotated[bool, typer.Option(help="No anonymous reads: listings of networks, sessions, datasets "
+                                                "and vocabularies need a token too.")] = False,
+    rate_limit: Annotated[float, typer.Option(help="Calls per second allowed per identity (token, PNode, or "
+                                                   "address of an anonymous caller).")] = 500.0,
+    certificate_hours: Annotated[float, typer.Option(help="Lifetime of PNode certificates; renewed while they "
+                                                          "heartbeat.")] = 24.0,
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line).")] = "text",
 ) -> None:
-    """Run the orchestrator: PNode registry, placement, networks, sessions, data (stops on SIGTERM/Ctrl-C)."""
+    """Run the orchestrator: PNode registry, placement, networks, sessions, data (stops on SIGTERM/Ctrl-C).
+
+    On first start it creates its CA under STATE_DIR/tls and STATE_DIR/admin.yaml (the address, the CA
+    and an operator token: `dcnr --config STATE_DIR/admin.yaml ...`), and prints the command volunteers
+    run to join.
+    """
     from dcnr.orchestrator.app import Orchestrator
 
     logs.configure(log_format)
@@ -49,11 +67,18 @@ def orchestrator(
     stop = _stop_on_signals()
     if max_message_mb < 1:
         raise ValueError(f"--max-message-mb must be at least 1, got {max_message_mb}")
+    if rate_limit <= 0 or certificate_hours <= 0:
+        raise ValueError("--rate-limit and --certificate-hours must be positive")
     orch = Orchestrator(state_dir, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout,
-                        max_message_bytes=max_message_mb * 2**20, storage=storage, s3_endpoint_url=s3_endpoint_url)
+                        max_message_bytes=max_message_mb * 2**20, storage=storage, s3_endpoint_url=s3_endpoint_url,
+                        public_reads=not private, rate_limit=rate_limit,
+                        certificate_lifetime=datetime.timedelta(hours=certificate_hours))
     try:
-        orch.start(f"{host}:{port}")
-        print(f"orchestrator serving on {host}:{orch.port} (state in {state_dir})", flush=True)
+        orch.start(f"{host}:{port}", f"{host}:{peer_port}")
+        public_host = advertise or (socket.gethostname() if host in ("0.0.0.0", "::") else host)
+        print(f"orchestrator serving on {host}:{orch.port}, PNodes on port {orch.peer_port} (state in {state_dir})\n"
+              f"client configuration (operator): {orch.admin_config}\n"
+              f"volunteers join with: {orch.join_command(public_host)}", flush=True)
         _wait(stop)
     finally:
         orch.stop()
@@ -66,8 +91,12 @@ def pnode(
     port: Annotated[int, typer.Option(help="Port for this PNode's gRPC server (0: any free port).")] = 0,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     advertise: Annotated[str | None, typer.Option(help="Host other PNodes should dial (default: --host).")] = None,
-    pnode_id: Annotated[str | None, typer.Option("--id", help="PNode id (default: hostname + random suffix).")]
-    = None,
+    ca_fingerprint: Annotated[str | None, typer.Option(help="SHA256:<hex> of the orchestrator's CA, as its join "
+                                                            "command prints it (needed on first start).")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="Where this PNode keeps its key and the CA it trusts "
+                                                        "(default: the user's data directory).")] = None,
+    name: Annotated[str | None, typer.Option(help="A label for people in listings (default: host name); "
+                                                 "the id derives from this PNode's key.")] = None,
     memory_budget: Annotated[str | None, typer.Option(help="Memory for hosted VNodes, e.g. 4GiB "
                                                            "(default: half the machine's memory).")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads for compute (default: torch's default).")]
@@ -96,12 +125,13 @@ def pnode(
     if heartbeat_interval is not None and heartbeat_interval <= 0:
         raise ValueError(f"--heartbeat-interval must be positive, got {heartbeat_interval}")
     stop = _stop_on_signals()
-    node = PNode(orchestrator, pnode_id=pnode_id, bind=host, port=port, advertise=advertise, memory_budget=budget,
+    node = PNode(orchestrator, state_dir=state_dir, ca_fingerprint=ca_fingerprint, name=name, bind=host, port=port,
+                 advertise=advertise, memory_budget=budget,
                  threads=threads, device=device, heartbeat_interval=heartbeat_interval, task_timeout=task_timeout,
                  max_message_bytes=max_message_mb * 2**20)
     try:
         node.start()
-        print(f"pnode {node.id} serving at {node.address}", flush=True)
+        print(f"pnode {node.id} ({node.name}) serving at {node.address}", flush=True)
         _wait(stop)
     finally:
         node.stop()

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, err
-from dcnr.client import Client
+from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, connect, err
 
 
 def evaluate(network: Annotated[str, typer.Argument(help="Network name.")],
@@ -19,7 +18,7 @@ def evaluate(network: Annotated[str, typer.Argument(help="Network name.")],
              seed: Annotated[int, typer.Option(help="Which held-out windows.")] = 0,
              as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) -> None:
     """Held-out loss of a network on a dataset's validation split."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         costs = c.validate(network, dataset, batches=batches, batch_size=batch_size, seed=seed)
     if as_json:
         print(json.dumps(costs))
@@ -38,7 +37,7 @@ def chat(network: Annotated[str, typer.Argument(help="Network name.")],
          seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
          orchestrator: Orchestrator = DEFAULT) -> None:
     """Generate text with a language-model network, streamed as it is produced."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         def reply(text: str) -> None:
             for chunk in c.chat(network, text, vocabulary=vocab, max_new_tokens=max_tokens,
                                 temperature=temperature, top_k=top_k, seed=seed):

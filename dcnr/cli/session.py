@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, table
-from dcnr.client import Client, SessionInfo
+from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, connect, table
+from dcnr.client import SessionInfo
 from dcnr.errors import Aborted
 
 SessionId = Annotated[str, typer.Argument(help="Session id.")]
@@ -27,7 +27,7 @@ def session_create(network: Annotated[str, typer.Option(help="Network to train."
                    start: Annotated[bool, typer.Option(help="Start it at once.")] = False,
                    orchestrator: Orchestrator = DEFAULT) -> None:
     """Create a training session; prints its id."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         info = c.create_session(network, dataset, steps, batch_size=batch_size, micro_batches=micro_batches,
                                 seed=seed, checkpoint_every=checkpoint_every, start=start)
     print(info.id)
@@ -39,32 +39,32 @@ def _state(info: SessionInfo) -> None:
 
 def session_start(session_id: SessionId, orchestrator: Orchestrator = DEFAULT) -> None:
     """Start a created session."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         _state(c.start_session(session_id))
 
 
 def session_suspend(session_id: SessionId, orchestrator: Orchestrator = DEFAULT) -> None:
     """Stop a running session after its current step (with a checkpoint)."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         _state(c.suspend_session(session_id))
 
 
 def session_resume(session_id: SessionId, orchestrator: Orchestrator = DEFAULT) -> None:
     """Continue a suspended session where it stopped."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         _state(c.start_session(session_id))
 
 
 def session_delete(session_id: SessionId, orchestrator: Orchestrator = DEFAULT) -> None:
     """Stop and forget a session (the network keeps what it learned)."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         c.delete_session(session_id)
     print(f"deleted {session_id}")
 
 
 def session_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) -> None:
     """Training sessions and their progress."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         rows = [asdict(s) for s in c.list_sessions()]
     if as_json:
         print(json.dumps(rows))
@@ -80,7 +80,7 @@ def session_listen(session_id: SessionId,
                    orchestrator: Orchestrator = DEFAULT) -> None:
     """Follow a session's step events until it completes or fails (exit 1 if it fails)."""
     last = None
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         for ev in c.listen_session(session_id):
             last = ev
             if as_json:

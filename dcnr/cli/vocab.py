@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, err, input_files, table
-from dcnr.client import Client
+from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, connect, err, input_files, table
 
 
 def vocab_train(ctx: typer.Context,
@@ -19,14 +18,14 @@ def vocab_train(ctx: typer.Context,
                 orchestrator: Orchestrator = DEFAULT) -> None:
     """Train a byte-level BPE vocabulary on text files here and store it on the orchestrator."""
     paths = input_files(files, ctx.args)
-    with Client(orchestrator) as c, err.status(f"training a {vocab_size}-token vocabulary on {len(paths)} files"):
+    with connect(orchestrator) as c, err.status(f"training a {vocab_size}-token vocabulary on {len(paths)} files"):
         info = c.train_vocabulary(name, paths, vocab_size)
     print(info.name)
 
 
 def vocab_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) -> None:
     """Vocabularies the orchestrator holds."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         rows = [{"name": v.name, "vocab_size": v.vocab_size} for v in c.list_vocabularies()]
     if as_json:
         print(json.dumps(rows))
@@ -37,6 +36,6 @@ def vocab_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) ->
 def vocab_delete(name: Annotated[str, typer.Argument(help="Vocabulary name.")],
                  orchestrator: Orchestrator = DEFAULT) -> None:
     """Delete a vocabulary no dataset uses."""
-    with Client(orchestrator) as c:
+    with connect(orchestrator) as c:
         c.delete_vocabulary(name)
     print(f"deleted {name}")

@@ -1,17 +1,21 @@
 """The orchestrator process: its parts wired together, and their life from `start` to `stop`.
 
-Owns what an orchestrator runs besides answering requests: the heartbeat monitor, and
-resuming the sessions a crash interrupted. Its services (`networks`, `serving`,
+Owns what an orchestrator runs besides answering requests: the heartbeat monitor,
+resuming the sessions a crash interrupted, its TLS identity (a CA of its own, created on
+first start under `STATE_DIR/tls`) and `admin.yaml`. Its services (`networks`, `serving`,
 `sessions`, `data`, `fleet`, `blob_access`) are served over gRPC by
 `dcnr.transport.grpc.server`, which `start` starts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import logging
 import threading
 from pathlib import Path
 
+from dcnr.errors import InvalidArgument
 from dcnr.orchestrator.blob_access import BlobAccess
 from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore
@@ -21,14 +25,26 @@ from dcnr.orchestrator.networks import Networks
 from dcnr.orchestrator.serving import Serving
 from dcnr.orchestrator.sessions import Sessions
 from dcnr.orchestrator.store import SQLiteStore
+from dcnr.security import pki
+from dcnr.security.config import ClientConfig
+from dcnr.security.tokens import Tokens
 from dcnr.spec.model import NetworkSpec
 from dcnr.storage import BlobStore, open_store
 from dcnr.transport.grpc.pnode import GrpcConnector
+from dcnr.transport.grpc.security import Identity
 from dcnr.transport.grpc.server import OrchestratorServer
 
 log = logging.getLogger("dcnr.orchestrator")
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
+DEFAULT_RATE_LIMIT = 500.0  # calls per second per identity (bursts of twice that)
+ADMIN_CONFIG = "admin.yaml"
+ADMIN_TOKEN = "admin"
+
+
+def _local_host(host: str) -> str:
+    """The host a client on this machine dials for a server bound to `host`."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "[::]", "::") else host
 
 
 class Orchestrator:
@@ -36,13 +52,20 @@ class Orchestrator:
 
     def __init__(self, state_dir: str | Path, heartbeat_interval: float = 30.0, step_timeout: float = 600.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, storage: str | None = None,
-                 s3_endpoint_url: str | None = None, recovery_timeout: float = 600.0) -> None:
+                 s3_endpoint_url: str | None = None, recovery_timeout: float = 600.0, public_reads: bool = True,
+                 rate_limit: float = DEFAULT_RATE_LIMIT,
+                 certificate_lifetime: datetime.timedelta = pki.PNODE_LIFETIME) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = SQLiteStore(self.state_dir / "state.sqlite")
+        self.tokens = Tokens(self.store)
+        self.ca = pki.CertificateAuthority.load_or_create(self.state_dir / "tls")
+        self.identity = Identity(self.ca.orchestrator_credentials(self.state_dir / "tls"))
+        self.public_reads, self.rate_limit, self.certificate_lifetime = public_reads, rate_limit, certificate_lifetime
         objects = open_store(storage or (self.state_dir / "storage").resolve().as_uri(), s3_endpoint_url)
         self.data = DataStore(objects)
-        self.fleet = Fleet(self.store, GrpcConnector(max_message_bytes, timeout=step_timeout), heartbeat_interval)
+        self.fleet = Fleet(self.store, GrpcConnector(self.identity, max_message_bytes, timeout=step_timeout),
+                           heartbeat_interval)
         self.inbox = Inbox()
         self.checkpoints = Checkpoints(BlobStore(objects))
         self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout, vocabularies=self._vocabularies,
@@ -53,7 +76,7 @@ class Orchestrator:
         self.serving = Serving(self.store, self.driver, self.data, self.networks)
         self.max_message_bytes = max_message_bytes
         self.server: OrchestratorServer | None = None
-        self.port = 0
+        self.port = self.peer_port = 0
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
 
@@ -63,19 +86,41 @@ class Orchestrator:
         names = {v for node in spec.nodes.values() if (v := getattr(node.impl.cfg, "vocabulary", None))}
         return {name: self.data.tokenizer(name).to_str() for name in sorted(names)}
 
-    def start(self, address: str = "127.0.0.1:0", threads: int = 32) -> int:
-        """Serve on `address` (port 0: any free port), watch heartbeats, resume interrupted sessions;
-        returns the port."""
-        self.server = OrchestratorServer(self, address, threads)
-        self.port = self.server.port
+    def start(self, address: str = "127.0.0.1:0", peer_address: str | None = None, threads: int = 32) -> int:
+        """Serve on `address` and, for PNodes, on `peer_address` (default: the same host, any free port);
+        watch heartbeats, resume interrupted sessions, keep `admin.yaml` pointing here; returns the port."""
+        host = address.rpartition(":")[0]
+        self.server = OrchestratorServer(self, address, peer_address or f"{host}:0", threads)
+        self.port, self.peer_port = self.server.port, self.server.peer_port
+        self.write_admin_config(f"{_local_host(host)}:{self.port}")
         self._monitor = threading.Thread(target=self._watch, name="heartbeats", daemon=True)
         self._monitor.start()
         resumed = self.sessions.resume_interrupted()  # a crash left them running: back from their checkpoints
         if resumed:
             log.info("resuming %d interrupted session(s): %s", len(resumed), ", ".join(resumed))
-        log.info("orchestrator serving on port %d (state in %s)", self.port, self.state_dir,
-                 extra={"port": self.port})
+        log.info("orchestrator serving on port %d, PNodes on port %d (state in %s)", self.port, self.peer_port,
+                 self.state_dir, extra={"port": self.port})
         return self.port
+
+    @property
+    def admin_config(self) -> Path:
+        return self.state_dir / ADMIN_CONFIG
+
+    def write_admin_config(self, address: str) -> None:
+        """`admin.yaml`: this orchestrator's address, CA and an operator token (created with the file; the
+        file keeps it, since only its hash is stored)."""
+        token = ""
+        if self.admin_config.exists():
+            with contextlib.suppress(InvalidArgument):
+                token = ClientConfig.load(self.admin_config).token
+        if not token:
+            self.tokens.revoke(ADMIN_TOKEN)  # its secret is lost with the file
+            token = self.tokens.create(ADMIN_TOKEN, "operator")
+        ClientConfig(address, self.ca.cert_pem.decode(), token).save(self.admin_config)
+
+    def join_command(self, host: str) -> str:
+        """What a volunteer runs to lend a machine to this orchestrator."""
+        return f"dcnr pnode --orchestrator {host}:{self.port} --ca-fingerprint {self.ca.fingerprint}"
 
     def _watch(self) -> None:
         interval = max(0.05, self.fleet.heartbeat_interval / 2)

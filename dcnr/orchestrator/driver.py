@@ -11,6 +11,7 @@ PNodes do, and report back through `Inbox`.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import threading
 import time
 import uuid
@@ -21,13 +22,15 @@ from typing import Any, TypeVar
 
 import torch
 
-from dcnr.errors import Aborted, DcnrError
+from dcnr.errors import Aborted, DcnrError, Unavailable
 from dcnr.orchestrator.fleet import Deployment, Fleet
 from dcnr.orchestrator.store import StateStore
 from dcnr.runtime.graph import check_inputs, select_outputs, split_batch
 from dcnr.runtime.precision import LossScaler
 from dcnr.runtime.router import Router
 from dcnr.runtime.sampling import sample_tokens
+from dcnr.security import pki
+from dcnr.security.pki import PNODE_LIFETIME, CertificateAuthority
 from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.model import NetworkSpec
 from dcnr.spec.passes import ExecutionPlan, plan
@@ -87,12 +90,21 @@ class Inbox:
 
 
 class Members:
-    """What `NodeManagementService` does: membership through the fleet, reports into the inbox."""
+    """What `NodeManagementService` does: certificates from the CA (none without one: in-process fleets),
+    membership through the fleet, reports into the inbox."""
 
-    def __init__(self, fleet: Fleet, inbox: Inbox) -> None:
+    def __init__(self, fleet: Fleet, inbox: Inbox, ca: CertificateAuthority | None = None,
+                 certificate_lifetime: datetime.timedelta = PNODE_LIFETIME) -> None:
         self.fleet = fleet
         self.inbox = inbox
+        self.ca = ca
+        self.certificate_lifetime = certificate_lifetime
         self.heartbeat_interval = fleet.heartbeat_interval
+
+    def enroll(self, csr: bytes) -> tuple[str, bytes]:
+        if self.ca is None:
+            raise Unavailable("this orchestrator issues no certificates")
+        return self.ca.issue_pnode(csr, self.certificate_lifetime)
 
     def register(self, member: Membership) -> None:
         self.fleet.register(member)
@@ -100,8 +112,14 @@ class Members:
     def unregister(self, pnode: str) -> bool:
         return self.fleet.unregister(pnode)
 
-    def heartbeat(self, pnode: str, load: float) -> None:
+    def heartbeat(self, pnode: str, load: float, certificate: bytes = b"") -> bytes:
         self.fleet.heartbeat(pnode, load)
+        if self.ca is None or not certificate:
+            return b""
+        issued, expires = pki.issued_at(certificate), pki.expires_at(certificate)
+        if time.time() < issued + (expires - issued) / 2:
+            return b""
+        return self.ca.renew(certificate, self.certificate_lifetime)
 
     def deliver(self, pnode: str, reports: Sequence[Report]) -> None:
         self.inbox.deliver(pnode, reports)

@@ -73,7 +73,8 @@ class Fleet:
             if old is not None:
                 self._forget_placements(pnode_id)  # a restarted PNode holds none of its old VNodes
             self._forget_told(pnode_id)
-            self.store.put_pnode(PNodeRecord(pnode_id, address, {**hardware, "version": version}))
+            self.store.put_pnode(PNodeRecord(pnode_id, address, {**hardware, "version": version,
+                                                                 "name": member.name or pnode_id}))
         log.info("PNode %s registered at %s", pnode_id, address, extra={"pnode": pnode_id, "address": address})
 
     def unregister(self, pnode_id: str) -> bool:

@@ -1,8 +1,8 @@
 """Durable orchestrator state behind one interface, kept in SQLite.
 
 What the orchestrator must remember across restarts about its fleet and its work —
-PNodes, networks, placements (and VNodes whose state was lost with their PNode), sessions
-— goes through `StateStore`. `SQLiteStore`, the only implementation, keeps one file under
+PNodes, networks, placements (and VNodes whose state was lost with their PNode), sessions,
+tokens — goes through `StateStore`. `SQLiteStore`, the only implementation, keeps one file under
 the state dir, in WAL mode, with every write in a transaction; it belongs to one
 orchestrator process (several orchestrators sharing one backend is not built).
 Vocabularies and datasets are not here: they live in the object store, beside
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dcnr.errors import AlreadyExists, Conflict, NotFound
+from dcnr.security.tokens import TokenRecord
 
 __all__ = ["AlreadyExists", "NotFound"]  # the store raises them; callers import them from here too
 
@@ -85,6 +86,10 @@ class StateStore(Protocol):
     def get_session(self, session_id: str) -> SessionRecord: ...
     def list_sessions(self) -> list[SessionRecord]: ...
     def delete_session(self, session_id: str) -> bool: ...
+    def put_token(self, rec: TokenRecord) -> None: ...
+    def token_by_key(self, key: str) -> TokenRecord | None: ...
+    def list_tokens(self) -> list[TokenRecord]: ...
+    def delete_token(self, name: str) -> bool: ...
 
 
 _SCHEMA = """
@@ -96,6 +101,8 @@ CREATE TABLE IF NOT EXISTS networks (name TEXT PRIMARY KEY, yaml TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS placements (network TEXT NOT NULL, vnode TEXT NOT NULL, pnode TEXT NOT NULL,
     PRIMARY KEY (network, vnode));
 CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (name TEXT PRIMARY KEY, role TEXT NOT NULL, key TEXT NOT NULL UNIQUE,
+    digest TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS lost (network TEXT NOT NULL, vnode TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (network, vnode));
 """
@@ -251,3 +258,22 @@ class SQLiteStore:
     def delete_session(self, session_id: str) -> bool:
         with self._tx() as db:
             return db.execute("DELETE FROM sessions WHERE id=?", (session_id,)).rowcount > 0
+
+    # -- tokens (only hashes of their secrets) -------------------------------------------------
+    def put_token(self, rec: TokenRecord) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?)",
+                       (rec.name, rec.role, rec.key, rec.digest, rec.created_at, rec.expires_at))
+
+    def token_by_key(self, key: str) -> TokenRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM tokens WHERE key=?", (key,)).fetchone()
+        return TokenRecord(*row) if row else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        with self._lock:
+            return [TokenRecord(*r) for r in self._db.execute("SELECT * FROM tokens ORDER BY name")]
+
+    def delete_token(self, name: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM tokens WHERE name=?", (name,)).rowcount > 0

@@ -9,7 +9,8 @@ gRPC: transports call the entry points below and hand it their implementations.
 One compute thread runs every VNode of this PNode (torch's own threads parallelise each
 op), so transport threads only check and enqueue. A hop for a run this PNode was not
 told about, of a fenced (abandoned) run, or older than the network's current step is
-refused or dropped; duplicates are dropped: late and repeated messages are harmless.
+refused or dropped; duplicates are dropped: late and repeated messages are harmless. A hop
+from any PNode but the one the placement says hosts its sender is PERMISSION_DENIED.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from dcnr.data.vocabularies import Vocabularies
-from dcnr.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from dcnr.errors import Conflict, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from dcnr.pnode.host import BudgetExceeded, VNodeHost
 from dcnr.runtime.router import Router
 from dcnr.runtime.vnode import RequestId
@@ -207,6 +208,7 @@ class PNodeRuntime:
             if hop.index >= len(edges) or edges[hop.index].src != hop.vnode:
                 raise InvalidArgument(f"edge {hop.index} of network {hop.network!r} does not leave VNode "
                                       f"{hop.vnode!r}")
+        self._check_sender(net, hop)
         key = (hop.network, hop.run, hop.micro_batch, hop.op, hop.vnode, hop.index)
         with self._lock:
             if key in self._seen:
@@ -216,6 +218,22 @@ class PNodeRuntime:
                 self._seen.popitem(last=False)
         self._work.put(hop)
         return True
+
+    @staticmethod
+    def _check_sender(net: _Network, hop: Hop) -> None:
+        """A hop must come from the PNode that hosts the VNode at the other end of its edge in the run's
+        placement; a network input from the orchestrator (sender "")."""
+        if hop.op == "fwd":
+            edge = net.router.feeds.get((hop.vnode, hop.index))
+            peer = net.router.edges[edge].src if edge is not None else None
+        else:
+            peer = net.router.edges[hop.index].dst
+        expected = net.placement.assignments.get(peer, "") if peer is not None else ""
+        if hop.sender != expected:
+            sender = f"PNode {hop.sender}" if hop.sender else "the orchestrator"
+            raise PermissionDenied(f"{sender} may not send {hop.op} hops to {hop.vnode!r} slot/edge {hop.index} of "
+                                   f"network {hop.network!r}: " + (f"{peer!r} is hosted by PNode {expected}"
+                                                                   if peer else "it is a network input"))
 
     # -- compute thread -------------------------------------------------------------------
     def _compute_loop(self) -> None:

@@ -133,7 +133,7 @@ class Hardware:
 class PNodeInfo:
     """A PNode in the orchestrator's registry."""
 
-    id: str
+    id: str  # derived from its key
     address: str
     state: str  # alive | dead
     load: float
@@ -141,6 +141,7 @@ class PNodeInfo:
     version: str  # protocol version, "major.minor.patch"
     hardware: Hardware
     vnodes: tuple[str, ...]  # "network/vnode" placed there
+    name: str = ""  # the label its operator gave it
 
 
 @dataclass(frozen=True)
@@ -162,3 +163,13 @@ class Health:
     status: str  # "serving"
     protocol_version: str  # "major.minor.patch"
     software_version: str
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token as listed (its secret only in `create_token`'s answer, once)."""
+
+    name: str
+    role: str
+    created_at: float
+    expires_at: float  # 0: never

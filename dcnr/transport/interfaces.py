@@ -88,8 +88,9 @@ class OrchestratorLink(Protocol):
         """Join the fleet; returns the heartbeat interval in seconds."""
         ...
 
-    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> None:
-        """`NotFound` when the orchestrator forgot this PNode (it must register again)."""
+    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> bytes:
+        """A renewed certificate (PEM) when the current one is past half its life, else empty bytes;
+        `NotFound` when the orchestrator forgot this PNode (it must register again)."""
         ...
 
     def unregister(self, pnode: str) -> None: ...
@@ -112,9 +113,18 @@ class MembershipService(Protocol):
 
     heartbeat_interval: float
 
+    def enroll(self, csr: bytes) -> tuple[str, bytes]:
+        """A certificate for a new key: (the PNode id derived from it, certificate PEM)."""
+        ...
+
     def register(self, member: Membership) -> None: ...
     def unregister(self, pnode: str) -> bool: ...
-    def heartbeat(self, pnode: str, load: float) -> None: ...
+
+    def heartbeat(self, pnode: str, load: float, certificate: bytes = b"") -> bytes:
+        """Record a beat; returns a renewed certificate for the one presented when it is past half its
+        life, else empty bytes."""
+        ...
+
     def deliver(self, pnode: str, reports: Sequence[Report]) -> None: ...
 
 

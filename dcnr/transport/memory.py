@@ -140,8 +140,8 @@ class MemoryOrchestratorLink:
         self.members.register(member)
         return self.members.heartbeat_interval
 
-    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> None:
-        self.members.heartbeat(pnode, load)
+    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> bytes:
+        return self.members.heartbeat(pnode, load)
 
     def unregister(self, pnode: str) -> None:
         self.members.unregister(pnode)

@@ -116,3 +116,4 @@ class Membership:
     address: str
     hardware: dict[str, Any]
     version: str
+    name: str = ""  # a label for people (the host name by default); the id is what identifies it

@@ -140,7 +140,7 @@ def test_demo_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, "the demo did not start in time"
         assert address and len(_processes_mentioning(address)) == 2  # the two PNodes
-        assert len(_processes_mentioning(f"--state-dir {state}")) == 1  # the orchestrator
+        assert len(_processes_mentioning(f"--state-dir {state / 'state'}")) == 1  # the orchestrator
         time.sleep(2)  # training is under way
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130

@@ -16,6 +16,8 @@ from dcnr.cli.main import app
 from dcnr.client import Client
 from dcnr.cluster import ORCHESTRATOR, LocalCluster, free_port
 from dcnr.errors import DcnrError, InvalidArgument, NetworkError, NotFound, Unavailable
+from dcnr.security.config import ClientConfig
+from dcnr.security.pki import CertificateAuthority
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "examples" / "networks" / "tiny_lm.yml"
@@ -23,7 +25,7 @@ TINY = ROOT / "examples" / "networks" / "tiny_lm.yml"
 
 def run(cluster: LocalCluster, *args: str) -> tuple[int, str, str]:
     """`dcnr ARGS` against the cluster: exit code, stdout, stderr."""
-    result = CliRunner().invoke(app, list(args), env={"DCNR_ORCHESTRATOR": cluster.address, "COLUMNS": "200"})
+    result = CliRunner().invoke(app, list(args), env={"DCNR_CONFIG": str(cluster.admin_config), "COLUMNS": "200"})
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -50,7 +52,8 @@ def test_pnode_list_json(fleet: LocalCluster) -> None:
     code, out, _ = run(fleet, "pnode", "list", "--json")
     assert code == 0
     (row,) = json.loads(out)
-    assert row["id"] == "worker" and row["state"] == "alive" and row["address"].startswith("127.0.0.1:")
+    assert (row["id"], row["name"], row["state"]) == (fleet.ids["worker"], "worker", "alive")
+    assert row["address"].startswith("127.0.0.1:")
     assert row["hardware"]["memory_budget_bytes"] == 2 * 2**30 and row["hardware"]["threads"] == 1
     assert isinstance(row["vnodes"], list)
 
@@ -119,9 +122,12 @@ def test_unknown_names_are_one_line_user_errors(fleet: LocalCluster) -> None:
         assert code == 2 and "ghost" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, args
 
 
-def test_unreachable_orchestrator_is_a_clear_error() -> None:
+def test_unreachable_orchestrator_is_a_clear_error(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
-    result = CliRunner().invoke(app, ["network", "list"], env={"DCNR_ORCHESTRATOR": address})
+    config = tmp_path / "config.yaml"
+    ClientConfig(address, CertificateAuthority.load_or_create(tmp_path).cert_pem.decode()).save(config)
+    result = CliRunner().invoke(app, ["network", "list"], env={"DCNR_ORCHESTRATOR": address,
+                                                               "DCNR_CONFIG": str(config)})
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert f"cannot reach the orchestrator at {address}" in result.stderr and "DCNR_ORCHESTRATOR" in result.stderr
@@ -134,7 +140,7 @@ def test_sigterm_unregisters_the_pnode(fleet: LocalCluster) -> None:
         fleet.signal("brief", signal.SIGTERM)
         assert fleet.procs["brief"].wait(30) == 0
         _, out, _ = run(fleet, "pnode", "list", "--json")
-        assert [r["id"] for r in json.loads(out)] == ["worker"]
+        assert [r["name"] for r in json.loads(out)] == ["worker"]
     finally:
         if fleet.procs["brief"].poll() is None:
             fleet.kill("brief")
@@ -142,7 +148,7 @@ def test_sigterm_unregisters_the_pnode(fleet: LocalCluster) -> None:
 
 def test_orchestrator_logs_are_json_lines(fleet: LocalCluster) -> None:
     lines = [json.loads(line) for line in fleet.log_path(ORCHESTRATOR).read_text().splitlines() if line.startswith("{")]
-    assert any(rec.get("pnode") == "worker" and "registered" in rec["msg"] for rec in lines)
+    assert any(rec.get("pnode") == fleet.ids["worker"] and "registered" in rec["msg"] for rec in lines)
     assert all({"ts", "level", "logger", "msg"} <= set(rec) for rec in lines)
 
 
@@ -177,7 +183,7 @@ def test_client_forward_train_export_import_match_the_local_executor(fleet: Loca
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(6, 4, generator=g), torch.randn(6, 2, generator=g)
     ex = dcnr.LocalExecutor(dcnr.parse_network(MLP))
-    with Client(fleet.address) as c:
+    with Client(config=fleet.admin_config) as c:
         info = c.create_network(MLP)
         assert (info.name, info.vnodes, info.step) == ("mlp", 4, 0)
         got = c.forward("mlp", {"x": x}, ["prediction"])
@@ -199,7 +205,7 @@ def test_client_forward_train_export_import_match_the_local_executor(fleet: Loca
         torch.testing.assert_close(c.forward("mlp-copy", {"x": x})["prediction"], ex.forward({"x": x})["prediction"])
         placed = c.inspect_network("mlp-copy")
         assert {p.vnode for p in placed.placements} == {"fc1", "act", "fc2", "loss"}
-        assert {p.pnode for p in placed.placements} == {"worker"}
+        assert {p.pnode for p in placed.placements} == {fleet.ids["worker"]}
         assert c.delete_network("mlp-copy") and c.delete_network("mlp")
 
 
@@ -218,7 +224,7 @@ def test_client_dataset_upload_in_pieces_matches_local_tokenization(fleet: Local
     for i, t in enumerate(texts[6:]):
         (folder / f"{i:02d}.py").write_text(t, encoding="utf-8")
     monkeypatch.setattr(dcnr.client, "UPLOAD_PIECE", 5)
-    with Client(fleet.address) as c:
+    with Client(config=fleet.admin_config) as c:
         assert 259 < c.train_vocabulary("pieces-vocab", texts, vocab_size=300).vocab_size <= 300
         vocab = Tokenizer.from_str(c.get_vocabulary("pieces-vocab").tokenizer_json)
         sent: list[int] = []
@@ -235,7 +241,7 @@ def test_client_dataset_upload_in_pieces_matches_local_tokenization(fleet: Local
 
 
 def test_client_errors_are_dcnr_error_classes(fleet: LocalCluster, tmp_path: Path) -> None:
-    with Client(fleet.address) as c:
+    with Client(config=fleet.admin_config) as c:
         with pytest.raises(NotFound, match="ghost") as caught:
             c.get_network("ghost")
         assert isinstance(caught.value, KeyError)
@@ -245,10 +251,10 @@ def test_client_errors_are_dcnr_error_classes(fleet: LocalCluster, tmp_path: Pat
         with pytest.raises(InvalidArgument, match=r"nope\.yml"):
             c.create_network(tmp_path / "nope.yml")
     address = f"127.0.0.1:{free_port()}"
-    with Client(address, timeout=10) as c, pytest.raises(
+    with Client(address, timeout=10, config=fleet.admin_config) as c, pytest.raises(
             Unavailable, match=f"cannot reach the orchestrator at {address}"):
         c.health()
-    with Client(fleet.address) as c:
+    with Client(config=fleet.admin_config) as c:
         assert c.health().status == "serving"
 
 

@@ -18,15 +18,19 @@ import grpc
 import pytest
 import torch
 from cluster_helpers import Cluster, add_data, small_lm_yaml
+from tls_helpers import orchestrator_identity, pnode_identity, to_orchestrator, to_pnode
 
 import dcnr
 from dcnr.orchestrator.app import Orchestrator
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.proto.version import PROTOCOL_VERSION
+from dcnr.security.config import ClientConfig
+from dcnr.security.pki import CertificateAuthority
 from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.codec import version_message
-from dcnr.transport.grpc.pnode import GrpcHopTransport, GrpcPNodeClient, serve_pnode
+from dcnr.transport.grpc.pnode import GrpcHopTransport, GrpcPNodeClient, pnode_channels, serve_pnode
+from dcnr.transport.grpc.security import Identity
 from dcnr.transport.messages import Placement, network_digest
 
 TIMEOUT = 20  # seconds, on every call
@@ -73,7 +77,7 @@ def hop(vnode: str = "embedder", value: Any = None, *, network: str = "small", s
     if value is None:
         value = torch.zeros(1, SEQ, dtype=torch.long)
     msg = value if isinstance(value, common_pb2.Value) else codec.encode_value(value)
-    return node_pb2.HopRequest(network=network, run="test", vnode=vnode, slot=slot, value=msg, sender="test")
+    return node_pb2.HopRequest(network=network, run="test", vnode=vnode, slot=slot, value=msg)
 
 
 def bad_bytes() -> common_pb2.Value:
@@ -85,8 +89,8 @@ def bad_dtype() -> common_pb2.Value:
     return common_pb2.Value(tensor=common_pb2.Tensor(dtype="complex32", shape=[1, SEQ], data=b"\0" * 32))
 
 
-def vnode_stub(channels: list[grpc.Channel], address: str) -> node_pb2_grpc.VNodeServiceStub:
-    channel = grpc.insecure_channel(address)
+def vnode_stub(channels: list[grpc.Channel], address: str, identity: Identity) -> node_pb2_grpc.VNodeServiceStub:
+    channel = to_pnode(address, identity)
     channels.append(channel)
     return node_pb2_grpc.VNodeServiceStub(channel)
 
@@ -102,7 +106,7 @@ def assert_serving(cluster: Cluster, channels: list[grpc.Channel]) -> None:
     health = cluster.control.Health(common_pb2.HealthRequest(), timeout=TIMEOUT)
     assert health.status == "serving" and health.version.major == PROTOCOL_VERSION[0]
     for p in cluster.pnodes:
-        assert_pnode_serves(vnode_stub(channels, p.address))
+        assert_pnode_serves(vnode_stub(channels, p.address, cluster.orch.identity))
     reply = cluster.control.ForwardNetwork(orchestrator_pb2.ForwardRequest(
         network="small", inputs=named(tokens=ids(1, SEQ))), timeout=TIMEOUT)
     logits = codec.decode_value(reply.outputs[0].value)
@@ -136,8 +140,8 @@ def cluster(cluster_factory: Callable[..., Cluster]) -> Cluster:
 
 @pytest.fixture()
 def pnode(cluster: Cluster, channels: list[grpc.Channel]) -> node_pb2_grpc.VNodeServiceStub:
-    """The VNodeService of the cluster's first PNode, called directly as a peer PNode would."""
-    return vnode_stub(channels, cluster.pnodes[0].address)
+    """The VNodeService of the cluster's first PNode, called directly with the orchestrator's certificate."""
+    return vnode_stub(channels, cluster.pnodes[0].address, cluster.orch.identity)
 
 
 # -- 1. protocol versions -----------------------------------------------------------------------
@@ -146,12 +150,12 @@ def pnode(cluster: Cluster, channels: list[grpc.Channel]) -> node_pb2_grpc.VNode
                          ids=["major-99", "missing"])
 def test_registering_with_another_major_version_is_refused_naming_both_versions(
         cluster: Cluster, channels: list[grpc.Channel], version: common_pb2.ProtocolVersion, theirs: str) -> None:
-    request = node_pb2.RegisterPNodeRequest(id="alien", version=version, address="127.0.0.1:1",
+    request = node_pb2.RegisterPNodeRequest(id=cluster.stranger_id, version=version, address="127.0.0.1:1",
                                             hardware=node_pb2.Hardware(cpu_cores=1, device="cpu"))
     refused(lambda: cluster.nodes.RegisterPNode(request, timeout=TIMEOUT), grpc.StatusCode.FAILED_PRECONDITION,
             "incompatible protocol version", theirs, MINE)
     listed = cluster.control.ListPNodes(orchestrator_pb2.ListRequest(), timeout=TIMEOUT).pnodes
-    assert sorted(p.id for p in listed) == ["p0", "p1"], "a refused PNode must not join the fleet"
+    assert sorted(p.id for p in listed) == sorted(cluster.ids.values()), "a refused PNode must not join the fleet"
     assert_serving(cluster, channels)
 
 
@@ -171,21 +175,10 @@ def test_a_placement_or_run_with_another_major_version_is_refused_by_the_pnode(
 
 def test_a_progress_report_with_another_major_version_is_refused(
         cluster: Cluster, channels: list[grpc.Channel]) -> None:
-    report = node_pb2.ProgressReport(version=ALIEN, pnode="p0", events=[node_pb2.ProgressEvent(
+    report = node_pb2.ProgressReport(version=ALIEN, pnode=cluster.stranger_id, events=[node_pb2.ProgressEvent(
         kind=node_pb2.ProgressEvent.FAILED, vnode="embedder", error="x", network="small", run="r")])
     refused(lambda: cluster.nodes.ReportProgress(report, timeout=TIMEOUT), grpc.StatusCode.FAILED_PRECONDITION,
             "incompatible protocol version 99.3.1", MINE)
-    assert_serving(cluster, channels)
-
-
-def test_a_protocol_1_pnode_is_refused_with_a_clear_message(cluster: Cluster, channels: list[grpc.Channel]) -> None:
-    """A PNode of the previous major version calls `dcnr.v1`: it hears why, not UNIMPLEMENTED."""
-    channel = grpc.insecure_channel(cluster.address)
-    channels.append(channel)
-    register_v1 = channel.unary_unary("/dcnr.v1.NodeManagementService/RegisterPNode",
-                                      request_serializer=None, response_deserializer=None)
-    refused(lambda: register_v1(b"", timeout=TIMEOUT), grpc.StatusCode.FAILED_PRECONDITION,
-            "incompatible protocol version 1", MINE)
     assert_serving(cluster, channels)
 
 
@@ -210,7 +203,8 @@ def test_a_malformed_gradient_in_a_hop_is_invalid_argument(
         value: Callable[[], common_pb2.Value], text: str) -> None:
     request = node_pb2.GradientHop(network="small", run="test", vnode="embedder", edge=0, has_gradient=True,
                                    gradient=value().tensor)
-    refused(lambda: pnode.ReceiveTrainResponse(request, timeout=TIMEOUT), grpc.StatusCode.INVALID_ARGUMENT, text)
+    peer = vnode_stub(channels, cluster.pnodes[0].address, cluster.stranger)  # gradients come from PNodes
+    refused(lambda: peer.ReceiveTrainResponse(request, timeout=TIMEOUT), grpc.StatusCode.INVALID_ARGUMENT, text)
     assert_serving(cluster, channels)
 
 
@@ -251,7 +245,9 @@ def _peer(c: Cluster, request: Any, method: str = "ReceiveTrainRequest", placed:
     if placed:  # a forward places the network on the PNodes
         c.control.ForwardNetwork(orchestrator_pb2.ForwardRequest(network="small", inputs=named(tokens=ids(1, SEQ))),
                                  timeout=TIMEOUT)
-    with grpc.insecure_channel(c.pnodes[0].address) as channel:
+    host = c.orch.store.placements("small").get(getattr(request, "vnode", ""))  # the VNode's PNode, once placed
+    address = next((p.address for p in c.pnodes if p.id == host), c.pnodes[0].address)
+    with to_pnode(address, c.orch.identity) as channel:
         return getattr(node_pb2_grpc.VNodeServiceStub(channel), method)(request, timeout=TIMEOUT)
 
 
@@ -267,11 +263,11 @@ UNKNOWN: list[tuple[str, Thunk, str]] = [
      "unknown network 'nope'"),
     ("CreateTrainSession", lambda c: c.control.CreateTrainSession(OP.CreateTrainSessionRequest(
         network="nope", dataset="d", steps=1, batch_size=2), timeout=TIMEOUT), "unknown network 'nope'"),
-    ("hop-network", lambda c: _peer(c, hop(network="nope")), "network 'nope' is not placed on PNode p0"),
+    ("hop-network", lambda c: _peer(c, hop(network="nope")), "network 'nope' is not placed on PNode pn-"),
     ("ApplyUpdate-network", lambda c: _peer(c, NP.ApplyUpdateRequest(network="nope", apply=True, step=1),
-                                            "ApplyUpdate"), "network 'nope' is not placed on PNode p0"),
+                                            "ApplyUpdate"), "network 'nope' is not placed on PNode pn-"),
     ("CheckFinite-network", lambda c: _peer(c, NP.NetworkStepRequest(network="nope"), "CheckFinite"),
-     "network 'nope' is not placed on PNode p0"),
+     "network 'nope' is not placed on PNode pn-"),
     # sessions
     ("StartTrainSession", lambda c: c.control.StartTrainSession(OP.SessionRef(id="nope"), timeout=TIMEOUT),
      "unknown session 'nope'"),
@@ -282,7 +278,7 @@ UNKNOWN: list[tuple[str, Thunk, str]] = [
     ("ListenTrainSession", lambda c: _listen(c, "nope"), "unknown session 'nope'"),
     # VNodes of a real network
     ("hop-vnode", lambda c: _peer(c, hop(vnode="nope"), placed=True), "network 'small' has no VNode 'nope'"),
-    ("hop-run", lambda c: _peer(c, hop(), placed=True), "run 'test' of network 'small' is unknown to PNode p0"),
+    ("hop-run", lambda c: _peer(c, hop(), placed=True), "run 'test' of network 'small' is unknown to PNode pn-"),
     ("Save-vnode", lambda c: _peer(c, NP.SaveRequest(network="small", vnode="nope"), "Save", placed=True),
      "network 'small' has no VNode 'nope'"),
     # datasets
@@ -312,7 +308,7 @@ def test_an_unknown_name_is_not_found_and_named(
 def test_the_orchestrator_refuses_an_oversize_message_and_goes_on(tmp_path: Path) -> None:
     orch = Orchestrator(tmp_path / "state", max_message_bytes=LIMIT)
     port = orch.start("127.0.0.1:0")
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = to_orchestrator(f"127.0.0.1:{port}", orch.ca.cert_pem, token=ClientConfig.load(orch.admin_config).token)
     try:
         control = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         text = small_lm_yaml()
@@ -332,17 +328,20 @@ def test_the_orchestrator_refuses_an_oversize_message_and_goes_on(tmp_path: Path
         orch.stop(grace=0.5)
 
 
-def test_a_pnode_refuses_an_oversize_tensor_and_goes_on() -> None:
-    hops = GrpcHopTransport()
-    runtime = PNodeRuntime("solo", hops)
+def test_a_pnode_refuses_an_oversize_tensor_and_goes_on(tmp_path: Path) -> None:
+    ca = CertificateAuthority.load_or_create(tmp_path)
+    solo, identity = pnode_identity(ca)
+    hops = GrpcHopTransport(pnode_channels(identity, LIMIT))
+    runtime = PNodeRuntime(solo, hops)
     runtime.start()
-    server, port = serve_pnode(runtime, "127.0.0.1:0", threads=2, max_message_bytes=LIMIT)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 4 * LIMIT)])
+    server, port = serve_pnode(runtime, identity, "127.0.0.1:0", threads=2, max_message_bytes=LIMIT)
+    channel = to_pnode(f"127.0.0.1:{port}", orchestrator_identity(ca, tmp_path),
+                       options=[("grpc.max_send_message_length", 4 * LIMIT)])
     try:
         text = small_lm_yaml()
         spec = dcnr.parse_network(text)
         GrpcPNodeClient(channel, timeout=TIMEOUT).place_network(Placement(
-            "small", text, 0, network_digest(text), 1, 0, dict.fromkeys(spec.nodes, "solo"), {"solo": "unused:1"}))
+            "small", text, 0, network_digest(text), 1, 0, dict.fromkeys(spec.nodes, solo), {solo: "unused:1"}))
         stub = node_pb2_grpc.VNodeServiceStub(channel)
         big = torch.zeros(1, LIMIT // 64 + 16, 16)  # float32 × 16 per position: just over the limit
         refused(lambda: stub.ReceiveTrainRequest(hop("b0_ln1", big), timeout=TIMEOUT),
@@ -359,32 +358,44 @@ def test_a_pnode_refuses_an_oversize_tensor_and_goes_on() -> None:
 
 # -- 6, 7. membership ---------------------------------------------------------------------------------
 
-def test_registering_a_live_pnode_id_again_is_already_exists(cluster: Cluster, channels: list[grpc.Channel]) -> None:
+def test_registering_under_another_pnodes_id_is_permission_denied(
+        cluster: Cluster, channels: list[grpc.Channel]) -> None:
+    """Ids derive from keys: a stranger cannot take over a live PNode's id (and with it its VNodes)."""
     first = cluster.pnodes[0]
     request = node_pb2.RegisterPNodeRequest(id=first.id, version=version_message(), address="127.0.0.1:1",
                                             hardware=node_pb2.Hardware(cpu_cores=1, device="cpu"))
-    refused(lambda: cluster.nodes.RegisterPNode(request, timeout=TIMEOUT), grpc.StatusCode.ALREADY_EXISTS,
-            f"PNode {first.id!r} is already registered")
+    refused(lambda: cluster.nodes.RegisterPNode(request, timeout=TIMEOUT), grpc.StatusCode.PERMISSION_DENIED,
+            f"may not act for PNode {first.id!r}")
     rows = {p.id: p for p in cluster.control.ListPNodes(orchestrator_pb2.ListRequest(), timeout=TIMEOUT).pnodes}
     assert rows[first.id].address == first.address and rows[first.id].state == "alive", \
         "the refused registration must not replace the live PNode"
     assert_serving(cluster, channels)
 
 
-@pytest.mark.parametrize("pnode_id, address, text", [("", "127.0.0.1:1", "non-empty id"),
-                                                     ("p9", "no-port", "host:port")], ids=["no-id", "no-port"])
-def test_registering_without_an_id_or_a_port_is_invalid_argument(
-        cluster: Cluster, channels: list[grpc.Channel], pnode_id: str, address: str, text: str) -> None:
-    request = node_pb2.RegisterPNodeRequest(id=pnode_id, version=version_message(), address=address)
-    refused(lambda: cluster.nodes.RegisterPNode(request, timeout=TIMEOUT), grpc.StatusCode.INVALID_ARGUMENT, text)
+def test_registering_a_live_pnode_again_is_already_exists(cluster: Cluster, channels: list[grpc.Channel]) -> None:
+    """The holder of a live PNode's key (a second process on its state directory) is refused too."""
+    first = cluster.pnodes[0]
+    with to_orchestrator(f"127.0.0.1:{cluster.peer_port}", cluster.ca_pem, first.identity) as channel:
+        request = node_pb2.RegisterPNodeRequest(id=first.id, version=version_message(), address="127.0.0.1:1",
+                                                hardware=node_pb2.Hardware(cpu_cores=1, device="cpu"))
+        refused(lambda: node_pb2_grpc.NodeManagementServiceStub(channel).RegisterPNode(request, timeout=TIMEOUT),
+                grpc.StatusCode.ALREADY_EXISTS, f"PNode {first.id!r} is already registered")
     assert_serving(cluster, channels)
 
 
-def test_a_heartbeat_from_an_unknown_pnode_is_not_found(cluster: Cluster, channels: list[grpc.Channel]) -> None:
-    refused(lambda: cluster.nodes.HeartbeatPNode(node_pb2.HeartbeatRequest(id="ghost", load=0.5), timeout=TIMEOUT),
-            grpc.StatusCode.NOT_FOUND, "unknown PNode 'ghost'")
-    known = cluster.nodes.HeartbeatPNode(node_pb2.HeartbeatRequest(id="p0"), timeout=TIMEOUT)
-    assert known.known
+def test_registering_without_a_port_is_invalid_argument(cluster: Cluster, channels: list[grpc.Channel]) -> None:
+    request = node_pb2.RegisterPNodeRequest(id=cluster.stranger_id, version=version_message(), address="no-port")
+    refused(lambda: cluster.nodes.RegisterPNode(request, timeout=TIMEOUT), grpc.StatusCode.INVALID_ARGUMENT,
+            "host:port")
+    assert_serving(cluster, channels)
+
+
+def test_heartbeats_for_another_pnode_are_refused_and_unknown_ones_not_found(
+        cluster: Cluster, channels: list[grpc.Channel]) -> None:
+    refused(lambda: cluster.nodes.HeartbeatPNode(node_pb2.HeartbeatRequest(id=cluster.p("p0"), load=0.5),
+                                                 timeout=TIMEOUT), grpc.StatusCode.PERMISSION_DENIED, "may not act")
+    refused(lambda: cluster.nodes.HeartbeatPNode(node_pb2.HeartbeatRequest(id=cluster.stranger_id, load=0.5),
+                                                 timeout=TIMEOUT), grpc.StatusCode.NOT_FOUND, "unknown PNode")
     assert_serving(cluster, channels)
 
 

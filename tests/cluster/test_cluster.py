@@ -32,16 +32,17 @@ def forward(cluster: Cluster, tokens: torch.Tensor) -> torch.Tensor:
 
 def test_silent_pnode_is_marked_dead_after_three_missed_heartbeats(cluster_factory: Callable[..., Cluster]) -> None:
     cluster = cluster_factory(0, heartbeat_interval=0.2)
+    silent = cluster.stranger_id  # a PNode with a certificate that registers and never beats
     cluster.nodes.RegisterPNode(node_pb2.RegisterPNodeRequest(
-        id="silent", version=version_message(), address="127.0.0.1:1", hardware=node_pb2.Hardware(cpu_cores=1)),
+        id=silent, version=version_message(), address="127.0.0.1:1", hardware=node_pb2.Hardware(cpu_cores=1)),
         timeout=10)
     started = time.monotonic()
     states = lambda: {p.id: p.state for p in cluster.control.ListPNodes(orchestrator_pb2.ListRequest()).pnodes}  # noqa: E731
-    assert states() == {"silent": "alive"}
-    wait_for(lambda: states() == {"silent": "dead"})
+    assert states() == {silent: "alive"}
+    wait_for(lambda: states() == {silent: "dead"})
     assert time.monotonic() - started >= 3 * 0.2  # not before three beats were missed
     with pytest.raises(grpc.RpcError) as info:  # a dead PNode's heartbeat is refused: it must register again
-        cluster.nodes.HeartbeatPNode(node_pb2.HeartbeatRequest(id="silent"), timeout=10)
+        cluster.nodes.HeartbeatPNode(node_pb2.HeartbeatRequest(id=silent), timeout=10)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -49,11 +50,12 @@ def test_heartbeating_pnodes_stay_alive_and_unregister_on_stop(cluster_factory: 
     cluster = cluster_factory(2, heartbeat_interval=1.0)  # not sub-second: a loaded machine must not starve it
     time.sleep(4.0)  # four intervals: they would be dead without heartbeats
     rows = cluster.control.ListPNodes(orchestrator_pb2.ListRequest(), timeout=10).pnodes
-    assert [(p.id, p.state) for p in rows] == [("p0", "alive"), ("p1", "alive")]
+    assert sorted((p.id, p.state) for p in rows) == sorted([(cluster.p("p0"), "alive"), (cluster.p("p1"), "alive")])
+    assert {p.name for p in rows} == {"p0", "p1"}
     assert rows[0].hardware.cpu_cores >= 1 and rows[0].hardware.device == "cpu"
     cluster.pnodes[1].stop()
     rows = cluster.control.ListPNodes(orchestrator_pb2.ListRequest(), timeout=10).pnodes
-    assert [p.id for p in rows] == ["p0"]
+    assert [p.id for p in rows] == [cluster.p("p0")]
 
 
 def test_forward_matches_the_local_executor_and_follows_a_moved_vnode(cluster_factory: Callable[..., Cluster]) -> None:
@@ -65,13 +67,14 @@ def test_forward_matches_the_local_executor_and_follows_a_moved_vnode(cluster_fa
     want = dcnr.LocalExecutor(dcnr.parse_network(text)).forward({"tokens": tokens})["logits"]
     assert torch.equal(forward(cluster, tokens), want)
     before = cluster.orch.store.placements("small")
-    assert set(before.values()) == {"p0", "p1"}
+    p0, p1 = cluster.p("p0"), cluster.p("p1")
+    assert set(before.values()) == {p0, p1}
     cluster.pnodes[1].stop()
     cluster.pnodes.append(cluster.add_pnode("p2"))
     assert torch.equal(forward(cluster, tokens), want)  # untrained: re-created VNodes hold the same parameters
     after = cluster.orch.store.placements("small")
-    assert set(after.values()) == {"p0", "p2"}
-    assert all(after[v] == "p0" for v, p in before.items() if p == "p0"), "VNodes on a live PNode stay put"
+    assert set(after.values()) == {p0, cluster.p("p2")}
+    assert all(after[v] == p0 for v, p in before.items() if p == p0), "VNodes on a live PNode stay put"
 
 
 def test_session_suspend_and_resume_give_the_uninterrupted_result(cluster_factory: Callable[..., Cluster]) -> None:

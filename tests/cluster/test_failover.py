@@ -75,7 +75,7 @@ def test_a_pnode_dying_mid_session_changes_nothing(cluster_factory: Callable[...
                                                       timeout=60))
     got = {k: v for k, v in load_safetensors(blob).items() if not k.startswith("optim/")}
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
-    assert "p1" not in set(cluster.orch.store.placements("small").values())
+    assert cluster.p("p1") not in set(cluster.orch.store.placements("small").values())
 
 
 def test_checkpoints_are_listed_exported_and_loaded_anywhere(cluster_factory: Callable[..., Cluster],
@@ -147,14 +147,14 @@ def test_failover_with_checkpoints_in_an_s3_compatible_store(cluster_factory: Ca
     assert len(keys) == STEPS // EVERY + 1  # steps 0, 5, ..., 30
 
 
-def declare_dead(cluster: Cluster, pnode_id: str) -> None:
+def declare_dead(cluster: Cluster, name: str) -> None:
     """What the orchestrator concludes of a PNode frozen past the death timeout: it is marked dead and
     its VNodes are released, while the process itself still runs (and still holds their state)."""
     fleet = cluster.orch.fleet
-    rec = fleet.store.get_pnode(pnode_id)
+    rec = fleet.store.get_pnode(cluster.p(name))
     rec.last_seen = 0.0
     fleet.store.put_pnode(rec)
-    assert fleet.sweep() == [pnode_id]
+    assert fleet.sweep() == [cluster.p(name)]
 
 
 def test_a_pnode_declared_dead_between_steps_never_leaves_rebuilt_parameters_behind(

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 import torch
 import yaml
+from tls_helpers import orchestrator_identity, pnode_identity, to_pnode
 
 import dcnr
 from dcnr.pnode.host import VNodeHost
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc
 from dcnr.proto.version import PROTOCOL_VERSION
+from dcnr.security.pki import CertificateAuthority
 from dcnr.spec.transformer import transformer_lm
 from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.pnode import (
@@ -24,15 +28,17 @@ from dcnr.transport.grpc.pnode import (
     GrpcPNodeClient,
     placement_from_pb,
     placement_to_pb,
+    pnode_channels,
     serve_pnode,
 )
+from dcnr.transport.grpc.security import Identity
 from dcnr.transport.messages import Hop, Placement, Report, Run, network_digest
 
 LIMIT = 64 * 1024
 TEXT = yaml.safe_dump(transformer_lm("svc", blocks=1, heads=2, head_dim=4, dim=8, seq_len=6, vocab_size=30,
                                      dropout=0.0))
 SPEC = dcnr.parse_network(TEXT)
-PLACEMENT = Placement("svc", TEXT, 3, network_digest(TEXT), 1, 0, dict.fromkeys(SPEC.nodes, "p1"), {})
+PLACEMENT = Placement("svc", TEXT, 3, network_digest(TEXT), 1, 0, {}, {})  # every VNode on the PNode under test
 
 
 class Reports:
@@ -49,21 +55,41 @@ class Reports:
             time.sleep(0.02)
 
 
+@dataclass
+class Served:
+    """A PNode serving on loopback, reached as the orchestrator (`stub`, `client`) and as a peer (`peer`)."""
+
+    stub: node_pb2_grpc.VNodeServiceStub
+    client: GrpcPNodeClient
+    address: str
+    reports: Reports
+    peer: node_pb2_grpc.VNodeServiceStub
+    orchestrator: Identity
+
+
 @pytest.fixture()
-def pnode() -> Iterator[tuple[node_pb2_grpc.VNodeServiceStub, GrpcPNodeClient, str, Reports]]:
+def pnode(tmp_path: Path) -> Iterator[Served]:
+    ca = CertificateAuthority.load_or_create(tmp_path)
+    pid, identity = pnode_identity(ca)
+    _, peer_identity = pnode_identity(ca)
+    orchestrator = orchestrator_identity(ca, tmp_path)
     reports = Reports()
-    hops = GrpcHopTransport(LIMIT)
-    runtime = PNodeRuntime("p1", hops, reports)  # type: ignore[arg-type]  # only `report` is used
+    hops = GrpcHopTransport(pnode_channels(identity, LIMIT))
+    runtime = PNodeRuntime(pid, hops, reports)  # type: ignore[arg-type]  # only `report` is used
     runtime.start()
-    server, port = serve_pnode(runtime, "127.0.0.1:0", threads=2, max_message_bytes=LIMIT)
+    server, port = serve_pnode(runtime, identity, "127.0.0.1:0", threads=2, max_message_bytes=LIMIT)
     address = f"127.0.0.1:{port}"
-    channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 4 * LIMIT)])
+    channel = to_pnode(address, orchestrator, options=[("grpc.max_send_message_length", 4 * LIMIT)])
+    peer_channel = to_pnode(address, peer_identity)
     client = GrpcPNodeClient(channel, timeout=30)
-    client.place_network(Placement(**{**PLACEMENT.__dict__, "addresses": {"p1": address}}))
+    client.place_network(Placement(**{**PLACEMENT.__dict__, "assignments": dict.fromkeys(SPEC.nodes, pid),
+                                      "addresses": {pid: address}}))
     try:
-        yield node_pb2_grpc.VNodeServiceStub(channel), client, address, reports
+        yield Served(node_pb2_grpc.VNodeServiceStub(channel), client, address, reports,
+                     node_pb2_grpc.VNodeServiceStub(peer_channel), orchestrator)
     finally:
         channel.close()
+        peer_channel.close()
         server.stop(grace=None)
         runtime.stop()
         hops.close()
@@ -73,15 +99,14 @@ def infer_run(run_id: str) -> Run:
     return Run("svc", run_id, 1, "infer", 1, 1.0, ("logits",), PLACEMENT.digest, PLACEMENT.version)
 
 
-def test_a_run_over_the_wire_matches_the_local_executor(
-        pnode: tuple[node_pb2_grpc.VNodeServiceStub, GrpcPNodeClient, str, Reports]) -> None:
+def test_a_run_over_the_wire_matches_the_local_executor(pnode: Served) -> None:
     """An inference run through PlaceNetwork, BeginRun and a hop over gRPC reports the executor's logits bit for
-    bit; a duplicate hop is acknowledged as such."""
-    _, client, address, reports = pnode
+    bit."""
+    client, address, reports = pnode.client, pnode.address, pnode.reports
     ids = torch.randint(0, 30, (2, 6), generator=torch.Generator().manual_seed(0))
     want = dcnr.LocalExecutor(SPEC, seed=3).forward({"tokens": ids})["logits"]
     client.begin_run(infer_run("r1"))
-    hops = GrpcHopTransport()
+    hops = GrpcHopTransport(pnode_channels(pnode.orchestrator, LIMIT))  # network inputs come from the orchestrator
     try:
         hops.send_now(address, Hop("svc", "r1", 0, "fwd", "embedder", 0, ids), timeout=10)
         reports.wait(lambda got: any(r.kind == "output" for r in got))
@@ -96,50 +121,49 @@ def fwd(vnode: str, value: Any, slot: int = 0, run: str = "good", network: str =
 
 
 ALIEN = common_pb2.ProtocolVersion(major=PROTOCOL_VERSION[0] + 1)
-BAD: list[tuple[str, Callable[[node_pb2_grpc.VNodeServiceStub], Any], grpc.StatusCode, str]] = [
-    ("other major version", lambda s: s.BeginRun(node_pb2.BeginRunRequest(version=ALIEN)),
+BAD: list[tuple[str, Callable[[Served], Any], grpc.StatusCode, str]] = [
+    ("other major version", lambda s: s.stub.BeginRun(node_pb2.BeginRunRequest(version=ALIEN)),
      grpc.StatusCode.FAILED_PRECONDITION, "incompatible protocol version"),
-    ("no version", lambda s: s.PlaceNetwork(node_pb2.PlaceNetworkRequest(network="svc")),
+    ("no version", lambda s: s.stub.PlaceNetwork(node_pb2.PlaceNetworkRequest(network="svc")),
      grpc.StatusCode.FAILED_PRECONDITION, "incompatible protocol version 0.0.0"),
-    ("digest", lambda s: s.PlaceNetwork(node_pb2.PlaceNetworkRequest(
+    ("digest", lambda s: s.stub.PlaceNetwork(node_pb2.PlaceNetworkRequest(
         version=codec.version_message(), network="svc", yaml=TEXT, digest="0" * 64)),
      grpc.StatusCode.INVALID_ARGUMENT, "does not match its digest"),
-    ("short tensor", lambda s: s.ReceiveTrainRequest(node_pb2.HopRequest(
+    ("short tensor", lambda s: s.stub.ReceiveTrainRequest(node_pb2.HopRequest(
         network="svc", run="good", vnode="embedder", value=common_pb2.Value(tensor=common_pb2.Tensor(
             dtype="int64", shape=[1, 6], data=b"\0" * 47)))), grpc.StatusCode.INVALID_ARGUMENT, "needs 48"),
-    ("dtype", lambda s: s.ReceiveTrainRequest(node_pb2.HopRequest(
+    ("dtype", lambda s: s.stub.ReceiveTrainRequest(node_pb2.HopRequest(
         network="svc", run="good", vnode="embedder", value=common_pb2.Value(tensor=common_pb2.Tensor(
             dtype="complex32", shape=[1])))), grpc.StatusCode.INVALID_ARGUMENT, "unknown dtype 'complex32'"),
-    ("vnode", lambda s: s.ReceiveTrainRequest(fwd("nope", torch.zeros(1))), grpc.StatusCode.NOT_FOUND,
+    ("vnode", lambda s: s.stub.ReceiveTrainRequest(fwd("nope", torch.zeros(1))), grpc.StatusCode.NOT_FOUND,
      "has no VNode 'nope'"),
-    ("network", lambda s: s.ReceiveTrainRequest(fwd("embedder", torch.zeros(1), network="other")),
+    ("network", lambda s: s.stub.ReceiveTrainRequest(fwd("embedder", torch.zeros(1), network="other")),
      grpc.StatusCode.NOT_FOUND, "network 'other' is not placed"),
-    ("run", lambda s: s.ReceiveTrainRequest(fwd("embedder", torch.zeros(1), run="never")),
+    ("run", lambda s: s.stub.ReceiveTrainRequest(fwd("embedder", torch.zeros(1), run="never")),
      grpc.StatusCode.NOT_FOUND, "run 'never'"),
-    ("slot", lambda s: s.ReceiveTrainRequest(fwd("b0_add1", torch.zeros(1, 6, 8), slot=7)),
+    ("slot", lambda s: s.stub.ReceiveTrainRequest(fwd("b0_add1", torch.zeros(1, 6, 8), slot=7)),
      grpc.StatusCode.INVALID_ARGUMENT, "input slot"),
-    ("gradient of an inference run", lambda s: s.ReceiveTrainResponse(node_pb2.GradientHop(
+    ("gradient of an inference run", lambda s: s.peer.ReceiveTrainResponse(node_pb2.GradientHop(
         network="svc", run="good", vnode="embedder", edge=0)), grpc.StatusCode.INVALID_ARGUMENT,
      "gradients belong to training runs"),
-    ("size", lambda s: s.ReceiveTrainRequest(fwd("b0_ln1", torch.zeros(LIMIT // 4 + 16))),
+    ("size", lambda s: s.stub.ReceiveTrainRequest(fwd("b0_ln1", torch.zeros(LIMIT // 4 + 16))),
      grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
-    ("stale placement", lambda s: s.BeginRun(node_pb2.BeginRunRequest(
+    ("stale placement", lambda s: s.stub.BeginRun(node_pb2.BeginRunRequest(
         version=codec.version_message(), run=common_pb2.Run(network="svc", id="x", kind="infer", micro_batches=1,
                                                             digest=PLACEMENT.digest, placement_version=0))),
      grpc.StatusCode.FAILED_PRECONDITION, "placement 0"),
-    ("save elsewhere", lambda s: s.Save(node_pb2.SaveRequest(network="svc", vnode="nope")),
+    ("save elsewhere", lambda s: s.stub.Save(node_pb2.SaveRequest(network="svc", vnode="nope")),
      grpc.StatusCode.NOT_FOUND, "no VNode 'nope'"),
 ]
 
 
 @pytest.mark.parametrize("name, call, code, text", BAD, ids=[b[0] for b in BAD])
 def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(
-        pnode: tuple[node_pb2_grpc.VNodeServiceStub, GrpcPNodeClient, str, Reports], name: str,
-        call: Callable[[node_pb2_grpc.VNodeServiceStub], Any], code: grpc.StatusCode, text: str) -> None:
-    stub, client, _, reports = pnode
+        pnode: Served, name: str, call: Callable[[Served], Any], code: grpc.StatusCode, text: str) -> None:
+    stub, client, reports = pnode.stub, pnode.client, pnode.reports
     client.begin_run(infer_run("good"))
     with pytest.raises(grpc.RpcError) as info:
-        call(stub)
+        call(pnode)
     assert info.value.code() == code
     assert text in (info.value.details() or "")
     health = stub.Health(common_pb2.HealthRequest(), timeout=10)
@@ -149,9 +173,8 @@ def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(
     reports.wait(lambda got: any(r.kind == "output" for r in got))
 
 
-def test_a_value_a_node_rejects_fails_the_run_with_a_report(
-        pnode: tuple[node_pb2_grpc.VNodeServiceStub, GrpcPNodeClient, str, Reports]) -> None:
-    stub, client, _, reports = pnode
+def test_a_value_a_node_rejects_fails_the_run_with_a_report(pnode: Served) -> None:
+    stub, client, reports = pnode.stub, pnode.client, pnode.reports
     client.begin_run(infer_run("bad-ids"))
     stub.ReceiveTrainRequest(fwd("embedder", torch.full((1, 6), 99, dtype=torch.long), run="bad-ids"), timeout=10)
     reports.wait(lambda got: any(r.kind == "failed" for r in got))

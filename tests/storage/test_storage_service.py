@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,36 +12,52 @@ from pathlib import Path
 import boto3
 import grpc
 import pytest
+from tls_helpers import orchestrator_identity, pnode_identity, to_orchestrator
 
 from dcnr.errors import DataLoss
 from dcnr.orchestrator.blob_access import BlobAccess, TokenSigner
 from dcnr.proto.v2 import storage_pb2, storage_pb2_grpc
+from dcnr.security.pki import CertificateAuthority
 from dcnr.storage import BlobStore, open_store
 from dcnr.transport.grpc.errors import guarded
 from dcnr.transport.grpc.link import GrpcOrchestratorLink
+from dcnr.transport.grpc.security import Authority, Identity, add_tls_port, secured
 from dcnr.transport.grpc.storage_service import StorageServicer
 
 
 class PNodeBlobs:
-    """A PNode's side of StorageService: blobs through the orchestrator link, as PNode p0."""
+    """A PNode's side of StorageService: blobs through its orchestrator link (mutual TLS)."""
 
     def __init__(self, channel: grpc.Channel) -> None:
-        self.link = GrpcOrchestratorLink("", channel=channel)
+        self.pnode, identity = IDENTITIES[channel]
+        self.link = GrpcOrchestratorLink(ADDRESSES[channel], identity)
 
     def put(self, data: bytes) -> str:
-        return self.link.put_blob("p0", data)
+        return self.link.put_blob(self.pnode, data)
 
     def get(self, digest: str) -> bytes:
-        return self.link.get_blob("p0", digest)
+        return self.link.get_blob(self.pnode, digest)
+
+
+IDENTITIES: dict[grpc.Channel, tuple[str, Identity]] = {}  # the PNode each channel of `serve` speaks as
+ADDRESSES: dict[grpc.Channel, str] = {}
 
 
 def serve(blobs: BlobStore, ttl: float = 300.0) -> tuple[grpc.Server, grpc.Channel, BlobAccess]:
+    """StorageService behind mutual TLS, as on the orchestrator's peer port; a channel to it as a PNode."""
+    directory = Path(tempfile.mkdtemp())
+    ca = CertificateAuthority.load_or_create(directory)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     access = BlobAccess(blobs, ttl)
-    storage_pb2_grpc.add_StorageServiceServicer_to_server(guarded(StorageServicer(access)), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    service = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
+    storage_pb2_grpc.add_StorageServiceServicer_to_server(
+        guarded(secured(StorageServicer(access), service, Authority())), server)
+    port = add_tls_port(server, "127.0.0.1:0", orchestrator_identity(ca, directory), mutual=True)
     server.start()
-    return server, grpc.insecure_channel(f"127.0.0.1:{port}"), access
+    pid, identity = pnode_identity(ca)
+    channel = to_orchestrator(f"127.0.0.1:{port}", ca.cert_pem, identity)
+    IDENTITIES[channel], ADDRESSES[channel] = (pid, identity), f"127.0.0.1:{port}"
+    return server, channel, access
 
 
 @pytest.fixture(params=["file", "s3"])

@@ -1,5 +1,6 @@
-"""Open streams can never starve membership: streams are bounded, and registrations and heartbeats
-are answered while every stream slot is taken."""
+"""Open streams can never starve membership: streams are bounded, and enrolment, registrations and
+heartbeats are answered while every stream slot of the public port is taken (membership is served on
+the peer port, with threads of its own)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,17 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from tls_helpers import to_orchestrator
 
 from dcnr.data.vocab import train_vocabulary
 from dcnr.orchestrator.app import Orchestrator
 from dcnr.proto.v2 import node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
+from dcnr.security import pki
+from dcnr.security.config import ClientConfig
 from dcnr.transport.grpc.codec import version_message
+from dcnr.transport.grpc.link import enroll
+from dcnr.transport.grpc.security import Identity
 from dcnr.transport.grpc.server import RESERVED_THREADS
 
 TIMEOUT = 30
@@ -24,12 +31,12 @@ TIMEOUT = 30
 def test_streams_beyond_the_limit_are_refused_and_membership_is_still_answered(tmp_path: Path) -> None:
     orch = Orchestrator(tmp_path / "state")
     port = orch.start("127.0.0.1:0", threads=RESERVED_THREADS + 2)  # room for 2 streams
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = to_orchestrator(f"127.0.0.1:{port}", orch.ca.cert_pem, token=ClientConfig.load(orch.admin_config).token)
+    key = ec.generate_private_key(ec.SECP256R1())
     release = threading.Event()
     pool = ThreadPoolExecutor(2)
     try:
         control = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-        nodes = node_pb2_grpc.NodeManagementServiceStub(channel)
         tok = train_vocabulary([f"some text {i}" for i in range(50)], 300)
         control.CreateVocabulary(orchestrator_pb2.CreateVocabularyRequest(name="v", tokenizer_json=tok.to_str()),
                                  timeout=TIMEOUT)
@@ -46,15 +53,19 @@ def test_streams_beyond_the_limit_are_refused_and_membership_is_still_answered(t
                 list(control.ListenTrainSession(orchestrator_pb2.SessionRef(id="none"), timeout=TIMEOUT))
             except grpc.RpcError as exc:
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    assert "at most 2 streams" in (exc.details() or "")
+                    assert "at most 2 such streams" in (exc.details() or "")
                     break
                 assert exc.code() == grpc.StatusCode.NOT_FOUND  # a slot was still free
             assert time.monotonic() < deadline, "the uploads never held their stream slots"
             time.sleep(0.05)
-        reply = nodes.RegisterPNode(node_pb2.RegisterPNodeRequest(
-            id="p0", version=version_message(), address="127.0.0.1:1"), timeout=10)
-        assert reply.heartbeat_interval_ms > 0
-        assert nodes.HeartbeatPNode(node_pb2.HeartbeatRequest(id="p0"), timeout=10).known
+        pid, cert, peer_port = enroll(f"127.0.0.1:{port}", orch.ca.cert_pem, pki.certificate_request(key))
+        identity = Identity(pki.Credentials(pki.key_pem(key), cert, orch.ca.cert_pem))
+        with to_orchestrator(f"127.0.0.1:{peer_port}", orch.ca.cert_pem, identity) as peer:
+            nodes = node_pb2_grpc.NodeManagementServiceStub(peer)
+            reply = nodes.RegisterPNode(node_pb2.RegisterPNodeRequest(
+                id=pid, version=version_message(), address="127.0.0.1:1"), timeout=10)
+            assert reply.heartbeat_interval_ms > 0
+            assert nodes.HeartbeatPNode(node_pb2.HeartbeatRequest(id=pid), timeout=10).known
         release.set()
         for f in uploads:
             assert f.result(timeout=TIMEOUT).tokens > 0  # the held uploads finish normally

@@ -12,10 +12,12 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.message_factory import GetMessageClass
+from tls_helpers import pnode_identity, to_orchestrator
 
 from dcnr.errors import Unavailable
 from dcnr.orchestrator.app import Orchestrator
 from dcnr.proto.v2 import common_pb2, node_pb2, orchestrator_pb2, orchestrator_pb2_grpc, storage_pb2
+from dcnr.security.config import ClientConfig
 
 TIMEOUT = 20  # seconds, on every call
 PROTOS: dict[str, ModuleType] = {"OrchestratorService": orchestrator_pb2, "NodeManagementService": node_pb2,
@@ -32,9 +34,18 @@ def orch(tmp_path: Path) -> Iterator[Orchestrator]:
     o.stop(grace=0.5)
 
 
+def operator(orch: Orchestrator) -> grpc.Channel:
+    return to_orchestrator(f"127.0.0.1:{orch.port}", orch.ca.cert_pem, token=ClientConfig.load(orch.admin_config).token)
+
+
+def as_pnode(orch: Orchestrator) -> grpc.Channel:
+    """The peer port, as a PNode with a certificate of this orchestrator."""
+    return to_orchestrator(f"127.0.0.1:{orch.peer_port}", orch.ca.cert_pem, pnode_identity(orch.ca)[1])
+
+
 @pytest.fixture()
 def control(orch: Orchestrator) -> Iterator[orchestrator_pb2_grpc.OrchestratorServiceStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{orch.port}") as channel:
+    with operator(orch) as channel:
         yield orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
 
 
@@ -64,8 +75,9 @@ def test_every_rpc_of_every_service_is_guarded_and_handles_no_error_itself(
     assert orch.server is not None
     assert set(orch.server.servicers) == set(PROTOS)
     answered = []
-    with grpc.insecure_channel(f"127.0.0.1:{orch.port}") as channel:
+    with operator(orch) as public, as_pnode(orch) as peer:
         for service, servicer in orch.server.servicers.items():
+            channel = public if service == "OrchestratorService" else peer
             cls = type(servicer)
             source = inspect.getsource(inspect.getmodule(cls))  # type: ignore[arg-type]
             assert not [s for s in BY_HAND if s in source], f"{cls.__name__}: errors are handled only by `guarded`"
@@ -79,8 +91,10 @@ def test_every_rpc_of_every_service_is_guarded_and_handles_no_error_itself(
                     code, details = exc.code(), exc.details()
                     if code == grpc.StatusCode.UNAVAILABLE:
                         assert details.endswith(" is down"), f"{service}.{method.name}: {details}"
-                    else:  # refused before the services were asked: a missing version, an empty upload
-                        assert code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT), \
+                    else:  # refused before the services were asked: a missing version, an empty upload, an id
+                        # that is not the caller's
+                        assert code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT,
+                                        grpc.StatusCode.PERMISSION_DENIED), \
                             f"{service}.{method.name}: {code.name}: {details}"
                     continue
                 answered.append(f"{service}.{method.name}")

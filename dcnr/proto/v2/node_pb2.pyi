@@ -68,17 +68,37 @@ class Hardware(_message.Message):
     threads: int
     def __init__(self, cpu_cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., device: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ..., threads: _Optional[int] = ...) -> None: ...
 
+class CertificateRequest(_message.Message):
+    __slots__ = ("csr", "version")
+    CSR_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    csr: bytes
+    version: _common_pb2.ProtocolVersion
+    def __init__(self, csr: _Optional[bytes] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ...) -> None: ...
+
+class CertificateResponse(_message.Message):
+    __slots__ = ("id", "certificate", "peer_port")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    PEER_PORT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    certificate: bytes
+    peer_port: int
+    def __init__(self, id: _Optional[str] = ..., certificate: _Optional[bytes] = ..., peer_port: _Optional[int] = ...) -> None: ...
+
 class RegisterPNodeRequest(_message.Message):
-    __slots__ = ("id", "version", "address", "hardware")
+    __slots__ = ("id", "version", "address", "hardware", "name")
     ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     id: str
     version: _common_pb2.ProtocolVersion
     address: str
     hardware: Hardware
-    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., address: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ...) -> None: ...
+    name: str
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., address: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class RegisterPNodeResponse(_message.Message):
     __slots__ = ("heartbeat_interval_ms", "version")
@@ -115,10 +135,12 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., load: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., vnodes: _Optional[_Iterable[str]] = ..., refused_tasks: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("known",)
+    __slots__ = ("known", "certificate")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     known: bool
-    def __init__(self, known: _Optional[bool] = ...) -> None: ...
+    certificate: bytes
+    def __init__(self, known: _Optional[bool] = ..., certificate: _Optional[bytes] = ...) -> None: ...
 
 class PlaceNetworkRequest(_message.Message):
     __slots__ = ("version", "network", "yaml", "seed", "digest", "placement_version", "step", "assignments", "addresses", "vocabularies")
@@ -184,22 +206,20 @@ class BeginRunResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class HopRequest(_message.Message):
-    __slots__ = ("network", "run", "micro_batch", "vnode", "slot", "value", "sender")
+    __slots__ = ("network", "run", "micro_batch", "vnode", "slot", "value")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
     VNODE_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
-    SENDER_FIELD_NUMBER: _ClassVar[int]
     network: str
     run: str
     micro_batch: int
     vnode: str
     slot: int
     value: _common_pb2.Value
-    sender: str
-    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., micro_batch: _Optional[int] = ..., vnode: _Optional[str] = ..., slot: _Optional[int] = ..., value: _Optional[_Union[_common_pb2.Value, _Mapping]] = ..., sender: _Optional[str] = ...) -> None: ...
+    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., micro_batch: _Optional[int] = ..., vnode: _Optional[str] = ..., slot: _Optional[int] = ..., value: _Optional[_Union[_common_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class HopAck(_message.Message):
     __slots__ = ("accepted", "duplicate")
@@ -210,7 +230,7 @@ class HopAck(_message.Message):
     def __init__(self, accepted: _Optional[bool] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class GradientHop(_message.Message):
-    __slots__ = ("network", "run", "micro_batch", "vnode", "edge", "gradient", "has_gradient", "sender")
+    __slots__ = ("network", "run", "micro_batch", "vnode", "edge", "gradient", "has_gradient")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
@@ -218,7 +238,6 @@ class GradientHop(_message.Message):
     EDGE_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
     HAS_GRADIENT_FIELD_NUMBER: _ClassVar[int]
-    SENDER_FIELD_NUMBER: _ClassVar[int]
     network: str
     run: str
     micro_batch: int
@@ -226,8 +245,7 @@ class GradientHop(_message.Message):
     edge: int
     gradient: _common_pb2.Tensor
     has_gradient: bool
-    sender: str
-    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., micro_batch: _Optional[int] = ..., vnode: _Optional[str] = ..., edge: _Optional[int] = ..., gradient: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., has_gradient: _Optional[bool] = ..., sender: _Optional[str] = ...) -> None: ...
+    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., micro_batch: _Optional[int] = ..., vnode: _Optional[str] = ..., edge: _Optional[int] = ..., gradient: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., has_gradient: _Optional[bool] = ...) -> None: ...
 
 class NetworkStepRequest(_message.Message):
     __slots__ = ("network",)

@@ -27,7 +27,10 @@ if _version_not_supported:
 
 
 class NodeManagementServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Enrolment is open to anyone (the network is permissionless) and served on the
+    orchestrator's public port; everything else needs the certificate it issues and
+    is served on its peer port, where both sides authenticate (mutual TLS).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -35,6 +38,11 @@ class NodeManagementServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.IssueCertificate = channel.unary_unary(
+                '/dcnr.v2.NodeManagementService/IssueCertificate',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.CertificateRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.CertificateResponse.FromString,
+                _registered_method=True)
         self.RegisterPNode = channel.unary_unary(
                 '/dcnr.v2.NodeManagementService/RegisterPNode',
                 request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterPNodeRequest.SerializeToString,
@@ -58,7 +66,16 @@ class NodeManagementServiceStub:
 
 
 class NodeManagementServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Enrolment is open to anyone (the network is permissionless) and served on the
+    orchestrator's public port; everything else needs the certificate it issues and
+    is served on its peer port, where both sides authenticate (mutual TLS).
+    """
+
+    def IssueCertificate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def RegisterPNode(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -89,6 +106,11 @@ class NodeManagementServiceServicer:
 
 def add_NodeManagementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'IssueCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueCertificate,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.CertificateRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.CertificateResponse.SerializeToString,
+            ),
             'RegisterPNode': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterPNode,
                     request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterPNodeRequest.FromString,
@@ -118,7 +140,37 @@ def add_NodeManagementServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class NodeManagementService:
-    """Missing associated documentation comment in .proto file."""
+    """Enrolment is open to anyone (the network is permissionless) and served on the
+    orchestrator's public port; everything else needs the certificate it issues and
+    is served on its peer port, where both sides authenticate (mutual TLS).
+    """
+
+    @staticmethod
+    def IssueCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.NodeManagementService/IssueCertificate',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.CertificateRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.CertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def RegisterPNode(request,

@@ -41,7 +41,7 @@ class ExportCheckpointRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., session_step: _Optional[int] = ..., has_step: _Optional[bool] = ...) -> None: ...
 
 class PNodeInfo(_message.Message):
-    __slots__ = ("id", "address", "state", "hardware", "vnodes", "load", "last_seen", "version")
+    __slots__ = ("id", "address", "state", "hardware", "vnodes", "load", "last_seen", "version", "name")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class PNodeInfo(_message.Message):
     LOAD_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     state: str
@@ -58,7 +59,8 @@ class PNodeInfo(_message.Message):
     load: float
     last_seen: float
     version: _common_pb2.ProtocolVersion
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., hardware: _Optional[_Union[_node_pb2.Hardware, _Mapping]] = ..., vnodes: _Optional[_Iterable[str]] = ..., load: _Optional[float] = ..., last_seen: _Optional[float] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ...) -> None: ...
+    name: str
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., hardware: _Optional[_Union[_node_pb2.Hardware, _Mapping]] = ..., vnodes: _Optional[_Iterable[str]] = ..., load: _Optional[float] = ..., last_seen: _Optional[float] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class ListPNodesResponse(_message.Message):
     __slots__ = ("pnodes",)
@@ -93,6 +95,36 @@ class DeleteResponse(_message.Message):
     DELETED_FIELD_NUMBER: _ClassVar[int]
     deleted: bool
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("name", "role", "expires_in_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    expires_in_seconds: float
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., expires_in_seconds: _Optional[float] = ...) -> None: ...
+
+class TokenInfo(_message.Message):
+    __slots__ = ("name", "role", "created_at", "expires_at", "token")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    created_at: float
+    expires_at: float
+    token: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., token: _Optional[str] = ...) -> None: ...
+
+class ListTokensResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[TokenInfo]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[TokenInfo, _Mapping]]] = ...) -> None: ...
 
 class CreateNetworkRequest(_message.Message):
     __slots__ = ("yaml", "name", "source")

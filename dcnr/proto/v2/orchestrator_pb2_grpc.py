@@ -200,6 +200,21 @@ class OrchestratorServiceStub:
                 request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExportCheckpointRequest.SerializeToString,
                 response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.BlobChunk.FromString,
                 _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/dcnr.v2.OrchestratorService/CreateToken',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TokenInfo.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/dcnr.v2.OrchestratorService/ListTokens',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/dcnr.v2.OrchestratorService/RevokeToken',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -410,6 +425,25 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateToken(self, request, context):
+        """access: tokens for operators and researchers (operators only)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -577,6 +611,21 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ExportCheckpoint,
                     request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExportCheckpointRequest.FromString,
                     response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.BlobChunk.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CreateTokenRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TokenInfo.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1470,6 +1519,87 @@ class OrchestratorService:
             '/dcnr.v2.OrchestratorService/ExportCheckpoint',
             dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ExportCheckpointRequest.SerializeToString,
             dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.BlobChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.OrchestratorService/CreateToken',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.CreateTokenRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TokenInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.OrchestratorService/ListTokens',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.OrchestratorService/RevokeToken',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.NameRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.DeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,6 +16,7 @@ import grpc
 
 from dcnr.errors import DcnrError, Unavailable
 from dcnr.proto.v2 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+from dcnr.security.pki import ORCHESTRATOR_TLS_NAME
 from dcnr.transport.control import (
     ChatChunk,
     CheckpointInfo,
@@ -29,11 +30,13 @@ from dcnr.transport.control import (
     PNodeInfo,
     SessionInfo,
     StepEvent,
+    TokenInfo,
     TrainResult,
     VocabularyInfo,
 )
 from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.errors import from_rpc_error
+from dcnr.transport.grpc.security import secure_channel
 
 T = TypeVar("T")
 pb = orchestrator_pb2
@@ -79,7 +82,7 @@ def _dataset(d: orchestrator_pb2.DatasetInfo) -> DatasetInfo:
 def _pnode(p: orchestrator_pb2.PNodeInfo) -> PNodeInfo:
     hw = p.hardware
     return PNodeInfo(id=p.id, address=p.address, state=p.state, load=p.load, last_seen=p.last_seen,
-                     version=_version(p.version), vnodes=tuple(p.vnodes),
+                     version=_version(p.version), vnodes=tuple(p.vnodes), name=p.name,
                      hardware=Hardware(cpu_cores=hw.cpu_cores, memory_bytes=hw.memory_bytes, device=hw.device,
                                        memory_budget_bytes=hw.memory_budget_bytes, threads=hw.threads))
 
@@ -96,13 +99,14 @@ def _values(values: Mapping[str, Any]) -> list[orchestrator_pb2.NamedValue]:
 class GrpcControl:
     """A channel to one orchestrator's `OrchestratorService`; `close` releases it."""
 
-    def __init__(self, address: str, timeout: float | None, max_message_bytes: int) -> None:
+    def __init__(self, address: str, ca_pem: bytes, token: str, timeout: float | None,
+                 max_message_bytes: int) -> None:
         self.address = address
         self.timeout = timeout
         options = [("grpc.max_send_message_length", max_message_bytes),
                    ("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_reconnect_backoff_ms", 5000)]  # an orchestrator that restarts is found again soon
-        self._channel = grpc.insecure_channel(address, options=options)
+        self._channel = secure_channel(address, ca_pem, ORCHESTRATOR_TLS_NAME, options, token=token)
         self._stub = orchestrator_pb2_grpc.OrchestratorServiceStub(self._channel)
 
     def close(self) -> None:
@@ -256,6 +260,17 @@ class GrpcControl:
         request = pb.ExportCheckpointRequest(session=session_id, session_step=session_step or 0,
                                              has_step=session_step is not None)
         return self._stream("ExportCheckpoint", request, lambda c: c.data, self.timeout)
+
+    def create_token(self, name: str, role: str, expires_in: float | None) -> str:
+        return str(self._call("CreateToken", pb.CreateTokenRequest(name=name, role=role,
+                                                                    expires_in_seconds=expires_in or 0)).token)
+
+    def list_tokens(self) -> list[TokenInfo]:
+        return [TokenInfo(t.name, t.role, t.created_at, t.expires_at)
+                for t in self._call("ListTokens", pb.ListRequest()).tokens]
+
+    def revoke_token(self, name: str) -> bool:
+        return bool(self._call("RevokeToken", pb.NameRef(name=name)).deleted)
 
     def health(self, timeout: float | None = None) -> Health:
         r = self._call("Health", common_pb2.HealthRequest(), timeout)

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 import grpc
 
 from dcnr.errors import Aborted, DcnrError, NetworkError, error_for_status
-from dcnr.proto.version import VERSION_TEXT
 
 log = logging.getLogger("dcnr.transport")
 
@@ -68,7 +67,7 @@ def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
 def guarded(servicer: S) -> S:
     """Wrap every RPC handler of `servicer` (its public methods named like RPCs, CamelCase)
     so that our errors become statuses; returns the same object."""
-    for name, method in inspect.getmembers(servicer, inspect.ismethod):
+    for name, method in inspect.getmembers(servicer, callable):
         if name[:1].isupper():
             setattr(servicer, name, _guard(method))
     return servicer
@@ -84,16 +83,3 @@ def from_rpc_error(exc: grpc.RpcError) -> DcnrError:
     if any(k == PROBLEMS_KEY for k, _ in (trailing or ())):
         return NetworkError(detail.splitlines())
     return error_for_status(code.name, detail)
-
-
-def _refuse_v1(request: bytes, context: grpc.ServicerContext) -> bytes:
-    context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                  f"incompatible protocol version 1: this orchestrator speaks {VERSION_TEXT} (major versions must "
-                  "match; upgrade the PNode)")
-    raise AssertionError("unreachable: abort raises")
-
-
-def protocol_v1_refusal() -> grpc.GenericRpcHandler:
-    """Answers a protocol-1 PNode's registration with a clear refusal instead of UNIMPLEMENTED."""
-    return grpc.method_handlers_generic_handler("dcnr.v1.NodeManagementService", {
-        "RegisterPNode": grpc.unary_unary_rpc_method_handler(_refuse_v1)})

@@ -1,5 +1,7 @@
-"""A PNode's `OrchestratorLink` over gRPC: membership on a channel of its own, progress reports, and
-checkpoint blobs through StorageService (pre-signed URLs or tokens, never credentials)."""
+"""A PNode's way to its orchestrator over gRPC: enrolment for a certificate (`enroll`, on the
+orchestrator's public port), then `GrpcOrchestratorLink` over mutual TLS on its peer port:
+membership on a channel of its own, progress reports, and checkpoint blobs through
+StorageService (pre-signed URLs or tokens, never credentials)."""
 
 from __future__ import annotations
 
@@ -10,31 +12,57 @@ import grpc
 
 from dcnr.errors import DataLoss
 from dcnr.proto.v2 import node_pb2, node_pb2_grpc, storage_pb2, storage_pb2_grpc
+from dcnr.security.pki import ORCHESTRATOR_TLS_NAME
 from dcnr.storage import BlobStore, http_get, http_put
 from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.errors import from_rpc_error
 from dcnr.transport.grpc.node_management import report_to_pb
 from dcnr.transport.grpc.pnode import DEFAULT_MAX_MESSAGE_BYTES, channel_options
+from dcnr.transport.grpc.security import ChannelPool, Identity, secure_channel
 from dcnr.transport.messages import Membership, Report
 
 CHUNK = 1 << 20
 
 
-class GrpcOrchestratorLink:
-    """A PNode's `OrchestratorLink` over gRPC."""
+def enroll(address: str, ca_pem: bytes, csr: bytes, timeout: float = 10.0) -> tuple[str, bytes, int]:
+    """Ask the orchestrator at `address` (its public port, verified against `ca_pem`) for a certificate:
+    returns (PNode id, certificate PEM, the orchestrator's peer port)."""
+    channel = secure_channel(address, ca_pem, ORCHESTRATOR_TLS_NAME, [])
+    try:
+        reply = node_pb2_grpc.NodeManagementServiceStub(channel).IssueCertificate(
+            node_pb2.CertificateRequest(csr=csr, version=codec.version_message()), timeout=timeout)
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from None
+    finally:
+        channel.close()
+    return reply.id, reply.certificate, int(reply.peer_port)
 
-    def __init__(self, address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout: float = 30.0,
-                 blob_timeout: float = 300.0, channel: grpc.Channel | None = None) -> None:
-        """`channel`: use this one for everything instead of opening two to `address`."""
-        self.channel = channel or grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+
+class GrpcOrchestratorLink:
+    """A PNode's `OrchestratorLink` over mutual TLS to the orchestrator's peer port `address`."""
+
+    def __init__(self, address: str, identity: Identity, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 timeout: float = 30.0, blob_timeout: float = 300.0) -> None:
+        self.address = address
+        ca = identity.creds.ca_pem
+        self.channels = ChannelPool(ca, ORCHESTRATOR_TLS_NAME, channel_options(max_message_bytes), identity)
         # membership has a channel of its own: a heartbeat never waits behind a report or a blob transfer
-        self.membership_channel = channel or grpc.insecure_channel(
-            address, options=[("grpc.use_local_subchannel_pool", 1)])
-        self.members = node_pb2_grpc.NodeManagementServiceStub(self.membership_channel)
-        self.nodes = node_pb2_grpc.NodeManagementServiceStub(self.channel)
-        self.storage = storage_pb2_grpc.StorageServiceStub(self.channel)
+        self.membership_channels = ChannelPool(ca, ORCHESTRATOR_TLS_NAME, [("grpc.use_local_subchannel_pool", 1)],
+                                               identity)
         self.timeout = timeout
         self.blob_timeout = blob_timeout
+
+    @property
+    def members(self) -> node_pb2_grpc.NodeManagementServiceStub:
+        return node_pb2_grpc.NodeManagementServiceStub(self.membership_channels.get(self.address))
+
+    @property
+    def nodes(self) -> node_pb2_grpc.NodeManagementServiceStub:
+        return node_pb2_grpc.NodeManagementServiceStub(self.channels.get(self.address))
+
+    @property
+    def storage(self) -> storage_pb2_grpc.StorageServiceStub:
+        return storage_pb2_grpc.StorageServiceStub(self.channels.get(self.address))
 
     def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
         try:
@@ -45,12 +73,13 @@ class GrpcOrchestratorLink:
     def register(self, member: Membership) -> float:
         reply = self._call(self.members.RegisterPNode, node_pb2.RegisterPNodeRequest(
             id=member.id, version=codec.version_message(), address=member.address,
-            hardware=codec.hardware_message(member.hardware)), timeout=10.0)
+            hardware=codec.hardware_message(member.hardware), name=member.name), timeout=10.0)
         return reply.heartbeat_interval_ms / 1000.0 or 30.0
 
-    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> None:
-        self._call(self.members.HeartbeatPNode, node_pb2.HeartbeatRequest(
+    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> bytes:
+        reply = self._call(self.members.HeartbeatPNode, node_pb2.HeartbeatRequest(
             id=pnode, load=load, memory_used_bytes=memory_used, vnodes=list(vnodes), refused_tasks=refused))
+        return bytes(reply.certificate)
 
     def unregister(self, pnode: str) -> None:
         self._call(self.members.UnregisterPNode, node_pb2.PNodeRef(id=pnode), timeout=5.0)
@@ -88,5 +117,5 @@ class GrpcOrchestratorLink:
         return data
 
     def close(self) -> None:
-        self.channel.close()
-        self.membership_channel.close()
+        self.channels.close()
+        self.membership_channels.close()

@@ -1,4 +1,4 @@
-"""`NodeManagementService` over gRPC: PNodes joining, heartbeating, leaving and reporting progress,
+"""`NodeManagementService` over gRPC: PNodes enrolling, joining, heartbeating, leaving and reporting progress,
 mapped to the orchestrator's `MembershipService` (its fleet and inbox), and the progress reports'
 conversion both ways.
 
@@ -11,8 +11,11 @@ from typing import Any
 
 import grpc
 
+from dcnr.errors import PermissionDenied
 from dcnr.proto.v2 import node_pb2, node_pb2_grpc
+from dcnr.security.authorization import OPERATOR, PNODE
 from dcnr.transport.grpc import codec
+from dcnr.transport.grpc.security import current_caller
 from dcnr.transport.interfaces import MembershipService
 from dcnr.transport.messages import Membership, Report
 
@@ -38,29 +41,49 @@ def report_from_pb(ev: node_pb2.ProgressEvent) -> Report:
 
 
 class NodeManagementServicer(node_pb2_grpc.NodeManagementServiceServicer):
-    def __init__(self, members: MembershipService) -> None:
+    """Served behind `secured`: enrolment is open to anyone; every other call comes from a PNode
+    certificate and may only concern that PNode (an operator may also unregister any PNode)."""
+
+    def __init__(self, members: MembershipService, peer_port: int = 0) -> None:
         self.members = members
+        self.peer_port = peer_port  # the orchestrator's mutual-TLS port, told to PNodes that enrol
+
+    @staticmethod
+    def _own(pnode: str) -> str:
+        """`pnode` if it is the calling PNode's id (PermissionDenied otherwise)."""
+        caller = current_caller()
+        if caller.role != PNODE or pnode != caller.name:
+            raise PermissionDenied(f"{caller} may not act for PNode {pnode!r}")
+        return pnode
+
+    def IssueCertificate(self, request: node_pb2.CertificateRequest,
+                         context: grpc.ServicerContext) -> node_pb2.CertificateResponse:
+        codec.check_version(request.version)
+        pnode, certificate = self.members.enroll(request.csr)
+        return node_pb2.CertificateResponse(id=pnode, certificate=certificate, peer_port=self.peer_port)
 
     def RegisterPNode(self, request: node_pb2.RegisterPNodeRequest,
                       context: grpc.ServicerContext) -> node_pb2.RegisterPNodeResponse:
         codec.check_version(request.version)
         v = request.version
-        self.members.register(Membership(request.id, request.address, codec.hardware_record(request.hardware),
-                                         f"{v.major}.{v.minor}.{v.patch}"))
+        self.members.register(Membership(self._own(request.id), request.address,
+                                         codec.hardware_record(request.hardware), f"{v.major}.{v.minor}.{v.patch}",
+                                         request.name))
         return node_pb2.RegisterPNodeResponse(heartbeat_interval_ms=int(self.members.heartbeat_interval * 1000),
                                               version=codec.version_message())
 
     def UnregisterPNode(self, request: node_pb2.PNodeRef,
                         context: grpc.ServicerContext) -> node_pb2.UnregisterPNodeResponse:
-        return node_pb2.UnregisterPNodeResponse(removed=self.members.unregister(request.id))
+        pnode = request.id if current_caller().role == OPERATOR else self._own(request.id)
+        return node_pb2.UnregisterPNodeResponse(removed=self.members.unregister(pnode))
 
     def HeartbeatPNode(self, request: node_pb2.HeartbeatRequest,
                        context: grpc.ServicerContext) -> node_pb2.HeartbeatResponse:
-        self.members.heartbeat(request.id, request.load)
-        return node_pb2.HeartbeatResponse(known=True)
+        renewed = self.members.heartbeat(self._own(request.id), request.load, current_caller().certificate)
+        return node_pb2.HeartbeatResponse(known=True, certificate=renewed)
 
     def ReportProgress(self, request: node_pb2.ProgressReport,
                        context: grpc.ServicerContext) -> node_pb2.ProgressAck:
         codec.check_version(request.version)
-        self.members.deliver(request.pnode, [report_from_pb(ev) for ev in request.events])
+        self.members.deliver(self._own(request.pnode), [report_from_pb(ev) for ev in request.events])
         return node_pb2.ProgressAck(known=True)

@@ -232,8 +232,24 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 id=p.id, address=p.address, state=p.state, load=p.load, last_seen=p.last_seen,
                 vnodes=sorted(hosted.get(p.id, [])),
                 version=common_pb2.ProtocolVersion(major=major, minor=minor, patch=patch),
-                hardware=codec.hardware_message(hw)))
+                hardware=codec.hardware_message(hw), name=str(hw.get("name", ""))))
         return pb.ListPNodesResponse(pnodes=rows)
+
+    # -- access -------------------------------------------------------------------------------------
+    def CreateToken(self, request: pb.CreateTokenRequest, context: grpc.ServicerContext) -> pb.TokenInfo:
+        if request.expires_in_seconds < 0:
+            raise InvalidArgument(f"expires_in_seconds must not be negative, got {request.expires_in_seconds}")
+        secret = self.o.tokens.create(request.name, request.role, request.expires_in_seconds or None)
+        rec = next(t for t in self.o.tokens.list() if t.name == request.name)
+        return pb.TokenInfo(name=rec.name, role=rec.role, created_at=rec.created_at, expires_at=rec.expires_at,
+                            token=secret)
+
+    def ListTokens(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListTokensResponse:
+        return pb.ListTokensResponse(tokens=[pb.TokenInfo(name=t.name, role=t.role, created_at=t.created_at,
+                                                          expires_at=t.expires_at) for t in self.o.tokens.list()])
+
+    def RevokeToken(self, request: pb.NameRef, context: grpc.ServicerContext) -> pb.DeleteResponse:
+        return pb.DeleteResponse(deleted=self.o.tokens.revoke(request.name))
 
     def Health(self, request: common_pb2.HealthRequest, context: grpc.ServicerContext) -> common_pb2.HealthResponse:
         return common_pb2.HealthResponse(status="serving", version=version_message(), software_version=__version__)

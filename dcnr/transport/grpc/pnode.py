@@ -1,7 +1,8 @@
 """gRPC for PNodes: the services a PNode serves, and the clients that reach them.
 
 - `VNodeServicer` / `PNodeServicer` map `dcnr.v2` messages to `PNodeRuntime` calls and
-  back (errors become statuses once, through `guarded`); `serve_pnode` starts them;
+  back (each call checked once by `secured`, errors become statuses once through `guarded`);
+  `serve_pnode` starts them behind mutual TLS; a hop's sender is the caller's certificate;
 - `GrpcPNodeClient` is the orchestrator's `PNodeClient`, `GrpcHopTransport` the
   `HopTransport` of PNodes and of the driver, `GrpcConnector` hands both out by address.
 
@@ -11,7 +12,6 @@ serialization (`GrpcHopTransport.bytes_sent`).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
@@ -22,12 +22,17 @@ import torch
 from dcnr import __version__
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc
+from dcnr.security.authorization import ORCHESTRATOR
+from dcnr.security.pki import PNODE_TLS_NAME
 from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.errors import from_rpc_error, guarded
+from dcnr.transport.grpc.security import Authority, ChannelPool, Identity, add_tls_port, current_caller, secured
 from dcnr.transport.interfaces import SavedState
 from dcnr.transport.messages import Hop, LocalVNode, Placement, Run
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
+VNODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["VNodeService"].full_name
+PNODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["PNodeService"].full_name
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
@@ -51,10 +56,9 @@ def run_from_pb(msg: common_pb2.Run) -> Run:
 def hop_to_bytes(hop: Hop) -> bytes:
     if hop.op == "fwd":
         return node_pb2.HopRequest(network=hop.network, run=hop.run, micro_batch=hop.micro_batch, vnode=hop.vnode,
-                                   slot=hop.index, value=codec.encode_value(hop.value),
-                                   sender=hop.sender).SerializeToString()
+                                   slot=hop.index, value=codec.encode_value(hop.value)).SerializeToString()
     msg = node_pb2.GradientHop(network=hop.network, run=hop.run, micro_batch=hop.micro_batch, vnode=hop.vnode,
-                               edge=hop.index, has_gradient=hop.value is not None, sender=hop.sender)
+                               edge=hop.index, has_gradient=hop.value is not None)
     if hop.value is not None:
         msg.gradient.CopyFrom(codec.encode_tensor(hop.value))
     return msg.SerializeToString()
@@ -78,6 +82,12 @@ def _local_pb(v: LocalVNode) -> node_pb2.LocalVNode:
 
 
 # -- servers -------------------------------------------------------------------------------------
+def _sender() -> str:
+    """Who sent a hop, from the caller's certificate: a PNode's id, or "" for the orchestrator."""
+    caller = current_caller()
+    return "" if caller.role == ORCHESTRATOR else caller.name
+
+
 class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
     """The step protocol. Hop handlers check, decode and enqueue; the compute thread does the work."""
 
@@ -97,7 +107,7 @@ class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
     def ReceiveTrainRequest(self, request: node_pb2.HopRequest, context: grpc.ServicerContext) -> node_pb2.HopAck:
         """A forward hop: checked, queued, acknowledged at once."""
         hop = Hop(request.network, request.run, int(request.micro_batch), "fwd", request.vnode, int(request.slot),
-                  codec.decode_value(request.value), request.sender)
+                  codec.decode_value(request.value), _sender())
         fresh = self.runtime.submit(hop)
         return node_pb2.HopAck(accepted=fresh, duplicate=not fresh)
 
@@ -105,7 +115,7 @@ class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
         """A backward hop: the gradient of one output edge, queued."""
         grad = codec.decode_tensor(request.gradient) if request.has_gradient else None
         hop = Hop(request.network, request.run, int(request.micro_batch), "bwd", request.vnode, int(request.edge),
-                  grad, request.sender)
+                  grad, _sender())
         fresh = self.runtime.submit(hop)
         return node_pb2.HopAck(accepted=fresh, duplicate=not fresh)
 
@@ -167,14 +177,18 @@ class PNodeServicer(node_pb2_grpc.PNodeServiceServicer):
         return node_pb2.DropLocalVNodeResponse(dropped=self.runtime.drop(request.network, request.vnode))
 
 
-def serve_pnode(runtime: PNodeRuntime, address: str = "127.0.0.1:0",
-                threads: int = 8, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple[grpc.Server, int]:
-    """Start a PNode's gRPC server; returns it and the bound port."""
+def serve_pnode(runtime: PNodeRuntime, identity: Identity, address: str = "127.0.0.1:0", threads: int = 8,
+                max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple[grpc.Server, int]:
+    """Start a PNode's gRPC server (mutual TLS: only the orchestrator and PNodes of its CA get in, and
+    each call is checked against the authorization table); returns it and the bound port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pnode-rpc"),
                          options=channel_options(max_message_bytes))
-    node_pb2_grpc.add_VNodeServiceServicer_to_server(guarded(VNodeServicer(runtime)), server)
-    node_pb2_grpc.add_PNodeServiceServicer_to_server(guarded(PNodeServicer(runtime)), server)
-    port = server.add_insecure_port(address)
+    authority = Authority()  # certificates only
+    vnodes = guarded(secured(VNodeServicer(runtime), VNODE_SERVICE, authority))
+    admin = guarded(secured(PNodeServicer(runtime), PNODE_SERVICE, authority))
+    node_pb2_grpc.add_VNodeServiceServicer_to_server(vnodes, server)
+    node_pb2_grpc.add_PNodeServiceServicer_to_server(admin, server)
+    port = add_tls_port(server, address, identity, mutual=True)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     server.start()
@@ -182,27 +196,9 @@ def serve_pnode(runtime: PNodeRuntime, address: str = "127.0.0.1:0",
 
 
 # -- clients -------------------------------------------------------------------------------------
-class _Channels:
-    """One channel per address, shared by every client and transport of a process part."""
-
-    def __init__(self, max_message_bytes: int) -> None:
-        self.max_message_bytes = max_message_bytes
-        self._channels: dict[str, grpc.Channel] = {}
-        self._lock = threading.Lock()
-
-    def get(self, address: str) -> grpc.Channel:
-        with self._lock:
-            found = self._channels.get(address)
-            if found is None:
-                found = self._channels[address] = grpc.insecure_channel(
-                    address, options=channel_options(self.max_message_bytes))
-            return found
-
-    def close(self) -> None:
-        with self._lock:
-            for channel in self._channels.values():
-                channel.close()
-            self._channels.clear()
+def pnode_channels(identity: Identity, max_message_bytes: int) -> ChannelPool:
+    """Channels to PNodes (their certificates must name `PNODE_TLS_NAME`), presenting `identity`."""
+    return ChannelPool(identity.creds.ca_pem, PNODE_TLS_NAME, channel_options(max_message_bytes), identity)
 
 
 class GrpcHopTransport:
@@ -211,9 +207,8 @@ class GrpcHopTransport:
     FORWARD = "/dcnr.v2.VNodeService/ReceiveTrainRequest"
     BACKWARD = "/dcnr.v2.VNodeService/ReceiveTrainResponse"
 
-    def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout: float = 60.0,
-                 channels: _Channels | None = None) -> None:
-        self.channels = channels or _Channels(max_message_bytes)
+    def __init__(self, channels: ChannelPool, timeout: float = 60.0) -> None:
+        self.channels = channels
         self.timeout = timeout
         self.bytes_sent = 0
         self.hops_sent = 0
@@ -312,10 +307,11 @@ class GrpcPNodeClient:
 class GrpcConnector:
     """The orchestrator's `Connector` over gRPC: one channel per PNode address."""
 
-    def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout: float = 600.0) -> None:
-        self.channels = _Channels(max_message_bytes)
+    def __init__(self, identity: Identity, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 timeout: float = 600.0) -> None:
+        self.channels = pnode_channels(identity, max_message_bytes)
         self.timeout = timeout
-        self._hops = GrpcHopTransport(max_message_bytes, channels=self.channels)
+        self._hops = GrpcHopTransport(self.channels)
 
     def pnode(self, address: str) -> GrpcPNodeClient:
         return GrpcPNodeClient(self.channels.get(address), self.timeout)

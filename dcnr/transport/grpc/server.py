@@ -1,6 +1,12 @@
-"""The orchestrator's gRPC server: its three services on one port, each servicer wrapped once
-with `guarded`, message sizes capped at the orchestrator's limit, streams bounded so that
-membership is always served."""
+"""The orchestrator's gRPC servers: its three services, each servicer wrapped once with `secured`
+(who may call what) and `guarded` (errors as statuses), on two TLS ports.
+
+- the public port: people's clients with a bearer token (or anonymous), and PNodes enrolling;
+- the peer port: mutual TLS, PNodes with the certificate they were issued (membership, reports,
+  checkpoint storage). It has a thread pool of its own, so heartbeats are answered however
+  many streams the public port serves.
+Message sizes are capped at the orchestrator's limit; streams are bounded on both.
+"""
 
 from __future__ import annotations
 
@@ -13,58 +19,90 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from dcnr.orchestrator.driver import Members
-from dcnr.proto.v2 import node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, storage_pb2_grpc
-from dcnr.transport.grpc.errors import guarded, protocol_v1_refusal
+from dcnr.proto.v2 import (
+    node_pb2,
+    node_pb2_grpc,
+    orchestrator_pb2,
+    orchestrator_pb2_grpc,
+    storage_pb2,
+    storage_pb2_grpc,
+)
+from dcnr.security.ratelimit import RateLimiter
+from dcnr.transport.grpc.errors import guarded
 from dcnr.transport.grpc.node_management import NodeManagementServicer
 from dcnr.transport.grpc.orchestrator_service import OrchestratorServicer
+from dcnr.transport.grpc.security import Authority, add_tls_port, secured
 from dcnr.transport.grpc.storage_service import StorageServicer
 
 if TYPE_CHECKING:
     from dcnr.orchestrator.app import Orchestrator
 
 
-RESERVED_THREADS = 8  # of the server's threads, never taken by streams: membership and short calls
+RESERVED_THREADS = 8  # of each server's threads, never taken by streams: membership and short calls
+PEER_THREADS = 16
 
 
 class OrchestratorServer:
-    """Serving `orch` on `address` from construction until `stop`; `port` is the port it listens on.
+    """Serving `orch` on `address` (public) and `peer_address` (mutual TLS) from construction until
+    `stop`; `port` and `peer_port` are the ports they listen on.
 
     A streaming call (listening to a session, chat, uploads and downloads) holds a server thread for
     as long as it lasts, so at most `threads - RESERVED_THREADS` run at once; more are refused with
-    RESOURCE_EXHAUSTED. The reserved threads keep registrations and heartbeats answered, so idle
-    listeners can never make the fleet look dead.
+    RESOURCE_EXHAUSTED.
     """
 
-    def __init__(self, orch: Orchestrator, address: str, threads: int = 32) -> None:
+    def __init__(self, orch: Orchestrator, address: str, peer_address: str, threads: int = 32) -> None:
         if threads <= RESERVED_THREADS:
             raise ValueError(f"the orchestrator needs more than {RESERVED_THREADS} server threads, got {threads}")
         limit = orch.max_message_bytes
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="orch-rpc"),
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)])
-        control = guarded(OrchestratorServicer(orch))  # guarded: the one place errors become statuses
-        limit_streams(control, threading.BoundedSemaphore(threads - RESERVED_THREADS), threads - RESERVED_THREADS)
-        nodes = guarded(NodeManagementServicer(Members(orch.fleet, orch.inbox)))
-        storage = guarded(StorageServicer(orch.blob_access))
-        orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(control, self._server)
-        node_pb2_grpc.add_NodeManagementServiceServicer_to_server(nodes, self._server)
-        storage_pb2_grpc.add_StorageServiceServicer_to_server(storage, self._server)
-        self._server.add_generic_rpc_handlers((protocol_v1_refusal(),))  # protocol-1 PNodes hear why
+        options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        limiter = RateLimiter(orch.rate_limit, orch.rate_limit * 2)
+        authority = Authority(orch.tokens, orch.public_reads, limiter)
+
+        def serve(servicer: Any, service: Any) -> Any:  # checked first, then errors become statuses
+            return guarded(secured(servicer, service.full_name, authority))
+
+        self.nodes = NodeManagementServicer(Members(orch.fleet, orch.inbox, orch.ca, orch.certificate_lifetime))
+        nodes_service = node_pb2.DESCRIPTOR.services_by_name["NodeManagementService"]
+        control = serve(OrchestratorServicer(orch), orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"])
+        limit_streams(control, "OrchestratorService", threading.BoundedSemaphore(threads - RESERVED_THREADS),
+                      threads - RESERVED_THREADS)
+        storage = serve(StorageServicer(orch.blob_access), storage_pb2.DESCRIPTOR.services_by_name["StorageService"])
+        limit_streams(storage, "StorageService", threading.BoundedSemaphore(PEER_THREADS - RESERVED_THREADS),
+                      PEER_THREADS - RESERVED_THREADS)
+        nodes = serve(self.nodes, nodes_service)
+
+        self._public = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="orch-rpc"),
+                                   options=options)
+        orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(control, self._public)
+        node_pb2_grpc.add_NodeManagementServiceServicer_to_server(nodes, self._public)  # enrolment
+        self._peer = grpc.server(futures.ThreadPoolExecutor(max_workers=PEER_THREADS, thread_name_prefix="orch-peer"),
+                                 options=options)
+        node_pb2_grpc.add_NodeManagementServiceServicer_to_server(nodes, self._peer)
+        storage_pb2_grpc.add_StorageServiceServicer_to_server(storage, self._peer)
         self.servicers: dict[str, Any] = {  # by service name
             "OrchestratorService": control, "NodeManagementService": nodes, "StorageService": storage}
-        self.port = self._server.add_insecure_port(address)
+        self.port = add_tls_port(self._public, address, orch.identity, mutual=False)
         if self.port == 0:
             raise OSError(f"cannot listen on {address}")
-        self._server.start()
+        self.peer_port = add_tls_port(self._peer, peer_address, orch.identity, mutual=True)
+        if self.peer_port == 0:
+            raise OSError(f"cannot listen on {peer_address}")
+        self.nodes.peer_port = self.peer_port
+        self._public.start()
+        self._peer.start()
 
     def stop(self, grace: float | None) -> None:
         """Refuse new calls, give running ones `grace` seconds, then end them."""
-        self._server.stop(grace).wait()
+        public, peer = self._public.stop(grace), self._peer.stop(grace)
+        public.wait()
+        peer.wait()
 
 
-def limit_streams(servicer: Any, slots: threading.BoundedSemaphore, count: int) -> None:
-    """Wrap the servicer's streaming RPCs so that at most `count` run at once (RESOURCE_EXHAUSTED beyond)."""
-    service = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"]
+def limit_streams(servicer: Any, name: str, slots: threading.BoundedSemaphore, count: int) -> None:
+    """Wrap the streaming RPCs of service `name` so that at most `count` run at once (RESOURCE_EXHAUSTED beyond)."""
+    files = {"OrchestratorService": orchestrator_pb2, "StorageService": storage_pb2}
+    service = files[name].DESCRIPTOR.services_by_name[name]
     for method in service.methods:
         if not (method.client_streaming or method.server_streaming):
             continue
@@ -75,7 +113,7 @@ def limit_streams(servicer: Any, slots: threading.BoundedSemaphore, count: int) 
 
 def _refuse(context: grpc.ServicerContext, count: int) -> None:
     context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                  f"this orchestrator serves at most {count} streams at once; try again later")
+                  f"this orchestrator serves at most {count} such streams at once; try again later")
 
 
 def _limited_stream(handler: Callable[..., Iterator[Any]], slots: threading.BoundedSemaphore,
