@@ -294,7 +294,7 @@ class PNodeRuntime:
                 run = net.runs.get(run_id) if net is not None else None
             if run is None:
                 continue
-            rid = RequestId(run.step, mb, run.kind)
+            rid = RequestId(run.id, run.step, mb, run.kind)
             dropped = self.host.drop_request(network, rid)
             if dropped:
                 self.stats["refused"] += 1

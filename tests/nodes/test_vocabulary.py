@@ -35,7 +35,7 @@ def vocab_json() -> str:
 def run(vocabularies: Vocabularies | None) -> tuple[torch.Tensor, list[str]]:
     spec = dcnr.parse_network(NETWORK)
     vnodes = build_vnodes(spec, 0, torch.device("cpu"), vocabularies=vocabularies)
-    rid = RequestId(0, 0, "infer")
+    rid = RequestId("r", 0, 0, "infer")
     (ids,) = vnodes["tok"].run_forward(rid, [TEXTS], training=False)
     (echo,) = vnodes["detok"].run_forward(rid, [ids], training=False)
     return ids, echo
@@ -72,4 +72,4 @@ def test_vocabulary_larger_than_vocab_size_is_refused(vocab_json: str) -> None:
     vnodes = build_vnodes(spec, 0, torch.device("cpu"), vocabularies=Vocabularies(lambda name: vocab_json))
     size = Tokenizer.from_str(vocab_json).get_vocab_size()
     with pytest.raises(ValueError, match=rf"'tok': vocabulary 'v' has {size} tokens, more than vocab_size 10"):
-        vnodes["tok"].run_forward(RequestId(0, 0, "infer"), [TEXTS], training=False)
+        vnodes["tok"].run_forward(RequestId("r", 0, 0, "infer"), [TEXTS], training=False)

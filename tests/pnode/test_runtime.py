@@ -138,7 +138,7 @@ def test_late_and_fenced_messages_are_dropped(make: Callable[..., tuple[PNodeRun
     runtime.apply_update("rt", 3, 1.0, True)  # the network moved on to step 3
     runtime.submit(inputs(old)[0])
     runtime.call(lambda: None)  # the queue has been worked through
-    assert all(not v.holds(dcnr.runtime.vnode.RequestId(0, 0, "train")) for _, v in runtime.host.local("rt"))
+    assert all(not v.holds(dcnr.runtime.vnode.RequestId("old", 0, 0, "train")) for _, v in runtime.host.local("rt"))
     with pytest.raises(Conflict, match="step 0"):
         runtime.begin_run(train_run("again", step=0))  # a run of a step this PNode has moved past
     fenced = train_run("fenced", step=3)
@@ -146,6 +146,32 @@ def test_late_and_fenced_messages_are_dropped(make: Callable[..., tuple[PNodeRun
     runtime.reset_to_step("rt", 3, fence_run="fenced")
     assert not runtime.submit(inputs(fenced)[0])  # an abandoned run's late hops are dropped at the door
     assert link.reports == []
+
+
+def test_two_runs_of_the_same_step_never_share_a_request(make: Callable[..., tuple[PNodeRuntime,
+                                                                                    RecordingLink]]) -> None:
+    """The run id is part of every request key: one input from each of two runs of step 0 does not make
+    a complete request, and the request that does complete computes with its own run's values."""
+    runtime, link = make()
+    runtime.place(placement())
+    first, second = (Run("rt", rid, 0, "eval", 1, 1.0, (), network_digest(TEXT), 1) for rid in ("e1", "e2"))
+    runtime.begin_run(first)
+    runtime.begin_run(second)
+    hidden = torch.randn(2, 6, 8, generator=torch.Generator().manual_seed(1))
+    targets = inputs(first)[1].value
+    assert runtime.submit(Hop("rt", "e1", 0, "fwd", "loss", 1, targets))
+    assert runtime.submit(Hop("rt", "e2", 0, "fwd", "loss", 0, hidden))
+    runtime.call(lambda: None)  # both hops delivered
+    loss = runtime.host.vnode("rt", "loss")
+    assert loss.holds(dcnr.runtime.vnode.RequestId("e1", 0, 0, "eval"))
+    assert loss.holds(dcnr.runtime.vnode.RequestId("e2", 0, 0, "eval"))
+    assert link.reports == []  # nothing fired on a mix of the two runs
+    assert runtime.submit(Hop("rt", "e1", 0, "fwd", "loss", 0, hidden * 2))
+    wait_for(lambda: any(r.kind == "output" for r in link.reports))
+    (out,) = [r for r in link.reports if r.kind == "output"]
+    want = dcnr.LocalExecutor(SPEC, seed=0).vnodes["loss"].run_forward(
+        dcnr.runtime.vnode.RequestId("x", 0, 0, "eval"), [hidden * 2, targets], training=False)[0]
+    assert out.run == "e1" and torch.equal(out.value, want)
 
 
 def test_runs_on_another_placement_or_definition_are_refused(make: Callable[..., tuple[PNodeRuntime,
@@ -209,7 +235,7 @@ def test_micro_batches_waiting_past_the_task_timeout_are_dropped_and_reported(
     failed = next(r for r in link.reports if r.kind == "failed")
     assert "timed out" in failed.error and "loss" in failed.error
     assert runtime.stats["refused"] == 1
-    assert not runtime.host.vnode("rt", "loss").holds(dcnr.runtime.vnode.RequestId(0, 0, "train"))
+    assert not runtime.host.vnode("rt", "loss").holds(dcnr.runtime.vnode.RequestId("r1", 0, 0, "train"))
 
 
 def test_reinitializing_rebuilds_vnodes_from_the_seed(make: Callable[..., tuple[PNodeRuntime,
