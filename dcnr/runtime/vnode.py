@@ -225,6 +225,10 @@ class VNode:
             self.params[name].accumulate(rid.micro_batch, self.ranks[name], g)
         return grads_in
 
+    def pending(self) -> int:
+        """Requests with unfinished work here: waiting for inputs, or for gradients of their cached forward."""
+        return len(self._inputs) + len(self._contexts)
+
     def holds(self, rid: RequestId) -> bool:
         """Whether unfinished work of this request waits here."""
         return rid in self._inputs or rid in self._contexts or rid in self._grads

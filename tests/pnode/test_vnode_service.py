@@ -129,6 +129,17 @@ BAD: list[tuple[str, Callable[[node_pb2_grpc.VNodeServiceStub], Any], grpc.Statu
      grpc.StatusCode.FAILED_PRECONDITION, "placement 0"),
     ("save elsewhere", lambda s: s.Save(node_pb2.SaveRequest(network="svc", vnode="nope")),
      grpc.StatusCode.NOT_FOUND, "no VNode 'nope'"),
+    ("empty but huge", lambda s: s.ReceiveTrainRequest(node_pb2.HopRequest(
+        network="svc", run="good", vnode="b0_ln1", value=common_pb2.Value(tensor=common_pb2.Tensor(
+            dtype="float32", shape=[0, 60000, 60000])))), grpc.StatusCode.INVALID_ARGUMENT, "too large"),
+    ("value shape", lambda s: s.ReceiveTrainRequest(fwd("b0_ln1", torch.zeros(1, 6, 9))),
+     grpc.StatusCode.INVALID_ARGUMENT, "network 'svc', VNode 'b0_ln1', input slot 0: expected floats of shape "
+     "[batch, ≤6, 8], got float32 of shape [1, 6, 9]"),
+    ("micro-batches", lambda s: s.BeginRun(node_pb2.BeginRunRequest(
+        version=codec.version_message(), run=common_pb2.Run(network="svc", id="x", kind="infer",
+                                                            micro_batches=2**32 - 1, digest=PLACEMENT.digest,
+                                                            placement_version=PLACEMENT.version))),
+     grpc.StatusCode.INVALID_ARGUMENT, "1 to 1024 micro-batches, got 4294967295"),
 ]
 
 
