@@ -21,11 +21,14 @@ class Vocabularies:
     """Loads the vocabularies text nodes name, each once (thread-safe).
 
     `stored` resolves vocabulary ids (a PNode asks its orchestrator); without it, a node
-    naming a stored vocabulary is refused with a message saying how to run it.
+    naming a stored vocabulary is refused with a message saying how to run it. Without
+    `files`, a node naming a file is refused and the file never opened: a PNode runs
+    networks from others, and reads no path they name.
     """
 
-    def __init__(self, stored: VocabularySource | None = None) -> None:
+    def __init__(self, stored: VocabularySource | None = None, files: bool = True) -> None:
         self._stored = stored
+        self._files = files
         self._loaded: dict[tuple[str, str], Tokenizer] = {}
         self._lock = threading.Lock()
 
@@ -45,6 +48,9 @@ class Vocabularies:
                 raise ValueError(f"{node_id!r}: vocabulary {name!r} is stored by an orchestrator; run the "
                                  "network on a cluster, or give vocab_path")
             return Tokenizer.from_str(self._stored(name))
+        if not self._files:
+            raise ValueError(f"{node_id!r}: vocab_path {name!r} is a file, and files are not read here; name a "
+                             "vocabulary stored by the orchestrator instead")
         if not Path(name).is_file():
             raise ValueError(f"{node_id!r}: vocab_path {name!r} does not exist")
         return Tokenizer.from_file(name)

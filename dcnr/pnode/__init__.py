@@ -1,9 +1,10 @@
 """The PNode: a volunteer's worker process hosting VNodes.
 
 Owns: the local registry of hosted VNodes (`host`), the work loop that runs them and
-routes their messages through the shared router (`runtime`), this PNode's membership
-and limits (`agent`). May import `dcnr.runtime`, `dcnr.spec`, `dcnr.errors` and the
-transport's messages and interfaces; `agent` wires in the gRPC transport. Must never
-recover VNodes after a crash (the orchestrator does), run anything but the node
-catalog, or unpickle what it gets.
+routes their messages through the shared router (`runtime`), what it accepts from peers
+and how much it holds for them (`limits`), this PNode's membership (`agent`). May import
+`dcnr.runtime`, `dcnr.spec`, `dcnr.errors` and the transport's messages and interfaces;
+`agent` wires in the gRPC transport. Must never recover VNodes after a crash (the
+orchestrator does), run anything but the node catalog, unpickle what it gets, or read a
+file a network names.
 """

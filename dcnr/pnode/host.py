@@ -112,6 +112,11 @@ class VNodeHost:
                     self.memory_used += need[nid]
             return self._vnodes[(network, vnode_id)]
 
+    def hosted(self, network: str, vnode_id: str) -> VNode | None:
+        """The VNode if it is built already (never builds one)."""
+        with self._lock:
+            return self._vnodes.get((network, vnode_id))
+
     def local(self, network: str | None = None) -> list[tuple[str, VNode]]:
         """(network, VNode) pairs hosted here, optionally for one network."""
         with self._lock:

@@ -11,6 +11,13 @@ op), so transport threads only check and enqueue. A hop for a run this PNode was
 told about, of a fenced (abandoned) run, or older than the network's current step is
 refused or dropped; duplicates are dropped: late and repeated messages are harmless. A hop
 from any PNode but the one the placement says hosts its sender is PERMISSION_DENIED.
+
+Peers are strangers (SPEC §12): a placement, a run and every hop's value are checked
+against `dcnr.pnode.limits` before anything is queued or allocated (InvalidArgument,
+changing nothing), and what waits here is bounded: hops for the compute thread, hops to
+send, runs remembered, requests a VNode holds unfinished. A hop that finds no room is
+refused with ResourceExhausted, which its sender retries a few times, like an
+unreachable peer (backpressure). A network never makes a PNode read a local file.
 """
 
 from __future__ import annotations
@@ -30,8 +37,19 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from dcnr.data.vocabularies import Vocabularies
-from dcnr.errors import Conflict, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from dcnr.errors import Conflict, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
 from dcnr.pnode.host import BudgetExceeded, VNodeHost
+from dcnr.pnode.limits import (
+    MAX_MICRO_BATCHES,
+    MAX_NETWORK_TEXT,
+    MAX_VNODES,
+    MAX_VOCABULARIES,
+    RUN_MEMORY,
+    SEEN_MEMORY,
+    Expectations,
+    Limits,
+    value_bytes,
+)
 from dcnr.runtime.router import Router
 from dcnr.runtime.vnode import RequestId
 from dcnr.spec.loader import parse_stored_network
@@ -44,8 +62,7 @@ log = logging.getLogger("dcnr.pnode")
 
 T = TypeVar("T")
 SEND_ATTEMPTS = 4  # a hop to an unreachable PNode is retried this often before the run fails
-SEEN_MEMORY = 65536  # hop keys remembered for duplicate detection
-RUN_MEMORY = 1024  # runs (and fenced runs) remembered per PNode
+BUSY_ATTEMPTS = 8  # a hop refused for want of room: the peer is alive and drains, so it gets longer (~9 s)
 
 
 @dataclass
@@ -61,6 +78,7 @@ class _Network:
     placement: Placement
     spec: NetworkSpec
     router: Router
+    expect: Expectations  # what each input slot and gradient edge carries
     mine: frozenset[str]  # VNodes placed here
     runs: OrderedDict[str, Run] = field(default_factory=OrderedDict)
     finished: dict[tuple[str, int], set[str]] = field(default_factory=dict)  # (run, micro-batch) -> VNodes done
@@ -75,21 +93,24 @@ class PNodeRuntime:
     """
 
     def __init__(self, pnode_id: str, hops: HopTransport, link: OrchestratorLink | None = None,
-                 device: str = "cpu", memory_budget: int | None = None, task_timeout: float = 300.0) -> None:
+                 device: str = "cpu", memory_budget: int | None = None, task_timeout: float = 300.0,
+                 limits: Limits | None = None) -> None:
         self.id = pnode_id
         self.hops = hops
         self.link = link
         self.host = VNodeHost(device, memory_budget=memory_budget)
         self.task_timeout = task_timeout
+        self.limits = limits or Limits.for_budget(memory_budget)
         self.stats: dict[str, float] = {"hops_sent": 0, "tensor_bytes_sent": 0, "local_hops": 0, "refused": 0,
                                         "busy_seconds": 0.0}  # busy: VNode compute
         self._nets: dict[str, _Network] = {}
-        self._lock = threading.Lock()  # guards _nets, _seen and _fenced
+        self._lock = threading.Lock()  # guards _nets, _seen, _fenced and the queued counts
         self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._fenced: OrderedDict[str, None] = OrderedDict()
-        self._started: dict[tuple[str, str, int], float] = {}  # (network, run, micro-batch) -> first hop
-        self._work: queue.Queue[Hop | _Call | None] = queue.Queue()
-        self._outbox: queue.Queue[tuple[str, Hop, int] | None] = queue.Queue()
+        self._started: dict[tuple[str, RequestId], float] = {}  # (network, request) -> its first hop here
+        self._work: queue.Queue[Hop | _Call | None] = queue.Queue()  # hops admitted by `_enqueue` only
+        self._queued = [0, 0]  # hops in _work, and the bytes of their values
+        self._outbox: queue.Queue[tuple[str, Hop, int]] = queue.Queue(maxsize=self.limits.outbox_hops)
         self._events: queue.Queue[Report | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -105,7 +126,6 @@ class PNodeRuntime:
     def stop(self) -> None:
         self._stopping.set()
         self._work.put(None)
-        self._outbox.put(None)
         self._events.put(None)
         for t in self._threads:
             t.join(timeout=10)
@@ -124,38 +144,53 @@ class PNodeRuntime:
     # -- placement and runs (any thread) ----------------------------------------------------
     def place(self, placement: Placement) -> int:
         """Learn (or update) a network and where its VNodes live; VNodes no longer placed here are
-        dropped. Returns how many VNodes are placed here."""
+        dropped. Returns how many VNodes are placed here. A placement refused changes nothing."""
+        name = placement.network
+        for what, count, most in (("characters of YAML", len(placement.yaml), MAX_NETWORK_TEXT),
+                                  ("VNodes", len(placement.assignments), MAX_VNODES),
+                                  ("PNode addresses", len(placement.addresses), MAX_VNODES),
+                                  ("vocabularies", len(placement.vocabularies), MAX_VOCABULARIES)):
+            if count > most:
+                raise InvalidArgument(f"network {name!r}: the placement has {count} {what}, at most {most} allowed")
         if network_digest(placement.yaml) != placement.digest:
-            raise InvalidArgument(f"network {placement.network!r}: the definition does not match its digest")
+            raise InvalidArgument(f"network {name!r}: the definition does not match its digest")
         unknown = sorted(set(placement.assignments.values()) - set(placement.addresses))
         if unknown:
-            raise InvalidArgument(f"network {placement.network!r}: no address for PNode {unknown[0]!r}")
+            raise InvalidArgument(f"network {name!r}: no address for PNode {unknown[0]!r}")
         mine = frozenset(v for v, p in placement.assignments.items() if p == self.id)
 
         def apply() -> int:
             with self._lock:
-                old = self._nets.get(placement.network)
+                old = self._nets.get(name)
             if old is not None and old.placement.digest == placement.digest:  # only the placement changed
-                spec, router, runs = old.spec, old.router, old.runs
+                executed, spec = None, old.spec
             else:
-                if old is not None:
-                    self.host.remove_network(placement.network)
-                executed = plan(parse_stored_network(placement.yaml, placement.network))  # SPEC §6 passes
+                executed = plan(parse_stored_network(placement.yaml, name))  # SPEC §6 passes
                 spec = executed.spec
-                router = Router(spec)
-                # stored vocabularies of tokenizer nodes came with the placement
-                stored = Vocabularies(_vocabulary_lookup(dict(placement.vocabularies)))
-                self.host.add_network(executed, placement.seed, stored)
-                self.host.set_step(placement.network, placement.step)
-                runs = OrderedDict()
             missing = sorted(set(spec.nodes) - set(placement.assignments))
             if missing:
-                raise InvalidArgument(f"network {placement.network!r}: VNode {missing[0]!r} is not placed")
-            for net, v in self.host.local(placement.network):
+                raise InvalidArgument(f"network {name!r}: VNode {missing[0]!r} is not placed")
+            files = sorted(nid for nid, n in spec.nodes.items() if getattr(n.config, "vocab_path", None) is not None)
+            if files:
+                raise InvalidArgument(
+                    f"network {name!r}: VNode {files[0]!r} names a vocabulary file (vocab_path), and a PNode never "
+                    "reads a file a network names: store the vocabulary on the orchestrator and name it `vocabulary`")
+            if executed is None:
+                assert old is not None
+                router, expect, runs = old.router, old.expect, old.runs
+            else:
+                if old is not None:
+                    self.host.remove_network(name)
+                router, expect, runs = Router(spec), Expectations(spec), OrderedDict()
+                # stored vocabularies of tokenizer nodes came with the placement; files are never read
+                stored = Vocabularies(_vocabulary_lookup(dict(placement.vocabularies)), files=False)
+                self.host.add_network(executed, placement.seed, stored)
+                self.host.set_step(name, placement.step)
+            for net, v in self.host.local(name):
                 if v.id not in mine:
                     self.host.drop(net, v.id)
             with self._lock:
-                self._nets[placement.network] = _Network(placement, spec, router, mine, runs)
+                self._nets[name] = _Network(placement, spec, router, expect, mine, runs)
             return len(mine)
 
         return self.call(apply)
@@ -168,13 +203,16 @@ class PNodeRuntime:
         return net
 
     def begin_run(self, run: Run) -> None:
-        """Remember a run before its hops arrive; a run planned on another definition or placement, or
-        on a step this PNode has moved past, is refused."""
+        """Remember a run before its hops arrive (the oldest of `RUN_MEMORY` is forgotten); a run planned on
+        another definition or placement, or on a step this PNode has moved past, is refused."""
         net = self._net(run.network)
         if run.kind not in RUN_KINDS:
             raise InvalidArgument(f"run kind must be one of {', '.join(RUN_KINDS)}, got {run.kind!r}")
-        if run.micro_batches < 1:
-            raise InvalidArgument(f"a run has at least 1 micro-batch, got {run.micro_batches}")
+        if not 1 <= run.micro_batches <= MAX_MICRO_BATCHES:
+            raise InvalidArgument(f"a run has 1 to {MAX_MICRO_BATCHES} micro-batches, got {run.micro_batches}")
+        unknown = sorted(set(run.outputs) - {b.name for b in net.spec.outputs})
+        if unknown:
+            raise InvalidArgument(f"network {run.network!r} has no output {unknown[0]!r}")
         if run.digest != net.placement.digest or run.placement_version != net.placement.version:
             raise Conflict(f"run {run.id} was planned on placement {run.placement_version} of network "
                            f"{run.network!r}; PNode {self.id} holds placement {net.placement.version}")
@@ -187,7 +225,10 @@ class PNodeRuntime:
                 net.runs.popitem(last=False)
 
     def submit(self, hop: Hop) -> bool:
-        """Check and queue a hop from a peer (or the orchestrator); False when it is a duplicate."""
+        """Check and queue a hop from a peer (or the orchestrator); False when it is a duplicate.
+
+        InvalidArgument when its value is not what the network expects there, ResourceExhausted
+        when there is no room for it now (try again later); either way nothing changes."""
         net = self._check_mine(hop.network, hop.vnode)
         node = net.spec.nodes[hop.vnode]
         with self._lock:
@@ -199,24 +240,31 @@ class PNodeRuntime:
             raise NotFound(f"run {hop.run!r} of network {hop.network!r} is unknown to PNode {self.id}")
         if not 0 <= hop.micro_batch < run.micro_batches:
             raise InvalidArgument(f"run {run.id} has {run.micro_batches} micro-batch(es), got {hop.micro_batch}")
-        if hop.op == "fwd" and hop.index >= node.impl.num_inputs:
+        if hop.op == "fwd" and not 0 <= hop.index < node.impl.num_inputs:
             raise InvalidArgument(f"VNode {hop.vnode!r} has {node.impl.num_inputs} input slot(s), got slot {hop.index}")
         if hop.op == "bwd":
             if run.kind != "train":
                 raise InvalidArgument(f"gradients belong to training runs, got a {run.kind} run")
             edges = net.router.edges
-            if hop.index >= len(edges) or edges[hop.index].src != hop.vnode:
+            if not 0 <= hop.index < len(edges) or edges[hop.index].src != hop.vnode:
                 raise InvalidArgument(f"edge {hop.index} of network {hop.network!r} does not leave VNode "
                                       f"{hop.vnode!r}")
         self._check_sender(net, hop)
+        net.expect.check(hop.op, hop.vnode, hop.index, hop.value, self.limits.max_hop_elements)
         key = (hop.network, hop.run, hop.micro_batch, hop.op, hop.vnode, hop.index)
+        rid = RequestId(run.id, run.step, hop.micro_batch, run.kind)
         with self._lock:
             if key in self._seen:
                 return False
+            busy = self._no_room(hop, rid)
+            if busy:
+                self.stats["refused"] += 1
+                raise ResourceExhausted(f"PNode {self.id} is busy: {busy}; send VNode {hop.vnode!r} of network "
+                                        f"{hop.network!r} its hop again later")
             self._seen[key] = None
             if len(self._seen) > SEEN_MEMORY:
                 self._seen.popitem(last=False)
-        self._work.put(hop)
+            self._enqueue(hop)
         return True
 
     @staticmethod
@@ -235,6 +283,24 @@ class PNodeRuntime:
                                    f"network {hop.network!r}: " + (f"{peer!r} is hosted by PNode {expected}"
                                                                    if peer else "it is a network input"))
 
+    def _no_room(self, hop: Hop, rid: RequestId) -> str:
+        """Why a hop from a peer does not fit now ("" when it does); under the lock."""
+        hops, size = self._queued
+        room = self.limits
+        if hops >= room.max_queued_hops or size + value_bytes(hop.value) > room.max_queued_bytes:
+            return (f"{hops} hops ({size / 2**20:.1f} MiB) wait for its compute thread, at most "
+                    f"{room.max_queued_hops} ({room.max_queued_bytes / 2**20:.1f} MiB)")
+        vnode = self.host.hosted(hop.network, hop.vnode)
+        if hop.op == "fwd" and vnode is not None and not vnode.holds(rid) and vnode.pending() >= room.pending_per_vnode:
+            return f"VNode {hop.vnode!r} holds {vnode.pending()} unfinished requests, at most {room.pending_per_vnode}"
+        return ""
+
+    def _enqueue(self, hop: Hop) -> None:
+        """Queue a hop for the compute thread, counted (under the lock)."""
+        self._queued[0] += 1
+        self._queued[1] += value_bytes(hop.value)
+        self._work.put(hop)
+
     # -- compute thread -------------------------------------------------------------------
     def _compute_loop(self) -> None:
         last_sweep = time.monotonic()
@@ -251,6 +317,9 @@ class PNodeRuntime:
                 except BaseException as exc:  # handed to the caller
                     item.done.set_exception(exc)
             else:
+                with self._lock:
+                    self._queued[0] -= 1
+                    self._queued[1] -= value_bytes(item.value)
                 started = time.perf_counter()
                 try:
                     with torch.no_grad():
@@ -274,17 +343,23 @@ class PNodeRuntime:
                 return  # the network was dropped, or the run abandoned
         if run.kind == "train" and run.step < self.host.step(hop.network):
             return  # late: that step is over
-        self._started.setdefault((hop.network, hop.run, hop.micro_batch), time.monotonic())
+        self._started.setdefault((hop.network, RequestId(run.id, run.step, hop.micro_batch, run.kind)),
+                                 time.monotonic())
         vnode = self.host.vnode(hop.network, hop.vnode)
         for msg in net.router.deliver(vnode, run, hop):
             if isinstance(msg, Report):
                 self._on_report(net, run, msg)
             elif msg.vnode in net.mine:
                 self.stats["local_hops"] += 1
-                self._work.put(msg)  # colocated: the tensor itself, no serialization
+                with self._lock:  # counted, never refused: it follows from work already taken
+                    self._enqueue(msg)  # colocated: the tensor itself, no serialization
             else:
                 msg.sender = self.id
-                self._outbox.put((net.placement.addresses[net.placement.assignments[msg.vnode]], msg, 0))
+                address = net.placement.addresses[net.placement.assignments[msg.vnode]]
+                try:  # a full outbox holds the compute thread back: peers then find this PNode busy
+                    self._outbox.put((address, msg, 0), timeout=self.task_timeout)
+                except queue.Full:
+                    self._fail(msg, f"PNode {self.id}: nothing could be sent for {self.task_timeout:g} s")
 
     def _on_report(self, net: _Network, run: Run, report: Report) -> None:
         if report.kind != "done":
@@ -296,29 +371,35 @@ class PNodeRuntime:
         expected = net.mine & net.router.live & net.router.needed(run)
         if done >= expected:
             del net.finished[key]
-            self._started.pop((run.network, run.id, report.micro_batch), None)
+            self._started.pop((run.network, RequestId(run.id, run.step, report.micro_batch, run.kind)), None)
             self._events.put(Report("done", run.network, run.id, report.micro_batch))
 
     def _fail(self, hop: Hop, error: str) -> None:
         self._events.put(Report("failed", hop.network, hop.run, hop.micro_batch, hop.vnode, error=error))
 
     def _expire(self) -> None:
-        """Drop micro-batches that waited longer than the task timeout, and say so."""
+        """Drop micro-batches that waited longer than the task timeout, and say so; drop at once what
+        forgotten runs left behind (their hops are refused: it would wait for nothing)."""
         now = time.monotonic()
-        for network, run_id, mb in [k for k, t in self._started.items() if now - t > self.task_timeout]:
-            del self._started[(network, run_id, mb)]
-            with self._lock:
-                net = self._nets.get(network)
-                run = net.runs.get(run_id) if net is not None else None
-            if run is None:
-                continue
-            rid = RequestId(run.step, mb, run.kind)
+        with self._lock:
+            stale = [(key, self._remembered(*key)) for key, t in self._started.items()
+                     if now - t > self.task_timeout or not self._remembered(*key)]
+            for net in self._nets.values():
+                for key in [k for k in net.finished if k[0] not in net.runs]:
+                    del net.finished[key]
+        for (network, rid), remembered in stale:
+            del self._started[(network, rid)]
             dropped = self.host.drop_request(network, rid)
-            if dropped:
+            if dropped and remembered:
                 self.stats["refused"] += 1
-                self._events.put(Report("failed", network, run_id, mb, dropped[0], error=(
-                    f"PNode {self.id}: run {run_id} micro-batch {mb} timed out after {self.task_timeout:g} s "
-                    f"waiting for inputs or gradients at VNode(s) {', '.join(dropped[:4])}")))
+                self._events.put(Report("failed", network, rid.run, rid.micro_batch, dropped[0], error=(
+                    f"PNode {self.id}: run {rid.run} micro-batch {rid.micro_batch} timed out after "
+                    f"{self.task_timeout:g} s waiting for inputs or gradients at VNode(s) {', '.join(dropped[:4])}")))
+
+    def _remembered(self, network: str, rid: RequestId) -> bool:
+        """Whether the request's run is still known here (under the lock)."""
+        net = self._nets.get(network)
+        return net is not None and rid.run in net.runs
 
     # -- the end of a step, and state (run on the compute thread) ----------------------------
     def check_finite(self, network: str) -> bool:
@@ -333,8 +414,8 @@ class PNodeRuntime:
             vnodes = [v for _, v in self.host.local(network)]
             for v in vnodes:
                 v.apply_update(loss_scale, apply)
-            self.host.set_step(network, step)
-            self._started = {k: t for k, t in self._started.items() if k[0] != network}
+            self.host.set_step(network, step)  # the step's training requests are over; others run on
+            self._started = {k: t for k, t in self._started.items() if k[0] != network or k[1].kind != "train"}
             return {v.id: v.learning_rate() for v in vnodes if v.params}
 
         return self.call(run)
@@ -437,10 +518,12 @@ class PNodeRuntime:
     # -- outbox thread: remote sends ------------------------------------------------------------
     def _outbox_loop(self) -> None:
         while True:
-            item = self._outbox.get()
-            if item is None:
-                return
-            address, hop, attempts = item
+            try:
+                address, hop, attempts = self._outbox.get(timeout=0.5)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
             with self._lock:
                 if hop.run in self._fenced:
                     continue
@@ -453,10 +536,15 @@ class PNodeRuntime:
         return lambda exc: self._send_failed(address, hop, attempts, exc)
 
     def _send_failed(self, address: str, hop: Hop, attempts: int, exc: Exception) -> None:
-        if isinstance(exc, Unavailable) and attempts + 1 < SEND_ATTEMPTS and not self._stopping.is_set():
+        """Try again later when the peer is unreachable or busy (a bounded number of times); else fail the run."""
+        most = BUSY_ATTEMPTS if isinstance(exc, ResourceExhausted) else SEND_ATTEMPTS
+        if isinstance(exc, (Unavailable, ResourceExhausted)) and attempts + 1 < most and not self._stopping.is_set():
             time.sleep(min(2.0, 0.1 * 2 ** (attempts + 1)))
-            self._outbox.put((address, hop, attempts + 1))
-            return
+            try:
+                self._outbox.put_nowait((address, hop, attempts + 1))  # never wait: this may be the outbox thread
+                return
+            except queue.Full:
+                pass
         self._fail(hop, f"cannot deliver to VNode {hop.vnode!r} at {address}: {type(exc).__name__}: {exc}")
 
     # -- reporting ---------------------------------------------------------------------------

@@ -70,7 +70,7 @@ class Router:
 
     def deliver(self, vnode: VNode, run: Run, hop: Hop) -> list[Message]:
         """Run `vnode` on one hop of `run`; returns the messages that follow (empty while it waits)."""
-        rid = RequestId(run.step, hop.micro_batch, run.kind)
+        rid = RequestId(run.id, run.step, hop.micro_batch, run.kind)
         if hop.op == "bwd":
             if run.kind != "train":
                 raise ValueError(f"gradients belong to training runs, got a {run.kind} run")

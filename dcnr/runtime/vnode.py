@@ -26,14 +26,16 @@ DONE_MEMORY = 4096  # finished request ids remembered per VNode for duplicate de
 
 
 class RequestId(NamedTuple):
-    """A unit of work: training step and micro-batch (forward-only work uses its own steps)."""
+    """A unit of work: one micro-batch of one run. The run keeps two runs of the same step (a fenced run
+    and its retry) apart; step and micro-batch alone seed random masks, so the retry draws the same ones."""
 
+    run: str
     step: int
     micro_batch: int
-    kind: str = "train"  # "train" | "infer"
+    kind: str = "train"  # "train" | "eval" | "infer"
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.step}.{self.micro_batch}"
+        return f"{self.run}/{self.kind}:{self.step}.{self.micro_batch}"
 
 
 class StepClock:
@@ -222,6 +224,10 @@ class VNode:
         for name, g in ctx.param_grads.items():
             self.params[name].accumulate(rid.micro_batch, self.ranks[name], g)
         return grads_in
+
+    def pending(self) -> int:
+        """Requests with unfinished work here: waiting for inputs, or for gradients of their cached forward."""
+        return len(self._inputs) + len(self._contexts)
 
     def holds(self, rid: RequestId) -> bool:
         """Whether unfinished work of this request waits here."""

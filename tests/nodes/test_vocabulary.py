@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -35,7 +37,7 @@ def vocab_json() -> str:
 def run(vocabularies: Vocabularies | None) -> tuple[torch.Tensor, list[str]]:
     spec = dcnr.parse_network(NETWORK)
     vnodes = build_vnodes(spec, 0, torch.device("cpu"), vocabularies=vocabularies)
-    rid = RequestId(0, 0, "infer")
+    rid = RequestId("r", 0, 0, "infer")
     (ids,) = vnodes["tok"].run_forward(rid, [TEXTS], training=False)
     (echo,) = vnodes["detok"].run_forward(rid, [ids], training=False)
     return ids, echo
@@ -72,4 +74,13 @@ def test_vocabulary_larger_than_vocab_size_is_refused(vocab_json: str) -> None:
     vnodes = build_vnodes(spec, 0, torch.device("cpu"), vocabularies=Vocabularies(lambda name: vocab_json))
     size = Tokenizer.from_str(vocab_json).get_vocab_size()
     with pytest.raises(ValueError, match=rf"'tok': vocabulary 'v' has {size} tokens, more than vocab_size 10"):
-        vnodes["tok"].run_forward(RequestId(0, 0, "infer"), [TEXTS], training=False)
+        vnodes["tok"].run_forward(RequestId("r", 0, 0, "infer"), [TEXTS], training=False)
+
+
+def test_vocabularies_without_files_never_open_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a PNode uses for the networks it receives: a file a node names is never opened, even one that exists."""
+    vocab = tmp_path / "v.json"
+    vocab.write_text("{}")
+    monkeypatch.setattr("dcnr.data.vocabularies.Tokenizer.from_file", lambda name: pytest.fail(f"read {name}"))
+    with pytest.raises(ValueError, match="files are not read here"):
+        Vocabularies(files=False).load("tok", str(vocab), None)

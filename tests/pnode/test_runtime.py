@@ -54,6 +54,16 @@ SPEC = dcnr.parse_network(TEXT)
 EXEC = plan(SPEC).spec  # the VNodes a PNode runs (attention heads fused)
 
 
+def from_host(network: str, run: str, mb: int, op: str, vnode: str, slot: int, value: object,
+              host: str = "me") -> Hop:
+    """A hop as its rightful sender sends it: a network input from the orchestrator (""), anything else
+    from `host`, the PNode that (in these tests) hosts the VNode at the edge's other end."""
+    inputs_ = {(b.node_id, b.slot_id) for b in EXEC.inputs}
+    sender = "" if op == "fwd" and (vnode, slot) in inputs_ else host
+    return Hop(network, run, mb, op, vnode, slot, value, sender)  # type: ignore[arg-type]
+
+
+
 def placement(version: int = 1, assignments: dict[str, str] | None = None, step: int = 0) -> Placement:
     return Placement("rt", TEXT, 0, network_digest(TEXT), version, step,
                      assignments or dict.fromkeys(EXEC.nodes, "me"), {"me": "mem:me", "other": "mem:other"})
@@ -138,7 +148,7 @@ def test_late_and_fenced_messages_are_dropped(make: Callable[..., tuple[PNodeRun
     runtime.apply_update("rt", 3, 1.0, True)  # the network moved on to step 3
     runtime.submit(inputs(old)[0])
     runtime.call(lambda: None)  # the queue has been worked through
-    assert all(not v.holds(dcnr.runtime.vnode.RequestId(0, 0, "train")) for _, v in runtime.host.local("rt"))
+    assert all(not v.holds(dcnr.runtime.vnode.RequestId("old", 0, 0, "train")) for _, v in runtime.host.local("rt"))
     with pytest.raises(Conflict, match="step 0"):
         runtime.begin_run(train_run("again", step=0))  # a run of a step this PNode has moved past
     fenced = train_run("fenced", step=3)
@@ -146,6 +156,32 @@ def test_late_and_fenced_messages_are_dropped(make: Callable[..., tuple[PNodeRun
     runtime.reset_to_step("rt", 3, fence_run="fenced")
     assert not runtime.submit(inputs(fenced)[0])  # an abandoned run's late hops are dropped at the door
     assert link.reports == []
+
+
+def test_two_runs_of_the_same_step_never_share_a_request(make: Callable[..., tuple[PNodeRuntime,
+                                                                                    RecordingLink]]) -> None:
+    """The run id is part of every request key: one input from each of two runs of step 0 does not make
+    a complete request, and the request that does complete computes with its own run's values."""
+    runtime, link = make()
+    runtime.place(placement())
+    first, second = (Run("rt", rid, 0, "eval", 1, 1.0, (), network_digest(TEXT), 1) for rid in ("e1", "e2"))
+    runtime.begin_run(first)
+    runtime.begin_run(second)
+    hidden = torch.randn(2, 6, 8, generator=torch.Generator().manual_seed(1))
+    targets = inputs(first)[1].value
+    assert runtime.submit(from_host("rt", "e1", 0, "fwd", "loss", 1, targets))
+    assert runtime.submit(from_host("rt", "e2", 0, "fwd", "loss", 0, hidden))
+    runtime.call(lambda: None)  # both hops delivered
+    loss = runtime.host.vnode("rt", "loss")
+    assert loss.holds(dcnr.runtime.vnode.RequestId("e1", 0, 0, "eval"))
+    assert loss.holds(dcnr.runtime.vnode.RequestId("e2", 0, 0, "eval"))
+    assert link.reports == []  # nothing fired on a mix of the two runs
+    assert runtime.submit(from_host("rt", "e1", 0, "fwd", "loss", 0, hidden * 2))
+    wait_for(lambda: any(r.kind == "output" for r in link.reports))
+    (out,) = [r for r in link.reports if r.kind == "output"]
+    want = dcnr.LocalExecutor(SPEC, seed=0).vnodes["loss"].run_forward(
+        dcnr.runtime.vnode.RequestId("x", 0, 0, "eval"), [hidden * 2, targets], training=False)[0]
+    assert out.run == "e1" and torch.equal(out.value, want)
 
 
 def test_runs_on_another_placement_or_definition_are_refused(make: Callable[..., tuple[PNodeRuntime,
@@ -172,15 +208,15 @@ def test_hops_naming_vnodes_slots_or_edges_that_do_not_fit_are_refused(
     runtime.begin_run(run)
     x = torch.zeros(1, 6, dtype=torch.long)
     with pytest.raises(NotFound, match="no VNode"):
-        runtime.submit(Hop("rt", run.id, 0, "fwd", "nope", 0, x))
+        runtime.submit(from_host("rt", run.id, 0, "fwd", "nope", 0, x))
     with pytest.raises(NotFound, match="not placed on PNode me"):
-        runtime.submit(Hop("rt", run.id, 0, "fwd", order[-1], 0, x))
+        runtime.submit(from_host("rt", run.id, 0, "fwd", order[-1], 0, x))
     with pytest.raises(InvalidArgument, match="input slot"):
-        runtime.submit(Hop("rt", run.id, 0, "fwd", "embedder", 5, x))
+        runtime.submit(from_host("rt", run.id, 0, "fwd", "embedder", 5, x))
     with pytest.raises(InvalidArgument, match="micro-batch"):
-        runtime.submit(Hop("rt", run.id, 3, "fwd", "embedder", 0, x))
+        runtime.submit(from_host("rt", run.id, 3, "fwd", "embedder", 0, x))
     with pytest.raises(InvalidArgument, match="does not leave"):
-        runtime.submit(Hop("rt", run.id, 0, "bwd", "embedder", 10_000, None))
+        runtime.submit(from_host("rt", run.id, 0, "bwd", "embedder", 10_000, None))
 
 
 def test_a_new_placement_drops_vnodes_that_moved_away(make: Callable[..., tuple[PNodeRuntime,
@@ -209,7 +245,7 @@ def test_micro_batches_waiting_past_the_task_timeout_are_dropped_and_reported(
     failed = next(r for r in link.reports if r.kind == "failed")
     assert "timed out" in failed.error and "loss" in failed.error
     assert runtime.stats["refused"] == 1
-    assert not runtime.host.vnode("rt", "loss").holds(dcnr.runtime.vnode.RequestId(0, 0, "train"))
+    assert not runtime.host.vnode("rt", "loss").holds(dcnr.runtime.vnode.RequestId("r1", 0, 0, "train"))
 
 
 def test_reinitializing_rebuilds_vnodes_from_the_seed(make: Callable[..., tuple[PNodeRuntime,

@@ -57,7 +57,8 @@ class Reports:
 
 @dataclass
 class Served:
-    """A PNode serving on loopback, reached as the orchestrator (`stub`, `client`) and as a peer (`peer`)."""
+    """A PNode serving on loopback, reached as the orchestrator (`stub`, `client`) and as the PNode that hosts
+    every VNode (`peer`: the rightful sender of hops between VNodes)."""
 
     stub: node_pb2_grpc.VNodeServiceStub
     client: GrpcPNodeClient
@@ -71,7 +72,6 @@ class Served:
 def pnode(tmp_path: Path) -> Iterator[Served]:
     ca = CertificateAuthority.load_or_create(tmp_path)
     pid, identity = pnode_identity(ca)
-    _, peer_identity = pnode_identity(ca)
     orchestrator = orchestrator_identity(ca, tmp_path)
     reports = Reports()
     hops = GrpcHopTransport(pnode_channels(identity, LIMIT))
@@ -80,7 +80,7 @@ def pnode(tmp_path: Path) -> Iterator[Served]:
     server, port = serve_pnode(runtime, identity, "127.0.0.1:0", threads=2, max_message_bytes=LIMIT)
     address = f"127.0.0.1:{port}"
     channel = to_pnode(address, orchestrator, options=[("grpc.max_send_message_length", 4 * LIMIT)])
-    peer_channel = to_pnode(address, peer_identity)
+    peer_channel = to_pnode(address, identity)  # as the PNode hosting every VNode: the sender of every inner hop
     client = GrpcPNodeClient(channel, timeout=30)
     client.place_network(Placement(**{**PLACEMENT.__dict__, "assignments": dict.fromkeys(SPEC.nodes, pid),
                                       "addresses": {pid: address}}))
@@ -154,6 +154,17 @@ BAD: list[tuple[str, Callable[[Served], Any], grpc.StatusCode, str]] = [
      grpc.StatusCode.FAILED_PRECONDITION, "placement 0"),
     ("save elsewhere", lambda s: s.stub.Save(node_pb2.SaveRequest(network="svc", vnode="nope")),
      grpc.StatusCode.NOT_FOUND, "no VNode 'nope'"),
+    ("empty but huge", lambda s: s.stub.ReceiveTrainRequest(node_pb2.HopRequest(
+        network="svc", run="good", vnode="b0_ln1", value=common_pb2.Value(tensor=common_pb2.Tensor(
+            dtype="float32", shape=[0, 60000, 60000])))), grpc.StatusCode.INVALID_ARGUMENT, "too large"),
+    ("value shape", lambda s: s.peer.ReceiveTrainRequest(fwd("b0_ln1", torch.zeros(1, 6, 9))),
+     grpc.StatusCode.INVALID_ARGUMENT, "network 'svc', VNode 'b0_ln1', input slot 0: expected floats of shape "
+     "[batch, ≤6, 8], got float32 of shape [1, 6, 9]"),
+    ("micro-batches", lambda s: s.stub.BeginRun(node_pb2.BeginRunRequest(
+        version=codec.version_message(), run=common_pb2.Run(network="svc", id="x", kind="infer",
+                                                            micro_batches=2**32 - 1, digest=PLACEMENT.digest,
+                                                            placement_version=PLACEMENT.version))),
+     grpc.StatusCode.INVALID_ARGUMENT, "1 to 1024 micro-batches, got 4294967295"),
 ]
 
 

@@ -58,6 +58,8 @@ def test_non_contiguous_and_scalar_tensors() -> None:
     (common_pb2.Tensor(dtype="float32", shape=[2, 3], data=b"\0" * 23), "needs 24"),
     (common_pb2.Tensor(dtype="int64", shape=[-1], data=b""), "invalid shape"),
     (common_pb2.Tensor(dtype="int8", shape=[1] * 17, data=b"\0"), "invalid shape"),
+    (common_pb2.Tensor(dtype="float32", shape=[0, 60000, 60000], data=b""), "too large"),  # empty, yet huge
+    (common_pb2.Tensor(dtype="bool", shape=[2**31, 2], data=b""), "too large"),
 ])
 def test_bad_tensors_are_codec_errors(msg: common_pb2.Tensor, message: str) -> None:
     with pytest.raises(codec.CodecError, match=message):

@@ -504,8 +504,8 @@ def test_inference_does_not_grow_duplicate_memory_without_bound() -> None:
     ex = dcnr.LocalExecutor(spec)
     vnode = ex.vnodes["embedder"]
     for rid in range(DONE_MEMORY + 10):
-        vnode.receive_input(RequestId(rid, 0, "infer"), 0, torch.zeros(1, 2, dtype=torch.long), False)
+        vnode.receive_input(RequestId(f"infer/{rid}", rid, 0, "infer"), 0, torch.zeros(1, 2, dtype=torch.long), False)
     assert len(vnode._done) == DONE_MEMORY
     # a duplicate of a recent request is still ignored
-    assert vnode.receive_input(RequestId(DONE_MEMORY + 9, 0, "infer"), 0,
+    assert vnode.receive_input(RequestId(f"infer/{DONE_MEMORY + 9}", DONE_MEMORY + 9, 0, "infer"), 0,
                                torch.zeros(1, 2, dtype=torch.long), False) is None

@@ -1,8 +1,11 @@
 """Tensors, values and protocol versions to and from protobuf messages: the only place that does it.
 
 A tensor travels as dtype name + shape + raw little-endian bytes in C order
-(SPEC §7). Decoding checks everything a peer could get wrong, so a bad message is
-a `CodecError` (answered as INVALID_ARGUMENT), never a crash or an unpickle.
+(SPEC §7). Decoding checks everything a peer could get wrong before allocating
+anything (a dtype of `DTYPES`, at most `MAX_RANK` non-negative axes, an extent of at
+most `MAX_ELEMENTS`, exactly as many bytes as dtype and shape need), so a bad message
+is a `CodecError` (answered as INVALID_ARGUMENT), never a crash, a huge empty tensor
+or an unpickle. Whether a value fits the slot it is sent to is the PNode's check.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ DTYPES: dict[str, torch.dtype] = {
 }
 NAMES = {dtype: name for name, dtype in DTYPES.items()}
 MAX_RANK = 16
+# elements of one tensor, and its extent with empty axes counted as one: no message (< 2 GiB) carries
+# more, and an empty [0, 60000, 60000] must not pass for small (a node may allocate [60000, 60000] for it)
+MAX_ELEMENTS = 2**31
 
 
 class CodecError(InvalidArgument):
@@ -57,6 +63,8 @@ def decode_tensor(msg: common_pb2.Tensor) -> torch.Tensor:
     shape = list(msg.shape)
     if len(shape) > MAX_RANK or any(d < 0 for d in shape):
         raise CodecError(f"invalid shape {shape}: at most {MAX_RANK} non-negative axes")
+    if math.prod(max(d, 1) for d in shape) > MAX_ELEMENTS:
+        raise CodecError(f"shape {shape} is too large: at most {MAX_ELEMENTS} elements, empty axes counted as one")
     itemsize = torch.empty((), dtype=dtype).element_size()
     count = math.prod(shape)
     if len(msg.data) != count * itemsize:
