@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from dcnr.cli import logs
+from dcnr.orchestrator.limits import Limits, MiB
 
 HEARTBEAT_HELP = "Seconds between PNode heartbeats; a PNode is dead after 3 missed beats."
 
@@ -38,6 +39,10 @@ def orchestrator(
     storage: Annotated[str | None, typer.Option(help="Checkpoints, vocabularies and datasets: file:///path or "
                                                      "s3://bucket/prefix (default: STATE_DIR/storage).")] = None,
     s3_endpoint_url: Annotated[str | None, typer.Option(help="Endpoint of an S3-compatible store.")] = None,
+    max_artifact_mb: Annotated[int, typer.Option(help="Largest network artifact `dcnr network import` may send, "
+                                                     "in MiB.")] = Limits.max_artifact_bytes // MiB,
+    max_dataset_mb: Annotated[int, typer.Option(help="Most text one dataset may hold, in MiB.")]
+    = Limits.max_dataset_bytes // MiB,
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line).")] = "text",
 ) -> None:
     """Run the orchestrator: PNode registry, placement, networks, sessions, data (stops on SIGTERM/Ctrl-C)."""
@@ -49,8 +54,13 @@ def orchestrator(
     stop = _stop_on_signals()
     if max_message_mb < 1:
         raise ValueError(f"--max-message-mb must be at least 1, got {max_message_mb}")
+    for option, mb in (("--max-artifact-mb", max_artifact_mb), ("--max-dataset-mb", max_dataset_mb)):
+        if mb < 1:
+            raise ValueError(f"{option} must be at least 1, got {mb}")
+    limits = Limits(max_artifact_bytes=max_artifact_mb * MiB, max_dataset_bytes=max_dataset_mb * MiB)
     orch = Orchestrator(state_dir, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout,
-                        max_message_bytes=max_message_mb * 2**20, storage=storage, s3_endpoint_url=s3_endpoint_url)
+                        max_message_bytes=max_message_mb * 2**20, storage=storage, s3_endpoint_url=s3_endpoint_url,
+                        limits=limits)
     try:
         orch.start(f"{host}:{port}")
         print(f"orchestrator serving on {host}:{orch.port} (state in {state_dir})", flush=True)
