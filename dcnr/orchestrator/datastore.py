@@ -108,8 +108,9 @@ class DataStore:
 
     # -- vocabularies -----------------------------------------------------------------------
     def create_vocabulary(self, name: str, tokenizer_json: str) -> dict[str, Any]:
-        """Store a tokenizer (the JSON `tokenizers` writes) under a new name; refused unless it parses, has
-        at most `max_vocab_size` tokens and does not pad (networks pad in their tokenizer nodes)."""
+        """Store a tokenizer (the JSON `tokenizers` writes) under a new name. Refused unless the JSON is
+        within `max_vocabulary_bytes` and parses, the tokenizer has 1 to `max_vocab_size` tokens, and it
+        does not pad (networks pad in their tokenizer nodes)."""
         check_name(VOCABULARY, name)
         data = tokenizer_json.encode()
         self.limits.check("max_vocabulary_bytes", len(data), f"vocabulary {name!r}: the tokenizer JSON")

@@ -4,8 +4,8 @@ The orchestrator may face the internet, so nothing a caller sends may make it ho
 more than a fixed amount. Each cap is checked before the memory it guards is spent: a stream
 is counted while it is read, a count before anything is allocated for it. Going over a cap
 is `ResourceExhausted`, with a message naming what was too large, the limit and the field
-that sets it. The defaults leave room for any real use of one orchestrator machine; an
-operator changes the two most likely to need it with `dcnr orchestrator` options.
+that sets it. Each default is sized, in its comment, against real use and one orchestrator
+machine's memory; `dcnr orchestrator` options set the two an operator most likely changes.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ GiB = 2**30
 
 @dataclass(frozen=True, kw_only=True)
 class Limits:
-    # An imported network artifact (parameters, optimizer state, YAML), held whole while it is read:
-    # about 170M parameters with their Adam moments in float32 (12 bytes each).
+    # An imported network artifact (parameters, optimizer state, YAML), held whole (twice while it is
+    # joined) until imported: about 170M parameters with their Adam moments in float32 (12 bytes each).
     max_artifact_bytes: int = 2 * GiB
     # A network definition's YAML: 20 times the largest example network.
     max_network_yaml_bytes: int = 1 * MiB
@@ -31,13 +31,14 @@ class Limits:
     max_dataset_bytes: int = 1 * GiB
     # Documents in one dataset (each adds an <eos> token even when empty).
     max_dataset_documents: int = 10_000_000
-    # An uploaded vocabulary's tokenizer JSON: about twice the largest in common use (250k tokens).
+    # An uploaded vocabulary's tokenizer JSON: about twice that of the largest vocabularies in common use
+    # (~17 MB for 256k tokens); PNodes are sent it too.
     max_vocabulary_bytes: int = 32 * MiB
     # Tokens of a vocabulary, uploaded or trained here: four times the largest in common use.
     max_vocab_size: int = 2**20
     # Text a vocabulary is trained on here (byte-level BPE holds every distinct word with its count).
     max_training_text_bytes: int = 64 * MiB
-    # Micro-batches of one training step (the driver keeps a record per micro-batch).
+    # Micro-batches of one training step (the driver slices, sends and awaits each one apart).
     max_micro_batches: int = 1024
     # Rows of one batch: a training step's, a forward pass's, a session's or an evaluation's.
     max_batch_size: int = 65536

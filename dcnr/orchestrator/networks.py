@@ -1,8 +1,8 @@
 """Stored networks: definitions, where their VNodes live, and their state as one-file artifacts.
 
-Owns the rules around a network's life on the orchestrator: a definition is bounded in
-size and validated (including the vocabularies its tokenizers name) before it is stored; a network being
-trained by a session cannot be redefined or deleted; an import or a clone either
+Owns the rules around a network's life on the orchestrator: a definition is bounded in size
+and validated (including the vocabularies its tokenizers name) before it is stored; a network
+being trained by a session cannot be redefined or deleted; an import or a clone either
 creates the network with all of its state or leaves nothing behind. Exports and session
 checkpoints leave as `dcnr.artifact` files. Knows nothing of gRPC.
 """
