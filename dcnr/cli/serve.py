@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from dcnr.cli import logs
+from dcnr.orchestrator.limits import Limits, MiB
 
 HEARTBEAT_HELP = "Seconds between PNode heartbeats; a PNode is dead after 3 missed beats."
 
@@ -51,6 +52,10 @@ def orchestrator(
                                                    "address of an anonymous caller).")] = 500.0,
     certificate_hours: Annotated[float, typer.Option(help="Lifetime of PNode certificates; renewed while they "
                                                           "heartbeat.")] = 24.0,
+    max_artifact_mb: Annotated[int, typer.Option(help="Largest network artifact `dcnr network import` may send, "
+                                                     "in MiB.")] = Limits.max_artifact_bytes // MiB,
+    max_dataset_mb: Annotated[int, typer.Option(help="Most text one dataset may hold, in MiB.")]
+    = Limits.max_dataset_bytes // MiB,
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line).")] = "text",
 ) -> None:
     """Run the orchestrator: PNode registry, placement, networks, sessions, data (stops on SIGTERM/Ctrl-C).
@@ -69,10 +74,14 @@ def orchestrator(
         raise ValueError(f"--max-message-mb must be at least 1, got {max_message_mb}")
     if rate_limit <= 0 or certificate_hours <= 0:
         raise ValueError("--rate-limit and --certificate-hours must be positive")
+    for option, mb in (("--max-artifact-mb", max_artifact_mb), ("--max-dataset-mb", max_dataset_mb)):
+        if mb < 1:
+            raise ValueError(f"{option} must be at least 1, got {mb}")
+    limits = Limits(max_artifact_bytes=max_artifact_mb * MiB, max_dataset_bytes=max_dataset_mb * MiB)
     orch = Orchestrator(state_dir, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout,
                         max_message_bytes=max_message_mb * 2**20, storage=storage, s3_endpoint_url=s3_endpoint_url,
                         public_reads=not private, rate_limit=rate_limit,
-                        certificate_lifetime=datetime.timedelta(hours=certificate_hours))
+                        certificate_lifetime=datetime.timedelta(hours=certificate_hours), limits=limits)
     try:
         orch.start(f"{host}:{port}", f"{host}:{peer_port}")
         public_host = advertise or (socket.gethostname() if host in ("0.0.0.0", "::") else host)

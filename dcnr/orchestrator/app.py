@@ -21,6 +21,7 @@ from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore
 from dcnr.orchestrator.driver import Driver, Inbox
 from dcnr.orchestrator.fleet import Fleet
+from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.networks import Networks
 from dcnr.orchestrator.serving import Serving
 from dcnr.orchestrator.sessions import Sessions
@@ -54,7 +55,8 @@ class Orchestrator:
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, storage: str | None = None,
                  s3_endpoint_url: str | None = None, recovery_timeout: float = 600.0, public_reads: bool = True,
                  rate_limit: float = DEFAULT_RATE_LIMIT,
-                 certificate_lifetime: datetime.timedelta = pki.PNODE_LIFETIME) -> None:
+                 certificate_lifetime: datetime.timedelta = pki.PNODE_LIFETIME, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()  # what one request may ask of it
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = SQLiteStore(self.state_dir / "state.sqlite")
@@ -63,7 +65,7 @@ class Orchestrator:
         self.identity = Identity(self.ca.orchestrator_credentials(self.state_dir / "tls"))
         self.public_reads, self.rate_limit, self.certificate_lifetime = public_reads, rate_limit, certificate_lifetime
         objects = open_store(storage or (self.state_dir / "storage").resolve().as_uri(), s3_endpoint_url)
-        self.data = DataStore(objects)
+        self.data = DataStore(objects, self.limits)
         self.fleet = Fleet(self.store, GrpcConnector(self.identity, max_message_bytes, timeout=step_timeout),
                            heartbeat_interval)
         self.inbox = Inbox()
@@ -71,9 +73,9 @@ class Orchestrator:
         self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout, vocabularies=self._vocabularies,
                              from_seed=self.checkpoints.from_seed)
         self.blob_access = BlobAccess(self.checkpoints.blobs)
-        self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout)
-        self.networks = Networks(self.store, self.driver, self.fleet, self.data, self.checkpoints)
-        self.serving = Serving(self.store, self.driver, self.data, self.networks)
+        self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout, self.limits)
+        self.networks = Networks(self.store, self.driver, self.fleet, self.data, self.checkpoints, self.limits)
+        self.serving = Serving(self.store, self.driver, self.data, self.networks, self.limits)
         self.max_message_bytes = max_message_bytes
         self.server: OrchestratorServer | None = None
         self.port = self.peer_port = 0

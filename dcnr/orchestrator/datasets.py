@@ -25,7 +25,13 @@ def create_vocabulary(data: DataStore, name: str, tokenizer_json: str = "", text
     if not tokenizer_json:
         if not texts:
             raise InvalidArgument("a vocabulary needs either tokenizer JSON or texts to train on")
-        tokenizer_json = train_vocabulary(texts, vocab_size or VOCAB_SIZE).to_str()
+        vocab_size = vocab_size or VOCAB_SIZE
+        data.limits.check("max_vocab_size", vocab_size, f"vocabulary {name!r}: vocab_size {vocab_size}")
+        total = 0
+        for text in texts:  # counted before training starts
+            total = data.limits.check("max_training_text_bytes", total + len(text.encode()),
+                                      f"vocabulary {name!r}: the training text")
+        tokenizer_json = train_vocabulary(texts, vocab_size).to_str()
     return data.create_vocabulary(name, tokenizer_json)
 
 

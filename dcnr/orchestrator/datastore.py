@@ -27,25 +27,26 @@ Within a process, every check-then-write holds one lock. Across orchestrators sh
 store nothing is locked: of two creating the same name at the same moment the record
 written last wins, and a vocabulary deleted by one while another encodes a dataset with
 it is noticed only by the check made just before the dataset's record is written.
-Datasets are built from a stream of texts without holding the texts in memory.
+Datasets are built from a stream of texts without holding the texts in memory; the
+orchestrator's `Limits` bound a vocabulary's JSON and size, and a dataset's documents and text.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import re
 import threading
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import torch
 from tokenizers import Tokenizer
 
 from dcnr.data.dataset import TokenDataset
-from dcnr.errors import Aborted, DataLoss
+from dcnr.errors import Aborted, DataLoss, InvalidArgument
+from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.store import AlreadyExists, NotFound
 from dcnr.storage import ObjectStore, get_checked, put_checked
 
@@ -58,7 +59,8 @@ PREFIX = {VOCABULARY: "data/vocabularies", DATASET: "data/datasets"}
 FIELDS = {VOCABULARY: {"name", "vocab_size", "object"},
           DATASET: {"name", "vocabulary", "tokens", "train_tokens", "validation_tokens", "validation_fraction",
                     "sha256", "object"}}
-CHUNK = 256  # texts encoded per `encode_batch` call while building a dataset
+CHUNK = 256  # texts encoded per `encode_batch` call while building a dataset ...
+CHUNK_BYTES = 4 * 2**20  # ... or fewer, once they hold this many bytes (`tokenizers` holds ~30 times as much)
 MAX_SAMPLE_TOKENS = 4096  # most tokens `explore` decodes
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -96,8 +98,9 @@ def _record_key(kind: str, name: str) -> str:
 class DataStore:
     """Vocabularies and datasets by name in an object store; safe to call from several threads."""
 
-    def __init__(self, objects: ObjectStore) -> None:
+    def __init__(self, objects: ObjectStore, limits: Limits | None = None) -> None:
         self.objects = objects
+        self.limits = limits or Limits()
         self._lock = threading.Lock()  # guards the caches, `_building` and every check-then-write
         self._tokenizers: dict[str, tuple[str, Tokenizer]] = {}  # name -> (key it was read from, tokenizer)
         self._datasets: dict[str, tuple[str, TokenDataset]] = {}  # name -> (key it was read from, dataset)
@@ -105,18 +108,29 @@ class DataStore:
 
     # -- vocabularies -----------------------------------------------------------------------
     def create_vocabulary(self, name: str, tokenizer_json: str) -> dict[str, Any]:
-        """Store a tokenizer (the JSON `tokenizers` writes) under a new name."""
+        """Store a tokenizer (the JSON `tokenizers` writes) under a new name. Refused unless the JSON is
+        within `max_vocabulary_bytes` and parses, the tokenizer has 1 to `max_vocab_size` tokens, and it
+        does not pad (networks pad in their tokenizer nodes)."""
         check_name(VOCABULARY, name)
+        data = tokenizer_json.encode()
+        self.limits.check("max_vocabulary_bytes", len(data), f"vocabulary {name!r}: the tokenizer JSON")
         try:
             tok = Tokenizer.from_str(tokenizer_json)
         except Exception as e:  # tokenizers raises a bare Exception
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ValueError(f"vocabulary {name!r}: not a valid tokenizer JSON ({reason})") from None
+            raise InvalidArgument(f"vocabulary {name!r}: not a valid tokenizer JSON ({reason})") from None
+        size = tok.get_vocab_size()
+        if size == 0:
+            raise InvalidArgument(f"vocabulary {name!r}: the tokenizer has no tokens")
+        self.limits.check("max_vocab_size", size, f"vocabulary {name!r}: the number of tokens ({size})")
+        if tok.padding is not None:  # padded to a fixed length, every document could take any memory
+            raise InvalidArgument(f"vocabulary {name!r}: the tokenizer pads its encodings; store one without "
+                                  "padding (a tokenizer node pads to its pad_length)")
         with self._lock:
             if self.objects.exists(_record_key(VOCABULARY, name)):
                 raise AlreadyExists(f"vocabulary {name!r} already exists")
-            key = put_checked(self.objects, f"{PREFIX[VOCABULARY]}/{name}", tokenizer_json.encode(), ".json")
-            info = {"name": name, "vocab_size": tok.get_vocab_size(), "object": key}
+            key = put_checked(self.objects, f"{PREFIX[VOCABULARY]}/{name}", data, ".json")
+            info = {"name": name, "vocab_size": size, "object": key}
             self._put_record(VOCABULARY, name, info)
             self._tokenizers[name] = (key, tok)
         return info
@@ -163,7 +177,7 @@ class DataStore:
                 raise AlreadyExists(f"dataset {name!r} already exists")
             self._building[name] = vocabulary
         try:
-            ds = TokenDataset(self._encode(tok, texts), validation_fraction)
+            ds = TokenDataset(self._encode(tok, self._bounded(name, texts)), validation_fraction)
             if len(ds.tokens) == 0:
                 raise ValueError(f"dataset {name!r}: the texts gave no tokens")
             _check_splits(name, ds)
@@ -291,16 +305,38 @@ class DataStore:
             self.objects.delete(key)
         return True
 
+    def _bounded(self, name: str, texts: Iterable[str]) -> Iterator[tuple[str, int]]:
+        """Each text with its size in UTF-8 bytes, refused (`ResourceExhausted`) as soon as it, or the texts so
+        far, pass a limit; nothing after the text that passed one is read."""
+        total, what = 0, f"dataset {name!r}"
+        for count, text in enumerate(texts, 1):
+            size = len(text.encode())
+            self.limits.check("max_dataset_documents", count, f"{what}: the number of documents")
+            self.limits.check("max_document_bytes", size, f"{what}: document {count}")
+            total = self.limits.check("max_dataset_bytes", total + size, f"{what}: the text")
+            yield text, size
+
     @staticmethod
-    def _encode(tok: Tokenizer, texts: Iterable[str]) -> torch.Tensor:
-        """(N,) int64: each text's ids then <eos> (if the vocabulary has one), CHUNK texts at a time."""
+    def _encode(tok: Tokenizer, texts: Iterable[tuple[str, int]]) -> torch.Tensor:
+        """(N,) int64: each text's ids then <eos> (if the vocabulary has one), encoded CHUNK texts or
+        CHUNK_BYTES bytes at a time; `texts` are (text, its size in bytes)."""
         eos = tok.token_to_id("<eos>")
         ids = array("q")  # 8 bytes per token, grown in place
-        it = iter(texts)
-        while chunk := list(itertools.islice(it, CHUNK)):
+        chunk: list[str] = []
+        size = 0
+
+        def encode() -> None:
             for enc in tok.encode_batch(chunk, add_special_tokens=False):
                 ids.extend(enc.ids)
                 if eos is not None:
                     ids.append(eos)
-            del chunk  # let the texts go before reading the next chunk
+            chunk.clear()  # let the texts go before reading the next chunk
+
+        for text, n in texts:
+            chunk.append(text)
+            size += n
+            if len(chunk) == CHUNK or size >= CHUNK_BYTES:
+                encode()
+                size = 0
+        encode()
         return torch.frombuffer(ids, dtype=torch.long).clone() if ids else torch.zeros(0, dtype=torch.long)

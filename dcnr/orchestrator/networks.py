@@ -1,8 +1,8 @@
 """Stored networks: definitions, where their VNodes live, and their state as one-file artifacts.
 
-Owns the rules around a network's life on the orchestrator: a definition is validated
-(including the vocabularies its tokenizers name) before it is stored; a network being
-trained by a session cannot be redefined or deleted; an import or a clone either
+Owns the rules around a network's life on the orchestrator: a definition is bounded in size
+and validated (including the vocabularies its tokenizers name) before it is stored; a network
+being trained by a session cannot be redefined or deleted; an import or a clone either
 creates the network with all of its state or leaves nothing behind. Exports and session
 checkpoints leave as `dcnr.artifact` files. Knows nothing of gRPC.
 """
@@ -20,6 +20,7 @@ from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore, check_name
 from dcnr.orchestrator.driver import Driver
 from dcnr.orchestrator.fleet import Fleet
+from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.store import NetworkRecord, StateStore
 from dcnr.spec.loader import parse_network, parse_stored_network
 from dcnr.spec.model import NetworkSpec
@@ -35,12 +36,13 @@ TRAINING_FACTS = ("session", "session_step", "steps", "seed", "dataset", "datase
 
 class Networks:
     def __init__(self, store: StateStore, driver: Driver, fleet: Fleet, data: DataStore,
-                 checkpoints: Checkpoints) -> None:
+                 checkpoints: Checkpoints, limits: Limits) -> None:
         self.store = store
         self.driver = driver
         self.fleet = fleet
         self.data = data
         self.checkpoints = checkpoints
+        self.limits = limits
 
     def info(self, name: str) -> NetworkInfo:
         rec = self.store.get_network(name)
@@ -93,6 +95,7 @@ class Networks:
 
     def _parse(self, yaml_text: str, source: str) -> NetworkSpec:
         """A validated definition whose tokenizers and detokenizers name stored vocabularies."""
+        self.limits.check("max_network_yaml_bytes", len(yaml_text.encode()), f"{source}: the network definition")
         spec = parse_network(yaml_text, source=source)
         stored = {v["name"] for v in self.data.list_vocabularies()}
         problems = [f"{source}: node {nid!r}: config.vocabulary: unknown vocabulary {vocab!r}; stored: "

@@ -3,8 +3,9 @@
 Owns what a request means beyond the driver's primitives: a single training step is
 refused while a session trains the network; evaluation averages the costs over held-out
 batches of a dataset's validation split; chat turns a prompt into token ids with the
-network's vocabulary and generated ids back into text, piece by piece. Knows nothing of
-gRPC; tensors only pass through.
+network's vocabulary and generated ids back into text, piece by piece. Batch sizes,
+micro-batches, evaluation batches and chat tokens are held to the orchestrator's `Limits`
+before any work starts. Knows nothing of gRPC; tensors only pass through.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from dcnr.errors import InvalidArgument, NotFound
 from dcnr.orchestrator.datastore import DataStore
 from dcnr.orchestrator.driver import Driver
+from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.networks import Networks
 from dcnr.orchestrator.store import StateStore
 from dcnr.runtime.sampling import lm_interface
@@ -27,18 +29,23 @@ CHAT_TOKENS = 64  # tokens a chat generates, unless asked otherwise
 
 
 class Serving:
-    def __init__(self, store: StateStore, driver: Driver, data: DataStore, networks: Networks) -> None:
+    def __init__(self, store: StateStore, driver: Driver, data: DataStore, networks: Networks,
+                 limits: Limits) -> None:
         self.store = store
         self.driver = driver
         self.data = data
         self.networks = networks
+        self.limits = limits
 
     def forward(self, network: str, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, Any]:
         """The named outputs (default: all) of one forward pass."""
+        self._check_batch(inputs)
         return self.driver.forward(network, inputs, list(outputs) if outputs else None)
 
     def train(self, network: str, inputs: Mapping[str, Any], micro_batches: int = 1) -> TrainResult:
         """One training step outside any session."""
+        self.limits.check("max_micro_batches", micro_batches, f"micro_batches {micro_batches}")
+        self._check_batch(inputs)
         self.networks.refuse_if_training(network)
         costs, step, skipped, _ = self.driver.train_step(network, inputs, micro_batches)
         return TrainResult(costs, step, skipped)
@@ -46,10 +53,12 @@ class Serving:
     def validate(self, network: str, dataset: str, batches: int | None = None, batch_size: int | None = None,
                  seed: int = 0) -> dict[str, float]:
         """Mean costs over held-out batches of the dataset's validation split."""
+        batches, size = batches or VALIDATION_BATCHES, batch_size or VALIDATION_BATCH_SIZE
+        self.limits.check("max_validation_batches", batches, f"batches {batches}")
+        self.limits.check("max_batch_size", size, f"batch_size {size}")
         spec = self.driver.network(network).spec
         ds = self.data.dataset(dataset)
         _, _, seq_len = lm_interface(spec)
-        batches, size = batches or VALIDATION_BATCHES, batch_size or VALIDATION_BATCH_SIZE
         totals: dict[str, float] = {}
         for i in range(batches):
             x, y = ds.batch(seed, i, size, seq_len, split="validation")
@@ -60,13 +69,15 @@ class Serving:
     def chat(self, network: str, prompt: str, vocabulary: str = "", max_new_tokens: int | None = None,
              temperature: float = 0.0, top_k: int | None = None, seed: int = 0) -> Iterator[ChatChunk]:
         """Generated text, token by token, with `vocabulary` (default: the one the network was trained with)."""
+        max_new_tokens = max_new_tokens or CHAT_TOKENS
+        self.limits.check("max_chat_tokens", max_new_tokens, f"max_new_tokens {max_new_tokens}")
         tok = self.data.tokenizer(vocabulary or self.vocabulary_of(network))
         bos = tok.token_to_id("<bos>")
         ids = tok.encode(prompt, add_special_tokens=False).ids
         new: list[int] = []
         text = ""
         for token in self.driver.generate(network, ids or ([bos] if bos is not None else []),
-                                          max_new_tokens or CHAT_TOKENS, temperature, top_k, seed):
+                                          max_new_tokens, temperature, top_k, seed):
             new.append(token)
             full = tok.decode(new)
             if full.endswith("\ufffd"):  # an incomplete UTF-8 sequence: its text comes with a later token
@@ -74,6 +85,12 @@ class Serving:
                 continue
             yield ChatChunk(full[len(text):], token)
             text = full
+
+    def _check_batch(self, inputs: Mapping[str, Any]) -> None:
+        """Each input's batch (its first dimension, or its number of texts) within `max_batch_size`."""
+        for name, value in inputs.items():
+            rows = len(value) if isinstance(value, list) else int(value.shape[0]) if value.dim() else 1
+            self.limits.check("max_batch_size", rows, f"input {name!r}: a batch of {rows}")
 
     def vocabulary_of(self, network: str) -> str:
         """The vocabulary a network was last trained with (through a session), or the only one there is."""

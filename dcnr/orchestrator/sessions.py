@@ -22,6 +22,7 @@ from dcnr.orchestrator import checkpoints
 from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore
 from dcnr.orchestrator.driver import Driver, StepFailed
+from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.placement import PlacementError
 from dcnr.orchestrator.store import SessionRecord, StateStore
 from dcnr.runtime.sampling import lm_interface
@@ -48,8 +49,9 @@ class _Live:
 
 class Sessions:
     def __init__(self, store: StateStore, driver: Driver, data: DataStore, checkpoints: Checkpoints,
-                 recovery_timeout: float = 600.0) -> None:
+                 recovery_timeout: float = 600.0, limits: Limits | None = None) -> None:
         self.store = store
+        self.limits = limits or Limits()
         self.driver = driver
         self.data = data
         self.checkpoints = checkpoints
@@ -70,6 +72,8 @@ class Sessions:
 
     def create(self, network: str, dataset: str, steps: int, batch_size: int, micro_batches: int, seed: int,
                checkpoint_every: int = 0) -> SessionRecord:
+        self.limits.check("max_micro_batches", micro_batches, f"micro_batches {micro_batches}")  # before any work
+        self.limits.check("max_batch_size", batch_size, f"batch_size {batch_size}")
         spec = self.driver.network(network).spec  # NotFound for an unknown network
         ds = self.data.dataset(dataset)  # NotFound for an unknown dataset
         if steps < 1:

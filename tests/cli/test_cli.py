@@ -6,9 +6,17 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
+from dcnr.cli import serve
+from dcnr.cli.main import app
+from dcnr.orchestrator import app as app_module
+from dcnr.orchestrator.limits import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
 NETWORKS = ROOT / "examples" / "networks"
@@ -103,6 +111,30 @@ def test_demo_on_user_corpus(tmp_path: Path) -> None:
 def test_demo_bad_corpus_is_a_user_error(tmp_path: Path) -> None:
     res = dcnr("demo", "--corpus", str(tmp_path / "missing"), "--steps", "1")
     assert res.returncode == 2 and "no such file or directory" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("option", ["--max-artifact-mb", "--max-dataset-mb"])
+def test_an_orchestrator_limit_below_one_mib_is_a_user_error(tmp_path: Path, option: str) -> None:
+    res = dcnr("orchestrator", option, "0", "--state-dir", str(tmp_path / "state"))
+    assert res.returncode == 2 and res.stderr == f"error: {option} must be at least 1, got 0\n", res.stderr
+    assert not (tmp_path / "state").exists(), "refused before the orchestrator was made"
+
+
+def test_the_orchestrator_limit_options_reach_the_orchestrator(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    made: dict[str, Any] = {}
+
+    def orchestrator(state_dir: Path, **options: Any) -> None:
+        made.update(options)
+        raise ValueError("not started in this test")
+
+    monkeypatch.setattr(serve, "_stop_on_signals", threading.Event)  # leave this process's signals alone
+    monkeypatch.setattr(serve.logs, "configure", lambda fmt: None)
+    monkeypatch.setattr(app_module, "Orchestrator", orchestrator)
+    res = CliRunner().invoke(app, ["orchestrator", "--state-dir", str(tmp_path), "--max-artifact-mb", "3",
+                                   "--max-dataset-mb", "5"])
+    assert res.exit_code == 2 and "not started in this test" in res.output
+    assert made["limits"] == Limits(max_artifact_bytes=3 * 2**20, max_dataset_bytes=5 * 2**20)
 
 
 def _processes_mentioning(text: str) -> list[int]:

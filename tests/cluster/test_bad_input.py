@@ -2,11 +2,13 @@
 
 Every bad request is answered with the right status and a message that says what was
 wrong, and the server goes on serving: a following `Health` and a real call succeed.
-A failed training step must not poison the next one.
+A failed training step must not poison the next one. A request over one of the orchestrator's
+limits is refused before the orchestrator spends the memory (an upload while it streams).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import time
@@ -17,11 +19,14 @@ from typing import Any
 import grpc
 import pytest
 import torch
-from cluster_helpers import Cluster, add_data, small_lm_yaml
+from cluster_helpers import TEXTS, Cluster, add_data, small_lm_yaml
 from tls_helpers import orchestrator_identity, pnode_identity, to_orchestrator, to_pnode
+from tokenizers import Tokenizer
 
 import dcnr
+from dcnr.data.vocab import train_vocabulary
 from dcnr.orchestrator.app import Orchestrator
+from dcnr.orchestrator.limits import Limits
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.proto.version import PROTOCOL_VERSION
@@ -552,4 +557,128 @@ def test_a_vnode_failing_mid_step_aborts_the_step_promptly_and_the_next_step_is_
         assert math.isfinite(got) and got == want, \
             f"step {reply.step} after the failed one: cost {got!r}, but the LocalExecutor gives {want!r}"
     assert reply.step == 2, "the failed step must not count"
+    assert_serving(cluster, channels)
+
+
+# -- 12. limits on what one request may ask ---------------------------------------------------------------------
+
+HUGE = 2**32 - 1  # the largest uint32 a request can carry
+RE = grpc.StatusCode.RESOURCE_EXHAUSTED
+LIMITS = Limits(max_artifact_bytes=1 << 20, max_network_yaml_bytes=32 * 1024, max_document_bytes=1024,
+                max_dataset_bytes=64 * 1024, max_vocabulary_bytes=256 * 1024, max_vocab_size=1000,
+                max_batch_size=64, max_validation_batches=8, max_chat_tokens=16)
+
+
+def _counted(first: Any, rest: Callable[[], Any], count: int, sent: list[int]) -> Iterator[Any]:
+    """`first`, then `count` messages made by `rest`; `sent` counts those the client took."""
+    yield first
+    for _ in range(count):
+        sent[0] += 1
+        yield rest()
+
+
+def _names(cluster: Cluster) -> dict[str, list[str]]:
+    """What the orchestrator holds, by kind."""
+    c, everything = cluster.control, orchestrator_pb2.ListRequest()
+    return {"networks": [n.name for n in c.ListNetworks(everything, timeout=TIMEOUT).networks],
+            "datasets": [d.name for d in c.ListDatasets(everything, timeout=TIMEOUT).datasets],
+            "vocabularies": [v.name for v in c.ListVocabularies(everything, timeout=TIMEOUT).vocabularies],
+            "sessions": [s.id for s in c.ListTrainSessions(everything, timeout=TIMEOUT).sessions]}
+
+
+def test_an_upload_over_its_limit_is_refused_while_it_streams_and_the_orchestrator_goes_on(
+        cluster_factory: Callable[..., Cluster], channels: list[grpc.Channel], tmp_path: Path) -> None:
+    cluster = cluster_factory(2, step_timeout=STEP_TIMEOUT, limits=LIMITS)
+    c = cluster.control
+    c.CreateNetwork(OP.CreateNetworkRequest(yaml=small_lm_yaml()), timeout=TIMEOUT)
+    add_data(cluster.client)
+    before = _names(cluster)
+    # each stream offers 16 MiB: far more than its limit, and more than gRPC buffers between client and server
+    uploads: list[tuple[str, Callable[[list[int]], Any], int, str]] = [
+        ("ImportNetwork", lambda sent: c.ImportNetwork(_counted(
+            OP.BlobChunk(name="big"), lambda: OP.BlobChunk(data=bytes(64 * 1024)), 256, sent), timeout=TIMEOUT),
+         256, "the imported network artifact is over the limit of 1048576 bytes (max_artifact_bytes)"),
+        ("CreateDataset-document", lambda sent: c.CreateDataset(_counted(
+            OP.DatasetUpload(name="big", vocabulary="v"), lambda: OP.DatasetUpload(text="x" * 1024), 16384, sent),
+            timeout=TIMEOUT), 16384, "dataset 'big': document 1 is over the limit of 1024 bytes (max_document_bytes)"),
+        ("CreateDataset-text", lambda sent: c.CreateDataset(_counted(
+            OP.DatasetUpload(name="big", vocabulary="v"),
+            lambda: OP.DatasetUpload(text="y" * 1024, end_of_document=True), 16384, sent), timeout=TIMEOUT),
+         16384, "dataset 'big': the text is over the limit of 65536 bytes (max_dataset_bytes)"),
+    ]
+    for what, call, total, text in uploads:
+        sent = [0]
+        refused(functools.partial(call, sent), RE, text)
+        assert sent[0] < total // 2, f"{what}: the client sent {sent[0]} of {total} messages: read to the end"
+        assert _names(cluster) == before, what
+    artifact = tmp_path / "small.safetensors"
+    assert 0 < cluster.client.export_network("small", artifact) <= LIMITS.max_artifact_bytes
+    assert cluster.client.import_network(artifact, "copy").name == "copy"
+    assert cluster.client.create_dataset("big", "v", TEXTS[:50]).tokens > 0  # the name was left free
+    assert_serving(cluster, channels)
+
+
+def _padded_tokenizer() -> str:
+    tok = Tokenizer.from_str(train_vocabulary(TEXTS, 300).to_str())
+    tok.enable_padding(length=2**30)  # every document would become 2**30 ids
+    return tok.to_str()
+
+
+def test_a_request_over_a_limit_is_refused_before_any_work_and_changes_nothing(
+        cluster_factory: Callable[..., Cluster], channels: list[grpc.Channel]) -> None:
+    cluster = cluster_factory(2, step_timeout=STEP_TIMEOUT, limits=LIMITS)
+    cluster.control.CreateNetwork(OP.CreateNetworkRequest(yaml=small_lm_yaml()), timeout=TIMEOUT)
+    add_data(cluster.client)
+    before = _names(cluster)
+    requests: list[tuple[str, Thunk, grpc.StatusCode, str]] = [
+        ("train-micro-batches", lambda c: c.control.TrainNetwork(OP.TrainRequest(
+            network="small", inputs=named(tokens=ids(2, SEQ), targets=ids(2, SEQ)), micro_batches=HUGE),
+            timeout=TIMEOUT),
+         RE, f"micro_batches {HUGE} is over the limit of 1024 (max_micro_batches)"),
+        ("train-batch", lambda c: c.control.TrainNetwork(OP.TrainRequest(
+            network="small", inputs=named(tokens=ids(65, SEQ), targets=ids(65, SEQ))), timeout=TIMEOUT),
+         RE, "input 'tokens': a batch of 65 is over the limit of 64 (max_batch_size)"),
+        ("forward-batch", lambda c: c.control.ForwardNetwork(OP.ForwardRequest(
+            network="small", inputs=named(tokens=ids(65, SEQ))), timeout=TIMEOUT),
+         RE, "input 'tokens': a batch of 65 is over the limit of 64"),
+        ("forward-empty-but-huge", lambda c: c.control.ForwardNetwork(OP.ForwardRequest(  # refused as it is decoded
+            network="small", inputs=named(tokens=torch.zeros(HUGE, 0, dtype=torch.long))), timeout=TIMEOUT),
+         grpc.StatusCode.INVALID_ARGUMENT, f"shape [{HUGE}, 0] is too large"),
+        ("session-micro-batches", lambda c: c.control.CreateTrainSession(OP.CreateTrainSessionRequest(
+            network="small", dataset="d", steps=1, batch_size=2, micro_batches=HUGE), timeout=TIMEOUT),
+         RE, f"micro_batches {HUGE} is over the limit of 1024"),
+        ("session-batch", lambda c: c.control.CreateTrainSession(OP.CreateTrainSessionRequest(
+            network="small", dataset="d", steps=1, batch_size=HUGE), timeout=TIMEOUT),
+         RE, f"batch_size {HUGE} is over the limit of 64 (max_batch_size)"),
+        ("validate-batches", lambda c: c.control.ValidateNetwork(OP.ValidateRequest(
+            network="small", dataset="d", batches=HUGE), timeout=TIMEOUT),
+         RE, f"batches {HUGE} is over the limit of 8 (max_validation_batches)"),
+        ("validate-batch", lambda c: c.control.ValidateNetwork(OP.ValidateRequest(
+            network="small", dataset="d", batch_size=HUGE), timeout=TIMEOUT), RE, f"batch_size {HUGE}"),
+        ("chat-tokens", lambda c: list(c.control.ChatNetwork(OP.ChatRequest(
+            network="small", prompt="the", vocabulary="v", max_new_tokens=HUGE), timeout=TIMEOUT)),
+         RE, f"max_new_tokens {HUGE} is over the limit of 16 (max_chat_tokens)"),
+        ("network-yaml", lambda c: c.control.CreateNetwork(OP.CreateNetworkRequest(
+            yaml=small_lm_yaml("big") + "#" * 32 * 1024 + "\n", source="big.yaml"), timeout=TIMEOUT),
+         RE, "big.yaml: the network definition is over the limit of 32768 bytes (max_network_yaml_bytes)"),
+        ("vocabulary-json", lambda c: c.control.CreateVocabulary(OP.CreateVocabularyRequest(
+            name="w", tokenizer_json=" " * (256 * 1024 + 1)), timeout=TIMEOUT),
+         RE, "vocabulary 'w': the tokenizer JSON is over the limit of 262144 bytes (max_vocabulary_bytes)"),
+        ("vocabulary-size", lambda c: c.control.CreateVocabulary(OP.CreateVocabularyRequest(
+            name="w", texts=TEXTS, vocab_size=HUGE), timeout=TIMEOUT),
+         RE, f"vocabulary 'w': vocab_size {HUGE} is over the limit of 1000 (max_vocab_size)"),
+        ("vocabulary-garbage", lambda c: c.control.CreateVocabulary(OP.CreateVocabularyRequest(
+            name="w", tokenizer_json='{"model": '), timeout=TIMEOUT),
+         grpc.StatusCode.INVALID_ARGUMENT, "vocabulary 'w': not a valid tokenizer JSON"),
+        ("vocabulary-padding", lambda c: c.control.CreateVocabulary(OP.CreateVocabularyRequest(
+            name="w", tokenizer_json=_padded_tokenizer()), timeout=TIMEOUT),
+         grpc.StatusCode.INVALID_ARGUMENT, "vocabulary 'w': the tokenizer pads its encodings"),
+    ]
+    for what, call, code, text in requests:
+        started = time.monotonic()
+        refused(functools.partial(call, cluster), code, text)
+        assert time.monotonic() - started < 5, f"{what}: refused only after {time.monotonic() - started:.1f} s"
+        assert _names(cluster) == before, what
+    assert cluster.control.GetNetwork(OP.NetworkRef(name="small"), timeout=TIMEOUT).step == 0
+    assert train(cluster, ids(2, SEQ), ids(2, SEQ)).step == 1  # and the next real request is served
     assert_serving(cluster, channels)

@@ -7,6 +7,7 @@ status. A zero or empty protobuf field means "not given": the default applies.
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ import grpc
 from dcnr import __version__
 from dcnr.errors import InvalidArgument
 from dcnr.orchestrator import datasets
+from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.store import SessionRecord
 from dcnr.proto.v2 import common_pb2, orchestrator_pb2_grpc
 from dcnr.proto.v2 import orchestrator_pb2 as pb
@@ -60,16 +62,19 @@ def _chunks(blob: bytes) -> Iterator[pb.BlobChunk]:
         yield pb.BlobChunk(data=blob[i:i + CHUNK])
 
 
-def _documents(first: pb.DatasetUpload, rest: Iterator[pb.DatasetUpload]) -> Iterator[str]:
-    """Whole documents, joined from the pieces of an upload (one document in memory at a time)."""
-    pieces: list[str] = []
+def _documents(first: pb.DatasetUpload, rest: Iterator[pb.DatasetUpload], limits: Limits) -> Iterator[str]:
+    """Whole documents, joined from the pieces of an upload (one document in memory at a time); a document
+    passing `max_document_bytes` is refused before its next piece is read."""
+    document, size, count = io.StringIO(), 0, 1  # a buffer, not a list: a piece may be one character
     for m in itertools.chain([first], rest):
-        pieces.append(m.text)
+        size = limits.check("max_document_bytes", size + len(m.text.encode()),
+                            f"dataset {first.name!r}: document {count}")
+        document.write(m.text)
         if m.end_of_document:
-            yield "".join(pieces)
-            pieces = []
-    if any(pieces):
-        yield "".join(pieces)
+            yield document.getvalue()
+            document, size, count = io.StringIO(), 0, count + 1
+    if document.tell():
+        yield document.getvalue()
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
@@ -104,10 +109,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     def ImportNetwork(self, request_iterator: Iterator[pb.BlobChunk],
                       context: grpc.ServicerContext) -> pb.NetworkInfo:
-        """The first message that names one gives the network's name; the chunks' bytes are the artifact."""
-        name, parts = "", []
+        """The first message that names one gives the network's name; the chunks' bytes are the artifact,
+        refused as soon as they pass `max_artifact_bytes`."""
+        name, parts, size = "", [], 0
         for chunk in request_iterator:
             name = name or chunk.name
+            size = self.o.limits.check("max_artifact_bytes", size + len(chunk.data), "the imported network artifact")
             parts.append(chunk.data)
         return _network(self.o.networks.import_artifact(b"".join(parts), name))
 
@@ -201,7 +208,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if first is None or not first.name or not first.vocabulary:
             raise InvalidArgument("a dataset upload starts with a message naming the dataset and its vocabulary")
         return _dataset(self.o.data.create_dataset(first.name, first.vocabulary,
-                                                   _documents(first, request_iterator),
+                                                   _documents(first, request_iterator, self.o.limits),
                                                    first.validation_fraction or 0.05))
 
     def GetDataset(self, request: pb.NameRef, context: grpc.ServicerContext) -> pb.DatasetInfo:
