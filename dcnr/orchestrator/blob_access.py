@@ -3,8 +3,11 @@
 Owns the tokens and pre-signed URLs that let a PNode write or read one blob, for a
 few minutes, without ever holding a storage credential: S3-compatible stores get
 pre-signed URLs; local storage gets an HMAC token for streaming the blob through
-the orchestrator. Bytes that do not hash to their blob's name are refused. Knows
-nothing of gRPC: `dcnr.transport.grpc.storage_service` serves it.
+the orchestrator. Bytes that do not hash to their blob's name are refused: a
+pre-signed PUT carries the blob's SHA-256 for S3 to check and may not replace an
+existing object; a streamed blob is written to a temporary file while hashed and
+committed only when whole and true. A blob already stored is not written again (its
+target says so). Knows nothing of gRPC: `dcnr.transport.grpc.storage_service` serves it.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from dcnr.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from dcnr.errors import InvalidArgument, NotFound, PermissionDenied
 from dcnr.storage import BlobStore, S3Store
 
 TOKEN_TTL = 300.0  # seconds a target stays usable
-MAX_BLOB = 8 * 2**30
+MAX_BLOB = 8 * 2**30  # bytes of the largest blob streamed through the orchestrator
 
 
 class TokenSigner:
@@ -43,11 +46,14 @@ class TokenSigner:
 
 @dataclass(frozen=True)
 class BlobTarget:
-    """Where a PNode puts or gets one blob: a pre-signed URL, or a token for streaming it through us."""
+    """Where a PNode puts or gets one blob: a pre-signed URL (sent with `headers`), or a token for streaming
+    it through us; for an upload, `stored` instead when the blob is in storage already."""
 
     url: str
     token: str
     expires_at: float  # Unix time
+    headers: dict[str, str] = field(default_factory=dict)  # a pre-signed request must send exactly these
+    stored: bool = False
 
 
 def _digest(value: str) -> str:
@@ -57,44 +63,43 @@ def _digest(value: str) -> str:
 
 
 class BlobAccess:
-    def __init__(self, blobs: BlobStore, ttl: float = TOKEN_TTL) -> None:
+    def __init__(self, blobs: BlobStore, ttl: float = TOKEN_TTL, max_blob: int = MAX_BLOB) -> None:
         self.blobs = blobs
         self.ttl = ttl
+        self.max_blob = max_blob
         self.signer = TokenSigner()
 
-    def _target(self, op: str, digest: str) -> BlobTarget:
+    def upload_target(self, digest: str) -> BlobTarget:
+        """Where to write a blob: nowhere when it is stored already (blobs are named by their bytes); a
+        pre-signed PUT that S3 accepts only with these bytes and only if the object does not exist; or a token
+        for `put`."""
+        key = f"blobs/{_digest(digest)}"
+        expires = time.time() + self.ttl
+        if self.blobs.has_blob(digest):
+            return BlobTarget(url="", token="", expires_at=expires, stored=True)
+        objects = self.blobs.objects
+        if isinstance(objects, S3Store):
+            url, headers = objects.presigned_put(key, digest, int(self.ttl))
+            return BlobTarget(url=url, token="", expires_at=expires, headers=headers)
+        return BlobTarget(url="", token=self.signer.sign("put", digest, expires), expires_at=expires)
+
+    def download_target(self, digest: str) -> BlobTarget:
+        if not self.blobs.has_blob(_digest(digest)):
+            raise NotFound(f"no blob {digest[:12]}… in storage")
         expires = time.time() + self.ttl
         objects = self.blobs.objects
         if isinstance(objects, S3Store):
-            sign = objects.presigned_put if op == "put" else objects.presigned_get
-            return BlobTarget(url=sign(f"blobs/{digest}", int(self.ttl)), token="", expires_at=expires)
-        return BlobTarget(url="", token=self.signer.sign(op, digest, expires), expires_at=expires)
-
-    def upload_target(self, digest: str) -> BlobTarget:
-        return self._target("put", _digest(digest))
-
-    def download_target(self, digest: str) -> BlobTarget:
-        if not self.blobs.objects.exists(f"blobs/{_digest(digest)}"):
-            raise NotFound(f"no blob {digest[:12]}… in storage")
-        return self._target("get", digest)
+            return BlobTarget(url=objects.presigned_get(f"blobs/{digest}", int(self.ttl)), token="",
+                              expires_at=expires)
+        return BlobTarget(url="", token=self.signer.sign("get", digest, expires), expires_at=expires)
 
     def put(self, digest: str, token: str, chunks: Iterable[bytes]) -> int:
-        """Store the blob the chunks make up, if the upload token is valid and the bytes hash to `digest`;
-        returns its size."""
+        """Store the blob the chunks make up, if the upload token is valid, streaming it to a temporary file
+        while hashing it (never whole in memory): it is committed only if it hashes to `digest` and holds at
+        most `max_blob` bytes. Returns its size."""
         if not self.signer.check("put", digest, token):
             raise PermissionDenied("missing, expired or foreign upload token")
-        parts: list[bytes] = []
-        size = 0
-        for chunk in chunks:
-            size += len(chunk)
-            if size > MAX_BLOB:
-                raise ResourceExhausted(f"blob larger than {MAX_BLOB} bytes")
-            parts.append(chunk)
-        data = b"".join(parts)
-        if BlobStore.digest(data) != digest:
-            raise InvalidArgument(f"blob bytes do not hash to {digest[:12]}…: refused")
-        self.blobs.put_blob(data)
-        return len(data)
+        return self.blobs.put_blob_stream(digest, chunks, self.max_blob)
 
     def get(self, digest: str, token: str) -> bytes:
         """The blob's bytes, if the download token is valid (a blob failing its hash check is `DataLoss`)."""

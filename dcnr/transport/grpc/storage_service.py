@@ -14,7 +14,8 @@ CHUNK = 1 << 20  # bytes per streamed message
 
 
 def _target(t: BlobTarget) -> storage_pb2.BlobTarget:
-    return storage_pb2.BlobTarget(url=t.url, token=t.token, expires_at=t.expires_at)
+    return storage_pb2.BlobTarget(url=t.url, token=t.token, expires_at=t.expires_at, stored=t.stored,
+                                  headers=t.headers)
 
 
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
