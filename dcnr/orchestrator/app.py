@@ -46,7 +46,7 @@ class Orchestrator:
         self.inbox = Inbox()
         self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout, vocabularies=self._vocabularies)
         self.checkpoints = Checkpoints(BlobStore(objects))
-        self.blob_access = BlobAccess(self.checkpoints.blobs)
+        self.blob_access = BlobAccess(self.checkpoints, self.store)
         self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout)
         self.networks = Networks(self.store, self.driver, self.fleet, self.data, self.checkpoints)
         self.serving = Serving(self.store, self.driver, self.data, self.networks)

@@ -128,15 +128,25 @@ class Checkpoints:
 
     def list(self, network: str) -> list[dict[str, Any]]:
         """Manifests of a network, oldest first (a manifest that cannot be read is skipped, never used)."""
-        out = []
-        for key in self.blobs.list_manifests(f"{network}/"):
-            try:
-                manifest = json.loads(self.blobs.get_manifest(key))
-            except (ValueError, FileNotFoundError):
-                continue
-            if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT:
-                out.append(manifest)
-        return sorted(out, key=lambda m: int(m["step"]))
+        found = (self._read(key) for key in self.blobs.list_manifests(f"{network}/"))
+        return sorted((m for m in found if m is not None), key=lambda m: int(m["step"]))
+
+    def names(self, network: str, vnode: str, digest: str) -> bool:
+        """Whether a checkpoint of `network` names blob `digest` as `vnode`'s state (newest checked first: a
+        restore reads a recent one)."""
+        for key in reversed(self.blobs.list_manifests(f"{network}/")):
+            manifest = self._read(key)
+            if manifest is not None and manifest.get("vnodes", {}).get(vnode) == digest:
+                return True
+        return False
+
+    def _read(self, key: str) -> dict[str, Any] | None:
+        """The manifest under `key`, or None when it cannot be read or is not one."""
+        try:
+            manifest = json.loads(self.blobs.get_manifest(key))
+        except (ValueError, FileNotFoundError):
+            return None
+        return manifest if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT else None
 
     def latest(self, network: str, session: str | None = None, at_most: int | None = None) -> dict[str, Any] | None:
         found = [m for m in self.list(network) if (session is None or m.get("session") == session)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x63nr/proto/v2/storage.proto\x12\x07\x64\x63nr.v2\"A\n\x11\x42lobTargetRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\r\n\x05pnode\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\"\xaf\x01\n\nBlobTarget\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x01\x12\x0e\n\x06stored\x18\x04 \x01(\x08\x12\x31\n\x07headers\x18\x05 \x03(\x0b\x32 .dcnr.v2.BlobTarget.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\nBlobUpload\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\'\n\x07\x42lobAck\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x18\n\x08\x42lobData\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\x8a\x02\n\x0eStorageService\x12\x42\n\x0fGetUploadTarget\x12\x1a.dcnr.v2.BlobTargetRequest\x1a\x13.dcnr.v2.BlobTarget\x12\x44\n\x11GetDownloadTarget\x12\x1a.dcnr.v2.BlobTargetRequest\x1a\x13.dcnr.v2.BlobTarget\x12\x32\n\x07PutBlob\x12\x13.dcnr.v2.BlobUpload\x1a\x10.dcnr.v2.BlobAck(\x01\x12:\n\x07GetBlob\x12\x1a.dcnr.v2.BlobTargetRequest\x1a\x11.dcnr.v2.BlobData0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x63nr/proto/v2/storage.proto\x12\x07\x64\x63nr.v2\"a\n\x11\x42lobTargetRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\r\n\x05pnode\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x0f\n\x07network\x18\x04 \x01(\t\x12\r\n\x05vnode\x18\x05 \x01(\t\"\xaf\x01\n\nBlobTarget\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x01\x12\x0e\n\x06stored\x18\x04 \x01(\x08\x12\x31\n\x07headers\x18\x05 \x03(\x0b\x32 .dcnr.v2.BlobTarget.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\nBlobUpload\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05pnode\x18\x04 \x01(\t\"\'\n\x07\x42lobAck\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x18\n\x08\x42lobData\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\x8a\x02\n\x0eStorageService\x12\x42\n\x0fGetUploadTarget\x12\x1a.dcnr.v2.BlobTargetRequest\x1a\x13.dcnr.v2.BlobTarget\x12\x44\n\x11GetDownloadTarget\x12\x1a.dcnr.v2.BlobTargetRequest\x1a\x13.dcnr.v2.BlobTarget\x12\x32\n\x07PutBlob\x12\x13.dcnr.v2.BlobUpload\x1a\x10.dcnr.v2.BlobAck(\x01\x12:\n\x07GetBlob\x12\x1a.dcnr.v2.BlobTargetRequest\x1a\x11.dcnr.v2.BlobData0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BLOBTARGET_HEADERSENTRY']._loaded_options = None
   _globals['_BLOBTARGET_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_BLOBTARGETREQUEST']._serialized_start=40
-  _globals['_BLOBTARGETREQUEST']._serialized_end=105
-  _globals['_BLOBTARGET']._serialized_start=108
-  _globals['_BLOBTARGET']._serialized_end=283
-  _globals['_BLOBTARGET_HEADERSENTRY']._serialized_start=237
-  _globals['_BLOBTARGET_HEADERSENTRY']._serialized_end=283
-  _globals['_BLOBUPLOAD']._serialized_start=285
-  _globals['_BLOBUPLOAD']._serialized_end=342
-  _globals['_BLOBACK']._serialized_start=344
-  _globals['_BLOBACK']._serialized_end=383
-  _globals['_BLOBDATA']._serialized_start=385
-  _globals['_BLOBDATA']._serialized_end=409
-  _globals['_STORAGESERVICE']._serialized_start=412
-  _globals['_STORAGESERVICE']._serialized_end=678
+  _globals['_BLOBTARGETREQUEST']._serialized_end=137
+  _globals['_BLOBTARGET']._serialized_start=140
+  _globals['_BLOBTARGET']._serialized_end=315
+  _globals['_BLOBTARGET_HEADERSENTRY']._serialized_start=269
+  _globals['_BLOBTARGET_HEADERSENTRY']._serialized_end=315
+  _globals['_BLOBUPLOAD']._serialized_start=317
+  _globals['_BLOBUPLOAD']._serialized_end=389
+  _globals['_BLOBACK']._serialized_start=391
+  _globals['_BLOBACK']._serialized_end=430
+  _globals['_BLOBDATA']._serialized_start=432
+  _globals['_BLOBDATA']._serialized_end=456
+  _globals['_STORAGESERVICE']._serialized_start=459
+  _globals['_STORAGESERVICE']._serialized_end=725
 # @@protoc_insertion_point(module_scope)

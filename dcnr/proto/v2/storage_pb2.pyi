@@ -7,14 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class BlobTargetRequest(_message.Message):
-    __slots__ = ("digest", "pnode", "token")
+    __slots__ = ("digest", "pnode", "token", "network", "vnode")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     PNODE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    VNODE_FIELD_NUMBER: _ClassVar[int]
     digest: str
     pnode: str
     token: str
-    def __init__(self, digest: _Optional[str] = ..., pnode: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+    network: str
+    vnode: str
+    def __init__(self, digest: _Optional[str] = ..., pnode: _Optional[str] = ..., token: _Optional[str] = ..., network: _Optional[str] = ..., vnode: _Optional[str] = ...) -> None: ...
 
 class BlobTarget(_message.Message):
     __slots__ = ("url", "token", "expires_at", "stored", "headers")
@@ -38,14 +42,16 @@ class BlobTarget(_message.Message):
     def __init__(self, url: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ..., stored: _Optional[bool] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class BlobUpload(_message.Message):
-    __slots__ = ("digest", "token", "data")
+    __slots__ = ("digest", "token", "data", "pnode")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    PNODE_FIELD_NUMBER: _ClassVar[int]
     digest: str
     token: str
     data: bytes
-    def __init__(self, digest: _Optional[str] = ..., token: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+    pnode: str
+    def __init__(self, digest: _Optional[str] = ..., token: _Optional[str] = ..., data: _Optional[bytes] = ..., pnode: _Optional[str] = ...) -> None: ...
 
 class BlobAck(_message.Message):
     __slots__ = ("digest", "size")

@@ -1,4 +1,8 @@
-"""`StorageService` over gRPC: `dcnr.orchestrator.blob_access` in protobuf."""
+"""`StorageService` over gRPC: `dcnr.orchestrator.blob_access` in protobuf.
+
+The caller is the PNode its request names (`pnode`); once PNodes authenticate with TLS, `_caller` reads
+their certificate's identity instead.
+"""
 
 from __future__ import annotations
 
@@ -18,17 +22,24 @@ def _target(t: BlobTarget) -> storage_pb2.BlobTarget:
                                   headers=t.headers)
 
 
+def _caller(named: str, context: grpc.ServicerContext) -> str:
+    """The PNode making the call: the one its request names."""
+    return named
+
+
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     def __init__(self, access: BlobAccess) -> None:
         self.access = access
 
     def GetUploadTarget(self, request: storage_pb2.BlobTargetRequest,
                         context: grpc.ServicerContext) -> storage_pb2.BlobTarget:
-        return _target(self.access.upload_target(request.digest))
+        return _target(self.access.upload_target(_caller(request.pnode, context), request.network, request.vnode,
+                                                 request.digest))
 
     def GetDownloadTarget(self, request: storage_pb2.BlobTargetRequest,
                           context: grpc.ServicerContext) -> storage_pb2.BlobTarget:
-        return _target(self.access.download_target(request.digest))
+        return _target(self.access.download_target(_caller(request.pnode, context), request.network, request.vnode,
+                                                   request.digest))
 
     def PutBlob(self, request_iterator: Iterator[storage_pb2.BlobUpload],
                 context: grpc.ServicerContext) -> storage_pb2.BlobAck:
@@ -37,10 +48,11 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         if first is None:  # an empty upload: no token, so refused
             first = storage_pb2.BlobUpload()
         chunks = itertools.chain([first.data], (m.data for m in request_iterator))
-        return storage_pb2.BlobAck(digest=first.digest, size=self.access.put(first.digest, first.token, chunks))
+        size = self.access.put(_caller(first.pnode, context), first.digest, first.token, chunks)
+        return storage_pb2.BlobAck(digest=first.digest, size=size)
 
     def GetBlob(self, request: storage_pb2.BlobTargetRequest,
                 context: grpc.ServicerContext) -> Iterator[storage_pb2.BlobData]:
-        data = self.access.get(request.digest, request.token)
+        data = self.access.get(_caller(request.pnode, context), request.digest, request.token)
         for i in range(0, len(data), CHUNK):
             yield storage_pb2.BlobData(data=data[i:i + CHUNK])
