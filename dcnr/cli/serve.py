@@ -12,6 +12,10 @@ import typer
 from dcnr.cli import logs
 
 HEARTBEAT_HELP = "Seconds between PNode heartbeats; a PNode is dead after 3 missed beats."
+KEEP_HELP = ("Checkpoints kept per training session: after each new one, older ones beyond the newest N are deleted "
+             "(exported ones stay) and blobs no checkpoint names are collected. The default, 5, leaves room to roll "
+             "back past a fault found a few checkpoints late while storage stays bounded however long a session "
+             "trains (each checkpoint holds every parameter and optimizer moment). 0 keeps all.")
 
 
 def _stop_on_signals() -> threading.Event:
@@ -38,6 +42,7 @@ def orchestrator(
     storage: Annotated[str | None, typer.Option(help="Checkpoints, vocabularies and datasets: file:///path or "
                                                      "s3://bucket/prefix (default: STATE_DIR/storage).")] = None,
     s3_endpoint_url: Annotated[str | None, typer.Option(help="Endpoint of an S3-compatible store.")] = None,
+    keep_checkpoints: Annotated[int, typer.Option(help=KEEP_HELP)] = 5,
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line).")] = "text",
 ) -> None:
     """Run the orchestrator: PNode registry, placement, networks, sessions, data (stops on SIGTERM/Ctrl-C)."""
@@ -49,8 +54,11 @@ def orchestrator(
     stop = _stop_on_signals()
     if max_message_mb < 1:
         raise ValueError(f"--max-message-mb must be at least 1, got {max_message_mb}")
+    if keep_checkpoints < 0:
+        raise ValueError(f"--keep-checkpoints must be 0 (keep all) or more, got {keep_checkpoints}")
     orch = Orchestrator(state_dir, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout,
-                        max_message_bytes=max_message_mb * 2**20, storage=storage, s3_endpoint_url=s3_endpoint_url)
+                        max_message_bytes=max_message_mb * 2**20, storage=storage, s3_endpoint_url=s3_endpoint_url,
+                        keep_checkpoints=keep_checkpoints)
     try:
         orch.start(f"{host}:{port}")
         print(f"orchestrator serving on {host}:{orch.port} (state in {state_dir})", flush=True)

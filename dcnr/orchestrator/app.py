@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from dcnr.orchestrator.blob_access import BlobAccess
-from dcnr.orchestrator.checkpoints import Checkpoints
+from dcnr.orchestrator.checkpoints import KEEP_CHECKPOINTS, Checkpoints
 from dcnr.orchestrator.datastore import DataStore
 from dcnr.orchestrator.driver import Driver, Inbox
 from dcnr.orchestrator.fleet import Fleet
@@ -36,7 +36,8 @@ class Orchestrator:
 
     def __init__(self, state_dir: str | Path, heartbeat_interval: float = 30.0, step_timeout: float = 600.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, storage: str | None = None,
-                 s3_endpoint_url: str | None = None, recovery_timeout: float = 600.0) -> None:
+                 s3_endpoint_url: str | None = None, recovery_timeout: float = 600.0,
+                 keep_checkpoints: int = KEEP_CHECKPOINTS) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = SQLiteStore(self.state_dir / "state.sqlite")
@@ -45,7 +46,7 @@ class Orchestrator:
         self.fleet = Fleet(self.store, GrpcConnector(max_message_bytes, timeout=step_timeout), heartbeat_interval)
         self.inbox = Inbox()
         self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout, vocabularies=self._vocabularies)
-        self.checkpoints = Checkpoints(BlobStore(objects))
+        self.checkpoints = Checkpoints(BlobStore(objects), keep=keep_checkpoints)
         self.blob_access = BlobAccess(self.checkpoints, self.store)
         self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout)
         self.networks = Networks(self.store, self.driver, self.fleet, self.data, self.checkpoints)

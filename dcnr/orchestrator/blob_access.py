@@ -92,6 +92,7 @@ class BlobAccess:
         exist; or a token for `put`."""
         key = f"blobs/{_digest(digest)}"
         self._check_hosts(pnode, network, vnode, "upload")
+        self.checkpoints.expect(digest)  # first: garbage collection spares it from now on
         expires = time.time() + self.ttl
         if self.blobs.has_blob(digest):
             return BlobTarget(url="", token="", expires_at=expires, stored=True)

@@ -17,7 +17,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from dcnr.errors import Aborted, Conflict, DataLoss, DeadlineExceeded, NotFound, ResourceExhausted, Unavailable
+from dcnr.errors import (
+    Aborted,
+    Conflict,
+    DataLoss,
+    DeadlineExceeded,
+    NotFound,
+    ResourceExhausted,
+    StorageFailed,
+    Unavailable,
+)
 from dcnr.orchestrator import checkpoints
 from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore
@@ -262,6 +271,10 @@ class Sessions:
         manifest["write_seconds"] = time.perf_counter() - started
         log.info("session %s: checkpoint at step %d (%d bytes, %.2f s)", rec.id, rec.step, manifest["bytes"],
                  manifest["write_seconds"], extra={"session": rec.id})
+        try:
+            self.checkpoints.retain(rec.network, rec.id)
+        except StorageFailed as exc:  # the new checkpoint is whole: older ones stay until they can be deleted
+            log.warning("session %s: old checkpoints not deleted: %s", rec.id, exc, extra={"session": rec.id})
         return manifest
 
     def _from_seed(self, network: str) -> bool:
