@@ -73,10 +73,12 @@ class Networks:
         return self.info(name)
 
     def delete(self, name: str) -> bool:
+        """Delete a network and its checkpoints (exported ones too), then the blobs no other checkpoint names.
+        Storage goes first: when it fails, the network is still there to delete again."""
         self.store.get_network(name)
         self.refuse_if_training(name)
         self.driver.forget(name)
-        self.checkpoints.mark_loaded(name, False)
+        self.checkpoints.delete_network(name)
         return self.store.delete_network(name)
 
     def placements(self, name: str) -> list[Placement]:
