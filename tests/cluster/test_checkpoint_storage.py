@@ -1,12 +1,19 @@
-"""Checkpoint storage in a running cluster: what retention keeps and what deleting a network removes."""
+"""Checkpoint storage in a running cluster: what retention keeps, what deleting a network removes, and a
+session that fails with the storage's reason — at once, not after looping through restores — when
+storage fails under it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import errno
+import json
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import pytest
 from cluster_helpers import Cluster, add_data, small_lm_yaml
 
+import dcnr.storage.objects
 from dcnr.proto.v2 import orchestrator_pb2
 
 BATCH, MICRO, SEED = 4, 2, 5
@@ -61,3 +68,44 @@ def test_retention_keeps_the_newest_and_exported_checkpoints_and_deleting_the_ne
     c.DeleteNetwork(orchestrator_pb2.NetworkRef(name="small"), timeout=30)
     assert stored(root, "manifests") == stored(root, "kept") == stored(root, "blobs") == set()
     assert not c.ListCheckpoints(ref, timeout=30).checkpoints
+
+
+def test_a_full_disk_fails_the_session_naming_it(cluster_factory: Callable[..., Cluster],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The orchestrator's disk fills up under the blobs PNodes stream to it: the error travels orchestrator ->
+    PNode -> orchestrator as a storage failure, and the session fails with it instead of restoring and
+    training the same steps again."""
+    cluster = cluster_factory(2)
+    write = dcnr.storage.objects.write_atomic
+
+    def full_for_blobs(path: str | Path, data: bytes | Iterable[bytes]) -> int:
+        if Path(path).parent.name == "blobs":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return write(path, data)
+
+    monkeypatch.setattr(dcnr.storage.objects, "write_atomic", full_for_blobs)
+    ref = start_session(cluster, steps=6, every=2)  # its first checkpoint (the seed's) needs no blob
+    ev = last_event(cluster, ref)
+    assert ev.state == "failed" and ev.step == 1
+    assert ev.error.startswith("could not write the checkpoint at step 2: ")
+    assert "could not write blobs/" in ev.error and ev.error.endswith("No space left on device (ENOSPC)")
+    assert [m.session_step for m in cluster.control.ListCheckpoints(ref, timeout=30).checkpoints] == [0]
+
+
+def test_a_blob_lost_from_storage_fails_the_restore_naming_it(cluster_factory: Callable[..., Cluster]) -> None:
+    cluster = cluster_factory(2)
+    root = cluster.state_dir / "state" / "storage"
+    c = cluster.control
+    ref = start_session(cluster, steps=20, every=1)
+    for ev in c.ListenTrainSession(ref, timeout=60):
+        if ev.step == 2:
+            break
+    at = c.SuspendTrainSession(ref, timeout=60).step
+    latest = json.loads((root / "manifests" / "small" / f"{at:012d}.json").read_bytes())
+    lost = sorted(latest["vnodes"].values())[0]
+    (root / "blobs" / lost).unlink()
+    c.StartTrainSession(ref, timeout=30)  # resuming restores the checkpoint: its blob is gone
+    ev = last_event(cluster, ref)
+    assert ev.state == "failed"
+    assert ev.error.startswith(f"could not restore the checkpoint at step {at}: ")
+    assert f"blob {lost[:12]}…" in ev.error and "is missing from storage file://" in ev.error
