@@ -6,11 +6,11 @@ pre-signed URLs; local storage gets an HMAC token for streaming the blob through
 the orchestrator. A PNode gets a target only for the VNodes it hosts: to write a
 VNode's blob it must host that VNode in the network's current placement; to read one,
 a checkpoint of that network must name the blob as that VNode's state. Bytes that do
-not hash to their blob's name are refused: a
-pre-signed PUT carries the blob's SHA-256 for S3 to check and may not replace an
-existing object; a streamed blob is written to a temporary file while hashed and
-committed only when whole and true. A blob already stored is not written again (its
-target says so). Knows nothing of gRPC: `dcnr.transport.grpc.storage_service` serves it.
+not hash to their blob's name are refused: a pre-signed PUT carries the blob's SHA-256
+for S3 to check and may not replace an existing object; a streamed blob is written to
+a temporary file while hashed and committed only when whole and true. A blob already
+stored is not written again (its target says so). Knows nothing of gRPC:
+`dcnr.transport.grpc.storage_service` serves it.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class BlobAccess:
         """Where `pnode` writes `vnode`'s state: nowhere when the blob is stored already (blobs are named by
         their bytes); a pre-signed PUT that S3 accepts only with these bytes and only if the object does not
         exist; or a token for `put`."""
-        key = f"blobs/{_digest(digest)}"
+        key = self.blobs.key(_digest(digest))
         self._check_hosts(pnode, network, vnode, "upload")
         self.checkpoints.expect(digest)  # first: garbage collection spares it from now on
         expires = time.time() + self.ttl
@@ -105,7 +105,7 @@ class BlobAccess:
     def download_target(self, pnode: str, network: str, vnode: str, digest: str) -> BlobTarget:
         """Where `pnode` reads `vnode`'s state from a checkpoint of `network`; a blob a checkpoint names that is
         not in storage is `StorageFailed` (retrying cannot bring it back)."""
-        key = f"blobs/{_digest(digest)}"
+        key = self.blobs.key(_digest(digest))
         self._check_hosts(pnode, network, vnode, "download")
         if not self.checkpoints.names(network, vnode, digest):
             raise PermissionDenied(f"no checkpoint of network {network!r} names blob {digest[:12]}… as the state "

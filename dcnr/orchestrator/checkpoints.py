@@ -116,7 +116,7 @@ class Checkpoints:
                        info: dict[str, Any], origin: str = "blobs") -> dict[str, Any]:
         """The manifest of blobs PNodes wrote; each must be in storage first (a PNode cannot claim one).
         With `origin="seed"` it names no blobs: the state is the seed's initial parameters at step 0."""
-        missing = [v for v, (digest, _) in vnodes.items() if not self.blobs.objects.exists(f"blobs/{digest}")]
+        missing = [v for v, (digest, _) in vnodes.items() if not self.blobs.has_blob(digest)]
         if missing:
             raise InvalidArgument(f"checkpoint of {spec.name!r}: blobs of {', '.join(missing[:4])} are not in "
                                   "storage")

@@ -241,7 +241,7 @@ def http_get(url: str, timeout: float = 60.0) -> bytes:
 def http_put(url: str, data: bytes, headers: Mapping[str, str] | None = None, timeout: float = 60.0) -> bool:
     """Write an object through a pre-signed URL, sending the `headers` it was signed with; returns False when
     the URL's condition refused it because the object exists already (HTTP 412 to `If-None-Match: *`).
-    No Content-Type: a pre-signed PUT that signs it signs it as empty."""
+    Content-Type goes empty (urllib would add one; a URL that signs it signs it empty)."""
     request = urllib.request.Request(url, data=data, method="PUT", headers={"Content-Type": "", **(headers or {})})
 
     def put() -> bool:
@@ -259,7 +259,8 @@ def http_put(url: str, data: bytes, headers: Mapping[str, str] | None = None, ti
 def _http(what: str, attempt: Callable[[], _T]) -> _T:
     """`attempt()`, tried again after a 5xx answer or a failed connection (a few times, backing off); every
     failure that remains is `StorageFailed`: a refusal (4xx: an expired or foreign URL, a checksum that does
-    not match) or a store that stays unreachable or broken."""
+    not match), a request that timed out (not tried again: that would multiply the wait), or a store that
+    stays unreachable or broken."""
     for n in range(HTTP_ATTEMPTS):
         try:
             return attempt()
@@ -268,6 +269,8 @@ def _http(what: str, attempt: Callable[[], _T]) -> _T:
                 raise StorageFailed(f"object store refused to {what}: HTTP {exc.code} {exc.reason}") from None
             failure = f"HTTP {exc.code} {exc.reason}"
         except (urllib.error.URLError, OSError) as exc:
+            if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+                raise StorageFailed(f"object store could not {what}: timed out") from None
             failure = str(exc)
         if n + 1 < HTTP_ATTEMPTS:
             time.sleep(HTTP_BACKOFF * 2**n)
@@ -348,7 +351,8 @@ class BlobStore:
     digest = staticmethod(sha256)
 
     @staticmethod
-    def _key(digest: str) -> str:
+    def key(digest: str) -> str:
+        """The object key of blob `digest` (ValueError for a name that is not a sha256 hex digest)."""
         if not _SHA256.fullmatch(digest):
             raise ValueError(f"invalid blob name {digest!r}: expected a sha256 hex digest")
         return f"blobs/{digest}"
@@ -361,21 +365,21 @@ class BlobStore:
         memory: committed only if it hashes to `digest` (`InvalidArgument` otherwise) and holds at most `limit`
         bytes (`StorageFailed` otherwise). Returns its size."""
         verified = _Verified(chunks, digest, limit)
-        self.objects.put_stream(self._key(digest), verified)
+        self.objects.put_stream(self.key(digest), verified)
         return verified.size
 
     def get_blob(self, digest: str) -> bytes:
-        return get_checked(self.objects, self._key(digest))
+        return get_checked(self.objects, self.key(digest))
 
     def has_blob(self, digest: str) -> bool:
-        return self.objects.exists(self._key(digest))
+        return self.objects.exists(self.key(digest))
 
     def list_blobs(self) -> dict[str, float]:
         """Every stored blob's name, with the Unix time it was written."""
         return {k[len("blobs/"):]: t for k, t in self.objects.list_modified("blobs/").items()}
 
     def delete_blob(self, digest: str) -> None:
-        self.objects.delete(self._key(digest))
+        self.objects.delete(self.key(digest))
 
     def put_manifest(self, key: str, data: bytes) -> None:
         self.objects.put(f"manifests/{key}", data)

@@ -184,7 +184,8 @@ def test_presigned_urls_give_scoped_access_without_credentials(s3_endpoint: str)
 
 
 class _Answers(http.server.BaseHTTPRequestHandler):
-    """Answers each request with the next status of the server's `statuses`, keeping its headers in `seen`."""
+    """Answers each request with the next status of the server's `statuses` (0: after a second), keeping its
+    headers in `seen`."""
 
     def do_GET(self) -> None:
         self._answer()
@@ -197,7 +198,11 @@ class _Answers(http.server.BaseHTTPRequestHandler):
         server = self.server
         assert isinstance(server, _StatusServer)
         server.seen.append({k.lower(): v for k, v in self.headers.items()})
-        self.send_response(server.statuses.pop(0))
+        status = server.statuses.pop(0)
+        if status == 0:  # a store that hangs
+            time.sleep(1.0)
+            status = 200
+        self.send_response(status)
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
@@ -234,12 +239,16 @@ def test_presigned_requests_retry_a_failing_store_then_fail_naming_it(answers: t
     assert http_get(url) == b"ok"
 
 
-def test_a_refused_presigned_request_fails_at_once(answers: tuple[str, _StatusServer]) -> None:
+def test_a_refused_or_timed_out_presigned_request_fails_at_once(answers: tuple[str, _StatusServer]) -> None:
     url, server = answers
     server.statuses = [403, 200]
     with pytest.raises(StorageFailed, match="object store refused to read: HTTP 403"):
         http_get(url)
     assert len(server.seen) == 1 and server.statuses == [200]
+    server.statuses = [0, 200]
+    with pytest.raises(StorageFailed, match="object store could not write: timed out"):
+        http_put(url, b"x", timeout=0.3)
+    assert len(server.seen) == 2 and server.statuses == [200]
 
 
 def test_a_presigned_put_sends_its_signed_headers_and_reads_412_as_already_stored(
