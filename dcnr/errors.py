@@ -126,6 +126,15 @@ class DataLoss(DcnrError, ValueError):
     exit_code = RUNTIME_FAILURE
 
 
+class StorageFailed(DcnrError):
+    """The object store failed or refused to keep or hand back bytes: a full disk, no permission, an error
+    answer from S3, an object that should be there and is not, a blob over the size limit. Retrying does
+    not help until someone fixes the storage, so a training session fails with it instead of retrying.
+
+    Its status is INTERNAL (the server could not do its part); gRPC carries the class itself in trailing
+    metadata, so it stays a `StorageFailed` across every hop (orchestrator -> PNode -> orchestrator)."""
+
+
 class Unimplemented(DcnrError):
     """The peer does not implement this call."""
 

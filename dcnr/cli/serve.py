@@ -15,6 +15,10 @@ from dcnr.cli import logs
 from dcnr.orchestrator.limits import Limits, MiB
 
 HEARTBEAT_HELP = "Seconds between PNode heartbeats; a PNode is dead after 3 missed beats."
+KEEP_HELP = ("Checkpoints kept per training session: after each new one, older ones beyond the newest N are deleted "
+             "(exported ones stay) and blobs no checkpoint names are collected. The default, 5, leaves room to roll "
+             "back past a fault found a few checkpoints late while storage stays bounded however long a session "
+             "trains (each checkpoint holds every parameter and optimizer moment). 0 keeps all.")
 
 
 def _stop_on_signals() -> threading.Event:
@@ -56,6 +60,7 @@ def orchestrator(
                                                      "in MiB.")] = Limits.max_artifact_bytes // MiB,
     max_dataset_mb: Annotated[int, typer.Option(help="Most text one dataset may hold, in MiB.")]
     = Limits.max_dataset_bytes // MiB,
+    keep_checkpoints: Annotated[int, typer.Option(help=KEEP_HELP)] = 5,
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line).")] = "text",
 ) -> None:
     """Run the orchestrator: PNode registry, placement, networks, sessions, data (stops on SIGTERM/Ctrl-C).
@@ -78,10 +83,13 @@ def orchestrator(
         if mb < 1:
             raise ValueError(f"{option} must be at least 1, got {mb}")
     limits = Limits(max_artifact_bytes=max_artifact_mb * MiB, max_dataset_bytes=max_dataset_mb * MiB)
+    if keep_checkpoints < 0:
+        raise ValueError(f"--keep-checkpoints must be 0 (keep all) or more, got {keep_checkpoints}")
     orch = Orchestrator(state_dir, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout,
                         max_message_bytes=max_message_mb * 2**20, storage=storage, s3_endpoint_url=s3_endpoint_url,
                         public_reads=not private, rate_limit=rate_limit,
-                        certificate_lifetime=datetime.timedelta(hours=certificate_hours), limits=limits)
+                        certificate_lifetime=datetime.timedelta(hours=certificate_hours), limits=limits,
+                        keep_checkpoints=keep_checkpoints)
     try:
         orch.start(f"{host}:{port}", f"{host}:{peer_port}")
         public_host = advertise or (socket.gethostname() if host in ("0.0.0.0", "::") else host)

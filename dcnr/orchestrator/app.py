@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dcnr.errors import InvalidArgument
 from dcnr.orchestrator.blob_access import BlobAccess
-from dcnr.orchestrator.checkpoints import Checkpoints
+from dcnr.orchestrator.checkpoints import KEEP_CHECKPOINTS, Checkpoints
 from dcnr.orchestrator.datastore import DataStore
 from dcnr.orchestrator.driver import Driver, Inbox
 from dcnr.orchestrator.fleet import Fleet
@@ -55,7 +55,8 @@ class Orchestrator:
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, storage: str | None = None,
                  s3_endpoint_url: str | None = None, recovery_timeout: float = 600.0, public_reads: bool = True,
                  rate_limit: float = DEFAULT_RATE_LIMIT,
-                 certificate_lifetime: datetime.timedelta = pki.PNODE_LIFETIME, limits: Limits | None = None) -> None:
+                 certificate_lifetime: datetime.timedelta = pki.PNODE_LIFETIME, limits: Limits | None = None,
+                 keep_checkpoints: int = KEEP_CHECKPOINTS) -> None:
         self.limits = limits or Limits()  # what one request may ask of it
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -69,10 +70,10 @@ class Orchestrator:
         self.fleet = Fleet(self.store, GrpcConnector(self.identity, max_message_bytes, timeout=step_timeout),
                            heartbeat_interval)
         self.inbox = Inbox()
-        self.checkpoints = Checkpoints(BlobStore(objects))
+        self.checkpoints = Checkpoints(BlobStore(objects), keep=keep_checkpoints)
         self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout, vocabularies=self._vocabularies,
                              from_seed=self.checkpoints.from_seed)
-        self.blob_access = BlobAccess(self.checkpoints.blobs)
+        self.blob_access = BlobAccess(self.checkpoints, self.store)
         self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout, self.limits)
         self.networks = Networks(self.store, self.driver, self.fleet, self.data, self.checkpoints, self.limits)
         self.serving = Serving(self.store, self.driver, self.data, self.networks, self.limits)

@@ -6,13 +6,17 @@ manifest per (network, step) that names them, written last. It also moves state
 between PNodes and storage (`gather`, `restore`, `save_to_storage`,
 `restore_manifest`). A network's first checkpoint before any training names no blobs:
 its parameters are a pure function of the seed, so restoring it builds them again. It
-must not decide when to checkpoint: sessions do. The
-one-file artifact users export is `dcnr.artifact`.
+also owns what storage keeps: the newest checkpoints of each session and every exported
+one, and only the blobs some checkpoint names (`retain`, `collect_garbage`). It must
+not decide when to checkpoint: sessions do. The one-file artifact users export is
+`dcnr.artifact`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +24,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 
 from dcnr.artifact import VNodeState, written_state
-from dcnr.errors import DcnrError, InvalidArgument
+from dcnr.errors import DcnrError, InvalidArgument, NotFound
 from dcnr.orchestrator.fleet import Deployment
 from dcnr.runtime.executor import build_vnodes
 from dcnr.spec.loader import parse_stored_network
@@ -31,8 +35,12 @@ from dcnr.storage import BlobStore
 if TYPE_CHECKING:
     from dcnr.orchestrator.driver import Driver, NetworkState
 
+log = logging.getLogger("dcnr.orchestrator")
+
 MANIFEST_FORMAT = "dcnr-manifest/1"
 SEED_ORIGIN = "seed"  # a manifest of initial parameters: nothing uploaded, they derive from the seed
+KEEP_CHECKPOINTS = 5  # newest checkpoints kept per session (0: all)
+GC_GRACE = 3600.0  # seconds a blob is spared after it was written or a PNode was told to write it
 
 
 def gather(driver: Driver, net: NetworkState) -> dict[str, VNodeState]:
@@ -100,16 +108,24 @@ def restore_manifest(driver: Driver, net: NetworkState, manifest: dict[str, Any]
 
 
 class Checkpoints:
-    """Manifests under `<network>/<step>.json`, each naming one blob per VNode."""
+    """Manifests under `<network>/<step>.json`, each naming one blob per VNode; marks under
+    `kept/<network>/<step>.json` for checkpoints that were exported (never deleted by retention)."""
 
-    def __init__(self, blobs: BlobStore) -> None:
+    def __init__(self, blobs: BlobStore, keep: int = KEEP_CHECKPOINTS, grace: float = GC_GRACE) -> None:
+        if keep < 0:
+            raise ValueError(f"checkpoints to keep must be 0 (all) or more, got {keep}")
         self.blobs = blobs
+        self.keep = keep  # newest checkpoints kept per session; 0 keeps all
+        self.grace = grace  # see `collect_garbage`
+        self._expected: dict[str, float] = {}  # blob -> when a PNode was last told to write it, or that it is stored
+        self._pins = threading.Lock()  # `_expected`, and deleting one blob: `expect` never waits for more
+        self._lock = threading.RLock()  # one retention, deletion or collection at a time
 
     def write_manifest(self, spec: NetworkSpec, yaml_text: str, step: int, vnodes: dict[str, tuple[str, int]],
                        info: dict[str, Any], origin: str = "blobs") -> dict[str, Any]:
         """The manifest of blobs PNodes wrote; each must be in storage first (a PNode cannot claim one).
         With `origin="seed"` it names no blobs: the state is the seed's initial parameters at step 0."""
-        missing = [v for v, (digest, _) in vnodes.items() if not self.blobs.objects.exists(f"blobs/{digest}")]
+        missing = [v for v, (digest, _) in vnodes.items() if not self.blobs.has_blob(digest)]
         if missing:
             raise InvalidArgument(f"checkpoint of {spec.name!r}: blobs of {', '.join(missing[:4])} are not in "
                                   "storage")
@@ -128,6 +144,98 @@ class Checkpoints:
         elif self.blobs.objects.exists(key):
             self.blobs.objects.delete(key)
 
+    def expect(self, digest: str) -> None:
+        """A PNode is about to write this blob, or was told that it is stored already, for a checkpoint whose
+        manifest will name it: `collect_garbage` spares it for `grace` seconds. Call it before looking whether
+        the blob is stored: once this returns, the blob is not deleted (or was deleted already)."""
+        with self._pins:
+            self._expected[digest] = time.time()
+
+    def mark_kept(self, network: str, step: int) -> None:
+        """Keep the checkpoint of `network` at `step` whatever retention says (it was exported): recorded in
+        storage beside it. NotFound when that checkpoint no longer exists."""
+        key = f"{network}/{step:012d}.json"
+        with self._lock:  # not deleted by `retain` between the check and the mark
+            if self._read(key) is None:
+                raise NotFound(f"no checkpoint of network {network!r} at step {step} (deleted meanwhile)")
+            self.blobs.objects.put(f"kept/{key}", json.dumps({"network": network, "step": step,
+                                                             "at": time.time()}).encode())
+
+    def retain(self, network: str, session: str) -> list[str]:
+        """After a new checkpoint of `session`: delete its checkpoints beyond the newest `keep` (not the exported
+        ones, not other sessions'), then collect the blobs no checkpoint names. Returns the deleted manifests."""
+        deleted: list[str] = []
+        with self._lock:
+            if self.keep:
+                kept = set(self.blobs.objects.list(f"kept/{network}/"))
+                mine = [key for key in self.blobs.list_manifests(f"{network}/")
+                        if (m := self._read(key)) is not None and m.get("session") == session]
+                for key in mine[:-self.keep]:  # keys sort by step: zero-padded
+                    if f"kept/{key}" not in kept:
+                        self.blobs.delete_manifest(key)
+                        deleted.append(key)
+            self.collect_garbage()
+        return deleted
+
+    def delete_network(self, network: str) -> None:
+        """Delete every checkpoint of `network` (exported ones too) and its marks, then the blobs no other
+        checkpoint names."""
+        with self._lock:
+            for key in self.blobs.list_manifests(f"{network}/"):
+                self.blobs.delete_manifest(key)
+            for key in self.blobs.objects.list(f"kept/{network}/"):
+                self.blobs.objects.delete(key)
+            self.mark_loaded(network, False)
+            self.collect_garbage()
+
+    def collect_garbage(self) -> list[str]:
+        """Delete the blobs no checkpoint names; returns their names.
+
+        A checkpoint is written blobs first, manifest last, so at any moment some blobs are named by no
+        manifest yet only because theirs is still being written. A blob is deleted only when all of these hold:
+
+        1. no manifest of any network names it, and every manifest could be read (one that cannot might name
+           anything: then nothing is deleted and a warning says which);
+        2. no PNode was told to write it, or that it is stored already, in the last `grace` seconds (`expect`,
+           called by `BlobAccess` for every upload target): a checkpoint may reuse a blob stored long ago
+           without writing it again, so its age alone does not protect it;
+        3. it was written more than `grace` seconds ago (a blob written without an upload target of this
+           process: one a previous orchestrator process handed out).
+
+        A checkpoint takes from its first upload target to its manifest at most one PNode call per VNode,
+        each bounded by the call timeout, so a grace of an hour leaves a wide margin; checkpoints that
+        failed half-way leave blobs that are collected once the grace has passed.
+        """
+        with self._lock:
+            named: set[str] = set()
+            for key in self.blobs.list_manifests(""):
+                try:
+                    manifest = json.loads(self.blobs.get_manifest(key))
+                except FileNotFoundError:
+                    continue  # deleted meanwhile
+                except ValueError:
+                    manifest = None
+                if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+                    log.warning("checkpoint manifest %s in %s cannot be read: no blob is collected until it is "
+                                "fixed or removed", key, self.blobs.objects.url)
+                    return []
+                named.update(manifest.get("vnodes", {}).values())
+            now = time.time()
+            garbage = []
+            for digest, written in sorted(self.blobs.list_blobs().items()):
+                if digest in named or written >= now - self.grace:
+                    continue
+                with self._pins:  # checked again at the moment of deleting: `expect` may have come meanwhile
+                    if self._expected.get(digest, 0.0) > now - self.grace:
+                        continue
+                    self.blobs.delete_blob(digest)
+                garbage.append(digest)
+            with self._pins:
+                self._expected = {d: t for d, t in self._expected.items() if t > now - self.grace}
+        if garbage:
+            log.info("collected %d unreferenced checkpoint blob(s) from %s", len(garbage), self.blobs.objects.url)
+        return garbage
+
     def from_seed(self, network: str, step: int) -> bool:
         """Whether a network at `step` still has the seed's initial parameters: never trained, never
         loaded from outside, never checkpointed with uploaded state."""
@@ -137,15 +245,25 @@ class Checkpoints:
 
     def list(self, network: str) -> list[dict[str, Any]]:
         """Manifests of a network, oldest first (a manifest that cannot be read is skipped, never used)."""
-        out = []
-        for key in self.blobs.list_manifests(f"{network}/"):
-            try:
-                manifest = json.loads(self.blobs.get_manifest(key))
-            except (ValueError, FileNotFoundError):
-                continue
-            if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT:
-                out.append(manifest)
-        return sorted(out, key=lambda m: int(m["step"]))
+        found = (self._read(key) for key in self.blobs.list_manifests(f"{network}/"))
+        return sorted((m for m in found if m is not None), key=lambda m: int(m["step"]))
+
+    def names(self, network: str, vnode: str, digest: str) -> bool:
+        """Whether a checkpoint of `network` names blob `digest` as `vnode`'s state (newest checked first: a
+        restore reads a recent one)."""
+        for key in reversed(self.blobs.list_manifests(f"{network}/")):
+            manifest = self._read(key)
+            if manifest is not None and manifest.get("vnodes", {}).get(vnode) == digest:
+                return True
+        return False
+
+    def _read(self, key: str) -> dict[str, Any] | None:
+        """The manifest under `key`, or None when it cannot be read or is not one."""
+        try:
+            manifest = json.loads(self.blobs.get_manifest(key))
+        except (ValueError, FileNotFoundError):
+            return None
+        return manifest if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT else None
 
     def latest(self, network: str, session: str | None = None, at_most: int | None = None) -> dict[str, Any] | None:
         found = [m for m in self.list(network) if (session is None or m.get("session") == session)

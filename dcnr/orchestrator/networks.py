@@ -75,10 +75,12 @@ class Networks:
         return self.info(name)
 
     def delete(self, name: str) -> bool:
+        """Delete a network and its checkpoints (exported ones too), then the blobs no other checkpoint names.
+        Storage goes first: when it fails, the network is still there to delete again."""
         self.store.get_network(name)
         self.refuse_if_training(name)
         self.driver.forget(name)
-        self.checkpoints.mark_loaded(name, False)
+        self.checkpoints.delete_network(name)
         return self.store.delete_network(name)
 
     def placements(self, name: str) -> list[Placement]:
@@ -151,7 +153,8 @@ class Networks:
 
     def export_checkpoint(self, session_id: str, session_step: int | None = None) -> bytes:
         """A session's checkpoint (its latest, or the one at `session_step`) as a self-describing artifact:
-        parameters, optimizer state, YAML and the facts of the training that produced it."""
+        parameters, optimizer state, YAML and the facts of the training that produced it. An exported
+        checkpoint is kept: retention never deletes it (deleting the network does)."""
         found = self.session_checkpoints(session_id)
         if session_step is not None:
             found = [m for m in found if m["session_step"] == session_step]
@@ -159,6 +162,7 @@ class Networks:
             raise NotFound(f"session {session_id} has no checkpoint"
                            + (f" at step {session_step}" if session_step is not None else ""))
         m = found[-1]
+        self.checkpoints.mark_kept(m["network"], int(m["step"]))  # before reading: retention keeps it from now on
         facts = {f"training.{k}": str(m[k]) for k in TRAINING_FACTS if k in m}
         return write_artifact(self.checkpoints.read(m), {
             "network": m["network"], "step": str(m["step"]), "yaml": m["yaml"],

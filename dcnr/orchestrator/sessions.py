@@ -17,7 +17,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from dcnr.errors import Aborted, Conflict, DataLoss, DeadlineExceeded, NotFound, ResourceExhausted, Unavailable
+from dcnr.errors import (
+    Aborted,
+    Conflict,
+    DataLoss,
+    DeadlineExceeded,
+    NotFound,
+    ResourceExhausted,
+    StorageFailed,
+    Unavailable,
+)
 from dcnr.orchestrator import checkpoints
 from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore
@@ -32,7 +41,8 @@ log = logging.getLogger("dcnr.orchestrator")
 _T = TypeVar("_T")
 FINAL = ("completed", "failed")
 # what a dying PNode makes calls raise: retried after restoring a checkpoint (a bug is not among them);
-# NotFound and Conflict: a PNode that restarted, or holds a placement that changed meanwhile
+# NotFound and Conflict: a PNode that restarted, or holds a placement that changed meanwhile. StorageFailed
+# is not among them: a full disk or a refusing store stays so, and the session fails naming it
 RECOVERABLE: tuple[type[BaseException], ...] = (Aborted, ResourceExhausted, Unavailable, DeadlineExceeded, NotFound,
                                                 Conflict, ConnectionError)
 EVENT_MEMORY = 100_000  # step events kept per session for listeners that join late
@@ -216,6 +226,8 @@ class Sessions:
                 if done or (rec.checkpoint_every and rec.step % rec.checkpoint_every == 0):
                     try:
                         self._checkpoint(rec)
+                    except StorageFailed as exc:
+                        raise StorageFailed(f"could not write the checkpoint at step {rec.step}: {exc}") from None
                     except RECOVERABLE as exc:  # a PNode died while writing: back to the last whole checkpoint
                         log.warning("session %s: checkpoint at step %d failed (%s); restoring the last one",
                                     rec.id, rec.step, _describe(exc), extra={"session": rec.id})
@@ -266,6 +278,10 @@ class Sessions:
         manifest["write_seconds"] = time.perf_counter() - started
         log.info("session %s: checkpoint at step %d (%d bytes, %.2f s)", rec.id, rec.step, manifest["bytes"],
                  manifest["write_seconds"], extra={"session": rec.id})
+        try:
+            self.checkpoints.retain(rec.network, rec.id)
+        except StorageFailed as exc:  # the new checkpoint is whole: older ones stay until they can be deleted
+            log.warning("session %s: old checkpoints not deleted: %s", rec.id, exc, extra={"session": rec.id})
         return manifest
 
     def _from_seed(self, network: str) -> bool:
@@ -319,7 +335,11 @@ class Sessions:
         def attempt(again: bool) -> None:
             self.driver.fleet.sweep()
             with net.lock:
-                checkpoints.restore_manifest(self.driver, net, manifest)
+                try:
+                    checkpoints.restore_manifest(self.driver, net, manifest)
+                except StorageFailed as exc:
+                    raise StorageFailed(f"could not restore the checkpoint at step {manifest['session_step']}: "
+                                        f"{exc}") from None
                 self.driver.reset(rec.network, int(manifest["step"]), float(manifest.get("loss_scale", 0.0)),
                                   int(manifest.get("good_steps", 0)))
 

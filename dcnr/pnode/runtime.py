@@ -475,14 +475,14 @@ class PNodeRuntime:
             raise Unavailable(f"PNode {self.id} has no checkpoint storage")
         tensors, _ = self.save(network, vnode)
         data = bytes(save_safetensors({k: t.contiguous() for k, t in tensors.items()}))
-        return self.link.put_blob(self.id, data), len(data)
+        return self.link.put_blob(self.id, network, vnode, data), len(data)
 
     def load_from_storage(self, network: str, vnode: str, step: int, digest: str) -> None:
         """Load a hosted VNode's state from a stored blob (its hash checked against its name)."""
         if self.link is None:
             raise Unavailable(f"PNode {self.id} has no checkpoint storage")
         self._check_mine(network, vnode)
-        self.load(network, vnode, load_safetensors(self.link.get_blob(self.id, digest)), step)
+        self.load(network, vnode, load_safetensors(self.link.get_blob(self.id, network, vnode, digest)), step)
 
     def _check_mine(self, network: str, vnode: str) -> _Network:
         """The network, if `vnode` is one of its VNodes placed here (NotFound otherwise)."""

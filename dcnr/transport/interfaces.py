@@ -97,12 +97,13 @@ class OrchestratorLink(Protocol):
 
     def report(self, pnode: str, reports: Sequence[Report]) -> None: ...
 
-    def put_blob(self, pnode: str, data: bytes) -> str:
-        """Store a checkpoint blob; returns its sha256."""
+    def put_blob(self, pnode: str, network: str, vnode: str, data: bytes) -> str:
+        """Store a checkpoint blob of a VNode this PNode hosts; returns its sha256."""
         ...
 
-    def get_blob(self, pnode: str, digest: str) -> bytes:
-        """A blob's bytes, checked against its name (`DataLoss` otherwise)."""
+    def get_blob(self, pnode: str, network: str, vnode: str, digest: str) -> bytes:
+        """A blob a checkpoint names as the state of a VNode this PNode hosts, checked against its name
+        (`DataLoss` otherwise)."""
         ...
 
     def close(self) -> None: ...

@@ -149,12 +149,12 @@ class MemoryOrchestratorLink:
     def report(self, pnode: str, reports: Sequence[Report]) -> None:
         self.members.deliver(pnode, reports)
 
-    def put_blob(self, pnode: str, data: bytes) -> str:
+    def put_blob(self, pnode: str, network: str, vnode: str, data: bytes) -> str:
         if self.blobs is None:
             raise Unavailable("this orchestrator has no checkpoint storage")
         return self.blobs.put_blob(data)
 
-    def get_blob(self, pnode: str, digest: str) -> bytes:
+    def get_blob(self, pnode: str, network: str, vnode: str, digest: str) -> bytes:
         if self.blobs is None:
             raise Unavailable("this orchestrator has no checkpoint storage")
         try:

@@ -144,7 +144,7 @@ def test_failover_with_checkpoints_in_an_s3_compatible_store(cluster_factory: Ca
     assert all(torch.equal(got[k], want[k]) for k in want)
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
         Bucket=bucket, Prefix="runs/manifests/small/")["Contents"]]
-    assert len(keys) == STEPS // EVERY + 1  # steps 0, 5, ..., 30
+    assert keys == [f"runs/manifests/small/{step:012d}.json" for step in range(10, STEPS + 1, EVERY)]  # newest 5
 
 
 def declare_dead(cluster: Cluster, name: str) -> None:

@@ -38,10 +38,10 @@ class RecordingLink:
     def report(self, pnode: str, reports: Sequence[Report]) -> None:
         self.reports.extend(reports)
 
-    def put_blob(self, pnode: str, data: bytes) -> str:
+    def put_blob(self, pnode: str, network: str, vnode: str, data: bytes) -> str:
         raise NotImplementedError
 
-    def get_blob(self, pnode: str, digest: str) -> bytes:
+    def get_blob(self, pnode: str, network: str, vnode: str, digest: str) -> bytes:
         raise NotImplementedError
 
     def close(self) -> None:

@@ -24,23 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x63nr/proto/v2/storage.proto\x12\x07\x64\x63nr.v2\"A\n\x11\x42lobTargetRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\r\n\x05pnode\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\"<\n\nBlobTarget\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x01\"9\n\nBlobUpload\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\'\n\x07\x42lobAck\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x18\n\x08\x42lobData\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\x8a\x02\n\x0eStorageService\x12\x42\n\x0fGetUploadTarget\x12\x1a.dcnr.v2.BlobTargetRequest\x1a\x13.dcnr.v2.BlobTarget\x12\x44\n\x11GetDownloadTarget\x12\x1a.dcnr.v2.BlobTargetRequest\x1a\x13.dcnr.v2.BlobTarget\x12\x32\n\x07PutBlob\x12\x13.dcnr.v2.BlobUpload\x1a\x10.dcnr.v2.BlobAck(\x01\x12:\n\x07GetBlob\x12\x1a.dcnr.v2.BlobTargetRequest\x1a\x11.dcnr.v2.BlobData0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x63nr/proto/v2/storage.proto\x12\x07\x64\x63nr.v2\"X\n\x11\x42lobTargetRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x0f\n\x07network\x18\x04 \x01(\t\x12\r\n\x05vnode\x18\x05 \x01(\tJ\x04\x08\x02\x10\x03\"\xaf\x01\n\nBlobTarget\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x01\x12\x0e\n\x06stored\x18\x04 \x01(\x08\x12\x31\n\x07headers\x18\x05 \x03(\x0b\x32 .dcnr.v2.BlobTarget.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\nBlobUpload\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0cJ\x04\x08\x04\x10\x05\"\'\n\x07\x42lobAck\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x18\n\x08\x42lobData\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\x8a\x02\n\x0eStorageService\x12\x42\n\x0fGetUploadTarget\x12\x1a.dcnr.v2.BlobTargetRequest\x1a\x13.dcnr.v2.BlobTarget\x12\x44\n\x11GetDownloadTarget\x12\x1a.dcnr.v2.BlobTargetRequest\x1a\x13.dcnr.v2.BlobTarget\x12\x32\n\x07PutBlob\x12\x13.dcnr.v2.BlobUpload\x1a\x10.dcnr.v2.BlobAck(\x01\x12:\n\x07GetBlob\x12\x1a.dcnr.v2.BlobTargetRequest\x1a\x11.dcnr.v2.BlobData0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dcnr.proto.v2.storage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_BLOBTARGET_HEADERSENTRY']._loaded_options = None
+  _globals['_BLOBTARGET_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_BLOBTARGETREQUEST']._serialized_start=40
-  _globals['_BLOBTARGETREQUEST']._serialized_end=105
-  _globals['_BLOBTARGET']._serialized_start=107
-  _globals['_BLOBTARGET']._serialized_end=167
-  _globals['_BLOBUPLOAD']._serialized_start=169
-  _globals['_BLOBUPLOAD']._serialized_end=226
-  _globals['_BLOBACK']._serialized_start=228
-  _globals['_BLOBACK']._serialized_end=267
-  _globals['_BLOBDATA']._serialized_start=269
-  _globals['_BLOBDATA']._serialized_end=293
-  _globals['_STORAGESERVICE']._serialized_start=296
-  _globals['_STORAGESERVICE']._serialized_end=562
+  _globals['_BLOBTARGETREQUEST']._serialized_end=128
+  _globals['_BLOBTARGET']._serialized_start=131
+  _globals['_BLOBTARGET']._serialized_end=306
+  _globals['_BLOBTARGET_HEADERSENTRY']._serialized_start=260
+  _globals['_BLOBTARGET_HEADERSENTRY']._serialized_end=306
+  _globals['_BLOBUPLOAD']._serialized_start=308
+  _globals['_BLOBUPLOAD']._serialized_end=371
+  _globals['_BLOBACK']._serialized_start=373
+  _globals['_BLOBACK']._serialized_end=412
+  _globals['_BLOBDATA']._serialized_start=414
+  _globals['_BLOBDATA']._serialized_end=438
+  _globals['_STORAGESERVICE']._serialized_start=441
+  _globals['_STORAGESERVICE']._serialized_end=707
 # @@protoc_insertion_point(module_scope)

@@ -1,28 +1,43 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class BlobTargetRequest(_message.Message):
-    __slots__ = ("digest", "pnode", "token")
+    __slots__ = ("digest", "token", "network", "vnode")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
-    PNODE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    VNODE_FIELD_NUMBER: _ClassVar[int]
     digest: str
-    pnode: str
     token: str
-    def __init__(self, digest: _Optional[str] = ..., pnode: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+    network: str
+    vnode: str
+    def __init__(self, digest: _Optional[str] = ..., token: _Optional[str] = ..., network: _Optional[str] = ..., vnode: _Optional[str] = ...) -> None: ...
 
 class BlobTarget(_message.Message):
-    __slots__ = ("url", "token", "expires_at")
+    __slots__ = ("url", "token", "expires_at", "stored", "headers")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     URL_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
     url: str
     token: str
     expires_at: float
-    def __init__(self, url: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
+    stored: bool
+    headers: _containers.ScalarMap[str, str]
+    def __init__(self, url: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ..., stored: _Optional[bool] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class BlobUpload(_message.Message):
     __slots__ = ("digest", "token", "data")

@@ -1,8 +1,9 @@
 """Our errors as gRPC statuses and back: servers wrap their handlers once, clients map
 statuses to `dcnr.errors` classes.
 
-A handler raising a `DcnrError` ends the call with that class's status and its message;
-a plain `ValueError` (the idiom for a bad value in the catalog and the spec) is
+A handler raising a `DcnrError` ends the call with that class's status and its message
+(a `StorageFailed` is INTERNAL, marked in trailing metadata so that it comes back as
+itself); a plain `ValueError` (the idiom for a bad value in the catalog and the spec) is
 INVALID_ARGUMENT; a call the handler made to a peer that failed is ABORTED, naming the
 peer's status; anything else is a bug: logged with its traceback and answered INTERNAL, and the
 server keeps serving. A call the handler already ended (`context.abort`) or the client
@@ -19,11 +20,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from dcnr.errors import Aborted, DcnrError, NetworkError, error_for_status
+from dcnr.errors import Aborted, DcnrError, NetworkError, StorageFailed, error_for_status
 
 log = logging.getLogger("dcnr.transport")
 
 PROBLEMS_KEY = "dcnr-problems"  # trailing metadata: the details are a network file's problems, one per line
+STORAGE_KEY = "dcnr-storage"  # trailing metadata: the object store failed (the status alone says INTERNAL)
 S = TypeVar("S")
 
 
@@ -37,6 +39,8 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
     if isinstance(exc, NetworkError):
         context.set_trailing_metadata(((PROBLEMS_KEY, "network"),))
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(exc.problems))
+    if isinstance(exc, StorageFailed):
+        context.set_trailing_metadata(((STORAGE_KEY, "failed"),))
     if isinstance(exc, DcnrError):
         context.abort(grpc.StatusCode[exc.status], str(exc))
     if isinstance(exc, ValueError):
@@ -76,10 +80,14 @@ def guarded(servicer: S) -> S:
 def from_rpc_error(exc: grpc.RpcError) -> DcnrError:
     """The `dcnr.errors` class for a failed call, with the server's message.
 
-    A network definition's problems come back as a `NetworkError` holding each line."""
+    A network definition's problems come back as a `NetworkError` holding each line; a storage failure as
+    `StorageFailed`."""
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     detail = (exc.details() if isinstance(exc, grpc.Call) else "") or code.name
     trailing = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
-    if any(k == PROBLEMS_KEY for k, _ in (trailing or ())):
+    keys = {k for k, _ in (trailing or ())}
+    if PROBLEMS_KEY in keys:
         return NetworkError(detail.splitlines())
+    if STORAGE_KEY in keys:
+        return StorageFailed(detail)
     return error_for_status(code.name, detail)

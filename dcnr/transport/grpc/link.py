@@ -5,7 +5,7 @@ StorageService (pre-signed URLs or tokens, never credentials)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -88,28 +88,31 @@ class GrpcOrchestratorLink:
         self._call(self.nodes.ReportProgress, node_pb2.ProgressReport(
             version=codec.version_message(), pnode=pnode, events=[report_to_pb(r) for r in reports]))
 
-    def put_blob(self, pnode: str, data: bytes) -> str:
+    def put_blob(self, pnode: str, network: str, vnode: str, data: bytes) -> str:
+        """Nothing to send when the orchestrator has the blob already; a PUT to S3 with the headers its URL was
+        signed with (an object that appeared meanwhile has these very bytes: it was refused unless they hash to
+        its name); or streamed through the orchestrator."""
         digest = BlobStore.digest(data)
-        target = self._call(self.storage.GetUploadTarget, storage_pb2.BlobTargetRequest(digest=digest, pnode=pnode),
-                            self.blob_timeout)
+        target = self._call(self.storage.GetUploadTarget, storage_pb2.BlobTargetRequest(
+            digest=digest, network=network, vnode=vnode), self.blob_timeout)
+        if target.stored:
+            return digest
         if target.url:
-            http_put(target.url, data, timeout=self.blob_timeout)
+            http_put(target.url, data, dict(target.headers), timeout=self.blob_timeout)
         else:
-            pieces = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
-            msgs = [storage_pb2.BlobUpload(digest=digest, token=target.token, data=pieces[0])]
-            msgs += [storage_pb2.BlobUpload(data=p) for p in pieces[1:]]
-            self._call(self.storage.PutBlob, iter(msgs), self.blob_timeout)
+            self._call(self.storage.PutBlob, _upload(digest, target.token, memoryview(data)),
+                       self.blob_timeout)
         return digest
 
-    def get_blob(self, pnode: str, digest: str) -> bytes:
-        target = self._call(self.storage.GetDownloadTarget,
-                            storage_pb2.BlobTargetRequest(digest=digest, pnode=pnode), self.blob_timeout)
+    def get_blob(self, pnode: str, network: str, vnode: str, digest: str) -> bytes:
+        target = self._call(self.storage.GetDownloadTarget, storage_pb2.BlobTargetRequest(
+            digest=digest, network=network, vnode=vnode), self.blob_timeout)
         if target.url:
             data = http_get(target.url, timeout=self.blob_timeout)
         else:
             try:
                 data = b"".join(chunk.data for chunk in self.storage.GetBlob(storage_pb2.BlobTargetRequest(
-                    digest=digest, pnode=pnode, token=target.token), timeout=self.blob_timeout))
+                    digest=digest, token=target.token), timeout=self.blob_timeout))
             except grpc.RpcError as exc:
                 raise from_rpc_error(exc) from None
         if BlobStore.digest(data) != digest:
@@ -119,3 +122,11 @@ class GrpcOrchestratorLink:
     def close(self) -> None:
         self.channels.close()
         self.membership_channels.close()
+
+
+def _upload(digest: str, token: str, data: memoryview) -> Iterator[storage_pb2.BlobUpload]:
+    """The messages of a streamed upload, one chunk at a time: the first names the blob and carries the
+    token."""
+    yield storage_pb2.BlobUpload(digest=digest, token=token, data=bytes(data[:CHUNK]))
+    for i in range(CHUNK, len(data), CHUNK):
+        yield storage_pb2.BlobUpload(data=bytes(data[i:i + CHUNK]))

@@ -1,4 +1,8 @@
-"""`StorageService` over gRPC: `dcnr.orchestrator.blob_access` in protobuf."""
+"""`StorageService` over gRPC: `dcnr.orchestrator.blob_access` in protobuf.
+
+The caller is the PNode whose certificate the call presents (served behind `secured`, on the
+orchestrator's mutual-TLS port).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,19 @@ import grpc
 
 from dcnr.orchestrator.blob_access import BlobAccess, BlobTarget
 from dcnr.proto.v2 import storage_pb2, storage_pb2_grpc
+from dcnr.transport.grpc.security import current_caller
 
 CHUNK = 1 << 20  # bytes per streamed message
 
 
 def _target(t: BlobTarget) -> storage_pb2.BlobTarget:
-    return storage_pb2.BlobTarget(url=t.url, token=t.token, expires_at=t.expires_at)
+    return storage_pb2.BlobTarget(url=t.url, token=t.token, expires_at=t.expires_at, stored=t.stored,
+                                  headers=t.headers)
+
+
+def _caller() -> str:
+    """The PNode making the call: its certificate's id."""
+    return current_caller().name
 
 
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
@@ -23,11 +34,13 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
 
     def GetUploadTarget(self, request: storage_pb2.BlobTargetRequest,
                         context: grpc.ServicerContext) -> storage_pb2.BlobTarget:
-        return _target(self.access.upload_target(request.digest))
+        return _target(self.access.upload_target(_caller(), request.network, request.vnode,
+                                                 request.digest))
 
     def GetDownloadTarget(self, request: storage_pb2.BlobTargetRequest,
                           context: grpc.ServicerContext) -> storage_pb2.BlobTarget:
-        return _target(self.access.download_target(request.digest))
+        return _target(self.access.download_target(_caller(), request.network, request.vnode,
+                                                   request.digest))
 
     def PutBlob(self, request_iterator: Iterator[storage_pb2.BlobUpload],
                 context: grpc.ServicerContext) -> storage_pb2.BlobAck:
@@ -36,10 +49,11 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         if first is None:  # an empty upload: no token, so refused
             first = storage_pb2.BlobUpload()
         chunks = itertools.chain([first.data], (m.data for m in request_iterator))
-        return storage_pb2.BlobAck(digest=first.digest, size=self.access.put(first.digest, first.token, chunks))
+        size = self.access.put(_caller(), first.digest, first.token, chunks)
+        return storage_pb2.BlobAck(digest=first.digest, size=size)
 
     def GetBlob(self, request: storage_pb2.BlobTargetRequest,
                 context: grpc.ServicerContext) -> Iterator[storage_pb2.BlobData]:
-        data = self.access.get(request.digest, request.token)
+        data = self.access.get(_caller(), request.digest, request.token)
         for i in range(0, len(data), CHUNK):
             yield storage_pb2.BlobData(data=data[i:i + CHUNK])
