@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import threading
 import time
 import uuid
@@ -37,6 +38,7 @@ from dcnr.spec.passes import ExecutionPlan, plan
 from dcnr.transport.messages import Membership, Report, Run
 
 T = TypeVar("T")
+log = logging.getLogger("dcnr.orchestrator")
 
 
 class StepFailed(Aborted):
@@ -51,6 +53,7 @@ class StateLost(StepFailed):
 class _Waiting:
     """What PNodes have reported for one run (all its micro-batches)."""
 
+    hosts: Mapping[str, str]  # VNode -> the PNode that runs it: the only one whose reports about it count
     cond: threading.Condition = field(default_factory=threading.Condition)
     outputs: dict[tuple[int, str, int], Any] = field(default_factory=dict)  # (micro-batch, vnode, slot) -> value
     done: dict[int, set[str]] = field(default_factory=dict)  # micro-batch -> PNodes finished with it
@@ -64,9 +67,10 @@ class Inbox:
         self._runs: dict[str, _Waiting] = {}
         self._lock = threading.Lock()
 
-    def open(self, run: str) -> _Waiting:
+    def open(self, run: str, hosts: Mapping[str, str]) -> _Waiting:
+        """Wait for the reports of `run`, placed as `hosts` says (VNode -> PNode)."""
         with self._lock:
-            r = self._runs[run] = _Waiting()
+            r = self._runs[run] = _Waiting(hosts)
             return r
 
     def close(self, run: str) -> None:
@@ -74,11 +78,17 @@ class Inbox:
             self._runs.pop(run, None)
 
     def deliver(self, pnode: str, reports: Sequence[Report]) -> None:
+        """Reports of PNode `pnode` (authenticated by the transport). Reports from a PNode with no part in the
+        run are ignored, and so is an output (or cost) of a VNode it does not run."""
         for rep in reports:
             with self._lock:
                 r = self._runs.get(rep.run)
             if r is None:
                 continue  # late: nobody waits any more
+            if (r.hosts.get(rep.vnode) != pnode) if rep.kind == "output" else (pnode not in r.hosts.values()):
+                log.warning("ignored a %s report of run %s from PNode %s, which does not run %s", rep.kind,
+                            rep.run, pnode, repr(rep.vnode) if rep.kind == "output" else "any of its VNodes")
+                continue
             with r.cond:
                 if rep.kind == "output":
                     r.outputs[(rep.micro_batch, rep.vnode, rep.slot)] = rep.value
@@ -264,7 +274,7 @@ class Driver:
             # PNodes that report each micro-batch done: those hosting a VNode of the backward pass
             finishing = {deployment.assignments[v] for v in net.router.live & net.router.needed(run)}
             costs_at = net.router.reported(run)
-            waiting = self.inbox.open(run.id)
+            waiting = self.inbox.open(run.id, deployment.assignments)
             try:
                 self._begin(net, deployment, run, chunks)
                 self._wait(waiting, lambda: all(
@@ -313,7 +323,7 @@ class Driver:
             step = uuid.uuid4().int & ((1 << 62) - 1)  # forward-only work never collides with another request
             run = Run(name, f"{kind}/{name}/{uuid.uuid4().hex}", step, probe.kind, 1, 1.0, tuple(outputs),
                       deployment.digest, deployment.version)
-            waiting = self.inbox.open(run.id)
+            waiting = self.inbox.open(run.id, deployment.assignments)
             try:
                 self._begin(net, deployment, run, [batch])
             except BaseException:

@@ -27,6 +27,7 @@ log = logging.getLogger("dcnr.orchestrator")
 
 MISSED_BEATS = 3  # a PNode silent for this many heartbeat intervals is dead
 DEFAULT_BUDGET = 4 * 2**30
+MAX_BUDGET = 2**40  # the most memory a PNode may claim for VNodes (it may still lie below that: SPEC §12)
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,11 @@ class Fleet:
             if old is not None:
                 self._forget_placements(pnode_id)  # a restarted PNode holds none of its old VNodes
             self._forget_told(pnode_id)
-            self.store.put_pnode(PNodeRecord(pnode_id, address, {**hardware, "version": version,
-                                                                 "name": member.name or pnode_id}))
+            budget = int(hardware.get("memory_budget_bytes") or DEFAULT_BUDGET)
+            physical = int(hardware.get("memory_bytes") or 0)
+            budget = min(budget, physical or budget, MAX_BUDGET)  # a claim of more than it has attracts nothing more
+            self.store.put_pnode(PNodeRecord(pnode_id, address, {**hardware, "memory_budget_bytes": budget,
+                                                                 "version": version, "name": member.name or pnode_id}))
         log.info("PNode %s registered at %s", pnode_id, address, extra={"pnode": pnode_id, "address": address})
 
     def unregister(self, pnode_id: str) -> bool:

@@ -268,3 +268,13 @@ def test_a_pnode_that_dies_at_start_fails_the_cluster_start_clearly(tmp_path: Pa
         cluster.start()
     assert all(p.poll() is not None for p in cluster.procs.values()) and ORCHESTRATOR in cluster.procs
     assert "orchestrator serving on" in cluster.log(ORCHESTRATOR)
+
+
+def test_the_orchestrator_prints_the_join_command_and_writes_admin_yaml(fleet: LocalCluster) -> None:
+    """The line a volunteer runs names this orchestrator and its CA's fingerprint; the operator's client
+    configuration is private to its owner."""
+    log = fleet.log(ORCHESTRATOR, 100_000)
+    assert f"volunteers join with: dcnr pnode --orchestrator 127.0.0.1:{fleet.port} " \
+           f"--ca-fingerprint {fleet.ca_fingerprint}" in log
+    assert f"client configuration (operator): {fleet.admin_config}" in log
+    assert fleet.admin_config.stat().st_mode & 0o777 == 0o600

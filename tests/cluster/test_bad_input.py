@@ -377,6 +377,30 @@ def test_registering_under_another_pnodes_id_is_permission_denied(
     assert_serving(cluster, channels)
 
 
+def test_a_stranger_cannot_unregister_a_pnode_or_inject_hops(cluster: Cluster, channels: list[grpc.Channel]) -> None:
+    """Anyone may enrol, but a certificate gives no power over other PNodes: unregistering one (it would drop
+    its VNodes) is refused, and so is a hop for an edge whose sending VNode another PNode hosts."""
+    victim = cluster.pnodes[0]
+    refused(lambda: cluster.nodes.UnregisterPNode(node_pb2.PNodeRef(id=victim.id), timeout=TIMEOUT),
+            grpc.StatusCode.PERMISSION_DENIED, f"may not act for PNode {victim.id!r}")
+    cluster.control.ForwardNetwork(orchestrator_pb2.ForwardRequest(network="small", inputs=named(tokens=ids(1, SEQ))),
+                                   timeout=TIMEOUT)  # placed now
+    deployment = cluster.orch.driver.deploy(cluster.orch.driver.network("small"))
+    target = next(p for p in cluster.pnodes if p.id == deployment.assignments["b0_ln1"])
+    vnode_stub(channels, target.address, cluster.orch.identity).BeginRun(node_pb2.BeginRunRequest(  # a live run
+        version=version_message(), run=common_pb2.Run(network="small", id="live", kind="infer", micro_batches=1,
+                                                      digest=deployment.digest,
+                                                      placement_version=deployment.version)), timeout=TIMEOUT)
+    injected = node_pb2.HopRequest(network="small", run="live", vnode="b0_ln1", slot=0,
+                                   value=codec.encode_value(torch.zeros(1, SEQ, 16)))
+    stub = vnode_stub(channels, target.address, cluster.stranger)
+    refused(lambda: stub.ReceiveTrainRequest(injected, timeout=TIMEOUT), grpc.StatusCode.PERMISSION_DENIED,
+            f"PNode {cluster.stranger_id} may not send fwd hops to 'b0_ln1'")
+    rows = {p.id: p.state for p in cluster.control.ListPNodes(orchestrator_pb2.ListRequest(), timeout=TIMEOUT).pnodes}
+    assert rows[victim.id] == "alive"
+    assert_serving(cluster, channels)
+
+
 def test_registering_a_live_pnode_again_is_already_exists(cluster: Cluster, channels: list[grpc.Channel]) -> None:
     """The holder of a live PNode's key (a second process on its state directory) is refused too."""
     first = cluster.pnodes[0]
