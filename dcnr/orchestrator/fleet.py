@@ -49,7 +49,7 @@ class Fleet:
         self.connector = connector
         self.heartbeat_interval = heartbeat_interval
         self._lock = threading.RLock()
-        self._placing = threading.Lock()
+        self._placing = threading.Lock()  # placements and membership changes (taken before `_lock`)
         self._batch_sizes: dict[str, int] = {}
         self._deployed: dict[str, Deployment] = {}
         self._told: dict[tuple[str, str], int] = {}  # (network, PNode) -> placement version it holds
@@ -63,7 +63,7 @@ class Fleet:
             raise ValueError("a PNode needs a non-empty id")
         if not address or ":" not in address:
             raise ValueError(f"PNode {pnode_id!r}: address must be host:port, got {address!r}")
-        with self._lock:
+        with self._placing, self._lock:  # no placement sees half a change
             try:
                 old = self.store.get_pnode(pnode_id)
             except NotFound:
@@ -82,7 +82,7 @@ class Fleet:
         log.info("PNode %s registered at %s", pnode_id, address, extra={"pnode": pnode_id, "address": address})
 
     def unregister(self, pnode_id: str) -> bool:
-        with self._lock:
+        with self._placing, self._lock:  # no placement sees half a change
             moved = self._forget_placements(pnode_id)
             removed = self.store.delete_pnode(pnode_id)
             self._forget_told(pnode_id)
@@ -105,7 +105,7 @@ class Fleet:
     def sweep(self) -> list[str]:
         """Mark PNodes that missed their beats dead and release their VNodes; returns their ids."""
         dead = []
-        with self._lock:
+        with self._placing, self._lock:  # no placement sees half a change
             for rec in self.store.list_pnodes():
                 if rec.state == "alive" and self._overdue(rec):
                     rec.state = "dead"
