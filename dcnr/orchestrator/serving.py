@@ -10,10 +10,11 @@ gRPC; tensors only pass through.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from dcnr.errors import InvalidArgument, NotFound
+from dcnr.errors import DeadlineExceeded, InvalidArgument, NotFound
 from dcnr.orchestrator.datastore import DataStore
 from dcnr.orchestrator.driver import Driver
 from dcnr.orchestrator.networks import Networks
@@ -23,6 +24,8 @@ from dcnr.transport.control import ChatChunk, TrainResult
 
 VALIDATION_BATCHES = 4  # held-out batches an evaluation averages over, unless asked otherwise
 VALIDATION_BATCH_SIZE = 8
+MAX_VALIDATION_BATCHES = 1024  # the most an evaluation may ask for (it also ends after the driver's timeout)
+MAX_VALIDATION_BATCH_SIZE = 4096
 CHAT_TOKENS = 64  # tokens a chat generates, unless asked otherwise
 
 
@@ -45,13 +48,21 @@ class Serving:
 
     def validate(self, network: str, dataset: str, batches: int | None = None, batch_size: int | None = None,
                  seed: int = 0) -> dict[str, float]:
-        """Mean costs over held-out batches of the dataset's validation split."""
+        """Mean costs over held-out batches of the dataset's validation split; DeadlineExceeded when the
+        batches take longer than the driver's timeout (a step's) all together."""
         spec = self.driver.network(network).spec
         ds = self.data.dataset(dataset)
         _, _, seq_len = lm_interface(spec)
         batches, size = batches or VALIDATION_BATCHES, batch_size or VALIDATION_BATCH_SIZE
+        if not (1 <= batches <= MAX_VALIDATION_BATCHES and 1 <= size <= MAX_VALIDATION_BATCH_SIZE):
+            raise InvalidArgument(f"an evaluation takes 1 to {MAX_VALIDATION_BATCHES} batches of 1 to "
+                                  f"{MAX_VALIDATION_BATCH_SIZE} sequences, got {batches} of {size}")
+        deadline = time.monotonic() + self.driver.timeout
         totals: dict[str, float] = {}
         for i in range(batches):
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded(f"evaluating network {network!r} took longer than {self.driver.timeout:g} s "
+                                       f"after {i} of {batches} batches; ask for fewer")
             x, y = ds.batch(seed, i, size, seq_len, split="validation")
             for k, v in self.driver.costs(network, {"tokens": x, "targets": y}).items():
                 totals[k] = totals.get(k, 0.0) + v / batches
