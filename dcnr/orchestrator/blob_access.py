@@ -36,9 +36,9 @@ class TokenSigner:
 
     def check(self, op: str, digest: str, token: str) -> bool:
         expires, _, _ = token.partition(".")
-        if not expires.isdigit() or float(expires) < time.time():
+        if not (expires.isascii() and expires.isdigit()) or float(expires) < time.time():
             return False
-        return hmac.compare_digest(token, self.sign(op, digest, float(expires)))
+        return hmac.compare_digest(token.encode(), self.sign(op, digest, float(expires)).encode())
 
 
 @dataclass(frozen=True)
