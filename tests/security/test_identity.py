@@ -82,6 +82,12 @@ def test_fingerprints_compare_whatever_the_case_or_separators(noise: str) -> Non
                                               or noise.lower().removeprefix("sha256:").replace(":", "") == "ab" * 32)
 
 
+def test_a_fingerprint_with_other_characters_is_no_match_not_an_error() -> None:
+    """A mistyped --ca-fingerprint (non-ASCII) must not crash the constant-time comparison (it takes ASCII only)."""
+    f = "SHA256:" + "ab" * 32
+    assert not pki.same_fingerprint(f, "SHA256:" + "é" * 64) and not pki.same_fingerprint("ＡＢ" * 32, f)
+
+
 def test_tokens_are_stored_hashed_expire_and_revoke(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.sqlite")
     tokens = Tokens(store)
