@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 
 import dcnr
 from dcnr.data import train_vocabulary
-from dcnr.errors import Conflict, DeadlineExceeded, InvalidArgument, NetworkError, NotFound
+from dcnr.errors import AlreadyExists, Conflict, DeadlineExceeded, InvalidArgument, NetworkError, NotFound
 from dcnr.orchestrator import datasets
 from dcnr.orchestrator.app import Orchestrator
 from dcnr.orchestrator.serving import MAX_VALIDATION_BATCHES
@@ -154,3 +154,19 @@ def test_an_evaluation_is_bounded_in_batches_and_in_time(orch: Orchestrator, mon
     with pytest.raises(DeadlineExceeded, match=r"took longer than 0.5 s after \d of 1000 batches"):
         orch.serving.validate("small", "d", 1000, 2)
     assert 1 <= len(evaluated) <= 3 and set(evaluated) == {2}  # about 0.5 s of 0.2 s batches
+
+
+def test_a_clone_with_a_bad_or_taken_name_is_refused_before_the_source_is_exported(
+        orch: Orchestrator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exporting places the source and builds its VNodes: a fuzzed clone refused afterwards for its name had
+    changed the PNodes' state."""
+    orch.networks.create(small_lm())
+
+    def export(name: str) -> bytes:
+        raise AssertionError(f"{name} was exported")
+
+    monkeypatch.setattr(orch.networks, "export", export)
+    with pytest.raises(ValueError, match="invalid network name 'a b'"):  # INVALID_ARGUMENT, as any ValueError
+        orch.networks.clone("small", "a b")
+    with pytest.raises(AlreadyExists, match="network 'small' already exists"):
+        orch.networks.clone("small", "small")
