@@ -852,15 +852,16 @@ def flood(state_dir: Path, count: int, deadline: float = DEADLINE) -> FloodRepor
 
 # -- reporting ------------------------------------------------------------------------------------------------------
 def table(reports: Sequence[RpcReport]) -> str:
-    rows = [("RPC", "sent", "msg/s", "crash", "hang", "state", "statuses")]
+    """One row per RPC: messages, throughput, findings by kind ("down": a server stopped answering Health)."""
+    kinds = ("crash", "unreadable", "hang", "state", "down")
+    rows: list[tuple[str, ...]] = [("RPC", "sent", "msg/s", *kinds, "statuses")]
     for r in reports:
         codes = " ".join(f"{c}:{n}" for c, n in r.codes.most_common())
         rows.append((r.rpc.replace("dcnr.v2.", ""), str(r.sent), f"{r.sent / r.seconds:.0f}" if r.seconds else "-",
-                     str(r.count("crash") + r.count("unreadable") + r.count("down")), str(r.count("hang")),
-                     str(r.count("state")), codes))
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+                     *(str(r.count(k)) for k in kinds), codes))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join([*(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(
-        zip(row[:6], widths, strict=True))), row[6]]) for row in rows)
+        zip(row[:-1], widths, strict=True))), row[-1]]) for row in rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -869,7 +870,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=100000, help="messages per RPC (default 100000)")
     parser.add_argument("--seed", type=int, default=None, help="the run's seed (default: drawn, and printed)")
     parser.add_argument("--rpc", default="", help="only RPCs whose full name contains one of these (comma-separated)")
-    parser.add_argument("--roles", default="", help="only these roles or endpoint/role pairs (comma-separated)")
+    parser.add_argument("--roles", default="", help="only these roles (operator, researcher, anonymous, stranger, "
+                        "registered, orchestrator, peer) or endpoint/role pairs such as p0/peer (comma-separated)")
     parser.add_argument("--chunk", type=int, default=CHUNK, help=f"messages per hypothesis run (default {CHUNK})")
     parser.add_argument("--workers", type=int, default=WORKERS,
                         help=f"processes drawing messages ahead of the sender; 0: draw here (default {WORKERS})")
@@ -909,6 +911,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reports = []
         started = time.perf_counter()
         for method in methods:
+            say(f"{full_name(method)} ...")  # before: a server that aborts this process is named
             report = fuzzer.fuzz(method, roles)
             reports.append(report)
             if report.sent:
