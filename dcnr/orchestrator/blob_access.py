@@ -45,9 +45,9 @@ class TokenSigner:
 
     def check(self, op: str, digest: str, pnode: str, token: str) -> bool:
         expires, _, _ = token.partition(".")
-        if not expires.isdigit() or float(expires) < time.time():
+        if not (expires.isascii() and expires.isdigit()) or float(expires) < time.time():
             return False
-        return hmac.compare_digest(token, self.sign(op, digest, pnode, float(expires)))
+        return hmac.compare_digest(token.encode(), self.sign(op, digest, pnode, float(expires)).encode())
 
 
 @dataclass(frozen=True)

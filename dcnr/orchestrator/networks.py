@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dcnr.artifact import artifact_metadata, executed_state, read_artifact, write_artifact, written_state
-from dcnr.errors import Conflict, InvalidArgument, NetworkError, NotFound
+from dcnr.errors import AlreadyExists, Conflict, InvalidArgument, NetworkError, NotFound
 from dcnr.orchestrator import checkpoints
 from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore, check_name
@@ -144,6 +144,9 @@ class Networks:
         """A copy of a network under a new name, with its current parameters and optimizer state."""
         if not name:
             raise InvalidArgument("a clone needs a new name")
+        check_name("network", name)  # before exporting the source, which places it and builds its VNodes
+        if any(rec.name == name for rec in self.store.list_networks()):
+            raise AlreadyExists(f"network {name!r} already exists")
         return self.import_artifact(self.export(source), name)
 
     def session_checkpoints(self, session_id: str) -> list[dict[str, Any]]:

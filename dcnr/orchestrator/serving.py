@@ -11,10 +11,11 @@ before any work starts. Knows nothing of gRPC; tensors only pass through.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from dcnr.errors import InvalidArgument, NotFound
+from dcnr.errors import DeadlineExceeded, InvalidArgument, NotFound
 from dcnr.orchestrator.datastore import DataStore
 from dcnr.orchestrator.driver import Driver
 from dcnr.orchestrator.limits import Limits
@@ -52,15 +53,20 @@ class Serving:
 
     def validate(self, network: str, dataset: str, batches: int | None = None, batch_size: int | None = None,
                  seed: int = 0) -> dict[str, float]:
-        """Mean costs over held-out batches of the dataset's validation split."""
+        """Mean costs over held-out batches of the dataset's validation split; DeadlineExceeded when the
+        batches take longer than the driver's timeout (a step's) all together."""
         batches, size = batches or VALIDATION_BATCHES, batch_size or VALIDATION_BATCH_SIZE
         self.limits.check("max_validation_batches", batches, f"batches {batches}")
         self.limits.check("max_batch_size", size, f"batch_size {size}")
         spec = self.driver.network(network).spec
         ds = self.data.dataset(dataset)
         _, _, seq_len = lm_interface(spec)
+        deadline = time.monotonic() + self.driver.timeout
         totals: dict[str, float] = {}
         for i in range(batches):
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded(f"evaluating network {network!r} took longer than {self.driver.timeout:g} s "
+                                       f"after {i} of {batches} batches; ask for fewer")
             x, y = ds.batch(seed, i, size, seq_len, split="validation")
             for k, v in self.driver.costs(network, {"tokens": x, "targets": y}).items():
                 totals[k] = totals.get(k, 0.0) + v / batches

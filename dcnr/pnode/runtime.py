@@ -460,11 +460,19 @@ class PNodeRuntime:
         return self.call(run)
 
     def load(self, network: str, vnode: str, tensors: dict[str, torch.Tensor], step: int) -> None:
-        """Replace a hosted VNode's state; the network is at `step` (VNodes built later too)."""
+        """Replace a hosted VNode's state; the network is at `step` (VNodes built later too). A state refused
+        leaves no VNode built for it."""
         self._check_mine(network, vnode)
 
         def run() -> None:
-            self.host.vnode(network, vnode).load_state(tensors, step)  # the network's clock is at `step` now
+            built = {v.id for _, v in self.host.local(network)}
+            try:
+                self.host.vnode(network, vnode).load_state(tensors, step)  # the network's clock is at `step` now
+            except BaseException:
+                for _, v in self.host.local(network):
+                    if v.id not in built:
+                        self.host.drop(network, v.id)
+                raise
 
         self.call(run)
 

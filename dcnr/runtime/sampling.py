@@ -34,7 +34,10 @@ def lm_interface(spec: NetworkSpec, output: str | None = None) -> tuple[str, str
 def sample_tokens(forward: Forward, spec: NetworkSpec, prompt_ids: Sequence[int] | torch.Tensor,
                   max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
                   output: str | None = None) -> Iterator[int]:
-    """Yield new token ids one by one (logits of the last position, the last `window` tokens as context)."""
+    """Yield new token ids one by one (logits of the last position, the last `window` tokens as context);
+    a temperature of 0 or below is greedy."""
+    if not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number, got {temperature}")
     tokens_in, out, window = lm_interface(spec, output)
     ids = torch.as_tensor(list(prompt_ids) if not isinstance(prompt_ids, torch.Tensor) else prompt_ids,
                           dtype=torch.long).reshape(-1)
@@ -47,10 +50,14 @@ def sample_tokens(forward: Forward, spec: NetworkSpec, prompt_ids: Sequence[int]
         if temperature <= 0:
             nxt = int(logits.argmax())
         else:
-            logits = logits / temperature
+            # at most 0, in float64 (a float32 temperature may round to 0): a tiny temperature makes -inf, never inf
+            logits = (logits.double() - logits.max()) / temperature
             if top_k is not None and 0 < top_k < logits.numel():
                 kth = torch.topk(logits, top_k).values[-1]
                 logits = logits.masked_fill(logits < kth, -math.inf)
-            nxt = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
+            probs = torch.softmax(logits, -1)
+            if not bool(torch.isfinite(probs).all()):
+                raise ValueError(f"output {out!r} holds no finite logits to sample from (nan or inf)")
+            nxt = int(torch.multinomial(probs, 1, generator=gen))
         ids = torch.cat([ids, torch.tensor([nxt])])
         yield nxt

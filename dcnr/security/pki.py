@@ -69,7 +69,7 @@ def same_fingerprint(a: str, b: str) -> bool:
     def norm(f: str) -> str:
         f = f.strip().lower()
         return f[len("sha256:"):] if f.startswith("sha256:") else f
-    return hmac.compare_digest(norm(a).replace(":", ""), norm(b).replace(":", ""))
+    return hmac.compare_digest(norm(a).replace(":", "").encode(), norm(b).replace(":", "").encode())
 
 
 def load_or_create_key(path: Path) -> ec.EllipticCurvePrivateKey:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
@@ -63,6 +64,8 @@ class Tokens:
             raise InvalidArgument(f"token name must be 1-64 letters, digits, '.', '_' or '-', got {name!r}")
         if role not in TOKEN_ROLES:
             raise InvalidArgument(f"token role must be one of {', '.join(TOKEN_ROLES)}, got {role!r}")
+        if expires_in is not None and not (math.isfinite(expires_in) and expires_in >= 0):
+            raise InvalidArgument(f"a token's lifetime must be a number of seconds (0: never), got {expires_in}")
         if any(t.name == name for t in self.store.list_tokens()):
             raise AlreadyExists(f"a token named {name!r} exists; revoke it first or choose another name")
         key, secret = secrets.token_hex(8), secrets.token_urlsafe(32)

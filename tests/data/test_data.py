@@ -11,6 +11,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from dcnr.data import TokenDataset, read_corpus, stdlib_corpus, train_vocabulary
+from dcnr.data.vocab import MAX_VOCAB_SIZE
 from dcnr.errors import DataLoss
 
 TEXT = [f"def function_{i}(x):\n    return x * {i} + {i % 5}\n" for i in range(400)]
@@ -41,6 +42,14 @@ def test_vocabulary_round_trip_and_specials() -> None:
     assert tok.decode(tok.encode(sample).ids) == sample  # byte-level: lossless on any text
     with pytest.raises(ValueError):
         train_vocabulary(TEXT, 100)
+
+
+@pytest.mark.parametrize("size", [MAX_VOCAB_SIZE + 1, 2**32 - 1])
+def test_a_vocabulary_too_large_to_train_is_refused(size: int) -> None:
+    """The trainer reserves memory for the size up front: 2**32 - 1 (a fuzzed CreateVocabulary) aborted the
+    orchestrator's process on a failed allocation of 283 GB."""
+    with pytest.raises(ValueError, match=f"at most {MAX_VOCAB_SIZE}, got {size}"):
+        train_vocabulary(TEXT, size)
 
 
 def test_batches_are_a_pure_function_of_dataset_seed_step() -> None:

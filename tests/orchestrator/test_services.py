@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import functools
 import math
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -17,9 +18,18 @@ from tokenizers import Tokenizer
 
 import dcnr
 from dcnr.data import train_vocabulary
-from dcnr.errors import Conflict, InvalidArgument, NetworkError, NotFound
+from dcnr.errors import (
+    AlreadyExists,
+    Conflict,
+    DeadlineExceeded,
+    InvalidArgument,
+    NetworkError,
+    NotFound,
+    ResourceExhausted,
+)
 from dcnr.orchestrator import datasets
 from dcnr.orchestrator.app import Orchestrator
+from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.store import SessionRecord
 from dcnr.spec.transformer import transformer_lm
 
@@ -130,3 +140,43 @@ def test_a_dataset_feeding_a_running_session_cannot_be_deleted(orch: Orchestrato
     assert datasets.delete_dataset(orch.data, orch.store, "d")
     with pytest.raises(NotFound, match="unknown dataset 'd'"):
         datasets.delete_dataset(orch.data, orch.store, "d")
+
+
+def test_an_evaluation_is_bounded_in_batches_and_in_time(orch: Orchestrator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four billion batches kept the orchestrator evaluating long after the caller gave up (found by fuzzing)."""
+    orch.networks.create(small_lm())
+    datasets.create_vocabulary(orch.data, "v", tokenizer_json=vocabulary().to_str())
+    orch.data.create_dataset("d", "v", TEXTS, 0.1)
+    limits = Limits()
+    for batches, size, what in ((2**32 - 1, 8, f"batches {2**32 - 1}"), (4, 2**31, f"batch_size {2**31}"),
+                                (limits.max_validation_batches + 1, 1, f"batches {limits.max_validation_batches + 1}")):
+        with pytest.raises(ResourceExhausted, match=f"{what} is over the limit"):
+            orch.serving.validate("small", "d", batches, size)
+    evaluated: list[int] = []
+
+    def slow_costs(network: str, inputs: dict[str, torch.Tensor]) -> dict[str, float]:
+        evaluated.append(int(inputs["tokens"].shape[0]))
+        time.sleep(0.2)
+        return {"loss": 1.0}
+
+    monkeypatch.setattr(orch.driver, "costs", slow_costs)
+    monkeypatch.setattr(orch.driver, "timeout", 0.5)
+    with pytest.raises(DeadlineExceeded, match=r"took longer than 0.5 s after \d of 1000 batches"):
+        orch.serving.validate("small", "d", 1000, 2)
+    assert 1 <= len(evaluated) <= 3 and set(evaluated) == {2}  # about 0.5 s of 0.2 s batches
+
+
+def test_a_clone_with_a_bad_or_taken_name_is_refused_before_the_source_is_exported(
+        orch: Orchestrator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exporting places the source and builds its VNodes: a fuzzed clone refused afterwards for its name had
+    changed the PNodes' state."""
+    orch.networks.create(small_lm())
+
+    def export(name: str) -> bytes:
+        raise AssertionError(f"{name} was exported")
+
+    monkeypatch.setattr(orch.networks, "export", export)
+    with pytest.raises(ValueError, match="invalid network name 'a b'"):  # INVALID_ARGUMENT, as any ValueError
+        orch.networks.clone("small", "a b")
+    with pytest.raises(AlreadyExists, match="network 'small' already exists"):
+        orch.networks.clone("small", "small")

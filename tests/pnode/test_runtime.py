@@ -264,3 +264,16 @@ def test_reinitializing_rebuilds_vnodes_from_the_seed(make: Callable[..., tuple[
     runtime.reset_to_step("rt", 0, reinitialize=True)
     again, step = runtime.save("rt", "embedder")
     assert step == 0 and torch.equal(again["param/weight"], initial["param/weight"])
+
+
+def test_a_refused_state_leaves_no_vnode_built_for_it(make: Callable[..., tuple[PNodeRuntime,
+                                                                                RecordingLink]]) -> None:
+    """Loading builds the VNode (and its tie unit) first; a fuzzed Load it then refused left them built."""
+    runtime, _ = make()
+    runtime.place(placement())
+    with pytest.raises(ValueError, match="owns parameters"):
+        runtime.load("rt", "embedder", {}, 0)
+    assert runtime.list_vnodes("rt") == []
+    state, step = runtime.save("rt", "embedder")
+    runtime.load("rt", "embedder", state, step)
+    assert "embedder" in [v.vnode for v in runtime.list_vnodes("rt")]

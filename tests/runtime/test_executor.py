@@ -4,7 +4,7 @@ generation, input errors, learning, and gradient locality between VNodes (SPEC Â
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import yaml
 
 import dcnr
+from dcnr.runtime.sampling import sample_tokens
 from dcnr.runtime.vnode import Parameter, RequestId
 from dcnr.spec.transformer import transformer_lm
 
@@ -346,6 +347,23 @@ def test_generate_top_k_restricts_choices(trained_small_lm: dcnr.LocalExecutor) 
         assert out[i] in allowed, f"token {i}: {out[i]} not in top-3 {sorted(allowed)}"
     one = ex.generate(prompt, max_new_tokens=6, temperature=1.0, top_k=1, seed=0)
     assert one.tolist() == greedy_reference(ex, prompt, 6)
+
+
+def test_generate_at_any_temperature_samples_or_refuses_it(trained_small_lm: dcnr.LocalExecutor) -> None:
+    """A temperature that is not a number is refused; a tiny one is greedy. Both made a fuzzed ChatNetwork
+    answer INTERNAL: nan logits, and logits / 1e-300 = inf, which softmax turns into nan."""
+    ex, prompt = trained_small_lm, [2, 9, 4]
+    for temperature in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="temperature must be a finite number"):
+            ex.generate(prompt, max_new_tokens=2, temperature=temperature)
+    tiny = ex.generate(prompt, max_new_tokens=6, temperature=5e-324, seed=0)
+    assert tiny.tolist() == greedy_reference(ex, prompt, 6)
+
+    def diverged(inputs: Mapping[str, torch.Tensor], outputs: Sequence[str]) -> dict[str, torch.Tensor]:
+        return {"logits": torch.full((1, SEQ, VOCAB), math.nan)}  # a network whose training diverged
+
+    with pytest.raises(ValueError, match="no finite logits"):
+        list(sample_tokens(diverged, ex.spec, prompt, 1, temperature=1.0))
 
 
 # -- input errors ------------------------------------------------------------------------------

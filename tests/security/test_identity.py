@@ -4,6 +4,7 @@ renew, tokens kept as hashes, the client configuration, and the per-identity rat
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import stat
 import time
@@ -80,6 +81,21 @@ def test_fingerprints_compare_whatever_the_case_or_separators(noise: str) -> Non
     assert pki.same_fingerprint(f, ":".join("AB" for _ in range(32)))
     assert pki.same_fingerprint(f, noise) == (noise.replace(":", "").lower().removeprefix("sha256") == "ab" * 32
                                               or noise.lower().removeprefix("sha256:").replace(":", "") == "ab" * 32)
+
+
+def test_a_fingerprint_with_other_characters_is_no_match_not_an_error() -> None:
+    """A mistyped --ca-fingerprint (non-ASCII) must not crash the constant-time comparison (it takes ASCII only)."""
+    f = "SHA256:" + "ab" * 32
+    assert not pki.same_fingerprint(f, "SHA256:" + "é" * 64) and not pki.same_fingerprint("ＡＢ" * 32, f)
+
+
+@pytest.mark.parametrize("lifetime", [math.nan, math.inf, -1.0])
+def test_a_token_lifetime_that_is_no_number_of_seconds_is_refused(tmp_path: Path, lifetime: float) -> None:
+    """A fuzzed CreateToken with a lifetime of nan was stored as NULL, which the store refuses: INTERNAL."""
+    tokens = Tokens(SQLiteStore(tmp_path / "s.sqlite"))
+    with pytest.raises(InvalidArgument, match="a token's lifetime must be a number of seconds"):
+        tokens.create("alice", "researcher", expires_in=lifetime)
+    assert tokens.list() == []
 
 
 def test_tokens_are_stored_hashed_expire_and_revoke(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 import dcnr.errors
 from dcnr.errors import ERRORS_BY_STATUS, DcnrError, NetworkError, StorageFailed
-from dcnr.transport.grpc.errors import from_rpc_error, guarded
+from dcnr.transport.grpc.errors import MAX_DETAILS, from_rpc_error, guarded
 
 TIMEOUT = 20  # seconds, on every call and every wait
 SERVICE = "test.Errors"
@@ -52,6 +52,10 @@ class Raiser:
             raise RuntimeError("a bug")
         raise make(getattr(dcnr.errors, name), f"{name} from the handler")
 
+    def RaiseQuoting(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        """Refuses a name by quoting it, as the orchestrator's services do."""
+        raise dcnr.errors.NotFound(f"unknown network {request.decode()!r}")
+
     def RaiseLater(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         yield b"first"
         raise make(getattr(dcnr.errors, request.decode()), "after the first message")
@@ -83,7 +87,7 @@ def start(workers: int) -> tuple[grpc.Server, grpc.Channel, Raiser]:
     port: list[int] = []
     raiser = guarded(Raiser(port))
     handlers = {name: grpc.unary_unary_rpc_method_handler(getattr(raiser, name))
-                for name in ("Raise", "AbortItself", "CallPeer", "Echo")}
+                for name in ("Raise", "RaiseQuoting", "AbortItself", "CallPeer", "Echo")}
     handlers["RaiseLater"] = grpc.unary_stream_rpc_method_handler(raiser.RaiseLater)
     handlers["Upload"] = grpc.stream_unary_rpc_method_handler(raiser.Upload)
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
@@ -165,6 +169,21 @@ def test_a_streamed_request_handler_failing_answers_its_status(server: tuple[grp
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert isinstance(from_rpc_error(err), dcnr.errors.ResourceExhausted)
     assert err.details() == "5 bytes is too much"
+    assert_serving(channel)
+
+
+@pytest.mark.parametrize("unit", ["A", "\x00", "é", "%"], ids=["ascii", "nul", "accented", "percent"])
+def test_a_message_quoting_a_huge_request_is_cut_to_reach_the_caller(
+        server: tuple[grpc.Channel, Raiser], unit: str) -> None:
+    """A name a megabyte long comes back in the message; gRPC percent-encodes it (three bytes for most of
+    these), and a client refuses trailers past 16 KiB: the caller would see RESOURCE_EXHAUSTED, not the status."""
+    channel, _ = server
+    err = failure(lambda: call(channel, "RaiseQuoting", (unit * 2**20).encode()))
+    details = err.details() or ""
+    assert err.code() == grpc.StatusCode.NOT_FOUND, details[:200]
+    assert details.startswith(f"unknown network {(unit * 8)!r}"[:-1]) and details.endswith(" more characters)")
+    encoded = sum(1 if " " <= c <= "~" and c != "%" else 3 * len(c.encode()) for c in details)
+    assert encoded <= MAX_DETAILS
     assert_serving(channel)
 
 

@@ -7,7 +7,9 @@ itself); a plain `ValueError` (the idiom for a bad value in the catalog and the 
 INVALID_ARGUMENT; a call the handler made to a peer that failed is ABORTED, naming the
 peer's status; anything else is a bug: logged with its traceback and answered INTERNAL, and the
 server keeps serving. A call the handler already ended (`context.abort`) or the client
-cancelled (a streamed request then raises a bare `grpc.RpcError`) is left as it is.
+cancelled (a streamed request then raises a bare `grpc.RpcError`) is left as it is. A message
+is cut to `MAX_DETAILS` bytes on the wire: one that quotes a huge request must still reach the
+caller, whose client refuses trailing metadata past 16 KiB (and, at random, past 8 KiB).
 """
 
 from __future__ import annotations
@@ -26,7 +28,19 @@ log = logging.getLogger("dcnr.transport")
 
 PROBLEMS_KEY = "dcnr-problems"  # trailing metadata: the details are a network file's problems, one per line
 STORAGE_KEY = "dcnr-storage"  # trailing metadata: the object store failed (the status alone says INTERNAL)
+MAX_DETAILS = 4096  # bytes a status message may take on the wire (percent-encoded)
 S = TypeVar("S")
+
+
+def bounded(details: str) -> str:
+    """`details` cut to take at most `MAX_DETAILS` bytes once gRPC percent-encodes it (a byte outside
+    printable ASCII, or '%', takes three), saying how much was cut."""
+    size = 0
+    for i, ch in enumerate(details):
+        size += 1 if " " <= ch <= "~" and ch != "%" else 3 * len(ch.encode("utf-8", "surrogatepass"))
+        if size > MAX_DETAILS - 64:  # room for the note
+            return f"{details[:i]}... ({len(details) - i} more characters)"
+    return details
 
 
 def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
@@ -38,15 +52,15 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
         exc = Aborted(f"a call to a peer failed: {exc.code().name}: {exc.details()}")
     if isinstance(exc, NetworkError):
         context.set_trailing_metadata(((PROBLEMS_KEY, "network"),))
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(exc.problems))
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, bounded("\n".join(exc.problems)))
     if isinstance(exc, StorageFailed):
         context.set_trailing_metadata(((STORAGE_KEY, "failed"),))
     if isinstance(exc, DcnrError):
-        context.abort(grpc.StatusCode[exc.status], str(exc))
+        context.abort(grpc.StatusCode[exc.status], bounded(str(exc)))
     if isinstance(exc, ValueError):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, bounded(str(exc)))
     log.exception("internal error in %s", type(exc).__name__)
-    context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+    context.abort(grpc.StatusCode.INTERNAL, bounded(f"internal error: {type(exc).__name__}: {exc}"))
 
 
 def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
