@@ -98,6 +98,7 @@ from proto_strategies import Generator, Seeds, dcnr_overrides
 from dcnr.cluster import LocalCluster
 from dcnr.data.vocab import train_vocabulary
 from dcnr.orchestrator.app import DEFAULT_RATE_LIMIT, Orchestrator
+from dcnr.pnode.limits import Expectations
 from dcnr.proto.v2 import common_pb2, node_pb2, orchestrator_pb2, storage_pb2
 from dcnr.proto.version import VERSION_TEXT
 from dcnr.security import pki
@@ -450,17 +451,19 @@ class World:
             for m in msgs:
                 requests.setdefault(m.DESCRIPTOR.full_name, []).append(m)
 
-        # valid requests of the step protocol: a network input from the orchestrator, an inner hop and a gradient
-        # from the PNode hosting the other end
+        # valid requests of the step protocol: network inputs from the orchestrator, and the hops and gradients
+        # that cross from one PNode to the other, each with a value of the shape its slot or edge takes
+        expect = Expectations(spec)
         for b in spec.inputs:
-            add(node_pb2.HopRequest(network="small", run="fuzz-infer", vnode=b.node_id, slot=b.slot_id,
-                                    value=values[0]))
-        for i, e in enumerate(router.edges):
+            for run in ("fuzz-infer", "fuzz-train"):
+                add(node_pb2.HopRequest(network="small", run=run, vnode=b.node_id, slot=b.slot_id, value=values[0]))
+        for i, e in enumerate(spec.edges):
             if dep.assignments.get(e.src) != dep.assignments.get(e.dst):
-                add(node_pb2.HopRequest(network="small", run="fuzz-infer", vnode=e.dst, slot=e.dst_slot,
-                                        value=values[1]),
-                    node_pb2.GradientHop(network="small", run="fuzz-train", vnode=e.src, edge=i,
-                                         gradient=tensors[1], has_gradient=True))
+                for run in ("fuzz-infer", "fuzz-train"):
+                    add(node_pb2.HopRequest(network="small", run=run, vnode=e.dst, slot=e.dst_slot,
+                                            value=example_value(expect.inputs[(e.dst, e.dst_slot)])))
+                add(node_pb2.GradientHop(network="small", run="fuzz-train", vnode=e.src, edge=i, has_gradient=True,
+                                         gradient=example_value(expect.gradients[i]).tensor))
         saved = self._saved()
         add(*saved)
         add(pb_placement(self, net), *[node_pb2.BeginRunRequest(version=version, run=run_pb(r)) for r in runs],
@@ -524,6 +527,18 @@ class World:
             out.append(node_pb2.LoadRequest(network="small", vnode=v.id, step=step, tensors=[
                 common_pb2.NamedTensor(name=k, tensor=codec.encode_tensor(t)) for k, t in sorted(tensors.items())]))
         return out
+
+
+def example_value(expected: Any) -> common_pb2.Value:
+    """A value that fits what a slot or edge carries (`dcnr.pnode.limits.Expectations`): a batch of one, every
+    axis of the size the network fixes or bounds it to (1 where nothing does), random floats."""
+    if expected.text:
+        return common_pb2.Value(text=common_pb2.TextBatch(items=TEXTS[:1]))
+    free, known = expected.free.dims, expected.known.dims  # aligned at their ends
+    dims = [d if isinstance(d, int) else b if len(free) - i <= len(known) and isinstance(
+        b := known[i - len(free)], int) else 1 for i, d in enumerate(free)]
+    shape = [1, *dims] if expected.batch else dims
+    return common_pb2.Value(tensor=codec.encode_tensor(torch.randn(shape, generator=torch.Generator().manual_seed(0))))
 
 
 def run_pb(r: Run) -> common_pb2.Run:

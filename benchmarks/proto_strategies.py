@@ -16,7 +16,7 @@
 
 `Seeds` mixes in what real state holds, so that a share of the messages gets past the first checks of a
 server: known values by field (network names, run ids, VNode names, a valid tensor...), long seeded texts
-cut or spliced, and whole valid messages with one field replaced by a drawn value.
+cut or spliced, and whole valid messages with one field, however deep, replaced by a drawn value.
 
 Every drawn message is valid protobuf (strings are UTF-8, integers fit their field), so it serializes;
 the nonsense is in the values. Draw through hypothesis (`@given`, `st.data()`): with a fixed `@seed` and
@@ -198,8 +198,8 @@ class Seeds:
     repeated or map field, whole lists or dicts. About half the draws of a seeded field take a seed (a long
     text or bytes seed possibly mutated); the rest are drawn as usual.
     `requests` maps a message type's full name to valid messages of it: about half the messages of that
-    type are one of them, as it is (a quarter of those) or with one field replaced by a drawn value (or
-    cleared).
+    type are one of them with one field (its own, or one of a message set in it) replaced by a drawn value
+    or cleared, or, one time in eight, unchanged.
     """
 
     values: Mapping[str, Sequence[Any]] = field(default_factory=dict)
@@ -229,6 +229,7 @@ class Generator:
         self.overrides = dict(overrides or {})
         self.depth = depth
         self._cache: dict[tuple[str, int, bool], SearchStrategy[Message]] = {}
+        self._fields: dict[tuple[str, int, bool], SearchStrategy[Any]] = {}
 
     def message(self, desc: Descriptor, depth: int | None = None, big: bool = True) -> SearchStrategy[Message]:
         """Messages of type `desc`: fresh ones, and (with request seeds for it) valid ones with one field changed."""
@@ -249,19 +250,18 @@ class Generator:
         known = self.seeds.requests.get(desc.full_name, ())
         if not known:
             return fresh
-        fields = list(desc.fields)
-        values = {f.name: self.field(f, depth - 1, big) for f in fields}
-        bases, which = st.sampled_from(known), st.sampled_from(fields)
+        bases, unchanged = st.sampled_from(known), st.integers(0, 7)
 
         @st.composite
         def one_field_changed(draw: st.DrawFn) -> Message:
             msg = cls()
             msg.CopyFrom(draw(bases))
-            if fields and draw(st.integers(0, 3)):  # a quarter of them as they are: calls that should succeed
-                f = draw(which)
-                msg.ClearField(f.name)
-                if draw(st.booleans()):
-                    _assign(msg, f, draw(values[f.name]))
+            if not draw(unchanged):  # now and then the valid message itself
+                return msg
+            owner, f = draw(st.sampled_from(_fields_in(msg, desc)))
+            owner.ClearField(f.name)
+            if draw(st.booleans()):
+                _assign(owner, f, draw(self.field(f, depth - 1, big)))
             return msg
 
         return st.one_of(fresh, one_field_changed())
@@ -288,6 +288,12 @@ class Generator:
 
     def field(self, f: FieldDescriptor, depth: int, big: bool = False) -> SearchStrategy[Any]:
         """Values of one field: a list for a repeated field, a dict for a map."""
+        key = (f.full_name, depth, big)
+        if key not in self._fields:
+            self._fields[key] = self._field(f, depth, big)
+        return self._fields[key]
+
+    def _field(self, f: FieldDescriptor, depth: int, big: bool) -> SearchStrategy[Any]:
         seeded = self.seeds.for_field(f)
         if f.message_type is not None and f.message_type.GetOptions().map_entry:
             key, value = f.message_type.fields_by_name["key"], f.message_type.fields_by_name["value"]
@@ -359,6 +365,21 @@ def _spread(few: dict[Any, Any], n: int) -> dict[Any, Any]:
         key = f"{k}{i}" if isinstance(k, str) else k if isinstance(k, bool) else (k + i) % 2**31
         out[key] = v
     return out
+
+
+def _fields_in(msg: Message, desc: Descriptor) -> list[tuple[Message, FieldDescriptor]]:
+    """Every field of `msg` (of type `desc`) and of the messages set in it (singular fields, and each element
+    of a repeated one), as (the message holding it, the field): the places a valid message can be changed at."""
+    found = [(msg, f) for f in desc.fields]
+    for f in desc.fields:
+        if f.type != FieldDescriptor.TYPE_MESSAGE or _message_type(f).GetOptions().map_entry:
+            continue
+        if f.is_repeated:
+            for element in getattr(msg, f.name):
+                found += _fields_in(element, _message_type(f))
+        elif msg.HasField(f.name):
+            found += _fields_in(getattr(msg, f.name), _message_type(f))
+    return found
 
 
 def _message_type(f: FieldDescriptor) -> Descriptor:

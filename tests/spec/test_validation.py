@@ -605,6 +605,19 @@ def test_yaml_tab_error() -> None:
     assert line.startswith("net.yml: line 3, column 1: invalid YAML: found character '\\t'"), line
 
 
+@pytest.mark.skipif(not getattr(yaml, "__with_libyaml__", False), reason="this PyYAML was built without libyaml")
+def test_a_large_definition_is_parsed_by_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyYAML's pure-Python parser took 17 s to refuse a fuzzed 4 MiB definition (one long string), longer than
+    the caller waited; only a document libyaml refuses goes to it (for its messages: see the tab above)."""
+    def slow(text: str) -> Any:
+        raise AssertionError("parsed by the pure-Python parser")
+
+    monkeypatch.setattr(yaml, "safe_load", slow)
+    (line,) = problems("a b\n" * 2**20)
+    assert line == "net.yml: expected a mapping with 'nodes' and 'edges' at the top level, got str"
+    assert parse(mlp()).name == "mlp"
+
+
 @pytest.mark.parametrize("text", ["seed: 2001-13-01\n", "nodes: " + "[" * 3000 + "]" * 3000 + "\n",
                                   "seed: " + "9" * 5000 + "\n", "nodes: !!python/object:os.system {}\n"])
 def test_yaml_values_the_constructor_rejects(text: str) -> None:
