@@ -6,7 +6,7 @@ reach deep code: a vocabulary `v`, a dataset `d`, the network `small` (a transfo
 trained one step by a session whose checkpoints are stored, a second session that was never started, a
 network `idle` that was never placed, a token `decoy`; p2 joins afterwards (hosting nothing) and is the
 registered PNode whose certificate the fuzzer presents. Nobody heartbeats during the run (the interval is an
-hour), so only the fuzzer's calls change state.
+hour), so only the fuzzer's calls, and the repairs between RPCs (below), change state.
 
 Endpoints, and the roles each is called as (every RPC is sent as every role of every endpoint that serves it,
 in turn, one message each):
