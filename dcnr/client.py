@@ -120,7 +120,7 @@ class Client:
         if not ca:
             raise InvalidArgument("no CA certificate to trust the orchestrator with: pass --config FILE (`dcnr "
                                   f"orchestrator` writes STATE_DIR/admin.yaml), set ${client_config.CONFIG_ENV}, "
-                                  f"or create {client_config.default_path()} (dcnr config init)")
+                                  f"or write {client_config.default_path()} (orchestrator, ca_certificate, token)")
         token = token if token is not None else (os.environ.get(TOKEN_ENV) or (found.token if found else ""))
         self.timeout = timeout
         self._rpc = GrpcControl(self.address, ca.encode(), token, timeout, max_message_bytes)
