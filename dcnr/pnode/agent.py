@@ -118,6 +118,7 @@ class PNode:
         self.device, self.task_timeout = device, task_timeout
         self.max_message_bytes = max_message_bytes
         self.identity: Identity | None = None
+        self.peer_address = ""  # the orchestrator's mutual-TLS port, learnt when enrolling
         self.link: Any = None
         self.hops: Any = None
         self.runtime: Any = None
