@@ -14,10 +14,12 @@ not decide when to checkpoint: sessions do. The one-file artifact users export i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -50,34 +52,40 @@ def gather(driver: Driver, net: NetworkState) -> dict[str, VNodeState]:
             for vnode, pid in sorted(deployment.assignments.items())}
 
 
+@contextlib.contextmanager
+def _putting_back(driver: Driver, net: NetworkState) -> Iterator[None]:
+    """The network's whole state is put back in the block: VNodes lost before it began are whole again once
+    it succeeds (losses during it still count)."""
+    losses = driver.fleet.lost(net.spec.name)
+    yield
+    if losses:
+        driver.fleet.restored(net.spec.name, max(losses.values()))
+
+
 def reset(driver: Driver, net: NetworkState, step: int, reinitialize: bool = False) -> Deployment:
     """Place the network on live PNodes and put each of them at `step` with no unfinished work (with
     `reinitialize`, hosted VNodes are built again from the seed, and the network's state is whole)."""
-    losses = driver.fleet.lost(net.spec.name)
-    deployment = driver.deploy(net, restoring=True)
-    hosts = set(deployment.pnodes())
-    for pid in sorted(hosts | {p.id for p in driver.fleet.alive()}):
-        try:
-            driver.fleet.client(pid).reset_to_step(net.spec.name, step, reinitialize=reinitialize)
-        except DcnrError:
-            if pid in hosts:
-                raise  # a PNode that must host part of the network is unreachable: not restored
-    if reinitialize and losses:
-        driver.fleet.restored(net.spec.name, max(losses.values()))
+    with _putting_back(driver, net) if reinitialize else contextlib.nullcontext():
+        deployment = driver.deploy(net, restoring=True)
+        hosts = set(deployment.pnodes())
+        for pid in sorted(hosts | {p.id for p in driver.fleet.alive()}):
+            try:
+                driver.fleet.client(pid).reset_to_step(net.spec.name, step, reinitialize=reinitialize)
+            except DcnrError:
+                if pid in hosts:
+                    raise  # a PNode that must host part of the network is unreachable: not restored
     return deployment
 
 
 def restore(driver: Driver, net: NetworkState, state: dict[str, VNodeState], step: int) -> None:
     """Put the whole network at `step` with `state`: unfinished work everywhere is dropped, every PNode
     hosting it is reset to the step, and each VNode with state is loaded wherever it is placed now."""
-    losses = driver.fleet.lost(net.spec.name)
-    deployment = reset(driver, net, step)
-    for vnode, pid in sorted(deployment.assignments.items()):
-        tensors = state.get(vnode)
-        if tensors:
-            driver.fleet.client(pid).load(net.spec.name, vnode, step, tensors)
-    if losses:
-        driver.fleet.restored(net.spec.name, max(losses.values()))
+    with _putting_back(driver, net):
+        deployment = reset(driver, net, step)
+        for vnode, pid in sorted(deployment.assignments.items()):
+            tensors = state.get(vnode)
+            if tensors:
+                driver.fleet.client(pid).load(net.spec.name, vnode, step, tensors)
 
 
 def save_to_storage(driver: Driver, net: NetworkState) -> dict[str, tuple[str, int]]:
@@ -95,16 +103,14 @@ def restore_manifest(driver: Driver, net: NetworkState, manifest: dict[str, Any]
     if manifest.get("origin") == SEED_ORIGIN:
         reset(driver, net, step, reinitialize=True)
         return
-    losses = driver.fleet.lost(net.spec.name)
-    deployment = reset(driver, net, step)
-    vnodes = manifest["vnodes"]
-    futures = [driver.pool.submit(driver.fleet.client(pid).load_from_storage, net.spec.name, vnode, step,
-                                   vnodes[vnode])
-               for vnode, pid in sorted(deployment.assignments.items()) if vnode in vnodes]
-    for f in futures:
-        f.result()
-    if losses:
-        driver.fleet.restored(net.spec.name, max(losses.values()))
+    with _putting_back(driver, net):
+        deployment = reset(driver, net, step)
+        vnodes = manifest["vnodes"]
+        futures = [driver.pool.submit(driver.fleet.client(pid).load_from_storage, net.spec.name, vnode, step,
+                                       vnodes[vnode])
+                   for vnode, pid in sorted(deployment.assignments.items()) if vnode in vnodes]
+        for f in futures:
+            f.result()
 
 
 class Checkpoints:
