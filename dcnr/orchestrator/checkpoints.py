@@ -167,6 +167,26 @@ class Checkpoints:
             self.blobs.objects.put(f"kept/{key}", json.dumps({"network": network, "step": step,
                                                              "at": time.time()}).encode())
 
+    def mark_verified(self, network: str, step: int) -> None:
+        """Record that every sampled work unit before the checkpoint at `step` passed verification."""
+        self.blobs.objects.put(f"verified/{network}/{step:012d}.json", json.dumps(
+            {"network": network, "step": step, "at": time.time()}).encode())
+
+    def verified(self, network: str) -> set[int]:
+        """Steps of the network's verified checkpoints (those still stored)."""
+        steps = {int(key.rsplit("/", 1)[1].split(".")[0]) for key in self.blobs.objects.list(f"verified/{network}/")}
+        return steps & {int(m["step"]) for m in self.list(network)}
+
+    def discard(self, network: str, step: int) -> None:
+        """Delete a checkpoint that holds work found untrustworthy (even an exported one: its mark goes too)."""
+        key = f"{network}/{step:012d}.json"
+        with self._lock:
+            for mark in (f"kept/{key}", f"verified/{key}"):
+                if self.blobs.objects.exists(mark):
+                    self.blobs.objects.delete(mark)
+            if self._read(key) is not None:
+                self.blobs.delete_manifest(key)
+
     def retain(self, network: str, session: str) -> list[str]:
         """After a new checkpoint of `session`: delete its checkpoints beyond the newest `keep` (not the exported
         ones, not other sessions'), then collect the blobs no checkpoint names. Returns the deleted manifests."""
@@ -189,7 +209,7 @@ class Checkpoints:
         with self._lock:
             for key in self.blobs.list_manifests(f"{network}/"):
                 self.blobs.delete_manifest(key)
-            for key in self.blobs.objects.list(f"kept/{network}/"):
+            for key in self.blobs.objects.list(f"kept/{network}/") + self.blobs.objects.list(f"verified/{network}/"):
                 self.blobs.objects.delete(key)
             self.mark_loaded(network, False)
             self.collect_garbage()

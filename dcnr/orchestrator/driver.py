@@ -5,7 +5,8 @@ loss scale, and the protocol of a step: deploy the placement, describe the run o
 every PNode taking part, send every micro-batch's inputs at once (so PNodes pipeline),
 wait until every cost has reported and every PNode has finished every micro-batch, then
 check finiteness (fp16) and apply the update on each PNode. It never computes the model:
-PNodes do, and report back through `Inbox`.
+PNodes do, and report back through `Inbox`. A step run under a validation policy is
+committed: the PNodes' commitments go to the `Validator` before the next step begins.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -36,6 +37,11 @@ from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.model import NetworkSpec
 from dcnr.spec.passes import ExecutionPlan, plan
 from dcnr.transport.messages import Membership, Report, Run
+from dcnr.validation.digest import hop_key, value_digest
+from dcnr.validation.policy import Policy
+
+if TYPE_CHECKING:
+    from dcnr.orchestrator.validator import Validator
 
 T = TypeVar("T")
 log = logging.getLogger("dcnr.orchestrator")
@@ -155,13 +161,15 @@ class NetworkState:
 class Driver:
     def __init__(self, store: StateStore, fleet: Fleet, inbox: Inbox, timeout: float = 600.0,
                  vocabularies: Callable[[NetworkSpec], dict[str, str]] = lambda spec: {},
-                 from_seed: Callable[[str, int], bool] = lambda name, step: False) -> None:
+                 from_seed: Callable[[str, int], bool] = lambda name, step: False,
+                 validator: Validator | None = None) -> None:
         self.store = store
         self.fleet = fleet
         self.inbox = inbox
         self.timeout = timeout
         self.vocabularies = vocabularies  # stored vocabularies a network's tokenizer nodes name, as JSON
         self.from_seed = from_seed  # whether a network at a step still has its seed's initial parameters
+        self.validator = validator  # judges committed steps (none: steps are never committed)
         self._networks: dict[str, NetworkState] = {}
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="driver")
@@ -255,9 +263,11 @@ class Driver:
                 raise StepFailed(run.error)
 
     # -- training ------------------------------------------------------------------------------
-    def train_step(self, name: str, inputs: Mapping[str, Any], micro_batches: int = 1,
-                   run_prefix: str = "train") -> tuple[dict[str, float], int, bool, dict[str, float]]:
-        """One step across the fleet: (costs averaged over micro-batches, new step, skipped, learning rates)."""
+    def train_step(self, name: str, inputs: Mapping[str, Any], micro_batches: int = 1, run_prefix: str = "train",
+                   validation: Policy | None = None, session: str = ""
+                   ) -> tuple[dict[str, float], int, bool, dict[str, float]]:
+        """One step across the fleet: (costs averaged over micro-batches, new step, skipped, learning rates).
+        Under a `validation` policy other than off the step is committed and handed to the validator."""
         net = self.network(name)
         spec = net.spec
         if not spec.costs:
@@ -269,8 +279,10 @@ class Driver:
             chunks = split_batch(check_inputs(spec, inputs, set(net.router.needed(probe))), micro_batches)
             deployment = self.deploy(net, batch_size=_batch_size(chunks[0]))
             pnodes = deployment.pnodes()
+            commit = validation is not None and validation.mode != "off" and self.validator is not None
             run = Run(name, f"{run_prefix}/{name}/{net.step}/{uuid.uuid4().hex[:8]}", net.step, "train",
-                      micro_batches, net.scaler.scale / micro_batches, (), deployment.digest, deployment.version)
+                      micro_batches, net.scaler.scale / micro_batches, (), deployment.digest, deployment.version,
+                      commit)
             # PNodes that report each micro-batch done: those hosting a VNode of the backward pass
             finishing = {deployment.assignments[v] for v in net.router.live & net.router.needed(run)}
             costs_at = net.router.reported(run)
@@ -307,8 +319,17 @@ class Driver:
             net.step += 1
             self.store.set_network_step(name, net.step)
             lrs: dict[str, float] = {}
-            for r in replies:
+            for r, _ in replies:
                 lrs.update(r)
+            if commit:
+                assert self.validator is not None and validation is not None
+                sent = {hop_key(mb, "fwd", h.vnode, h.index): value_digest(h.value) for mb, chunk in enumerate(chunks)
+                        for h in net.router.inputs(run, mb, chunk)}
+                reported = {hop_key(mb, "out", n, s): value_digest(waiting.outputs[(mb, n, s)])
+                            for mb in range(micro_batches) for n, s in costs_at}
+                self.validator.after_step(spec, net.router, net.yaml, self.vocabularies(spec), run, deployment,
+                                          {p: c for p, (_, c) in zip(pnodes, replies, strict=True)}, sent, reported,
+                                          scale, apply, validation, session)
             metrics = {m.name: lrs[m.node_id] for m in spec.metrics if m.node_id in lrs}
             return costs, net.step, not apply, metrics
 

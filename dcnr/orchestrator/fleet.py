@@ -161,7 +161,10 @@ class Fleet:
         live PNodes that hosted part of it before (they drop what is no longer theirs)."""
         assignments = self.placement(spec, batch_size)
         with self._lock:
-            addresses = {pid: self.store.get_pnode(pid).address for pid in set(assignments.values())}
+            hosts = {pid: self.store.get_pnode(pid) for pid in set(assignments.values())}
+            addresses = {pid: rec.address for pid, rec in hosts.items()}
+            keys = {pid: bytes.fromhex(rec.hardware["public_key"]) for pid, rec in hosts.items()
+                    if rec.hardware.get("public_key")}
             digest = network_digest(yaml_text)
             current = self._deployed.get(spec.name)
             if current is None or (current.digest, current.assignments, current.addresses) != (
@@ -172,7 +175,7 @@ class Fleet:
             stale = [p for p in targets if self._told.get((spec.name, p)) != current.version]
         if stale:
             placement = Placement(spec.name, yaml_text, seed, digest, current.version, step, assignments, addresses,
-                                  vocabularies)
+                                  vocabularies, keys)
             for pid, future in [(p, self._pool.submit(self.client(p).place_network, placement)) for p in stale]:
                 future.result()
                 with self._lock:

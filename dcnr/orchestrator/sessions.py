@@ -4,6 +4,13 @@ Owns each session's life (created → running ⇄ suspended → completed | fail
 thread that runs a running session step by step through the driver, and the stream
 of step events listeners follow. The batch of step k is a pure function of (dataset,
 seed, k), so a suspended or interrupted session resumes exactly where it stopped.
+
+Under a validation policy (the session's, else its network's) every step is committed
+and judged by the `Validator`; a fault rolls the session back to its newest checkpoint
+at or before the first step that can no longer be trusted (deleting the later ones),
+where the step is trained again without the quarantined PNodes. A session completes
+only once every verification of its steps has passed; a checkpoint is marked verified
+once every sampled unit before it has.
 """
 
 from __future__ import annotations
@@ -34,7 +41,9 @@ from dcnr.orchestrator.driver import Driver, StepFailed
 from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.placement import PlacementError
 from dcnr.orchestrator.store import SessionRecord, StateStore
+from dcnr.orchestrator.validator import SEED, Fault, Validator
 from dcnr.runtime.sampling import lm_interface
+from dcnr.validation.policy import Policy
 
 log = logging.getLogger("dcnr.orchestrator")
 
@@ -81,13 +90,15 @@ class Sessions:
             return self._live.setdefault(session_id, _Live())
 
     def create(self, network: str, dataset: str, steps: int, batch_size: int, micro_batches: int, seed: int,
-               checkpoint_every: int = 0) -> SessionRecord:
+               checkpoint_every: int = 0, validation: str = "") -> SessionRecord:
         self.limits.check("max_micro_batches", micro_batches, f"micro_batches {micro_batches}")  # before any work
         self.limits.check("max_batch_size", batch_size, f"batch_size {batch_size}")
         spec = self.driver.network(network).spec  # NotFound for an unknown network
         ds = self.data.dataset(dataset)  # NotFound for an unknown dataset
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
+        if validation:
+            validation = str(Policy.parse(validation))
         micro_batches = micro_batches or 1
         if batch_size < 1 or batch_size % micro_batches:
             raise ValueError(f"batch size {batch_size} must be a positive multiple of micro-batches {micro_batches}")
@@ -106,7 +117,7 @@ class Sessions:
                              f"embeds only {want}")
         ds.batch(seed, 0, 1, seq_len)  # the train split must hold one window (ValueError otherwise)
         rec = SessionRecord(uuid.uuid4().hex[:12], network, dataset, steps, batch_size, micro_batches, seed,
-                            checkpoint_every)
+                            checkpoint_every, validation=validation)
         self.store.put_session(rec)
         log.info("session %s created: %s on %s, %d steps", rec.id, network, dataset, steps,
                  extra={"session": rec.id, "network": network})
@@ -195,10 +206,17 @@ class Sessions:
                 del live.events[: len(live.events) - EVENT_MEMORY]
             live.cond.notify_all()
 
+    def _validator(self, rec: SessionRecord) -> Validator | None:
+        """The validator judging this session's steps, if its policy validates anything."""
+        policy = Policy.parse(rec.validation or self.driver.network(rec.network).spec.validation)
+        return self.driver.validator if policy.mode != "off" else None
+
     def _run(self, session_id: str, live: _Live) -> None:
         rec = self.store.get_session(session_id)
         try:
             spec = self.driver.network(rec.network).spec
+            policy = Policy.parse(rec.validation or spec.validation)
+            validator = self._validator(rec)
             _, _, seq_len = lm_interface(spec)
             ds = self.data.dataset(rec.dataset)
             with contextlib.suppress(PlacementError):  # no PNodes yet after a restart: recovery waits for them
@@ -212,7 +230,8 @@ class Sessions:
                 x, y = ds.batch(rec.seed, rec.step, rec.batch_size, seq_len)
                 try:
                     costs, _, skipped, lrs = self.driver.train_step(
-                        rec.network, {"tokens": x, "targets": y}, rec.micro_batches, run_prefix=f"session-{rec.id}")
+                        rec.network, {"tokens": x, "targets": y}, rec.micro_batches, run_prefix=f"session-{rec.id}",
+                        validation=policy, session=rec.id)
                 except StepFailed as exc:
                     log.warning("session %s: step %d failed (%s); restoring the last checkpoint", rec.id, rec.step,
                                 exc, extra={"session": rec.id})
@@ -223,9 +242,12 @@ class Sessions:
                     return
                 rec.step += 1
                 done = rec.step >= rec.steps
+                if validator is not None and (faults := validator.take_faults(rec.network)):
+                    rec = self._roll_back(rec, live, faults)
+                    continue
                 if done or (rec.checkpoint_every and rec.step % rec.checkpoint_every == 0):
                     try:
-                        self._checkpoint(rec)
+                        self._checkpoint(rec, validator)
                     except StorageFailed as exc:
                         raise StorageFailed(f"could not write the checkpoint at step {rec.step}: {exc}") from None
                     except RECOVERABLE as exc:  # a PNode died while writing: back to the last whole checkpoint
@@ -233,6 +255,14 @@ class Sessions:
                                     rec.id, rec.step, _describe(exc), extra={"session": rec.id})
                         rec = self._recover(rec, live, "recovering")
                         continue
+                if done and validator is not None:  # the last steps' verifications decide whether it is done
+                    validator.wait(rec.network, self.driver.timeout)
+                    faults = validator.take_faults(rec.network)
+                    if faults:
+                        rec = self._roll_back(rec, live, faults)
+                        continue
+                if validator is not None:
+                    self._mark_verified(rec, validator)
                 if done:
                     rec.state = "completed"
                 self.store.put_session(rec)
@@ -244,7 +274,7 @@ class Sessions:
             if live.deleted:
                 return
             if rec.state != "completed":
-                self._checkpoint(rec)  # suspend: resume starts exactly here
+                self._checkpoint(rec, validator)  # suspend: resume starts exactly here
                 rec = self.store.get_session(session_id)
                 rec.state = "suspended"
                 self.store.put_session(rec)
@@ -262,8 +292,9 @@ class Sessions:
             self._emit(live, self._status_event(rec))
             log.warning("session %s failed at step %d: %s", rec.id, rec.step, exc, extra={"session": rec.id})
 
-    def _checkpoint(self, rec: SessionRecord) -> dict[str, Any]:
-        """Write every VNode's state with the session's position; returns the manifest."""
+    def _checkpoint(self, rec: SessionRecord, validator: Validator | None = None) -> dict[str, Any]:
+        """Write every VNode's state with the session's position; returns the manifest. Under validation each
+        blob is then checked against what its PNode committed to (in the background)."""
         net = self.driver.network(rec.network)
         started = time.perf_counter()
         from_seed = self._from_seed(rec.network)
@@ -276,6 +307,9 @@ class Sessions:
             "loss_scale": net.scaler.scale, "good_steps": net.scaler.good_steps},
             origin=checkpoints.SEED_ORIGIN if from_seed else "blobs")
         manifest["write_seconds"] = time.perf_counter() - started
+        if validator is not None and blobs:
+            validator.check_checkpoint(rec.network, net.step, {v: d for v, (d, _) in blobs.items()},
+                                       self.store.placements(rec.network), rec.id)
         log.info("session %s: checkpoint at step %d (%d bytes, %.2f s)", rec.id, rec.step, manifest["bytes"],
                  manifest["write_seconds"], extra={"session": rec.id})
         try:
@@ -283,6 +317,37 @@ class Sessions:
         except StorageFailed as exc:  # the new checkpoint is whole: older ones stay until they can be deleted
             log.warning("session %s: old checkpoints not deleted: %s", rec.id, exc, extra={"session": rec.id})
         return manifest
+
+    def _mark_verified(self, rec: SessionRecord, validator: Validator) -> None:
+        """Mark the session's checkpoints before which every sampled unit passed."""
+        done = self.checkpoints.verified(rec.network)
+        for m in self.checkpoints.list(rec.network):
+            step = int(m["step"])
+            if m.get("session") == rec.id and step not in done and validator.verified_before(rec.network, step):
+                self.checkpoints.mark_verified(rec.network, step)
+
+    def _roll_back(self, rec: SessionRecord, live: _Live, faults: list[Fault]) -> SessionRecord:
+        """Back to the session's newest checkpoint at or before the earliest step the faults put in doubt; the
+        session's later checkpoints hold doubtful work and are deleted."""
+        target = min(f.step for f in faults)
+        mine = [m for m in self.checkpoints.list(rec.network) if m.get("session") == rec.id]
+        before = [m for m in mine if int(m["step"]) <= target]
+        if not mine:
+            raise LostState(f"session {rec.id}: validation found a fault ({faults[0].detail}) and no checkpoint is "
+                            "left to roll back to")
+        if not before:
+            log.warning("session %s: work from step %d on is in doubt, but older checkpoints were deleted "
+                        "(--keep-checkpoints): rolling back only to step %s", rec.id, target, mine[0]["step"],
+                        extra={"session": rec.id})
+            before = mine[:1]
+        chosen = int(before[-1]["step"])
+        for m in mine:
+            if int(m["step"]) > chosen:
+                self.checkpoints.discard(rec.network, int(m["step"]))
+        log.warning("session %s: rolling back to the checkpoint at step %d (%s)", rec.id,
+                    int(before[-1]["session_step"]), "; ".join(f.detail for f in faults[:3]),
+                    extra={"session": rec.id})
+        return self._recover(rec, live, "rolled back")
 
     def _from_seed(self, network: str) -> bool:
         return self.checkpoints.from_seed(network, self.driver.network(network).step)
@@ -321,7 +386,7 @@ class Sessions:
                 else:
                     raise LostState(f"session {rec.id}: network {rec.network!r} lost its state of step {net.step} "
                                     "before any checkpoint held it")
-            self._checkpoint(rec)
+            self._restored(rec, self._checkpoint(rec))
 
         self._retrying(rec, live, "write its first checkpoint", attempt)
 
@@ -342,12 +407,23 @@ class Sessions:
                                         f"{exc}") from None
                 self.driver.reset(rec.network, int(manifest["step"]), float(manifest.get("loss_scale", 0.0)),
                                   int(manifest.get("good_steps", 0)))
+            self._restored(rec, manifest)
 
         self._retrying(rec, live, f"restore the checkpoint at step {manifest['session_step']}", attempt)
         rec.step = int(manifest["session_step"])
         self.store.put_session(rec)
         log.info("session %s: %s from the checkpoint at step %d", rec.id, why, rec.step, extra={"session": rec.id})
         return rec
+
+    def _restored(self, rec: SessionRecord, manifest: dict[str, Any]) -> None:
+        """Tell the validator what the network's state is now: a manifest's (read back from storage)."""
+        validator = self._validator(rec)
+        if validator is None:
+            return
+        spec = self.driver.network(rec.network).spec
+        known = (dict.fromkeys(spec.nodes, SEED) if manifest.get("origin") == checkpoints.SEED_ORIGIN
+                 else validator.state_digests(manifest["vnodes"]))
+        validator.restored(rec.network, int(manifest["step"]), known)
 
     @staticmethod
     def _status_event(rec: SessionRecord) -> dict[str, Any]:

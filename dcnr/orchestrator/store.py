@@ -61,6 +61,7 @@ class SessionRecord:
     step: int = 0
     error: str = ""
     created_at: float = field(default_factory=time.time)
+    validation: str = ""  # the validation policy (dcnr.validation.policy); "" is the network's default
 
 
 class StateStore(Protocol):

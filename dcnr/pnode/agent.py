@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -33,6 +34,7 @@ from dcnr.transport.grpc.link import GrpcOrchestratorLink, enroll
 from dcnr.transport.grpc.pnode import DEFAULT_MAX_MESSAGE_BYTES, GrpcHopTransport, pnode_channels, serve_pnode
 from dcnr.transport.grpc.security import Identity
 from dcnr.transport.messages import Membership
+from dcnr.validation.digest import sign_hop
 
 log = logging.getLogger("dcnr.pnode")
 
@@ -87,7 +89,17 @@ def detect_hardware(device: str, memory_budget: int | None, threads: int) -> dic
         memory = 0
     budget = memory_budget if memory_budget is not None else (memory // 2 if memory else 4 * 2**30)
     return {"cpu_cores": os.cpu_count() or 1, "memory_bytes": memory, "device": device,
-            "memory_budget_bytes": budget, "threads": threads}
+            "memory_budget_bytes": budget, "threads": threads, "compute_class": compute_class(device)}
+
+
+def compute_class(device: str) -> str:
+    """What decides whether two PNodes compute bit-identical results: torch's version, the device (the GPU's
+    model), the CPU instruction set torch dispatches to and its BLAS. Verifiers re-execute work of their own
+    class bit for bit (SPEC §12)."""
+    blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    isa = torch.backends.cpu.get_cpu_capability()
+    where = torch.cuda.get_device_name() if device == "cuda" else device
+    return f"torch {torch.__version__} / {where} / {isa} / {blas.group(1) if blas else 'unknown BLAS'}"
 
 
 class PNode:
@@ -150,7 +162,9 @@ class PNode:
         self.link = GrpcOrchestratorLink(self.peer_address, identity, self.max_message_bytes)
         self.hops = GrpcHopTransport(pnode_channels(identity, self.max_message_bytes))
         self.runtime = PNodeRuntime(self.id, self.hops, self.link, self.device,
-                                    int(self.hardware["memory_budget_bytes"]), self.task_timeout)
+                                    int(self.hardware["memory_budget_bytes"]), self.task_timeout,
+                                    signer=lambda network, run, key, digest: sign_hop(self.key, network, run, key,
+                                                                                      digest))
         self.runtime.start()
         self.server, port = serve_pnode(self.runtime, identity, f"{self.bind}:{self.port}",
                                         max_message_bytes=self.max_message_bytes)

@@ -18,6 +18,15 @@ changing nothing), and what waits here is bounded: hops for the compute thread, 
 send, runs remembered, requests a VNode holds unfinished. A hop that finds no room is
 refused with ResourceExhausted, which its sender retries a few times, like an
 unreachable peer (backpressure). A network never makes a PNode read a local file.
+
+In a committed training run (SPEC §12, validation) the PNode records, per hosted VNode,
+the digest of every hop it receives (with the sender's signature on it) and sends, signs
+what it sends to other PNodes, and checks the signature of what it receives against the
+sender's key in the placement (PERMISSION_DENIED otherwise). At the update it keeps each
+VNode's state as the run found it and commits to the digests (`apply_update` returns
+them); until the next run begins it hands the state and the inputs of any VNodes to the
+orchestrator as evidence (`collect_evidence`). As a verifier it re-executes a work unit
+of another PNode (`verify`) on its own thread, beside its training work.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -56,11 +65,26 @@ from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.model import NetworkSpec
 from dcnr.spec.passes import plan
 from dcnr.transport.interfaces import HopTransport, OrchestratorLink
-from dcnr.transport.messages import RUN_KINDS, Hop, LocalVNode, Placement, Report, Run, network_digest
+from dcnr.transport.messages import (
+    RUN_KINDS,
+    Commitment,
+    Evidence,
+    Hop,
+    LocalVNode,
+    Placement,
+    Received,
+    Replay,
+    Report,
+    Run,
+    network_digest,
+)
+from dcnr.validation.digest import hop_key, hop_signed_by, load_public_key, state_digest, value_digest
+from dcnr.validation.replay import replay
 
 log = logging.getLogger("dcnr.pnode")
 
 T = TypeVar("T")
+Signer = Callable[[str, str, str, str], bytes]  # (network, run, hop key, digest) -> this PNode's signature
 SEND_ATTEMPTS = 4  # a hop to an unreachable PNode is retried this often before the run fails
 BUSY_ATTEMPTS = 8  # a hop refused for want of room: the peer is alive and drains, so it gets longer (~9 s)
 
@@ -69,6 +93,18 @@ BUSY_ATTEMPTS = 8  # a hop refused for want of room: the peer is alive and drain
 class _Call:
     fn: Callable[[], Any]
     done: Future[Any] = field(default_factory=Future)
+
+
+@dataclass
+class _Ledger:
+    """What this PNode commits to for one committed training run, and the evidence behind it."""
+
+    run: str
+    sent: dict[str, dict[str, str]] = field(default_factory=dict)  # VNode -> hop key -> digest
+    received: dict[str, dict[str, Received]] = field(default_factory=dict)
+    inputs: dict[str, list[Hop]] = field(default_factory=dict)  # VNode -> the hops it received
+    before: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # state as the run found it
+    committed: bool = False  # the update ran: `before` is complete
 
 
 @dataclass
@@ -82,6 +118,8 @@ class _Network:
     mine: frozenset[str]  # VNodes placed here
     runs: OrderedDict[str, Run] = field(default_factory=OrderedDict)
     finished: dict[tuple[str, int], set[str]] = field(default_factory=dict)  # (run, micro-batch) -> VNodes done
+    ledger: _Ledger | None = None  # the committed training run of the current step
+    keys: dict[str, Any] = field(default_factory=dict)  # PNode id -> its public key (loaded from the placement)
 
 
 class PNodeRuntime:
@@ -94,8 +132,9 @@ class PNodeRuntime:
 
     def __init__(self, pnode_id: str, hops: HopTransport, link: OrchestratorLink | None = None,
                  device: str = "cpu", memory_budget: int | None = None, task_timeout: float = 300.0,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, signer: Signer | None = None) -> None:
         self.id = pnode_id
+        self.signer = signer  # signs hops to other PNodes in committed runs (none: an unauthenticated fabric)
         self.hops = hops
         self.link = link
         self.host = VNodeHost(device, memory_budget=memory_budget)
@@ -114,6 +153,7 @@ class PNodeRuntime:
         self._events: queue.Queue[Report | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pnode-verify")
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -129,6 +169,7 @@ class PNodeRuntime:
         self._events.put(None)
         for t in self._threads:
             t.join(timeout=10)
+        self._verifier.shutdown(wait=False, cancel_futures=True)
 
     def queued(self) -> float:
         """Queued work per compute thread: what heartbeats report."""
@@ -157,6 +198,10 @@ class PNodeRuntime:
         unknown = sorted(set(placement.assignments.values()) - set(placement.addresses))
         if unknown:
             raise InvalidArgument(f"network {name!r}: no address for PNode {unknown[0]!r}")
+        try:
+            keys = {pid: load_public_key(der) for pid, der in placement.keys.items()}
+        except ValueError as exc:
+            raise InvalidArgument(f"network {name!r}: a PNode key in the placement is not one: {exc}") from None
         mine = frozenset(v for v, p in placement.assignments.items() if p == self.id)
 
         def apply() -> int:
@@ -175,9 +220,10 @@ class PNodeRuntime:
                 raise InvalidArgument(
                     f"network {name!r}: VNode {files[0]!r} names a vocabulary file (vocab_path), and a PNode never "
                     "reads a file a network names: store the vocabulary on the orchestrator and name it `vocabulary`")
+            ledger = None
             if executed is None:
                 assert old is not None
-                router, expect, runs = old.router, old.expect, old.runs
+                router, expect, runs, ledger = old.router, old.expect, old.runs, old.ledger
             else:
                 if old is not None:
                     self.host.remove_network(name)
@@ -190,7 +236,7 @@ class PNodeRuntime:
                 if v.id not in mine:
                     self.host.drop(net, v.id)
             with self._lock:
-                self._nets[name] = _Network(placement, spec, router, expect, mine, runs)
+                self._nets[name] = _Network(placement, spec, router, expect, mine, runs, ledger=ledger, keys=keys)
             return len(mine)
 
         return self.call(apply)
@@ -223,6 +269,8 @@ class PNodeRuntime:
             net.runs[run.id] = run
             while len(net.runs) > RUN_MEMORY:
                 net.runs.popitem(last=False)
+            if run.kind == "train":  # the evidence of the step before is given or no longer wanted
+                net.ledger = _Ledger(run.id) if run.commit else None
 
     def submit(self, hop: Hop) -> bool:
         """Check and queue a hop from a peer (or the orchestrator); False when it is a duplicate.
@@ -251,6 +299,8 @@ class PNodeRuntime:
                                       f"{hop.vnode!r}")
         self._check_sender(net, hop)
         net.expect.check(hop.op, hop.vnode, hop.index, hop.value, self.limits.max_hop_elements)
+        if run.commit and run.kind == "train":
+            self._check_signature(net, hop)
         key = (hop.network, hop.run, hop.micro_batch, hop.op, hop.vnode, hop.index)
         rid = RequestId(run.id, run.step, hop.micro_batch, run.kind)
         with self._lock:
@@ -282,6 +332,17 @@ class PNodeRuntime:
             raise PermissionDenied(f"{sender} may not send {hop.op} hops to {hop.vnode!r} slot/edge {hop.index} of "
                                    f"network {hop.network!r}: " + (f"{peer!r} is hosted by PNode {expected}"
                                                                    if peer else "it is a network input"))
+
+    def _check_signature(self, net: _Network, hop: Hop) -> None:
+        """Digest a hop of a committed run; one from a PNode must carry its signature on that digest when the
+        placement gives PNode keys (PermissionDenied otherwise)."""
+        hop.digest = value_digest(hop.value)
+        if not hop.sender or not net.keys:
+            return
+        key = net.keys.get(hop.sender)
+        name = hop_key(hop.micro_batch, hop.op, hop.vnode, hop.index)
+        if key is None or not hop_signed_by(key, hop.network, hop.run, name, hop.digest, hop.signature):
+            raise PermissionDenied(f"hop {name} of run {hop.run} is not signed by PNode {hop.sender}, which sent it")
 
     def _no_room(self, hop: Hop, rid: RequestId) -> str:
         """Why a hop from a peer does not fit now ("" when it does); under the lock."""
@@ -346,11 +407,19 @@ class PNodeRuntime:
         self._started.setdefault((hop.network, RequestId(run.id, run.step, hop.micro_batch, run.kind)),
                                  time.monotonic())
         vnode = self.host.vnode(hop.network, hop.vnode)
+        ledger = net.ledger if run.commit and net.ledger is not None and net.ledger.run == run.id else None
+        if ledger is not None:
+            ledger.received.setdefault(hop.vnode, {})[hop_key(hop.micro_batch, hop.op, hop.vnode, hop.index)] = (
+                Received(hop.digest or value_digest(hop.value), hop.sender, hop.signature))
+            ledger.inputs.setdefault(hop.vnode, []).append(hop)
         for msg in net.router.deliver(vnode, run, hop):
+            if ledger is not None and (isinstance(msg, Hop) or msg.kind == "output"):
+                self._commit_sent(ledger, net, hop.vnode, msg)
             if isinstance(msg, Report):
                 self._on_report(net, run, msg)
             elif msg.vnode in net.mine:
                 self.stats["local_hops"] += 1
+                msg.sender = self.id
                 with self._lock:  # counted, never refused: it follows from work already taken
                     self._enqueue(msg)  # colocated: the tensor itself, no serialization
             else:
@@ -360,6 +429,18 @@ class PNodeRuntime:
                     self._outbox.put((address, msg, 0), timeout=self.task_timeout)
                 except queue.Full:
                     self._fail(msg, f"PNode {self.id}: nothing could be sent for {self.task_timeout:g} s")
+
+    def _commit_sent(self, ledger: _Ledger, net: _Network, vnode: str, msg: Hop | Report) -> None:
+        """Record the digest of what `vnode` sends (signed when it goes to another PNode)."""
+        if isinstance(msg, Report):
+            ledger.sent.setdefault(vnode, {})[hop_key(msg.micro_batch, "out", msg.vnode, msg.slot)] = (
+                value_digest(msg.value))
+            return
+        name = hop_key(msg.micro_batch, msg.op, msg.vnode, msg.index)
+        msg.digest = value_digest(msg.value)
+        ledger.sent.setdefault(vnode, {})[name] = msg.digest
+        if msg.vnode not in net.mine and self.signer is not None:
+            msg.signature = self.signer(msg.network, msg.run, name, msg.digest)
 
     def _on_report(self, net: _Network, run: Run, report: Report) -> None:
         if report.kind != "done":
@@ -406,19 +487,50 @@ class PNodeRuntime:
         self._net(network)
         return self.call(lambda: all(v.grads_finite() for _, v in self.host.local(network)))
 
-    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool) -> dict[str, float]:
-        """Apply (or skip) every hosted VNode's optimizer; the network moves to `step`."""
-        self._net(network)
+    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool
+                     ) -> tuple[dict[str, float], list[Commitment]]:
+        """Apply (or skip) every hosted VNode's optimizer; the network moves to `step`. Returns the learning
+        rates by VNode and, after a committed run, each hosted VNode's commitment."""
+        net = self._net(network)
 
-        def run() -> dict[str, float]:
+        def run() -> tuple[dict[str, float], list[Commitment]]:
             vnodes = [v for _, v in self.host.local(network)]
+            ledger = net.ledger if net.ledger is not None and not net.ledger.committed else None
+            norms = {}
+            if ledger is not None:
+                ledger.before = {v.id: v.state() for v in vnodes}  # evidence: the state the run found
+                norms = {v.id: v.grad_norm() for v in vnodes}
             for v in vnodes:
                 v.apply_update(loss_scale, apply)
             self.host.set_step(network, step)  # the step's training requests are over; others run on
             self._started = {k: t for k, t in self._started.items() if k[0] != network or k[1].kind != "train"}
-            return {v.id: v.learning_rate() for v in vnodes if v.params}
+            commitments = []
+            if ledger is not None:
+                ledger.committed = True
+                commitments = [Commitment(v.id, state_digest(v.state(copy=False)), ledger.sent.get(v.id, {}),
+                                          ledger.received.get(v.id, {}), norms[v.id]) for v in vnodes]
+            return {v.id: v.learning_rate() for v in vnodes if v.params}, commitments
 
         return self.call(run)
+
+    def collect_evidence(self, network: str, run: str, vnodes: list[str]) -> Evidence:
+        """The state as committed run `run` found them, and the hops they received, of hosted VNodes; it is
+        kept from the run's update until the next training run begins (NotFound after that)."""
+        net = self._net(network)
+        with self._lock:
+            ledger = net.ledger
+        if ledger is None or ledger.run != run or not ledger.committed:
+            raise NotFound(f"PNode {self.id} keeps no evidence of run {run!r} of network {network!r}")
+        missing = sorted(set(vnodes) - set(ledger.before))
+        if missing:
+            raise NotFound(f"VNode {missing[0]!r} of network {network!r} had no part in run {run!r} on PNode {self.id}")
+        return Evidence({v: ledger.before[v] for v in vnodes}, [h for v in vnodes for h in ledger.inputs.get(v, [])])
+
+    def verify(self, unit: Replay) -> dict[str, Commitment]:
+        """Re-execute another PNode's work unit (on the verification thread, beside this PNode's own work)."""
+        if len(unit.vnodes) > MAX_VNODES or len(unit.yaml) > MAX_NETWORK_TEXT:
+            raise InvalidArgument("a work unit is too large to verify")
+        return self._verifier.submit(replay, unit, self.host.device).result(timeout=self.task_timeout)
 
     def reset_to_step(self, network: str, step: int, fence_run: str = "", reinitialize: bool = False) -> None:
         """Drop unfinished work and gradients; the network is at `step` (a restore may move it back)."""
@@ -431,6 +543,7 @@ class PNodeRuntime:
             if net is not None:
                 net.runs.clear()
                 net.finished.clear()
+                net.ledger = None
             for key in [k for k in self._seen if k[0] == network]:  # the step will be sent again
                 del self._seen[key]
         if net is None:

@@ -259,6 +259,15 @@ class VNode:
                 return False
         return True
 
+    def grad_norm(self) -> float:
+        """The L2 norm of the accumulated gradients of its own parameters (0 without any)."""
+        total = 0.0
+        for name in self.owned:
+            g = self.params[name].grad
+            if g is not None:
+                total += float(torch.linalg.vector_norm(g.float())) ** 2
+        return total ** 0.5
+
     def apply_update(self, loss_scale: float, apply: bool) -> None:
         """Unscale and apply the optimizer (or skip, on overflow) at the clock's step; clear gradients.
         The clock's owner advances the step once every VNode of the network is updated."""
@@ -279,12 +288,13 @@ class VNode:
         self.end_step()
 
     # -- state -----------------------------------------------------------------------
-    def state(self) -> dict[str, torch.Tensor]:
-        """A copy of what this VNode holds: its own parameters (`param/<name>`, fp32 masters)
-        and optimizer state (`optim/<name>/<key>`); `load_state(state(), step)` restores it exactly."""
-        out = {f"param/{name}": self.params[name].master.detach().clone() for name in self.owned}
-        out.update({f"optim/{key}": t.detach().clone() for key, t in self.optimizer_state().items()})
-        return out
+    def state(self, copy: bool = True) -> dict[str, torch.Tensor]:
+        """What this VNode holds: its own parameters (`param/<name>`, fp32 masters) and optimizer state
+        (`optim/<name>/<key>`), copied (`load_state(state(), step)` restores it exactly) or, with
+        `copy=False`, the live tensors (to read at once, never to keep)."""
+        out = {f"param/{name}": self.params[name].master.detach() for name in self.owned}
+        out.update({f"optim/{key}": t.detach() for key, t in self.optimizer_state().items()})
+        return {k: t.clone() for k, t in out.items()} if copy else out
 
     def optimizer_state(self) -> dict[str, torch.Tensor]:
         """Optimizer state as flat tensors: `<param>/<key>`."""

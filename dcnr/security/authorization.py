@@ -115,6 +115,8 @@ RULES: dict[str, Rule] = {
     _VNODE + "ReceiveTrainResponse": FROM_PNODE,
     _VNODE + "CheckFinite": FROM_ORCHESTRATOR,
     _VNODE + "ApplyUpdate": FROM_ORCHESTRATOR,
+    _VNODE + "CollectEvidence": FROM_ORCHESTRATOR,
+    _VNODE + "Verify": FROM_ORCHESTRATOR,
     _VNODE + "ResetToStep": FROM_ORCHESTRATOR,
     _VNODE + "Load": FROM_ORCHESTRATOR,
     _VNODE + "Save": FROM_ORCHESTRATOR,

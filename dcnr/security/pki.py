@@ -64,6 +64,12 @@ def fingerprint(cert_pem: bytes) -> str:
     return "SHA256:" + hashlib.sha256(der).hexdigest()
 
 
+def public_key_der(cert_pem: bytes) -> bytes:
+    """The public key a certificate binds (SubjectPublicKeyInfo, DER)."""
+    return x509.load_pem_x509_certificate(cert_pem).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def same_fingerprint(a: str, b: str) -> bool:
     """Whether two fingerprints name the same certificate (case and the `SHA256:` prefix do not matter)."""
     def norm(f: str) -> str:

@@ -25,9 +25,11 @@ from dcnr.nodes.values import parse_precision, short_repr
 from dcnr.shapes import ANY, SymShape, exact, unify
 from dcnr.spec.model import Binding, Edge, NetworkSpec, NodeSpec
 from dcnr.spec.warnings import ignored_keys
+from dcnr.validation.policy import DEFAULT as VALIDATION_DEFAULT
+from dcnr.validation.policy import Policy
 
 TOP_KEYS = {
-    "name", "seed", "description", "precision", "param_precision", "activation_precision", "fuse",
+    "name", "seed", "description", "precision", "param_precision", "activation_precision", "fuse", "validation",
     "nodes", "edges", "inputs", "outputs", "costs", "metrics",
 }
 NODE_KEYS = {"id", "type", "config", "input_shapes", "output_shapes"}
@@ -168,6 +170,12 @@ class _Builder:
         if not isinstance(fuse, bool):
             p.add("fuse", f"expected true or false, got {short_repr(fuse)}")
             fuse = True
+        validation = doc.get("validation", VALIDATION_DEFAULT)
+        try:
+            validation = str(Policy.parse(validation if isinstance(validation, str) else repr(validation)))
+        except ValueError as exc:
+            p.add("validation", str(exc))
+            validation = VALIDATION_DEFAULT
         net_prec = {}
         for key in ("precision", "param_precision", "activation_precision"):
             value = doc.get(key)
@@ -215,6 +223,7 @@ class _Builder:
             name=name.strip(), seed=seed, nodes=nodes, edges=tuple(edges), inputs=tuple(inputs),
             outputs=tuple(outputs), costs=tuple(costs), metrics=tuple(metrics),
             source=self.text, path=self.source, topo_order=tuple(order), warnings=tuple(warnings), fuse=fuse,
+            validation=validation,
         )
 
     # -- nodes -------------------------------------------------------------------

@@ -71,6 +71,7 @@ class NetworkSpec:
     topo_order: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = ()  # one line each: a config key this network sets to no effect
     fuse: bool = True  # run the SPEC §6 passes (`dcnr.spec.passes.plan`) before execution
+    validation: str = "sample:0.05"  # sessions' default validation policy (`dcnr.validation.policy`)
 
     def __post_init__(self) -> None:
         # a read-only view of a private copy: neither the caller's dict nor the view can change it

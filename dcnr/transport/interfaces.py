@@ -21,7 +21,7 @@ from typing import Protocol
 
 import torch
 
-from dcnr.transport.messages import Hop, LocalVNode, Membership, Placement, Report, Run
+from dcnr.transport.messages import Commitment, Evidence, Hop, LocalVNode, Membership, Placement, Replay, Report, Run
 
 SavedState = tuple[dict[str, torch.Tensor], int]  # a VNode's state tensors and its step
 
@@ -39,8 +39,18 @@ class PNodeClient(Protocol):
         """Whether every accumulated gradient of the hosted VNodes is finite (fp16 loss scaling)."""
         ...
 
-    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool) -> dict[str, float]:
-        """End the step: apply (or skip) each hosted VNode's optimizer; returns learning rates by VNode."""
+    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool
+                     ) -> tuple[dict[str, float], list[Commitment]]:
+        """End the step: apply (or skip) each hosted VNode's optimizer; returns learning rates by VNode and,
+        after a committed run, the PNode's commitments."""
+        ...
+
+    def collect_evidence(self, network: str, run: str, vnodes: Sequence[str]) -> Evidence:
+        """The state and inputs of hosted VNodes in the committed run just updated (for re-execution)."""
+        ...
+
+    def verify(self, unit: Replay) -> dict[str, Commitment]:
+        """Re-execute another PNode's work unit; returns what its VNodes must have committed to."""
         ...
 
     def reset_to_step(self, network: str, step: int, fence_run: str = "", reinitialize: bool = False) -> None:

@@ -17,7 +17,7 @@ from dcnr.errors import DcnrError, NotFound, Unavailable
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.storage import BlobStore
 from dcnr.transport.interfaces import MembershipService, SavedState
-from dcnr.transport.messages import Hop, LocalVNode, Membership, Placement, Report, Run
+from dcnr.transport.messages import Commitment, Evidence, Hop, LocalVNode, Membership, Placement, Replay, Report, Run
 
 
 class MemoryFabric:
@@ -84,8 +84,15 @@ class MemoryPNodeClient:
     def check_finite(self, network: str) -> bool:
         return self._rt().check_finite(network)
 
-    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool) -> dict[str, float]:
+    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool
+                     ) -> tuple[dict[str, float], list[Commitment]]:
         return self._rt().apply_update(network, step, loss_scale, apply)
+
+    def collect_evidence(self, network: str, run: str, vnodes: Sequence[str]) -> Evidence:
+        return self._rt().collect_evidence(network, run, list(vnodes))
+
+    def verify(self, unit: Replay) -> dict[str, Commitment]:
+        return self._rt().verify(unit)
 
     def reset_to_step(self, network: str, step: int, fence_run: str = "", reinitialize: bool = False) -> None:
         self._rt().reset_to_step(network, step, fence_run, reinitialize)

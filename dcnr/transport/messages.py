@@ -44,6 +44,7 @@ class Run:
     outputs: tuple[str, ...] = ()  # infer: the network outputs wanted (empty: every output)
     digest: str = ""
     placement_version: int = 0
+    commit: bool = False  # train: PNodes commit digests of what they send, receive and hold, and keep evidence
 
 
 @dataclass
@@ -59,6 +60,8 @@ class Hop:
     index: int
     value: Any
     sender: str = ""  # the sending PNode ("" for the orchestrator's network inputs)
+    signature: bytes = b""  # the sender's signature on (network, run, hop key, value digest), in committed runs
+    digest: str = ""  # the value's digest, as its sender computed it (a receiver computes its own)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,55 @@ class Placement:
     assignments: dict[str, str]  # VNode id -> PNode id
     addresses: dict[str, str]  # PNode id -> host:port
     vocabularies: dict[str, str] = field(default_factory=dict)  # stored vocabulary id -> tokenizer JSON
+    keys: dict[str, bytes] = field(default_factory=dict)  # PNode id -> public key (DER), to check hop signatures
+
+
+@dataclass(frozen=True)
+class Received:
+    """One hop a VNode received in a committed run: its value's digest, who sent it ("" for the orchestrator,
+    the receiving PNode itself for a colocated sender) and the sender's signature (remote hops)."""
+
+    digest: str
+    sender: str = ""
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """What a PNode commits to for one hosted VNode after one committed training run: the digests of every
+    hop it received and sent (by hop key, `dcnr.validation.digest.hop_key`; values reported to the
+    orchestrator count as sent, op "out") and of its state after the update."""
+
+    vnode: str
+    state: str
+    sent: dict[str, str] = field(default_factory=dict)
+    received: dict[str, Received] = field(default_factory=dict)
+    grad_norm: float = 0.0  # of the gradient it applied (a cheap outlier flag, never proof)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a PNode hands over for re-execution of some hosted VNodes' part in a committed run: each VNode's
+    state when the run began, and every hop it received (with its value)."""
+
+    state: dict[str, dict[str, Any]]  # VNode -> state tensors (as `VNode.state()`); absent: the seed's
+    inputs: list[Hop] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A work unit for a verifier: VNodes of one network (a tie group) to run through one training step from
+    `evidence`, exactly as their host should have; `loss_scale` and `apply` end the step as the driver did."""
+
+    network: str
+    yaml: str
+    seed: int
+    vocabularies: dict[str, str]
+    vnodes: tuple[str, ...]
+    run: Run
+    loss_scale: float
+    apply: bool
+    evidence: Evidence
 
 
 @dataclass(frozen=True)

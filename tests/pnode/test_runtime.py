@@ -116,7 +116,7 @@ def test_a_train_step_reports_its_cost_and_one_done_per_micro_batch(make: Callab
     assert [(r.vnode, r.micro_batch) for r in link.reports if r.kind == "output"] == [("loss", 0), ("loss", 1)]
     assert not [r for r in link.reports if r.kind == "failed"]
     assert runtime.stats["hops_sent"] == 0 and runtime.stats["local_hops"] > 0  # nothing left the process
-    lrs = runtime.apply_update("rt", 1, 1.0, True)
+    lrs, _ = runtime.apply_update("rt", 1, 1.0, True)
     assert set(lrs) == {v.id for _, v in runtime.host.local("rt") if v.params}
     assert {v.step for _, v in runtime.host.local("rt")} == {1}
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64\x63nr/proto/v2/common.proto\x12\x07\x64\x63nr.v2\">\n\x0fProtocolVersion\x12\r\n\x05major\x18\x01 \x01(\r\x12\r\n\x05minor\x18\x02 \x01(\r\x12\r\n\x05patch\x18\x03 \x01(\r\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"V\n\x05Value\x12!\n\x06tensor\x18\x01 \x01(\x0b\x32\x0f.dcnr.v2.TensorH\x00\x12\"\n\x04text\x18\x02 \x01(\x0b\x32\x12.dcnr.v2.TextBatchH\x00\x42\x06\n\x04kind\"\x1a\n\tTextBatch\x12\r\n\x05items\x18\x01 \x03(\t\"\xa5\x01\n\x03Run\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x04\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x15\n\rmicro_batches\x18\x05 \x01(\r\x12\x12\n\ngrad_scale\x18\x06 \x01(\x01\x12\x0f\n\x07outputs\x18\x07 \x03(\t\x12\x0e\n\x06\x64igest\x18\x08 \x01(\t\x12\x19\n\x11placement_version\x18\t \x01(\x04\"<\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x06tensor\x18\x02 \x01(\x0b\x32\x0f.dcnr.v2.Tensor\"\x0f\n\rHealthRequest\"e\n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12)\n\x07version\x18\x02 \x01(\x0b\x32\x18.dcnr.v2.ProtocolVersion\x12\x18\n\x10software_version\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64\x63nr/proto/v2/common.proto\x12\x07\x64\x63nr.v2\">\n\x0fProtocolVersion\x12\r\n\x05major\x18\x01 \x01(\r\x12\r\n\x05minor\x18\x02 \x01(\r\x12\r\n\x05patch\x18\x03 \x01(\r\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"V\n\x05Value\x12!\n\x06tensor\x18\x01 \x01(\x0b\x32\x0f.dcnr.v2.TensorH\x00\x12\"\n\x04text\x18\x02 \x01(\x0b\x32\x12.dcnr.v2.TextBatchH\x00\x42\x06\n\x04kind\"\x1a\n\tTextBatch\x12\r\n\x05items\x18\x01 \x03(\t\"\xb5\x01\n\x03Run\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x04\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x15\n\rmicro_batches\x18\x05 \x01(\r\x12\x12\n\ngrad_scale\x18\x06 \x01(\x01\x12\x0f\n\x07outputs\x18\x07 \x03(\t\x12\x0e\n\x06\x64igest\x18\x08 \x01(\t\x12\x19\n\x11placement_version\x18\t \x01(\x04\x12\x0e\n\x06\x63ommit\x18\n \x01(\x08\"<\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x06tensor\x18\x02 \x01(\x0b\x32\x0f.dcnr.v2.Tensor\"\x0f\n\rHealthRequest\"e\n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12)\n\x07version\x18\x02 \x01(\x0b\x32\x18.dcnr.v2.ProtocolVersion\x12\x18\n\x10software_version\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,11 +40,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEXTBATCH']._serialized_start=245
   _globals['_TEXTBATCH']._serialized_end=271
   _globals['_RUN']._serialized_start=274
-  _globals['_RUN']._serialized_end=439
-  _globals['_NAMEDTENSOR']._serialized_start=441
-  _globals['_NAMEDTENSOR']._serialized_end=501
-  _globals['_HEALTHREQUEST']._serialized_start=503
-  _globals['_HEALTHREQUEST']._serialized_end=518
-  _globals['_HEALTHRESPONSE']._serialized_start=520
-  _globals['_HEALTHRESPONSE']._serialized_end=621
+  _globals['_RUN']._serialized_end=455
+  _globals['_NAMEDTENSOR']._serialized_start=457
+  _globals['_NAMEDTENSOR']._serialized_end=517
+  _globals['_HEALTHREQUEST']._serialized_start=519
+  _globals['_HEALTHREQUEST']._serialized_end=534
+  _globals['_HEALTHRESPONSE']._serialized_start=536
+  _globals['_HEALTHRESPONSE']._serialized_end=637
 # @@protoc_insertion_point(module_scope)

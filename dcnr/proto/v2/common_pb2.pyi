@@ -41,7 +41,7 @@ class TextBatch(_message.Message):
     def __init__(self, items: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("network", "id", "step", "kind", "micro_batches", "grad_scale", "outputs", "digest", "placement_version")
+    __slots__ = ("network", "id", "step", "kind", "micro_batches", "grad_scale", "outputs", "digest", "placement_version", "commit")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class Run(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
     network: str
     id: str
     step: int
@@ -60,7 +61,8 @@ class Run(_message.Message):
     outputs: _containers.RepeatedScalarFieldContainer[str]
     digest: str
     placement_version: int
-    def __init__(self, network: _Optional[str] = ..., id: _Optional[str] = ..., step: _Optional[int] = ..., kind: _Optional[str] = ..., micro_batches: _Optional[int] = ..., grad_scale: _Optional[float] = ..., outputs: _Optional[_Iterable[str]] = ..., digest: _Optional[str] = ..., placement_version: _Optional[int] = ...) -> None: ...
+    commit: bool
+    def __init__(self, network: _Optional[str] = ..., id: _Optional[str] = ..., step: _Optional[int] = ..., kind: _Optional[str] = ..., micro_batches: _Optional[int] = ..., grad_scale: _Optional[float] = ..., outputs: _Optional[_Iterable[str]] = ..., digest: _Optional[str] = ..., placement_version: _Optional[int] = ..., commit: _Optional[bool] = ...) -> None: ...
 
 class NamedTensor(_message.Message):
     __slots__ = ("name", "tensor")

@@ -55,18 +55,20 @@ class ProgressAck(_message.Message):
     def __init__(self, known: _Optional[bool] = ...) -> None: ...
 
 class Hardware(_message.Message):
-    __slots__ = ("cpu_cores", "memory_bytes", "device", "memory_budget_bytes", "threads")
+    __slots__ = ("cpu_cores", "memory_bytes", "device", "memory_budget_bytes", "threads", "compute_class")
     CPU_CORES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_CLASS_FIELD_NUMBER: _ClassVar[int]
     cpu_cores: int
     memory_bytes: int
     device: str
     memory_budget_bytes: int
     threads: int
-    def __init__(self, cpu_cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., device: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ..., threads: _Optional[int] = ...) -> None: ...
+    compute_class: str
+    def __init__(self, cpu_cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., device: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ..., threads: _Optional[int] = ..., compute_class: _Optional[str] = ...) -> None: ...
 
 class CertificateRequest(_message.Message):
     __slots__ = ("csr", "version")
@@ -143,7 +145,7 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, known: _Optional[bool] = ..., certificate: _Optional[bytes] = ...) -> None: ...
 
 class PlaceNetworkRequest(_message.Message):
-    __slots__ = ("version", "network", "yaml", "seed", "digest", "placement_version", "step", "assignments", "addresses", "vocabularies")
+    __slots__ = ("version", "network", "yaml", "seed", "digest", "placement_version", "step", "assignments", "addresses", "vocabularies", "keys")
     class AssignmentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +167,13 @@ class PlaceNetworkRequest(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class KeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     YAML_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +184,7 @@ class PlaceNetworkRequest(_message.Message):
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     VOCABULARIES_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
     version: _common_pb2.ProtocolVersion
     network: str
     yaml: str
@@ -185,7 +195,8 @@ class PlaceNetworkRequest(_message.Message):
     assignments: _containers.ScalarMap[str, str]
     addresses: _containers.ScalarMap[str, str]
     vocabularies: _containers.ScalarMap[str, str]
-    def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., network: _Optional[str] = ..., yaml: _Optional[str] = ..., seed: _Optional[int] = ..., digest: _Optional[str] = ..., placement_version: _Optional[int] = ..., step: _Optional[int] = ..., assignments: _Optional[_Mapping[str, str]] = ..., addresses: _Optional[_Mapping[str, str]] = ..., vocabularies: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    keys: _containers.ScalarMap[str, bytes]
+    def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., network: _Optional[str] = ..., yaml: _Optional[str] = ..., seed: _Optional[int] = ..., digest: _Optional[str] = ..., placement_version: _Optional[int] = ..., step: _Optional[int] = ..., assignments: _Optional[_Mapping[str, str]] = ..., addresses: _Optional[_Mapping[str, str]] = ..., vocabularies: _Optional[_Mapping[str, str]] = ..., keys: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class PlaceNetworkResponse(_message.Message):
     __slots__ = ("hosted",)
@@ -206,20 +217,22 @@ class BeginRunResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class HopRequest(_message.Message):
-    __slots__ = ("network", "run", "micro_batch", "vnode", "slot", "value")
+    __slots__ = ("network", "run", "micro_batch", "vnode", "slot", "value", "signature")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
     VNODE_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     network: str
     run: str
     micro_batch: int
     vnode: str
     slot: int
     value: _common_pb2.Value
-    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., micro_batch: _Optional[int] = ..., vnode: _Optional[str] = ..., slot: _Optional[int] = ..., value: _Optional[_Union[_common_pb2.Value, _Mapping]] = ...) -> None: ...
+    signature: bytes
+    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., micro_batch: _Optional[int] = ..., vnode: _Optional[str] = ..., slot: _Optional[int] = ..., value: _Optional[_Union[_common_pb2.Value, _Mapping]] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class HopAck(_message.Message):
     __slots__ = ("accepted", "duplicate")
@@ -230,7 +243,7 @@ class HopAck(_message.Message):
     def __init__(self, accepted: _Optional[bool] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class GradientHop(_message.Message):
-    __slots__ = ("network", "run", "micro_batch", "vnode", "edge", "gradient", "has_gradient")
+    __slots__ = ("network", "run", "micro_batch", "vnode", "edge", "gradient", "has_gradient", "signature")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +251,7 @@ class GradientHop(_message.Message):
     EDGE_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
     HAS_GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     network: str
     run: str
     micro_batch: int
@@ -245,7 +259,8 @@ class GradientHop(_message.Message):
     edge: int
     gradient: _common_pb2.Tensor
     has_gradient: bool
-    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., micro_batch: _Optional[int] = ..., vnode: _Optional[str] = ..., edge: _Optional[int] = ..., gradient: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., has_gradient: _Optional[bool] = ...) -> None: ...
+    signature: bytes
+    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., micro_batch: _Optional[int] = ..., vnode: _Optional[str] = ..., edge: _Optional[int] = ..., gradient: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., has_gradient: _Optional[bool] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class NetworkStepRequest(_message.Message):
     __slots__ = ("network",)
@@ -272,7 +287,7 @@ class ApplyUpdateRequest(_message.Message):
     def __init__(self, network: _Optional[str] = ..., step: _Optional[int] = ..., loss_scale: _Optional[float] = ..., apply: _Optional[bool] = ...) -> None: ...
 
 class ApplyUpdateResponse(_message.Message):
-    __slots__ = ("learning_rates",)
+    __slots__ = ("learning_rates", "commitments")
     class LearningRatesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -281,8 +296,113 @@ class ApplyUpdateResponse(_message.Message):
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     LEARNING_RATES_FIELD_NUMBER: _ClassVar[int]
+    COMMITMENTS_FIELD_NUMBER: _ClassVar[int]
     learning_rates: _containers.ScalarMap[str, float]
-    def __init__(self, learning_rates: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    commitments: _containers.RepeatedCompositeFieldContainer[Commitment]
+    def __init__(self, learning_rates: _Optional[_Mapping[str, float]] = ..., commitments: _Optional[_Iterable[_Union[Commitment, _Mapping]]] = ...) -> None: ...
+
+class Commitment(_message.Message):
+    __slots__ = ("vnode", "state", "sent", "received", "grad_norm")
+    class SentEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ReceivedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ReceivedHop
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ReceivedHop, _Mapping]] = ...) -> None: ...
+    VNODE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
+    vnode: str
+    state: str
+    sent: _containers.ScalarMap[str, str]
+    received: _containers.MessageMap[str, ReceivedHop]
+    grad_norm: float
+    def __init__(self, vnode: _Optional[str] = ..., state: _Optional[str] = ..., sent: _Optional[_Mapping[str, str]] = ..., received: _Optional[_Mapping[str, ReceivedHop]] = ..., grad_norm: _Optional[float] = ...) -> None: ...
+
+class ReceivedHop(_message.Message):
+    __slots__ = ("digest", "sender", "signature")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    sender: str
+    signature: bytes
+    def __init__(self, digest: _Optional[str] = ..., sender: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class EvidenceRequest(_message.Message):
+    __slots__ = ("network", "run", "vnodes")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    VNODES_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    run: str
+    vnodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., vnodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Evidence(_message.Message):
+    __slots__ = ("states", "inputs", "gradients")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    GRADIENTS_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedCompositeFieldContainer[VNodeState]
+    inputs: _containers.RepeatedCompositeFieldContainer[HopRequest]
+    gradients: _containers.RepeatedCompositeFieldContainer[GradientHop]
+    def __init__(self, states: _Optional[_Iterable[_Union[VNodeState, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[HopRequest, _Mapping]]] = ..., gradients: _Optional[_Iterable[_Union[GradientHop, _Mapping]]] = ...) -> None: ...
+
+class VNodeState(_message.Message):
+    __slots__ = ("vnode", "tensors")
+    VNODE_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    vnode: str
+    tensors: _containers.RepeatedCompositeFieldContainer[_common_pb2.NamedTensor]
+    def __init__(self, vnode: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[_common_pb2.NamedTensor, _Mapping]]] = ...) -> None: ...
+
+class VerifyRequest(_message.Message):
+    __slots__ = ("version", "network", "yaml", "seed", "vocabularies", "vnodes", "run", "loss_scale", "apply", "evidence")
+    class VocabulariesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    YAML_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    VOCABULARIES_FIELD_NUMBER: _ClassVar[int]
+    VNODES_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    LOSS_SCALE_FIELD_NUMBER: _ClassVar[int]
+    APPLY_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    version: _common_pb2.ProtocolVersion
+    network: str
+    yaml: str
+    seed: int
+    vocabularies: _containers.ScalarMap[str, str]
+    vnodes: _containers.RepeatedScalarFieldContainer[str]
+    run: _common_pb2.Run
+    loss_scale: float
+    apply: bool
+    evidence: Evidence
+    def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., network: _Optional[str] = ..., yaml: _Optional[str] = ..., seed: _Optional[int] = ..., vocabularies: _Optional[_Mapping[str, str]] = ..., vnodes: _Optional[_Iterable[str]] = ..., run: _Optional[_Union[_common_pb2.Run, _Mapping]] = ..., loss_scale: _Optional[float] = ..., apply: _Optional[bool] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ...) -> None: ...
+
+class VerifyResponse(_message.Message):
+    __slots__ = ("commitments",)
+    COMMITMENTS_FIELD_NUMBER: _ClassVar[int]
+    commitments: _containers.RepeatedCompositeFieldContainer[Commitment]
+    def __init__(self, commitments: _Optional[_Iterable[_Union[Commitment, _Mapping]]] = ...) -> None: ...
 
 class ResetToStepRequest(_message.Message):
     __slots__ = ("network", "step", "fence_run", "reinitialize")

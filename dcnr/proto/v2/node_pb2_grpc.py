@@ -286,6 +286,9 @@ class VNodeServiceStub:
     placement) from PlaceNetwork before any run uses it; each run is described
     once by BeginRun; VNodes then exchange hops; the orchestrator ends a step with
     CheckFinite (fp16 only) and ApplyUpdate, or rewinds with ResetToStep.
+    Validation: ApplyUpdate of a committed run returns the PNode's commitments;
+    CollectEvidence hands over what a work unit's re-execution needs, and Verify
+    asks a verifier PNode to re-execute another PNode's work unit.
     """
 
     def __init__(self, channel):
@@ -344,6 +347,16 @@ class VNodeServiceStub:
                 request_serializer=dcnr_dot_proto_dot_v2_dot_common__pb2.HealthRequest.SerializeToString,
                 response_deserializer=dcnr_dot_proto_dot_v2_dot_common__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.CollectEvidence = channel.unary_unary(
+                '/dcnr.v2.VNodeService/CollectEvidence',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.EvidenceRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.Evidence.FromString,
+                _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/dcnr.v2.VNodeService/Verify',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.VerifyResponse.FromString,
+                _registered_method=True)
 
 
 class VNodeServiceServicer:
@@ -351,6 +364,9 @@ class VNodeServiceServicer:
     placement) from PlaceNetwork before any run uses it; each run is described
     once by BeginRun; VNodes then exchange hops; the orchestrator ends a step with
     CheckFinite (fp16 only) and ApplyUpdate, or rewinds with ResetToStep.
+    Validation: ApplyUpdate of a committed run returns the PNode's commitments;
+    CollectEvidence hands over what a work unit's re-execution needs, and Verify
+    asks a verifier PNode to re-execute another PNode's work unit.
     """
 
     def PlaceNetwork(self, request, context):
@@ -415,6 +431,18 @@ class VNodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CollectEvidence(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Verify(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VNodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -468,6 +496,16 @@ def add_VNodeServiceServicer_to_server(servicer, server):
                     request_deserializer=dcnr_dot_proto_dot_v2_dot_common__pb2.HealthRequest.FromString,
                     response_serializer=dcnr_dot_proto_dot_v2_dot_common__pb2.HealthResponse.SerializeToString,
             ),
+            'CollectEvidence': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectEvidence,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.EvidenceRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.Evidence.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.VerifyRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.VerifyResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'dcnr.v2.VNodeService', rpc_method_handlers)
@@ -481,6 +519,9 @@ class VNodeService:
     placement) from PlaceNetwork before any run uses it; each run is described
     once by BeginRun; VNodes then exchange hops; the orchestrator ends a step with
     CheckFinite (fp16 only) and ApplyUpdate, or rewinds with ResetToStep.
+    Validation: ApplyUpdate of a committed run returns the PNode's commitments;
+    CollectEvidence hands over what a work unit's re-execution needs, and Verify
+    asks a verifier PNode to re-execute another PNode's work unit.
     """
 
     @staticmethod
@@ -743,6 +784,60 @@ class VNodeService:
             '/dcnr.v2.VNodeService/Health',
             dcnr_dot_proto_dot_v2_dot_common__pb2.HealthRequest.SerializeToString,
             dcnr_dot_proto_dot_v2_dot_common__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectEvidence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.VNodeService/CollectEvidence',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.EvidenceRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.Evidence.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.VNodeService/Verify',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.VerifyRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.VerifyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -105,12 +105,15 @@ def check_version(peer: common_pb2.ProtocolVersion) -> None:
     check_compatible(peer.major, peer.minor, peer.patch)
 
 
-HARDWARE_FIELDS = ("cpu_cores", "memory_bytes", "device", "memory_budget_bytes", "threads")
+HARDWARE_FIELDS = ("cpu_cores", "memory_bytes", "device", "memory_budget_bytes", "threads", "compute_class")
 
 
 def hardware_message(hw: dict[str, Any]) -> node_pb2.Hardware:
     """A PNode's hardware record (as the orchestrator stores it) as a message; missing keys are zero."""
-    return node_pb2.Hardware(**{k: hw.get(k, "cpu" if k == "device" else 0) for k in HARDWARE_FIELDS})
+    return node_pb2.Hardware(**{k: hw.get(k, _UNSET.get(k, 0)) for k in HARDWARE_FIELDS})
+
+
+_UNSET: dict[str, Any] = {"device": "cpu", "compute_class": ""}
 
 
 def hardware_record(msg: node_pb2.Hardware) -> dict[str, Any]:

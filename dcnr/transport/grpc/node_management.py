@@ -7,12 +7,14 @@ Errors are not handled here: the server wraps this servicer once with `guarded`.
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 import grpc
 
 from dcnr.errors import PermissionDenied
 from dcnr.proto.v2 import node_pb2, node_pb2_grpc
+from dcnr.security import pki
 from dcnr.security.authorization import OPERATOR, PNODE
 from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.security import current_caller
@@ -38,6 +40,14 @@ def report_from_pb(ev: node_pb2.ProgressEvent) -> Report:
         raise codec.CodecError(f"unknown progress event kind {ev.kind}")
     value = codec.decode_value(ev.value) if ev.HasField("value") else None
     return Report(kind, ev.network, ev.run, int(ev.micro_batch), ev.vnode, int(ev.slot), value, ev.error)
+
+
+def peer_host(peer: str) -> str:
+    """The host of a gRPC peer string ("ipv4:1.2.3.4:5", "ipv6:[::1]:5", "unix:..."), without the port."""
+    kind, _, rest = urllib.parse.unquote(peer).partition(":")
+    if kind == "ipv6":
+        return rest.rpartition("]")[0].lstrip("[")
+    return rest.rpartition(":")[0] if kind == "ipv4" else rest
 
 
 class NodeManagementServicer(node_pb2_grpc.NodeManagementServiceServicer):
@@ -66,9 +76,13 @@ class NodeManagementServicer(node_pb2_grpc.NodeManagementServiceServicer):
                       context: grpc.ServicerContext) -> node_pb2.RegisterPNodeResponse:
         codec.check_version(request.version)
         v = request.version
-        self.members.register(Membership(self._own(request.id), request.address,
-                                         codec.hardware_record(request.hardware), f"{v.major}.{v.minor}.{v.patch}",
-                                         request.name))
+        hardware = codec.hardware_record(request.hardware)
+        # taken from the connection, never from what the PNode says: its key (hop signatures are checked with
+        # it) and the host it connects from (a verifier never shares it with the PNode it checks)
+        hardware["public_key"] = pki.public_key_der(current_caller().certificate).hex()
+        hardware["peer_host"] = peer_host(context.peer())
+        self.members.register(Membership(self._own(request.id), request.address, hardware,
+                                         f"{v.major}.{v.minor}.{v.patch}", request.name))
         return node_pb2.RegisterPNodeResponse(heartbeat_interval_ms=int(self.members.heartbeat_interval * 1000),
                                               version=codec.version_message())
 

@@ -12,7 +12,7 @@ serialization (`GrpcHopTransport.bytes_sent`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -28,7 +28,7 @@ from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.errors import from_rpc_error, guarded
 from dcnr.transport.grpc.security import Authority, ChannelPool, Identity, add_tls_port, current_caller, secured
 from dcnr.transport.interfaces import SavedState
-from dcnr.transport.messages import Hop, LocalVNode, Placement, Run
+from dcnr.transport.messages import Commitment, Evidence, Hop, LocalVNode, Placement, Received, Replay, Run
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
 VNODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["VNodeService"].full_name
@@ -44,36 +44,89 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 def run_to_pb(run: Run) -> common_pb2.Run:
     return common_pb2.Run(network=run.network, id=run.id, step=run.step, kind=run.kind,
                           micro_batches=run.micro_batches, grad_scale=run.grad_scale, outputs=list(run.outputs),
-                          digest=run.digest, placement_version=run.placement_version)
+                          digest=run.digest, placement_version=run.placement_version, commit=run.commit)
 
 
 def run_from_pb(msg: common_pb2.Run) -> Run:
     kind: Any = msg.kind  # checked by the runtime
     return Run(msg.network, msg.id, int(msg.step), kind, int(msg.micro_batches), float(msg.grad_scale),
-               tuple(msg.outputs), msg.digest, int(msg.placement_version))
+               tuple(msg.outputs), msg.digest, int(msg.placement_version), bool(msg.commit))
+
+
+def hop_to_pb(hop: Hop) -> node_pb2.HopRequest | node_pb2.GradientHop:
+    if hop.op == "fwd":
+        return node_pb2.HopRequest(network=hop.network, run=hop.run, micro_batch=hop.micro_batch, vnode=hop.vnode,
+                                   slot=hop.index, value=codec.encode_value(hop.value), signature=hop.signature)
+    msg = node_pb2.GradientHop(network=hop.network, run=hop.run, micro_batch=hop.micro_batch, vnode=hop.vnode,
+                               edge=hop.index, has_gradient=hop.value is not None, signature=hop.signature)
+    if hop.value is not None:
+        msg.gradient.CopyFrom(codec.encode_tensor(hop.value))
+    return msg
 
 
 def hop_to_bytes(hop: Hop) -> bytes:
-    if hop.op == "fwd":
-        return node_pb2.HopRequest(network=hop.network, run=hop.run, micro_batch=hop.micro_batch, vnode=hop.vnode,
-                                   slot=hop.index, value=codec.encode_value(hop.value)).SerializeToString()
-    msg = node_pb2.GradientHop(network=hop.network, run=hop.run, micro_batch=hop.micro_batch, vnode=hop.vnode,
-                               edge=hop.index, has_gradient=hop.value is not None)
-    if hop.value is not None:
-        msg.gradient.CopyFrom(codec.encode_tensor(hop.value))
-    return msg.SerializeToString()
+    return hop_to_pb(hop).SerializeToString()
+
+
+def forward_hop(msg: node_pb2.HopRequest, sender: str = "") -> Hop:
+    return Hop(msg.network, msg.run, int(msg.micro_batch), "fwd", msg.vnode, int(msg.slot),
+               codec.decode_value(msg.value), sender, msg.signature)
+
+
+def backward_hop(msg: node_pb2.GradientHop, sender: str = "") -> Hop:
+    grad = codec.decode_tensor(msg.gradient) if msg.has_gradient else None
+    return Hop(msg.network, msg.run, int(msg.micro_batch), "bwd", msg.vnode, int(msg.edge), grad, sender,
+               msg.signature)
+
+
+def commitment_to_pb(c: Commitment) -> node_pb2.Commitment:
+    return node_pb2.Commitment(vnode=c.vnode, state=c.state, sent=c.sent, grad_norm=c.grad_norm, received={
+        k: node_pb2.ReceivedHop(digest=r.digest, sender=r.sender, signature=r.signature)
+        for k, r in c.received.items()})
+
+
+def commitment_from_pb(msg: node_pb2.Commitment) -> Commitment:
+    return Commitment(msg.vnode, msg.state, dict(msg.sent), {
+        k: Received(r.digest, r.sender, r.signature) for k, r in msg.received.items()}, float(msg.grad_norm))
+
+
+def evidence_to_pb(e: Evidence) -> node_pb2.Evidence:
+    msg = node_pb2.Evidence(states=[node_pb2.VNodeState(vnode=v, tensors=[
+        common_pb2.NamedTensor(name=k, tensor=codec.encode_tensor(t)) for k, t in sorted(tensors.items())])
+        for v, tensors in sorted(e.state.items())])
+    for hop in e.inputs:
+        pb = hop_to_pb(hop)
+        (msg.inputs if hop.op == "fwd" else msg.gradients).append(pb)  # type: ignore[arg-type]
+    return msg
+
+
+def evidence_from_pb(msg: node_pb2.Evidence) -> Evidence:
+    return Evidence({s.vnode: {t.name: codec.decode_tensor(t.tensor) for t in s.tensors} for s in msg.states},
+                    [forward_hop(h) for h in msg.inputs] + [backward_hop(h) for h in msg.gradients])
+
+
+def replay_to_pb(unit: Replay) -> node_pb2.VerifyRequest:
+    return node_pb2.VerifyRequest(version=codec.version_message(), network=unit.network, yaml=unit.yaml,
+                                  seed=unit.seed, vocabularies=unit.vocabularies, vnodes=list(unit.vnodes),
+                                  run=run_to_pb(unit.run), loss_scale=unit.loss_scale, apply=unit.apply,
+                                  evidence=evidence_to_pb(unit.evidence))
+
+
+def replay_from_pb(msg: node_pb2.VerifyRequest) -> Replay:
+    return Replay(msg.network, msg.yaml, int(msg.seed), dict(msg.vocabularies), tuple(msg.vnodes),
+                  run_from_pb(msg.run), float(msg.loss_scale), bool(msg.apply), evidence_from_pb(msg.evidence))
 
 
 def placement_to_pb(p: Placement) -> node_pb2.PlaceNetworkRequest:
     return node_pb2.PlaceNetworkRequest(
         version=codec.version_message(), network=p.network, yaml=p.yaml, seed=p.seed, digest=p.digest,
         placement_version=p.version, step=p.step, assignments=p.assignments, addresses=p.addresses,
-        vocabularies=p.vocabularies)
+        vocabularies=p.vocabularies, keys=p.keys)
 
 
 def placement_from_pb(msg: node_pb2.PlaceNetworkRequest) -> Placement:
     return Placement(msg.network, msg.yaml, int(msg.seed), msg.digest, int(msg.placement_version), int(msg.step),
-                     dict(msg.assignments), dict(msg.addresses), dict(msg.vocabularies))
+                     dict(msg.assignments), dict(msg.addresses), dict(msg.vocabularies), dict(msg.keys))
 
 
 def _local_pb(v: LocalVNode) -> node_pb2.LocalVNode:
@@ -106,17 +159,12 @@ class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
 
     def ReceiveTrainRequest(self, request: node_pb2.HopRequest, context: grpc.ServicerContext) -> node_pb2.HopAck:
         """A forward hop: checked, queued, acknowledged at once."""
-        hop = Hop(request.network, request.run, int(request.micro_batch), "fwd", request.vnode, int(request.slot),
-                  codec.decode_value(request.value), _sender())
-        fresh = self.runtime.submit(hop)
+        fresh = self.runtime.submit(forward_hop(request, _sender()))
         return node_pb2.HopAck(accepted=fresh, duplicate=not fresh)
 
     def ReceiveTrainResponse(self, request: node_pb2.GradientHop, context: grpc.ServicerContext) -> node_pb2.HopAck:
         """A backward hop: the gradient of one output edge, queued."""
-        grad = codec.decode_tensor(request.gradient) if request.has_gradient else None
-        hop = Hop(request.network, request.run, int(request.micro_batch), "bwd", request.vnode, int(request.edge),
-                  grad, _sender())
-        fresh = self.runtime.submit(hop)
+        fresh = self.runtime.submit(backward_hop(request, _sender()))
         return node_pb2.HopAck(accepted=fresh, duplicate=not fresh)
 
     def CheckFinite(self, request: node_pb2.NetworkStepRequest,
@@ -125,8 +173,17 @@ class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
 
     def ApplyUpdate(self, request: node_pb2.ApplyUpdateRequest,
                     context: grpc.ServicerContext) -> node_pb2.ApplyUpdateResponse:
-        lrs = self.runtime.apply_update(request.network, int(request.step), request.loss_scale or 1.0, request.apply)
-        return node_pb2.ApplyUpdateResponse(learning_rates=lrs)
+        lrs, commitments = self.runtime.apply_update(request.network, int(request.step), request.loss_scale or 1.0,
+                                                     request.apply)
+        return node_pb2.ApplyUpdateResponse(learning_rates=lrs, commitments=[commitment_to_pb(c) for c in commitments])
+
+    def CollectEvidence(self, request: node_pb2.EvidenceRequest, context: grpc.ServicerContext) -> node_pb2.Evidence:
+        return evidence_to_pb(self.runtime.collect_evidence(request.network, request.run, list(request.vnodes)))
+
+    def Verify(self, request: node_pb2.VerifyRequest, context: grpc.ServicerContext) -> node_pb2.VerifyResponse:
+        codec.check_version(request.version)
+        found = self.runtime.verify(replay_from_pb(request))
+        return node_pb2.VerifyResponse(commitments=[commitment_to_pb(c) for _, c in sorted(found.items())])
 
     def ResetToStep(self, request: node_pb2.ResetToStepRequest,
                     context: grpc.ServicerContext) -> node_pb2.ResetToStepResponse:
@@ -268,10 +325,19 @@ class GrpcPNodeClient:
     def check_finite(self, network: str) -> bool:
         return bool(self._call(self.vnodes.CheckFinite, node_pb2.NetworkStepRequest(network=network)).finite)
 
-    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool) -> dict[str, float]:
+    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool
+                     ) -> tuple[dict[str, float], list[Commitment]]:
         reply = self._call(self.vnodes.ApplyUpdate, node_pb2.ApplyUpdateRequest(
             network=network, step=step, loss_scale=loss_scale, apply=apply))
-        return dict(reply.learning_rates)
+        return dict(reply.learning_rates), [commitment_from_pb(c) for c in reply.commitments]
+
+    def collect_evidence(self, network: str, run: str, vnodes: Sequence[str]) -> Evidence:
+        return evidence_from_pb(self._call(self.vnodes.CollectEvidence, node_pb2.EvidenceRequest(
+            network=network, run=run, vnodes=list(vnodes))))
+
+    def verify(self, unit: Replay) -> dict[str, Commitment]:
+        reply = self._call(self.vnodes.Verify, replay_to_pb(unit))
+        return {c.vnode: commitment_from_pb(c) for c in reply.commitments}
 
     def reset_to_step(self, network: str, step: int, fence_run: str = "", reinitialize: bool = False) -> None:
         self._call(self.vnodes.ResetToStep, node_pb2.ResetToStepRequest(
