@@ -22,6 +22,7 @@ from dcnr.errors import (
     Conflict,
     DataLoss,
     DeadlineExceeded,
+    InvalidArgument,
     NotFound,
     ResourceExhausted,
     StorageFailed,
@@ -35,6 +36,7 @@ from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.placement import PlacementError
 from dcnr.orchestrator.store import SessionRecord, StateStore
 from dcnr.runtime.sampling import lm_interface
+from dcnr.validation.policy import Policy
 
 log = logging.getLogger("dcnr.orchestrator")
 
@@ -81,9 +83,14 @@ class Sessions:
             return self._live.setdefault(session_id, _Live())
 
     def create(self, network: str, dataset: str, steps: int, batch_size: int, micro_batches: int, seed: int,
-               checkpoint_every: int = 0) -> SessionRecord:
+               checkpoint_every: int = 0, validation: str = "") -> SessionRecord:
+        """A new session; `validation` is its policy (off, sample:P, full; "": the network's default)."""
         self.limits.check("max_micro_batches", micro_batches, f"micro_batches {micro_batches}")  # before any work
         self.limits.check("max_batch_size", batch_size, f"batch_size {batch_size}")
+        try:
+            validation = str(Policy.parse(validation)) if validation else ""
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
         spec = self.driver.network(network).spec  # NotFound for an unknown network
         ds = self.data.dataset(dataset)  # NotFound for an unknown dataset
         if steps < 1:
@@ -106,7 +113,7 @@ class Sessions:
                              f"embeds only {want}")
         ds.batch(seed, 0, 1, seq_len)  # the train split must hold one window (ValueError otherwise)
         rec = SessionRecord(uuid.uuid4().hex[:12], network, dataset, steps, batch_size, micro_batches, seed,
-                            checkpoint_every)
+                            checkpoint_every, validation=validation)
         self.store.put_session(rec)
         log.info("session %s created: %s on %s, %d steps", rec.id, network, dataset, steps,
                  extra={"session": rec.id, "network": network})
