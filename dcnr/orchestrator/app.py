@@ -3,7 +3,7 @@
 Owns what an orchestrator runs besides answering requests: the heartbeat monitor,
 resuming the sessions a crash interrupted, its TLS identity (a CA of its own, created on
 first start under `STATE_DIR/tls`) and `admin.yaml`. Its services (`networks`, `serving`,
-`sessions`, `data`, `fleet`, `blob_access`) are served over gRPC by
+`sessions`, `data`, `fleet`, `standings`, `blob_access`) are served over gRPC by
 `dcnr.transport.grpc.server`, which `start` starts.
 """
 
@@ -25,7 +25,9 @@ from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.networks import Networks
 from dcnr.orchestrator.serving import Serving
 from dcnr.orchestrator.sessions import Sessions
+from dcnr.orchestrator.standing import COOLING_OFF, QUARANTINE_AFTER, Standings
 from dcnr.orchestrator.store import SQLiteStore
+from dcnr.orchestrator.validator import Validator
 from dcnr.security import pki
 from dcnr.security.config import ClientConfig
 from dcnr.security.tokens import Tokens
@@ -56,23 +58,26 @@ class Orchestrator:
                  s3_endpoint_url: str | None = None, recovery_timeout: float = 600.0, public_reads: bool = True,
                  rate_limit: float = DEFAULT_RATE_LIMIT,
                  certificate_lifetime: datetime.timedelta = pki.PNODE_LIFETIME, limits: Limits | None = None,
-                 keep_checkpoints: int = KEEP_CHECKPOINTS) -> None:
+                 keep_checkpoints: int = KEEP_CHECKPOINTS, quarantine_after: int = QUARANTINE_AFTER,
+                 cooling_off: float = COOLING_OFF) -> None:
         self.limits = limits or Limits()  # what one request may ask of it
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = SQLiteStore(self.state_dir / "state.sqlite")
         self.tokens = Tokens(self.store)
+        self.standings = Standings(self.store, quarantine_after, cooling_off)  # PNodes' trust, charges, quarantine
         self.ca = pki.CertificateAuthority.load_or_create(self.state_dir / "tls")
         self.identity = Identity(self.ca.orchestrator_credentials(self.state_dir / "tls"))
         self.public_reads, self.rate_limit, self.certificate_lifetime = public_reads, rate_limit, certificate_lifetime
         objects = open_store(storage or (self.state_dir / "storage").resolve().as_uri(), s3_endpoint_url)
         self.data = DataStore(objects, self.limits)
         self.fleet = Fleet(self.store, GrpcConnector(self.identity, max_message_bytes, timeout=step_timeout),
-                           heartbeat_interval)
+                           heartbeat_interval, standings=self.standings)
         self.inbox = Inbox()
         self.checkpoints = Checkpoints(BlobStore(objects), keep=keep_checkpoints)
+        self.validator = Validator(self.fleet, self.standings, blob_reader=self.checkpoints.blobs.get_blob)
         self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout, vocabularies=self._vocabularies,
-                             from_seed=self.checkpoints.from_seed)
+                             from_seed=self.checkpoints.from_seed, validator=self.validator)
         self.blob_access = BlobAccess(self.checkpoints, self.store)
         self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout, self.limits)
         self.networks = Networks(self.store, self.driver, self.fleet, self.data, self.checkpoints, self.limits)
@@ -141,5 +146,6 @@ class Orchestrator:
         if self.server is not None:
             self.server.stop(grace)
         self.driver.close()
+        self.validator.close()
         self.fleet.close()
         self.store.close()

@@ -1,8 +1,8 @@
 """The fleet: registered PNodes, their liveness, where each VNode runs, and clients to them.
 
 Owns PNode registration, heartbeats and the dead-after-missed-beats rule, the placement
-of each network's VNodes on live PNodes (kept durable in the store, with the VNodes whose
-state was lost with their PNode until it is restored), and deployments:
+of each network's VNodes on live PNodes that are not quarantined (kept durable in the store,
+with the VNodes whose state was lost with their PNode until it is restored), and deployments:
 a placement gets a version, and every PNode it concerns is told the network's definition
 and the whole placement before a run uses it. It must not run training: the driver
 does, through the clients handed out here.
@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from dcnr.orchestrator.placement import PNodeCapacity, place
+from dcnr.orchestrator.standing import Standings
 from dcnr.orchestrator.store import AlreadyExists, NotFound, PNodeRecord, StateStore
 from dcnr.spec.model import NetworkSpec
 from dcnr.transport.interfaces import Connector, HopTransport, PNodeClient
@@ -44,10 +45,15 @@ class Deployment:
 
 
 class Fleet:
-    def __init__(self, store: StateStore, connector: Connector, heartbeat_interval: float = 30.0) -> None:
+    """The PNodes of one orchestrator. With `standings`, quarantined PNodes get no VNodes (without, nobody is
+    quarantined)."""
+
+    def __init__(self, store: StateStore, connector: Connector, heartbeat_interval: float = 30.0, *,
+                 standings: Standings | None = None) -> None:
         self.store = store
         self.connector = connector
         self.heartbeat_interval = heartbeat_interval
+        self.standings = standings
         self._lock = threading.RLock()
         self._placing = threading.Lock()  # placements and membership changes (taken before `_lock`)
         self._batch_sizes: dict[str, int] = {}
@@ -117,8 +123,23 @@ class Fleet:
             log.warning("PNode %s missed %d heartbeats: marked dead", pid, MISSED_BEATS, extra={"pnode": pid})
         return dead
 
+    def quarantine(self, pnode_id: str) -> list[tuple[str, str]]:
+        """Take every VNode away from a PNode the standings just quarantined: its placements are cleared and
+        its VNodes recorded lost (their state there is not believed), as for a dead PNode, and what it was
+        told is forgotten. It stays registered and alive (it may go on heartbeating); while the standings
+        say it is quarantined, placement passes it over. Returns the (network, vnode) pairs it hosted."""
+        with self._placing, self._lock:  # no placement sees half a change
+            moved = self._forget_placements(pnode_id)
+            self._forget_told(pnode_id)
+        log.warning("PNode %s quarantined: %d VNodes to place elsewhere", pnode_id, len(moved),
+                    extra={"pnode": pnode_id})
+        return moved
+
     def alive(self) -> list[PNodeRecord]:
         return [p for p in self.store.list_pnodes() if p.state == "alive"]
+
+    def _quarantined(self, pnode_id: str) -> bool:
+        return self.standings is not None and self.standings.quarantined(pnode_id)
 
     def _forget_placements(self, pnode_id: str) -> list[tuple[str, str]]:
         return self.store.clear_placements(pnode_id)
@@ -136,7 +157,14 @@ class Fleet:
                 batch_size = self._batch_sizes.get(spec.name, 8)
             self._batch_sizes[spec.name] = batch_size
             current = self.store.placements(spec.name)
-            alive = {p.id: p for p in self.alive()}
+            alive = {p.id: p for p in self.alive() if not self._quarantined(p.id)}
+            barred = sorted({p for p in current.values() if self._quarantined(p)})
+            if barred:  # quarantined without `quarantine` (e.g. by an earlier process): its VNodes are lost too
+                with self._lock:
+                    for pid in barred:
+                        self._forget_placements(pid)
+                        self._forget_told(pid)
+                current = self.store.placements(spec.name)
             if len(current) == len(spec.nodes) and all(p in alive for p in current.values()):
                 return current
             used: dict[str, int] = dict.fromkeys(alive, 0)

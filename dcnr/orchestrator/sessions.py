@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from dcnr.errors import (
     Conflict,
     DataLoss,
     DeadlineExceeded,
+    InvalidArgument,
     NotFound,
     ResourceExhausted,
     StorageFailed,
@@ -91,14 +92,17 @@ class Sessions:
 
     def create(self, network: str, dataset: str, steps: int, batch_size: int, micro_batches: int, seed: int,
                checkpoint_every: int = 0, validation: str = "") -> SessionRecord:
+        """A new session; `validation` is its policy (off, sample:P, full; "": the network's default)."""
         self.limits.check("max_micro_batches", micro_batches, f"micro_batches {micro_batches}")  # before any work
         self.limits.check("max_batch_size", batch_size, f"batch_size {batch_size}")
+        try:
+            validation = str(Policy.parse(validation)) if validation else ""
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
         spec = self.driver.network(network).spec  # NotFound for an unknown network
         ds = self.data.dataset(dataset)  # NotFound for an unknown dataset
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
-        if validation:
-            validation = str(Policy.parse(validation))
         micro_batches = micro_batches or 1
         if batch_size < 1 or batch_size % micro_batches:
             raise ValueError(f"batch size {batch_size} must be a positive multiple of micro-batches {micro_batches}")
@@ -326,7 +330,7 @@ class Sessions:
             if m.get("session") == rec.id and step not in done and validator.verified_before(rec.network, step):
                 self.checkpoints.mark_verified(rec.network, step)
 
-    def _roll_back(self, rec: SessionRecord, live: _Live, faults: list[Fault]) -> SessionRecord:
+    def _roll_back(self, rec: SessionRecord, live: _Live, faults: Sequence[Fault]) -> SessionRecord:
         """Back to the session's newest checkpoint at or before the earliest step the faults put in doubt; the
         session's later checkpoints hold doubtful work and are deleted."""
         target = min(f.step for f in faults)

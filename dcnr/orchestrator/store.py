@@ -2,11 +2,11 @@
 
 What the orchestrator must remember across restarts about its fleet and its work —
 PNodes, networks, placements (and VNodes whose state was lost with their PNode), sessions,
-tokens — goes through `StateStore`. `SQLiteStore`, the only implementation, keeps one file under
-the state dir, in WAL mode, with every write in a transaction; it belongs to one
-orchestrator process (several orchestrators sharing one backend is not built).
-Vocabularies and datasets are not here: they live in the object store, beside
-checkpoints (`dcnr.orchestrator.datastore`).
+tokens, the standing of PNode identities and the validation log — goes through
+`StateStore`. `SQLiteStore`, the only implementation, keeps one file under the state dir,
+in WAL mode, with every write in a transaction; it belongs to one orchestrator process
+(several orchestrators sharing one backend is not built). Vocabularies and datasets are
+not here: they live in the object store, beside checkpoints (`dcnr.orchestrator.datastore`).
 """
 
 from __future__ import annotations
@@ -61,7 +61,47 @@ class SessionRecord:
     step: int = 0
     error: str = ""
     created_at: float = field(default_factory=time.time)
-    validation: str = ""  # the validation policy (dcnr.validation.policy); "" is the network's default
+    validation: str = ""  # the policy (`dcnr.validation.policy`): off | sample:P | full; "": the network's default
+
+
+@dataclass
+class Standing:
+    """What the orchestrator holds for or against one PNode identity. Ids derive from the PNode's key, so a
+    standing follows the identity across restarts; it is kept when the PNode unregisters or dies."""
+
+    pnode: str
+    trusted: bool = False  # an operator vouched for it: its work is sampled less (`Policy.rate_for`)
+    charges: int = 0  # validations it failed since it was last released
+    quarantined_until: float = 0.0  # unix time until which it gets no work; 0: not quarantined
+    reason: str = ""  # why it was last charged
+
+
+@dataclass
+class ValidationEvent:
+    """One entry of the validation log, written by the validator (and by operators' trust and release).
+
+    `verdict` is one of:
+    - "pass": the verifier's re-execution matched the accused's commitment;
+    - "fail": it did not, and the referee (or a matching quorum) sided against the accused;
+    - "false-accusation": the referee sided with the accused: the verifier is the one charged;
+    - "unresolved": no referee could settle a mismatch (nobody is charged);
+    - "fault": a PNode failed to take part in a check (no commitment, no answer): no judgement of its numbers;
+    - "released": an operator lifted the accused's quarantine and charges;
+    - "trusted" / "untrusted": an operator marked or unmarked the accused as trusted.
+    Fields that do not apply are empty (or 0).
+    """
+
+    network: str
+    session: str
+    step: int  # the network's step the unit belongs to
+    unit: str  # the work unit checked (e.g. a VNode and micro-batch)
+    accused: str  # PNode whose work was checked (or whose standing an operator changed)
+    verifier: str  # PNode that re-executed it
+    referee: str  # PNode that settled a mismatch
+    verdict: str
+    detail: str  # a line for people: what differed, or who acted
+    at: float = field(default_factory=time.time)
+    seq: int = 0  # its place in the log (set by the store; increasing)
 
 
 class StateStore(Protocol):
@@ -91,6 +131,12 @@ class StateStore(Protocol):
     def token_by_key(self, key: str) -> TokenRecord | None: ...
     def list_tokens(self) -> list[TokenRecord]: ...
     def delete_token(self, name: str) -> bool: ...
+    def get_standing(self, pnode: str) -> Standing: ...
+    def put_standing(self, rec: Standing) -> None: ...
+    def list_standings(self) -> list[Standing]: ...
+    def add_validation_event(self, event: ValidationEvent) -> int: ...
+    def list_validation_events(self, session: str = "", network: str = "", limit: int = 1000) -> list[ValidationEvent]:
+        ...
 
 
 _SCHEMA = """
@@ -106,6 +152,13 @@ CREATE TABLE IF NOT EXISTS tokens (name TEXT PRIMARY KEY, role TEXT NOT NULL, ke
     digest TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS lost (network TEXT NOT NULL, vnode TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (network, vnode));
+CREATE TABLE IF NOT EXISTS standings (pnode TEXT PRIMARY KEY, trusted INTEGER NOT NULL, charges INTEGER NOT NULL,
+    quarantined_until REAL NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS validation_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,
+    network TEXT NOT NULL, session TEXT NOT NULL, step INTEGER NOT NULL, unit TEXT NOT NULL, accused TEXT NOT NULL,
+    verifier TEXT NOT NULL, referee TEXT NOT NULL, verdict TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS validation_events_session ON validation_events (session, seq);
+CREATE INDEX IF NOT EXISTS validation_events_network ON validation_events (network, seq);
 """
 
 
@@ -278,3 +331,49 @@ class SQLiteStore:
     def delete_token(self, name: str) -> bool:
         with self._tx() as db:
             return db.execute("DELETE FROM tokens WHERE name=?", (name,)).rowcount > 0
+
+    # -- standings and the validation log (kept when a PNode leaves: they follow its identity) -----------
+    def get_standing(self, pnode: str) -> Standing:
+        """The PNode's standing; an identity never charged nor trusted has the default one."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM standings WHERE pnode=?", (pnode,)).fetchone()
+        return _standing(row) if row else Standing(pnode)
+
+    def put_standing(self, rec: Standing) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO standings VALUES (?, ?, ?, ?, ?)",
+                       (rec.pnode, int(rec.trusted), rec.charges, rec.quarantined_until, rec.reason))
+
+    def list_standings(self) -> list[Standing]:
+        """Every standing recorded, by PNode id."""
+        with self._lock:
+            return [_standing(r) for r in self._db.execute("SELECT * FROM standings ORDER BY pnode")]
+
+    def add_validation_event(self, event: ValidationEvent) -> int:
+        """Append to the log; returns the event's number (`seq`, increasing)."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO validation_events (at, network, session, step, unit, accused, verifier, referee, "
+                "verdict, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (event.at, event.network, event.session, event.step, event.unit, event.accused, event.verifier,
+                 event.referee, event.verdict, event.detail))
+            seq = cursor.lastrowid
+        assert seq is not None
+        return seq
+
+    def list_validation_events(self, session: str = "", network: str = "", limit: int = 1000) -> list[ValidationEvent]:
+        """The newest `limit` events (of a session, of a network, both or all), oldest first."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        where = [(col, value) for col, value in (("session", session), ("network", network)) if value]
+        sql = ("SELECT seq, at, network, session, step, unit, accused, verifier, referee, verdict, detail "
+               "FROM validation_events" + (" WHERE " + " AND ".join(f"{c}=?" for c, _ in where) if where else "")
+               + " ORDER BY seq DESC LIMIT ?")
+        with self._lock:
+            rows = self._db.execute(sql, (*(v for _, v in where), limit)).fetchall()
+        return [ValidationEvent(network=r[2], session=r[3], step=r[4], unit=r[5], accused=r[6], verifier=r[7],
+                                referee=r[8], verdict=r[9], detail=r[10], at=r[1], seq=r[0]) for r in reversed(rows)]
+
+
+def _standing(row: tuple[Any, ...]) -> Standing:
+    return Standing(row[0], bool(row[1]), row[2], row[3], row[4])

@@ -60,7 +60,7 @@ def _hash_tensor(h: blake3, value: torch.Tensor) -> None:
         raw = t.reshape(-1).view(torch.uint8)
         if sys.byteorder != "little" and t.element_size() > 1:
             raw = raw.reshape(-1, t.element_size()).flip(1).reshape(-1).contiguous()
-        h.update(memoryview(raw.numpy()))
+        h.update(raw.numpy().data)
 
 
 def hop_key(micro_batch: int, op: str, vnode: str, index: int) -> str:
