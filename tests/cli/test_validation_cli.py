@@ -93,6 +93,18 @@ def test_a_quarantined_pnode_is_listed_as_such_until_released(orch: Orchestrator
     one_line_error(err, "PNode pn-cheat is not quarantined")
 
 
+def test_a_standing_outlives_the_pnode_leaving(orch: Orchestrator) -> None:
+    orch.fleet.register(Membership("pn-leaver", "127.0.0.1:9009", dict(HARDWARE), "2.0.0"))
+    assert orch.standings.charge("pn-leaver", "mismatch")
+    assert orch.fleet.unregister("pn-leaver")
+    assert "pn-leaver" not in pnodes(orch)  # listings show registered PNodes
+    with Client(config=orch.admin_config) as c:
+        info = c.release_pnode("pn-leaver")  # known by its standing
+        assert (info.id, info.state, info.charges, info.quarantined_until) == ("pn-leaver", "unregistered", 0, 0.0)
+        assert c.trust_pnode("pn-leaver").trusted
+    assert orch.standings.trusted("pn-leaver")
+
+
 def test_validation_list_table_json_and_filters(orch: Orchestrator) -> None:
     for revoke in ((), ("--revoke",)):  # operators' changes are logged too
         assert run(orch, "pnode", "trust", "pn-honest", *revoke)[0] == 0

@@ -47,16 +47,16 @@ def _session(rec: SessionRecord) -> pb.TrainSessionInfo:
 def _pnode(p: PNodeRecord | None, pnode_id: str, standing: Standing, hosted: list[str]) -> pb.PNodeInfo:
     """A PNode as listed: its record (None: it is not registered), its standing, the VNodes placed on it."""
     quarantined = standing.quarantined()
-    info = pb.PNodeInfo(id=pnode_id, state="unregistered", vnodes=sorted(hosted), trusted=standing.trusted,
-                        charges=standing.charges, quarantined_until=standing.quarantined_until if quarantined else 0.0,
-                        quarantine_reason=standing.reason if quarantined else "")
+    fields: dict[str, Any] = {"state": "unregistered"}
     if p is not None:
         hw = p.hardware
         major, minor, patch = (int(x) for x in str(hw.get("version", "0.0.0")).split("."))
-        info.MergeFrom(pb.PNodeInfo(address=p.address, state=p.state, load=p.load, last_seen=p.last_seen,
-                                    version=common_pb2.ProtocolVersion(major=major, minor=minor, patch=patch),
-                                    hardware=codec.hardware_message(hw), name=str(hw.get("name", ""))))
-    return info
+        fields = {"address": p.address, "state": p.state, "load": p.load, "last_seen": p.last_seen,
+                  "version": common_pb2.ProtocolVersion(major=major, minor=minor, patch=patch),
+                  "hardware": codec.hardware_message(hw), "name": str(hw.get("name", ""))}
+    return pb.PNodeInfo(id=pnode_id, vnodes=sorted(hosted), trusted=standing.trusted, charges=standing.charges,
+                        quarantined_until=standing.quarantined_until if quarantined else 0.0,
+                        quarantine_reason=standing.reason if quarantined else "", **fields)
 
 
 def _validation_event(e: ValidationEvent) -> pb.ValidationEventInfo:
