@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from dcnr import __version__
-from dcnr.errors import InvalidArgument, NotFound
+from dcnr.errors import InvalidArgument
 from dcnr.orchestrator import datasets
 from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.store import PNodeRecord, SessionRecord, Standing, ValidationEvent
@@ -259,10 +259,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                                              for p in self.o.store.list_pnodes()])
 
     def _pnode_now(self, pnode_id: str, standing: Standing) -> pb.PNodeInfo:
-        try:
-            rec: PNodeRecord | None = self.o.store.get_pnode(pnode_id)
-        except NotFound:  # it left; its standing stays with its identity
-            rec = None
+        """The PNode's row after its standing changed; one that left is shown by its standing alone."""
+        rec = next((p for p in self.o.store.list_pnodes() if p.id == pnode_id), None)
         return _pnode(rec, pnode_id, standing, self.o.fleet.vnodes_by_pnode().get(pnode_id, []))
 
     def TrustPNode(self, request: pb.TrustPNodeRequest, context: grpc.ServicerContext) -> pb.PNodeInfo:
