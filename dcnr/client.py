@@ -51,13 +51,14 @@ from dcnr.transport.control import (
     StepEvent,
     TokenInfo,
     TrainResult,
+    ValidationEventInfo,
     VocabularyInfo,
 )
 from dcnr.transport.grpc.control_client import GrpcControl
 
 __all__ = ["ChatChunk", "CheckpointInfo", "Client", "DatasetInfo", "DatasetSample", "Hardware", "Health",
            "NetworkInfo", "NetworkPlacement", "PNodeInfo", "Placement", "SessionInfo", "StepEvent", "TokenInfo",
-           "TrainResult", "VocabularyInfo", "default_address", "text_files"]
+           "TrainResult", "ValidationEventInfo", "VocabularyInfo", "default_address", "text_files"]
 
 DEFAULT_ADDRESS = "127.0.0.1:50052"
 ADDRESS_ENV = "DCNR_ORCHESTRATOR"
@@ -210,13 +211,17 @@ class Client:
 
     # -- training sessions --------------------------------------------------------------------------
     def create_session(self, network: str, dataset: str, steps: int, batch_size: int = 8, micro_batches: int = 1,
-                       seed: int = 0, checkpoint_every: int = 0, start: bool = False) -> SessionInfo:
+                       seed: int = 0, checkpoint_every: int = 0, start: bool = False,
+                       validation: str = "") -> SessionInfo:
         """Create a training session (and start it with `start`). It checkpoints when it starts,
-        every `checkpoint_every` steps (0: never in between), when suspended and when it completes."""
+        every `checkpoint_every` steps (0: never in between), when suspended and when it completes.
+        `validation` is how much of its work verifiers re-execute: `off`, `sample:P` (each work unit with
+        probability P) or `full`; "" takes the network's default."""
         if steps < 1 or batch_size < 1 or micro_batches < 1 or seed < 0 or checkpoint_every < 0:
             raise InvalidArgument("steps, batch_size and micro_batches must be positive, seed and "
                                   "checkpoint_every non-negative")
-        info = self._rpc.create_session(network, dataset, steps, batch_size, micro_batches, seed, checkpoint_every)
+        info = self._rpc.create_session(network, dataset, steps, batch_size, micro_batches, seed, checkpoint_every,
+                                        validation)
         return self._rpc.start_session(info.id) if start else info
 
     def start_session(self, session_id: str) -> SessionInfo:
@@ -314,6 +319,22 @@ class Client:
     def list_pnodes(self, timeout: float | None = None) -> list[PNodeInfo]:
         """Every PNode the orchestrator knows, alive or dead, with the VNodes placed on it."""
         return self._rpc.list_pnodes(timeout)
+
+    def trust_pnode(self, pnode_id: str, trusted: bool = True) -> PNodeInfo:
+        """Mark a PNode as trusted (its work is then sampled at a tenth of the rate), or no longer with
+        `trusted=False` (operators only). The id must have registered once."""
+        return self._rpc.trust_pnode(pnode_id, trusted)
+
+    def release_pnode(self, pnode_id: str) -> PNodeInfo:
+        """End a PNode's quarantine and clear its charges, so it gets work again (operators only);
+        `Conflict` when it is not quarantined."""
+        return self._rpc.release_pnode(pnode_id)
+
+    def validation_events(self, session: str = "", network: str = "", limit: int = 1000) -> list[ValidationEventInfo]:
+        """The newest `limit` entries of the validation log (of one session, one network, or all), oldest first."""
+        if limit < 1:
+            raise InvalidArgument(f"limit must be at least 1, got {limit}")
+        return self._rpc.validation_events(session, network, limit)
 
     def list_checkpoints(self, session_id: str) -> list[CheckpointInfo]:
         """A session's checkpoints in storage, oldest first."""

@@ -22,7 +22,20 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from dcnr.cli import checkpoint, common, dataset, demo, network, pnode, serve, serving, session, token, vocab
+from dcnr.cli import (
+    checkpoint,
+    common,
+    dataset,
+    demo,
+    network,
+    pnode,
+    serve,
+    serving,
+    session,
+    token,
+    validation,
+    vocab,
+)
 from dcnr.cli.common import err
 from dcnr.errors import INTERRUPTED, RUNTIME_FAILURE, USER_ERROR, DcnrError, NetworkError
 from dcnr.security.config import CONFIG_ENV
@@ -57,7 +70,9 @@ GROUPS: tuple[Group, ...] = (
     Group("checkpoint", "Checkpoints of training sessions: list, export."),
     Group("vocab", "Byte-level BPE vocabularies."),
     Group("dataset", "Tokenized datasets with train/validation splits."),
-    Group("pnode", "Run a PNode (no sub-command), or inspect the fleet.", callback=serve.pnode),
+    Group("pnode", "Run a PNode (no sub-command), or inspect the fleet and the standing of its PNodes (list, trust, "
+          "release).", callback=serve.pnode),
+    Group("validation", "The validation log: checks of PNodes' work and their verdicts."),
     Group("token", "Tokens for operators and researchers (operators only): create, list, revoke."),
 )
 
@@ -90,6 +105,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("dataset", "list", dataset.dataset_list),
     Command("dataset", "delete", dataset.dataset_delete),
     Command("pnode", "list", pnode.pnode_list),
+    Command("pnode", "trust", pnode.pnode_trust),
+    Command("pnode", "release", pnode.pnode_release),
+    Command("validation", "list", validation.validation_list),
     Command("token", "create", token.token_create),
     Command("token", "list", token.token_list),
     Command("token", "revoke", token.token_revoke),

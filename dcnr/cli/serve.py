@@ -61,6 +61,10 @@ def orchestrator(
     max_dataset_mb: Annotated[int, typer.Option(help="Most text one dataset may hold, in MiB.")]
     = Limits.max_dataset_bytes // MiB,
     keep_checkpoints: Annotated[int, typer.Option(help=KEEP_HELP)] = 5,
+    quarantine_after: Annotated[int, typer.Option(help="Failed validations (charges) after which a PNode is "
+                                                       "quarantined: it gets no work until the cooling-off ends or "
+                                                       "an operator releases it (dcnr pnode release).")] = 1,
+    cooling_off_hours: Annotated[float, typer.Option(help="How long a quarantine lasts, in hours.")] = 24.0,
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line).")] = "text",
 ) -> None:
     """Run the orchestrator: PNode registry, placement, networks, sessions, data (stops on SIGTERM/Ctrl-C).
@@ -85,11 +89,16 @@ def orchestrator(
     limits = Limits(max_artifact_bytes=max_artifact_mb * MiB, max_dataset_bytes=max_dataset_mb * MiB)
     if keep_checkpoints < 0:
         raise ValueError(f"--keep-checkpoints must be 0 (keep all) or more, got {keep_checkpoints}")
+    if quarantine_after < 1:
+        raise ValueError(f"--quarantine-after must be at least 1, got {quarantine_after}")
+    if cooling_off_hours <= 0:
+        raise ValueError(f"--cooling-off-hours must be positive, got {cooling_off_hours:g}")
     orch = Orchestrator(state_dir, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout,
                         max_message_bytes=max_message_mb * 2**20, storage=storage, s3_endpoint_url=s3_endpoint_url,
                         public_reads=not private, rate_limit=rate_limit,
                         certificate_lifetime=datetime.timedelta(hours=certificate_hours), limits=limits,
-                        keep_checkpoints=keep_checkpoints)
+                        keep_checkpoints=keep_checkpoints, quarantine_after=quarantine_after,
+                        cooling_off=cooling_off_hours * 3600)
     try:
         orch.start(f"{host}:{port}", f"{host}:{peer_port}")
         public_host = advertise or (socket.gethostname() if host in ("0.0.0.0", "::") else host)

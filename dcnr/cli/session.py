@@ -14,6 +14,10 @@ from dcnr.client import SessionInfo
 from dcnr.errors import Aborted
 
 SessionId = Annotated[str, typer.Argument(help="Session id.")]
+VALIDATION_HELP = ("How much of the session's work verifiers re-execute: off (none; commitments are still "
+                   "cross-checked), sample:P (each work unit with probability P, e.g. sample:0.05; a tenth of that "
+                   "for trusted PNodes) or full (every unit, and a referee on a mismatch). Default: the network's "
+                   "default, sample:0.05 unless the network says otherwise.")
 
 
 def session_create(network: Annotated[str, typer.Option(help="Network to train.")],
@@ -25,11 +29,12 @@ def session_create(network: Annotated[str, typer.Option(help="Network to train."
                    checkpoint_every: Annotated[int, typer.Option(
                        help="Checkpoint every K steps (always: at start, on suspend, at the end).")] = 0,
                    start: Annotated[bool, typer.Option(help="Start it at once.")] = False,
+                   validation: Annotated[str, typer.Option(metavar="off|sample:P|full", help=VALIDATION_HELP)] = "",
                    orchestrator: Orchestrator = DEFAULT) -> None:
     """Create a training session; prints its id."""
     with connect(orchestrator) as c:
         info = c.create_session(network, dataset, steps, batch_size=batch_size, micro_batches=micro_batches,
-                                seed=seed, checkpoint_every=checkpoint_every, start=start)
+                                seed=seed, checkpoint_every=checkpoint_every, start=start, validation=validation)
     print(info.id)
 
 
@@ -69,9 +74,9 @@ def session_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) 
     if as_json:
         print(json.dumps(rows))
         return
-    table("sessions", ["id", "network", "dataset", "state", "step", "batch", "error"],
+    table("sessions", ["id", "network", "dataset", "state", "step", "batch", "validation", "error"],
           [[r["id"], r["network"], r["dataset"], r["state"], f"{r['step']}/{r['steps']}",
-            f"{r['batch_size']}×{r['micro_batches']}", r["error"]] for r in rows])
+            f"{r['batch_size']}×{r['micro_batches']}", r["validation"] or "default", r["error"]] for r in rows])
 
 
 def session_listen(session_id: SessionId,

@@ -50,7 +50,7 @@ class Standings:
 
     def quarantined(self, pnode: str, now: float | None = None) -> bool:
         """Whether the PNode is in quarantine at `now` (default: the current time)."""
-        return self.store.get_standing(pnode).quarantined_until > _now(now)
+        return self.store.get_standing(pnode).quarantined(now)
 
     def trust(self, pnode: str, trusted: bool = True, by: str = "") -> Standing:
         """Mark (or unmark) a PNode as trusted; logged as a "trusted" or "untrusted" event. NotFound for an id
@@ -71,7 +71,7 @@ class Standings:
         with self._lock:
             self._known(pnode)
             rec = self.store.get_standing(pnode)
-            if rec.quarantined_until <= _now(now):
+            if not rec.quarantined(now):
                 raise Conflict(f"PNode {pnode} is not quarantined (charges: {rec.charges}); nothing to release")
             rec.charges, rec.quarantined_until, rec.reason = 0, 0.0, ""
             self.store.put_standing(rec)
@@ -86,13 +86,13 @@ class Standings:
         at = _now(now)
         with self._lock:
             rec = self.store.get_standing(pnode)
-            was = rec.quarantined_until > at
+            was = rec.quarantined(at)
             rec.charges += 1
             rec.reason = reason
             if rec.charges >= self.quarantine_after:
                 rec.quarantined_until = max(rec.quarantined_until, at + self.cooling_off)
             self.store.put_standing(rec)
-        quarantined = rec.quarantined_until > at and not was
+        quarantined = rec.quarantined(at) and not was
         if quarantined:
             log.warning("PNode %s quarantined until %s after %d charge(s): %s", pnode,
                         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.quarantined_until)), rec.charges,

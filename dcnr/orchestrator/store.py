@@ -75,6 +75,10 @@ class Standing:
     quarantined_until: float = 0.0  # unix time until which it gets no work; 0: not quarantined
     reason: str = ""  # why it was last charged
 
+    def quarantined(self, now: float | None = None) -> bool:
+        """Whether it is in quarantine at `now` (default: the current time)."""
+        return self.quarantined_until > (time.time() if now is None else now)
+
 
 @dataclass
 class ValidationEvent:

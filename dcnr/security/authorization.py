@@ -1,13 +1,16 @@
 """Who may call what: one table for every RPC of every service, checked on every call.
 
 Roles:
-- `operator`: everything on the orchestrator (a token; `admin.yaml` holds the first one);
-- `researcher`: networks, datasets, vocabularies, sessions, evaluation, export (a token);
+- `operator`: everything on the orchestrator, including the standing of PNodes (trusting them,
+  releasing them from quarantine) and tokens (a token; `admin.yaml` holds the first one);
+- `researcher`: networks, datasets, vocabularies, sessions, evaluation, export, the fleet and
+  the validation log (a token);
 - `pnode`: its own membership and reports, storage for the VNodes it hosts, hops between
   PNodes (its certificate);
 - `orchestrator`: what the orchestrator asks of PNodes (its certificate);
 - `anonymous`: no credential: health, enrolment of a new PNode, and the public read-only
-  listings unless the operator turns them off (`public_reads=False`).
+  listings (the validation log among them) unless the operator turns them off
+  (`public_reads=False`).
 Finer checks (a PNode heartbeats only for its own id, a hop only from the PNode hosting
 its sender) are made where the call is served, with the `Caller` this module resolves.
 """
@@ -93,6 +96,9 @@ RULES: dict[str, Rule] = {
     _ORCH + "CloneNetwork": RESEARCH,
     _ORCH + "Health": _rule(*ROLES, anonymous="always"),
     _ORCH + "ListPNodes": RESEARCH,  # PNode addresses are the volunteers': not public
+    _ORCH + "TrustPNode": OPERATOR_ONLY,
+    _ORCH + "ReleasePNode": OPERATOR_ONLY,
+    _ORCH + "ListValidationEvents": PUBLIC_READ,  # PNode ids and verdicts, no addresses: the audit trail is public
     _ORCH + "ListCheckpoints": RESEARCH,
     _ORCH + "ExportCheckpoint": RESEARCH,
     _ORCH + "CreateToken": OPERATOR_ONLY,

@@ -72,6 +72,7 @@ class SessionInfo:
     micro_batches: int
     seed: int
     error: str  # why it failed, when it did
+    validation: str = ""  # its validation policy (off | sample:P | full); "": the network's default
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,28 @@ class PNodeInfo:
     hardware: Hardware
     vnodes: tuple[str, ...]  # "network/vnode" placed there
     name: str = ""  # the label its operator gave it
+    trusted: bool = False  # an operator vouched for it: its work is sampled less
+    charges: int = 0  # validations it failed since it was last released
+    quarantined_until: float = 0.0  # unix time until which it gets no work; 0 when not quarantined
+    quarantine_reason: str = ""  # why, while quarantined
+
+
+@dataclass(frozen=True)
+class ValidationEventInfo:
+    """One entry of the validation log: a check of a PNode's work and its verdict, or an operator's change
+    of a PNode's standing (verdicts: `dcnr.orchestrator.store.ValidationEvent`)."""
+
+    seq: int  # its place in the log
+    at: float  # unix time
+    network: str
+    session: str
+    step: int
+    unit: str  # the work unit checked
+    accused: str  # PNode whose work was checked (or whose standing changed)
+    verifier: str  # PNode that re-executed it
+    referee: str  # PNode that settled a mismatch
+    verdict: str  # pass | fail | false-accusation | unresolved | fault | released | trusted | untrusted
+    detail: str
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,11 @@ def test_the_table_grants_what_the_roles_promise() -> None:
     for rpc in ("Load", "ApplyUpdate", "ResetToStep", "Save", "PlaceNetwork", "BeginRun"):
         assert may(ORCHESTRATOR, f"VNodeService/{rpc}") and not may(PNODE, f"VNodeService/{rpc}")
     assert not may(PNODE, "PNodeService/DropLocalVNode")
+    for rpc in ("TrustPNode", "ReleasePNode"):  # the standing of PNodes: operators only
+        assert not any(may(role, f"OrchestratorService/{rpc}") for role in (RESEARCHER, PNODE, ANONYMOUS))
+    assert may(RESEARCHER, "OrchestratorService/ListValidationEvents")
+    assert may(ANONYMOUS, "OrchestratorService/ListValidationEvents")
+    assert not may(ANONYMOUS, "OrchestratorService/ListValidationEvents", public=False)
 
 
 def invoke(channel: grpc.Channel, method: Any) -> tuple[grpc.StatusCode, str]:

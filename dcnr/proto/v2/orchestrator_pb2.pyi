@@ -41,7 +41,7 @@ class ExportCheckpointRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., session_step: _Optional[int] = ..., has_step: _Optional[bool] = ...) -> None: ...
 
 class PNodeInfo(_message.Message):
-    __slots__ = ("id", "address", "state", "hardware", "vnodes", "load", "last_seen", "version", "name")
+    __slots__ = ("id", "address", "state", "hardware", "vnodes", "load", "last_seen", "version", "name", "trusted", "charges", "quarantined_until", "quarantine_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,10 @@ class PNodeInfo(_message.Message):
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_FIELD_NUMBER: _ClassVar[int]
+    CHARGES_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     state: str
@@ -60,13 +64,67 @@ class PNodeInfo(_message.Message):
     last_seen: float
     version: _common_pb2.ProtocolVersion
     name: str
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., hardware: _Optional[_Union[_node_pb2.Hardware, _Mapping]] = ..., vnodes: _Optional[_Iterable[str]] = ..., load: _Optional[float] = ..., last_seen: _Optional[float] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
+    trusted: bool
+    charges: int
+    quarantined_until: float
+    quarantine_reason: str
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., hardware: _Optional[_Union[_node_pb2.Hardware, _Mapping]] = ..., vnodes: _Optional[_Iterable[str]] = ..., load: _Optional[float] = ..., last_seen: _Optional[float] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., name: _Optional[str] = ..., trusted: _Optional[bool] = ..., charges: _Optional[int] = ..., quarantined_until: _Optional[float] = ..., quarantine_reason: _Optional[str] = ...) -> None: ...
 
 class ListPNodesResponse(_message.Message):
     __slots__ = ("pnodes",)
     PNODES_FIELD_NUMBER: _ClassVar[int]
     pnodes: _containers.RepeatedCompositeFieldContainer[PNodeInfo]
     def __init__(self, pnodes: _Optional[_Iterable[_Union[PNodeInfo, _Mapping]]] = ...) -> None: ...
+
+class TrustPNodeRequest(_message.Message):
+    __slots__ = ("pnode", "trusted")
+    PNODE_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_FIELD_NUMBER: _ClassVar[int]
+    pnode: str
+    trusted: bool
+    def __init__(self, pnode: _Optional[str] = ..., trusted: _Optional[bool] = ...) -> None: ...
+
+class ListValidationEventsRequest(_message.Message):
+    __slots__ = ("session", "network", "limit")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    network: str
+    limit: int
+    def __init__(self, session: _Optional[str] = ..., network: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ValidationEventInfo(_message.Message):
+    __slots__ = ("seq", "at", "network", "session", "step", "unit", "accused", "verifier", "referee", "verdict", "detail")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    ACCUSED_FIELD_NUMBER: _ClassVar[int]
+    VERIFIER_FIELD_NUMBER: _ClassVar[int]
+    REFEREE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at: float
+    network: str
+    session: str
+    step: int
+    unit: str
+    accused: str
+    verifier: str
+    referee: str
+    verdict: str
+    detail: str
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[float] = ..., network: _Optional[str] = ..., session: _Optional[str] = ..., step: _Optional[int] = ..., unit: _Optional[str] = ..., accused: _Optional[str] = ..., verifier: _Optional[str] = ..., referee: _Optional[str] = ..., verdict: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ListValidationEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[ValidationEventInfo]
+    def __init__(self, events: _Optional[_Iterable[_Union[ValidationEventInfo, _Mapping]]] = ...) -> None: ...
 
 class NetworkRef(_message.Message):
     __slots__ = ("name",)
@@ -275,7 +333,7 @@ class ChatChunk(_message.Message):
     def __init__(self, text: _Optional[str] = ..., token: _Optional[int] = ..., done: _Optional[bool] = ...) -> None: ...
 
 class CreateTrainSessionRequest(_message.Message):
-    __slots__ = ("network", "dataset", "steps", "batch_size", "micro_batches", "seed", "checkpoint_every")
+    __slots__ = ("network", "dataset", "steps", "batch_size", "micro_batches", "seed", "checkpoint_every", "validation")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -283,6 +341,7 @@ class CreateTrainSessionRequest(_message.Message):
     MICRO_BATCHES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_EVERY_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
     network: str
     dataset: str
     steps: int
@@ -290,10 +349,11 @@ class CreateTrainSessionRequest(_message.Message):
     micro_batches: int
     seed: int
     checkpoint_every: int
-    def __init__(self, network: _Optional[str] = ..., dataset: _Optional[str] = ..., steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., micro_batches: _Optional[int] = ..., seed: _Optional[int] = ..., checkpoint_every: _Optional[int] = ...) -> None: ...
+    validation: str
+    def __init__(self, network: _Optional[str] = ..., dataset: _Optional[str] = ..., steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., micro_batches: _Optional[int] = ..., seed: _Optional[int] = ..., checkpoint_every: _Optional[int] = ..., validation: _Optional[str] = ...) -> None: ...
 
 class TrainSessionInfo(_message.Message):
-    __slots__ = ("id", "network", "dataset", "state", "step", "steps", "batch_size", "micro_batches", "seed", "error")
+    __slots__ = ("id", "network", "dataset", "state", "step", "steps", "batch_size", "micro_batches", "seed", "error", "validation")
     ID_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +364,7 @@ class TrainSessionInfo(_message.Message):
     MICRO_BATCHES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     network: str
     dataset: str
@@ -314,7 +375,8 @@ class TrainSessionInfo(_message.Message):
     micro_batches: int
     seed: int
     error: str
-    def __init__(self, id: _Optional[str] = ..., network: _Optional[str] = ..., dataset: _Optional[str] = ..., state: _Optional[str] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., micro_batches: _Optional[int] = ..., seed: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    validation: str
+    def __init__(self, id: _Optional[str] = ..., network: _Optional[str] = ..., dataset: _Optional[str] = ..., state: _Optional[str] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., micro_batches: _Optional[int] = ..., seed: _Optional[int] = ..., error: _Optional[str] = ..., validation: _Optional[str] = ...) -> None: ...
 
 class ListTrainSessionsResponse(_message.Message):
     __slots__ = ("sessions",)

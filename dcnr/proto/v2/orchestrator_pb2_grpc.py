@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from dcnr.proto.v2 import common_pb2 as dcnr_dot_proto_dot_v2_dot_common__pb2
+from dcnr.proto.v2 import node_pb2 as dcnr_dot_proto_dot_v2_dot_node__pb2
 from dcnr.proto.v2 import orchestrator_pb2 as dcnr_dot_proto_dot_v2_dot_orchestrator__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -189,6 +190,21 @@ class OrchestratorServiceStub:
                 '/dcnr.v2.OrchestratorService/ListPNodes',
                 request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
                 response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListPNodesResponse.FromString,
+                _registered_method=True)
+        self.TrustPNode = channel.unary_unary(
+                '/dcnr.v2.OrchestratorService/TrustPNode',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrustPNodeRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.PNodeInfo.FromString,
+                _registered_method=True)
+        self.ReleasePNode = channel.unary_unary(
+                '/dcnr.v2.OrchestratorService/ReleasePNode',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.PNodeRef.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.PNodeInfo.FromString,
+                _registered_method=True)
+        self.ListValidationEvents = channel.unary_unary(
+                '/dcnr.v2.OrchestratorService/ListValidationEvents',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListValidationEventsRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListValidationEventsResponse.FromString,
                 _registered_method=True)
         self.ListCheckpoints = channel.unary_unary(
                 '/dcnr.v2.OrchestratorService/ListCheckpoints',
@@ -406,8 +422,26 @@ class OrchestratorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListPNodes(self, request, context):
-        """the fleet
+        """the fleet, and the standing of PNodes (trust and release: operators only)
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TrustPNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleasePNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListValidationEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -601,6 +635,21 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ListPNodes,
                     request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.FromString,
                     response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListPNodesResponse.SerializeToString,
+            ),
+            'TrustPNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.TrustPNode,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrustPNodeRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.PNodeInfo.SerializeToString,
+            ),
+            'ReleasePNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleasePNode,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.PNodeRef.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.PNodeInfo.SerializeToString,
+            ),
+            'ListValidationEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListValidationEvents,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListValidationEventsRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListValidationEventsResponse.SerializeToString,
             ),
             'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCheckpoints,
@@ -1465,6 +1514,87 @@ class OrchestratorService:
             '/dcnr.v2.OrchestratorService/ListPNodes',
             dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
             dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListPNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrustPNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.OrchestratorService/TrustPNode',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrustPNodeRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.PNodeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleasePNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.OrchestratorService/ReleasePNode',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.PNodeRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.PNodeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListValidationEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.OrchestratorService/ListValidationEvents',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListValidationEventsRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListValidationEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

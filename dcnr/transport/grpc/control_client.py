@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import grpc
 
 from dcnr.errors import DcnrError, Unavailable
-from dcnr.proto.v2 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+from dcnr.proto.v2 import common_pb2, node_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from dcnr.security.pki import ORCHESTRATOR_TLS_NAME
 from dcnr.transport.control import (
     ChatChunk,
@@ -32,6 +32,7 @@ from dcnr.transport.control import (
     StepEvent,
     TokenInfo,
     TrainResult,
+    ValidationEventInfo,
     VocabularyInfo,
 )
 from dcnr.transport.grpc import codec
@@ -61,7 +62,8 @@ def _network(n: orchestrator_pb2.NetworkInfo) -> NetworkInfo:
 
 def _session(s: orchestrator_pb2.TrainSessionInfo) -> SessionInfo:
     return SessionInfo(id=s.id, network=s.network, dataset=s.dataset, state=s.state, step=s.step, steps=s.steps,
-                       batch_size=s.batch_size, micro_batches=s.micro_batches, seed=s.seed, error=s.error)
+                       batch_size=s.batch_size, micro_batches=s.micro_batches, seed=s.seed, error=s.error,
+                       validation=s.validation)
 
 
 def _event(e: orchestrator_pb2.StepEvent) -> StepEvent:
@@ -84,7 +86,15 @@ def _pnode(p: orchestrator_pb2.PNodeInfo) -> PNodeInfo:
     return PNodeInfo(id=p.id, address=p.address, state=p.state, load=p.load, last_seen=p.last_seen,
                      version=_version(p.version), vnodes=tuple(p.vnodes), name=p.name,
                      hardware=Hardware(cpu_cores=hw.cpu_cores, memory_bytes=hw.memory_bytes, device=hw.device,
-                                       memory_budget_bytes=hw.memory_budget_bytes, threads=hw.threads))
+                                       memory_budget_bytes=hw.memory_budget_bytes, threads=hw.threads),
+                     trusted=p.trusted, charges=p.charges, quarantined_until=p.quarantined_until,
+                     quarantine_reason=p.quarantine_reason)
+
+
+def _validation_event(e: orchestrator_pb2.ValidationEventInfo) -> ValidationEventInfo:
+    return ValidationEventInfo(seq=e.seq, at=e.at, network=e.network, session=e.session, step=e.step, unit=e.unit,
+                               accused=e.accused, verifier=e.verifier, referee=e.referee, verdict=e.verdict,
+                               detail=e.detail)
 
 
 def _checkpoint(m: orchestrator_pb2.CheckpointInfo) -> CheckpointInfo:
@@ -189,10 +199,10 @@ class GrpcControl:
 
     # -- sessions --
     def create_session(self, network: str, dataset: str, steps: int, batch_size: int, micro_batches: int, seed: int,
-                       checkpoint_every: int) -> SessionInfo:
+                       checkpoint_every: int, validation: str) -> SessionInfo:
         return _session(self._call("CreateTrainSession", pb.CreateTrainSessionRequest(
             network=network, dataset=dataset, steps=steps, batch_size=batch_size, micro_batches=micro_batches,
-            seed=seed, checkpoint_every=checkpoint_every)))
+            seed=seed, checkpoint_every=checkpoint_every, validation=validation)))
 
     def start_session(self, session_id: str) -> SessionInfo:
         return _session(self._call("StartTrainSession", pb.SessionRef(id=session_id)))
@@ -252,6 +262,17 @@ class GrpcControl:
     # -- fleet, checkpoints, health --
     def list_pnodes(self, timeout: float | None = None) -> list[PNodeInfo]:
         return [_pnode(p) for p in self._call("ListPNodes", pb.ListRequest(), timeout).pnodes]
+
+    def trust_pnode(self, pnode_id: str, trusted: bool) -> PNodeInfo:
+        return _pnode(self._call("TrustPNode", pb.TrustPNodeRequest(pnode=pnode_id, trusted=trusted)))
+
+    def release_pnode(self, pnode_id: str) -> PNodeInfo:
+        return _pnode(self._call("ReleasePNode", node_pb2.PNodeRef(id=pnode_id)))
+
+    def validation_events(self, session: str, network: str, limit: int) -> list[ValidationEventInfo]:
+        r = self._call("ListValidationEvents", pb.ListValidationEventsRequest(session=session, network=network,
+                                                                              limit=limit))
+        return [_validation_event(e) for e in r.events]
 
     def list_checkpoints(self, session_id: str) -> list[CheckpointInfo]:
         return [_checkpoint(m) for m in self._call("ListCheckpoints", pb.SessionRef(id=session_id)).checkpoints]

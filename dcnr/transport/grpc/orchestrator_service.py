@@ -18,17 +18,19 @@ from dcnr import __version__
 from dcnr.errors import InvalidArgument
 from dcnr.orchestrator import datasets
 from dcnr.orchestrator.limits import Limits
-from dcnr.orchestrator.store import SessionRecord
-from dcnr.proto.v2 import common_pb2, orchestrator_pb2_grpc
+from dcnr.orchestrator.store import PNodeRecord, SessionRecord, Standing, ValidationEvent
+from dcnr.proto.v2 import common_pb2, node_pb2, orchestrator_pb2_grpc
 from dcnr.proto.v2 import orchestrator_pb2 as pb
 from dcnr.transport.control import NetworkInfo
 from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.codec import version_message
+from dcnr.transport.grpc.security import current_caller
 
 if TYPE_CHECKING:
     from dcnr.orchestrator.app import Orchestrator
 
 CHUNK = 1 << 20  # bytes per streamed blob message
+DEFAULT_EVENTS = 1000  # validation events listed when the request names no limit
 
 
 def _network(info: NetworkInfo) -> pb.NetworkInfo:
@@ -39,7 +41,28 @@ def _network(info: NetworkInfo) -> pb.NetworkInfo:
 def _session(rec: SessionRecord) -> pb.TrainSessionInfo:
     return pb.TrainSessionInfo(id=rec.id, network=rec.network, dataset=rec.dataset, state=rec.state, step=rec.step,
                                steps=rec.steps, batch_size=rec.batch_size, micro_batches=rec.micro_batches,
-                               seed=rec.seed, error=rec.error)
+                               seed=rec.seed, error=rec.error, validation=rec.validation)
+
+
+def _pnode(p: PNodeRecord | None, pnode_id: str, standing: Standing, hosted: list[str]) -> pb.PNodeInfo:
+    """A PNode as listed: its record (None: it is not registered), its standing, the VNodes placed on it."""
+    quarantined = standing.quarantined()
+    fields: dict[str, Any] = {"state": "unregistered"}
+    if p is not None:
+        hw = p.hardware
+        major, minor, patch = (int(x) for x in str(hw.get("version", "0.0.0")).split("."))
+        fields = {"address": p.address, "state": p.state, "load": p.load, "last_seen": p.last_seen,
+                  "version": common_pb2.ProtocolVersion(major=major, minor=minor, patch=patch),
+                  "hardware": codec.hardware_message(hw), "name": str(hw.get("name", ""))}
+    return pb.PNodeInfo(id=pnode_id, vnodes=sorted(hosted), trusted=standing.trusted, charges=standing.charges,
+                        quarantined_until=standing.quarantined_until if quarantined else 0.0,
+                        quarantine_reason=standing.reason if quarantined else "", **fields)
+
+
+def _validation_event(e: ValidationEvent) -> pb.ValidationEventInfo:
+    return pb.ValidationEventInfo(seq=e.seq, at=e.at, network=e.network, session=e.session, step=e.step, unit=e.unit,
+                                  accused=e.accused, verifier=e.verifier, referee=e.referee, verdict=e.verdict,
+                                  detail=e.detail)
 
 
 def _step_event(ev: dict[str, Any]) -> pb.StepEvent:
@@ -149,7 +172,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def CreateTrainSession(self, request: pb.CreateTrainSessionRequest,
                            context: grpc.ServicerContext) -> pb.TrainSessionInfo:
         return _session(self.o.sessions.create(request.network, request.dataset, request.steps, request.batch_size,
-                                               request.micro_batches, request.seed, request.checkpoint_every))
+                                               request.micro_batches, request.seed, request.checkpoint_every,
+                                               request.validation))
 
     def StartTrainSession(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.TrainSessionInfo:
         return _session(self.o.sessions.start(request.id))
@@ -231,16 +255,25 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     # -- fleet and health ---------------------------------------------------------------------------
     def ListPNodes(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListPNodesResponse:
         hosted = self.o.fleet.vnodes_by_pnode()
-        rows = []
-        for p in self.o.store.list_pnodes():
-            hw = p.hardware
-            major, minor, patch = (int(x) for x in str(hw.get("version", "0.0.0")).split("."))
-            rows.append(pb.PNodeInfo(
-                id=p.id, address=p.address, state=p.state, load=p.load, last_seen=p.last_seen,
-                vnodes=sorted(hosted.get(p.id, [])),
-                version=common_pb2.ProtocolVersion(major=major, minor=minor, patch=patch),
-                hardware=codec.hardware_message(hw), name=str(hw.get("name", ""))))
-        return pb.ListPNodesResponse(pnodes=rows)
+        return pb.ListPNodesResponse(pnodes=[_pnode(p, p.id, self.o.standings.get(p.id), hosted.get(p.id, []))
+                                             for p in self.o.store.list_pnodes()])
+
+    def _pnode_now(self, pnode_id: str, standing: Standing) -> pb.PNodeInfo:
+        """The PNode's row after its standing changed; one that left is shown by its standing alone."""
+        rec = next((p for p in self.o.store.list_pnodes() if p.id == pnode_id), None)
+        return _pnode(rec, pnode_id, standing, self.o.fleet.vnodes_by_pnode().get(pnode_id, []))
+
+    def TrustPNode(self, request: pb.TrustPNodeRequest, context: grpc.ServicerContext) -> pb.PNodeInfo:
+        return self._pnode_now(request.pnode, self.o.standings.trust(request.pnode, request.trusted,
+                                                                     by=str(current_caller())))
+
+    def ReleasePNode(self, request: node_pb2.PNodeRef, context: grpc.ServicerContext) -> pb.PNodeInfo:
+        return self._pnode_now(request.id, self.o.standings.release(request.id, by=str(current_caller())))
+
+    def ListValidationEvents(self, request: pb.ListValidationEventsRequest,
+                             context: grpc.ServicerContext) -> pb.ListValidationEventsResponse:
+        events = self.o.standings.events(request.session, request.network, request.limit or DEFAULT_EVENTS)
+        return pb.ListValidationEventsResponse(events=[_validation_event(e) for e in events])
 
     # -- access -------------------------------------------------------------------------------------
     def CreateToken(self, request: pb.CreateTokenRequest, context: grpc.ServicerContext) -> pb.TokenInfo:
