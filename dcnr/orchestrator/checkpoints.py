@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -43,6 +44,7 @@ MANIFEST_FORMAT = "dcnr-manifest/1"
 SEED_ORIGIN = "seed"  # a manifest of initial parameters: nothing uploaded, they derive from the seed
 KEEP_CHECKPOINTS = 5  # newest checkpoints kept per session (0: all)
 GC_GRACE = 3600.0  # seconds a blob is spared after it was written or a PNode was told to write it
+TRANSFERS = 4  # blobs moved between PNodes and storage at once (the orchestrator serves few storage streams)
 
 
 def gather(driver: Driver, net: NetworkState) -> dict[str, VNodeState]:
@@ -91,9 +93,10 @@ def restore(driver: Driver, net: NetworkState, state: dict[str, VNodeState], ste
 def save_to_storage(driver: Driver, net: NetworkState) -> dict[str, tuple[str, int]]:
     """Each PNode writes its VNodes' state as blobs straight to storage; returns {vnode: (sha256, bytes)}."""
     deployment = driver.deploy(net)
-    futures = {vnode: driver.pool.submit(driver.fleet.client(pid).save_to_storage, net.spec.name, vnode)
-               for vnode, pid in sorted(deployment.assignments.items())}
-    return {vnode: f.result() for vnode, f in futures.items()}
+    with ThreadPoolExecutor(max_workers=TRANSFERS, thread_name_prefix="checkpoint") as pool:
+        futures = {vnode: pool.submit(driver.fleet.client(pid).save_to_storage, net.spec.name, vnode)
+                   for vnode, pid in sorted(deployment.assignments.items())}
+        return {vnode: f.result() for vnode, f in futures.items()}
 
 
 def restore_manifest(driver: Driver, net: NetworkState, manifest: dict[str, Any]) -> None:
@@ -106,11 +109,12 @@ def restore_manifest(driver: Driver, net: NetworkState, manifest: dict[str, Any]
     with _putting_back(driver, net):
         deployment = reset(driver, net, step)
         vnodes = manifest["vnodes"]
-        futures = [driver.pool.submit(driver.fleet.client(pid).load_from_storage, net.spec.name, vnode, step,
-                                       vnodes[vnode])
-                   for vnode, pid in sorted(deployment.assignments.items()) if vnode in vnodes]
-        for f in futures:
-            f.result()
+        with ThreadPoolExecutor(max_workers=TRANSFERS, thread_name_prefix="checkpoint") as pool:
+            futures = [pool.submit(driver.fleet.client(pid).load_from_storage, net.spec.name, vnode, step,
+                                   vnodes[vnode])
+                       for vnode, pid in sorted(deployment.assignments.items()) if vnode in vnodes]
+            for f in futures:
+                f.result()
 
 
 class Checkpoints:

@@ -386,8 +386,6 @@ class Validator:
             with self._lock:
                 self._convicted.add(culprit)
             if self.standings.charge(culprit, detail):
-                log.warning("PNode %s quarantined: %s", culprit, detail, extra={"pnode": culprit})
-            if self.standings.quarantined(culprit):
                 self.fleet.quarantine(culprit)  # its VNodes move; their state is restored by the rollback
             convicted = (culprit,)
         with self._lock:

@@ -5,7 +5,7 @@
 Modes (SPEC §12's threats; each lie is consistent with what the liar commits unless said otherwise):
   noise        adds noise to every activation it sends (forward hops);
   scale        multiplies every gradient it sends upstream by -2 (backward hops);
-  sometimes    adds noise on 1 of every 20 of its work units (VNode and step);
+  sometimes    adds noise on 1 of every 20 of its work units (a VNode in one step);
   update       applies a wrong update (its parameters drift) but sends honest hops;
   uncommitted  sends noisy activations (signed as sent) but commits the honest ones;
   accuse       as a verifier, reports a wrong state for every unit it re-executes;
@@ -51,10 +51,13 @@ def _noisy(value: Any, run: str, key: str) -> Any:
     return value + 1e-3 * torch.randn(value.shape, generator=g, dtype=value.dtype)
 
 
+_units: dict[tuple[str, str], int] = {}  # (run, VNode) -> its number among this PNode's units
+
+
 def _unit_lies(run: str, vnode: str) -> bool:
-    """`sometimes`: 1 of every 20 units (VNode, step) is lied about."""
-    step = run.rsplit("/", 2)[-2] if run.count("/") >= 2 else run
-    return zlib.crc32(f"{step}/{vnode}".encode()) % 20 == 0
+    """`sometimes`: 1 of every 20 of its units (a VNode in one run) is lied about: the 4th, the 24th, ..."""
+    number = _units.setdefault((run, vnode), len(_units))
+    return number % 20 == 3
 
 
 def _falsify(msg: Hop, sender: str) -> None:
