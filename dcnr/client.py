@@ -162,10 +162,12 @@ class Client:
         """A network and where each of its VNodes runs."""
         return self._rpc.inspect_network(name)
 
-    def export_network(self, name: str, path: str | Path, progress: Progress | None = None) -> int:
+    def export_network(self, name: str, path: str | Path, progress: Progress | None = None, live: bool = False) -> int:
         """Write every parameter, the optimizer state, the definition and the step as one safetensors
-        file at `path` (whole or not at all); returns its size in bytes."""
-        return write_atomic(path, _counted(self._rpc.export_network(name), progress))
+        file at `path` (whole or not at all); returns its size in bytes. A network trained under validation
+        is exported as its newest verified checkpoint unless `live` (its metadata says which step, and
+        whether it is verified)."""
+        return write_atomic(path, _counted(self._rpc.export_network(name, live), progress))
 
     def import_network(self, path: str | Path, name: str = "", progress: Progress | None = None) -> NetworkInfo:
         """Create a network from a file written by `export_network` or `export_checkpoint`, streamed in

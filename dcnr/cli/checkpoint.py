@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dcnr.artifact import artifact_metadata
 from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, connect, table
 
 
@@ -30,10 +31,13 @@ def checkpoint_list(session_id: Annotated[str, typer.Argument(help="Session id."
 
 def checkpoint_export(session_id: Annotated[str, typer.Argument(help="Session id.")],
                       out_path: Annotated[Path, typer.Option("--out", help="Where to write the .safetensors file.")],
-                      step: Annotated[int | None, typer.Option(help="Session step (default: the latest).")] = None,
+                      step: Annotated[int | None, typer.Option(
+                          help="Session step (default: the newest verified checkpoint, else the latest).")] = None,
                       orchestrator: Orchestrator = DEFAULT) -> None:
     """Write a checkpoint as one artifact: parameters keyed <node_id>.<param>, optimizer state, the network
     YAML, training config and dataset hash. `dcnr network import` and `LocalExecutor.from_artifact` read it."""
     with connect(orchestrator) as c:
         c.export_checkpoint(session_id, out_path, session_step=step)
-    print(out_path)
+    meta = artifact_metadata(out_path.read_bytes())
+    print(f"{out_path}: session step {meta.get('training.session_step')} (network step {meta.get('step')})"
+          f"{'' if meta.get('verified') == 'true' else ', not verified by validation'}")

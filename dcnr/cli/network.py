@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from dcnr.artifact import artifact_metadata
 from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, connect, out, table
 from dcnr.client import NetworkInfo
 from dcnr.spec.loader import load_network
@@ -126,11 +127,17 @@ def network_show(name: Name, as_json: AsJson = False, orchestrator: Orchestrator
 
 def network_export(name: Name,
                    output: Annotated[Path, typer.Argument(help="Where to write the .safetensors file.")],
+                   live: Annotated[bool, typer.Option(
+                       "--live", help="The PNodes' current state, even when validation has not verified it yet.")
+                   ] = False,
                    orchestrator: Orchestrator = DEFAULT) -> None:
-    """Download every parameter and optimizer state as one safetensors file."""
+    """Download every parameter and optimizer state as one safetensors file. A network trained under
+    validation gives its newest verified checkpoint (see `dcnr validation list`) unless --live."""
     with connect(orchestrator) as c:
-        c.export_network(name, output)
-    print(output)
+        c.export_network(name, output, live=live)
+    meta = artifact_metadata(output.read_bytes())
+    print(f"{output}: network {meta.get('network')} at step {meta.get('step')}"
+          f"{'' if meta.get('verified') == 'true' else ' (not verified by validation)'}")
 
 
 def network_import(file: Annotated[Path, typer.Argument(help="A .safetensors file written by `network export`.")],

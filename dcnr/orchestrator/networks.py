@@ -109,15 +109,23 @@ class Networks:
         return spec
 
     # -- artifacts --------------------------------------------------------------------------------
-    def export(self, name: str) -> bytes:
-        """Every VNode's parameters and optimizer state, and the definition, as one safetensors file."""
+    def export(self, name: str, live: bool = False) -> bytes:
+        """Every VNode's parameters and optimizer state, and the definition, as one safetensors file.
+
+        A network with verified checkpoints (trained under validation) is exported as the newest one, which
+        may be older than its PNodes' state, unless `live`; the metadata gives the step and `verified`."""
         rec = self.store.get_network(name)
         net = self.driver.network(name)
+        verified = self.checkpoints.verified(name)
         with net.lock:  # between steps
-            state = written_state(net.plan, checkpoints.gather(self.driver, net))  # written-graph names
             step = self.driver.step_of(name)
-        return write_artifact(state, {"network": name, "step": str(step), "seed": str(net.spec.seed),
-                                      "yaml": rec.yaml})
+            if live or not verified or step in verified:
+                state = written_state(net.plan, checkpoints.gather(self.driver, net))  # written-graph names
+                return write_artifact(state, {"network": name, "step": str(step), "seed": str(net.spec.seed),
+                                              "yaml": rec.yaml, "verified": str(step in verified).lower()})
+        m = next(m for m in reversed(self.checkpoints.list(name)) if int(m["step"]) in verified)
+        return write_artifact(self.checkpoints.read(m), {"network": name, "step": str(m["step"]), "yaml": m["yaml"],
+                                                         "seed": str(net.spec.seed), "verified": "true"})
 
     def import_artifact(self, blob: bytes, name: str = "") -> NetworkInfo:
         """Create a network from an export (under `name`, default the exported one) and load its state into
@@ -155,12 +163,16 @@ class Networks:
         return [m for m in self.checkpoints.list(rec.network) if m.get("session") == rec.id]
 
     def export_checkpoint(self, session_id: str, session_step: int | None = None) -> bytes:
-        """A session's checkpoint (its latest, or the one at `session_step`) as a self-describing artifact:
+        """A session's checkpoint (its newest verified one, else its latest, or the one at `session_step`) as a
+        self-describing artifact:
         parameters, optimizer state, YAML and the facts of the training that produced it. An exported
         checkpoint is kept: retention never deletes it (deleting the network does)."""
         found = self.session_checkpoints(session_id)
+        verified = self.checkpoints.verified(found[0]["network"]) if found else set()
         if session_step is not None:
             found = [m for m in found if m["session_step"] == session_step]
+        elif any(int(m["step"]) in verified for m in found):  # the newest verified one by default
+            found = [m for m in found if int(m["step"]) in verified]
         if not found:
             raise NotFound(f"session {session_id} has no checkpoint"
                            + (f" at step {session_step}" if session_step is not None else ""))
@@ -169,4 +181,5 @@ class Networks:
         facts = {f"training.{k}": str(m[k]) for k in TRAINING_FACTS if k in m}
         return write_artifact(self.checkpoints.read(m), {
             "network": m["network"], "step": str(m["step"]), "yaml": m["yaml"],
-            "seed": str(parse_stored_network(m["yaml"], m["network"]).seed), **facts})
+            "seed": str(parse_stored_network(m["yaml"], m["network"]).seed),
+            "verified": str(int(m["step"]) in verified).lower(), **facts})

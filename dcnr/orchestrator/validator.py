@@ -33,6 +33,7 @@ state or decide when to roll back (sessions do), and it never computes the model
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import math
@@ -269,6 +270,14 @@ class Validator:
                 problem = f"hop {key} in its evidence differs from what it committed to receiving"
                 break
             inputs.append(hop)
+        outputs = []
+        for hop in evidence.outputs if not problem else ():
+            key = hop_key(hop.micro_batch, hop.op, hop.vnode, hop.index)
+            origin = _origin(router, key)
+            if origin not in inside or value_digest(hop.value) != by_vnode[origin][1].sent.get(key):
+                problem = f"hop {key} in its evidence is not what it committed to sending"
+                break
+            outputs.append(hop)
         if not problem:
             given_keys = {hop_key(h.micro_batch, h.op, h.vnode, h.index) for h in inputs}
             wanted = {k for v in unit.vnodes for k in by_vnode[v][1].received if _origin(router, k) not in inside}
@@ -281,7 +290,7 @@ class Validator:
                         session, unit)
             return None
         return Replay(spec.name, yaml_text, spec.seed, dict(vocabularies), unit.vnodes, run, loss_scale, apply,
-                      Evidence(state, inputs))
+                      Evidence(state, inputs, outputs), tolerance=_tolerance(spec, unit.vnodes))
 
     # -- verification (pool threads) ------------------------------------------------------------------
     def _verify_job(self, network: str, unit: _Unit, replay: Replay, by_vnode: Mapping[str, tuple[str, Commitment]],
@@ -303,8 +312,11 @@ class Validator:
                 committed: dict[str, Commitment], session: str) -> None:
         tried: set[str] = set()
         answer, verifier = None, ""
+        same = bool(self._choose(unit.host, exclude={unit.host}))  # of the host's compute class: bit for bit
+        tolerance = 0.0 if same else replay.tolerance
+        replay = dataclasses.replace(replay, tolerance=tolerance)
         for _ in range(VERIFY_ATTEMPTS):
-            verifier = self._choose(unit.host, exclude=tried | {unit.host})
+            verifier = self._choose(unit.host, exclude=tried | {unit.host}, same_class=same)
             if not verifier:
                 break
             tried.add(verifier)
@@ -320,11 +332,13 @@ class Validator:
                                                                    unit.verdict == "pass" else "")))
             return
         unit.verifier = verifier
+        if not same:
+            committed = _comparable(committed, answer)  # another class: the hops it could compare, no state
         if _same(answer, committed):
             unit.verdict = "pass"
             self._event(network, session, unit, "pass", verifier)
             return
-        referee = self._choose(unit.host, exclude=tried | {unit.host}, prefer_trusted=True)
+        referee = self._choose(unit.host, exclude=tried | {unit.host}, prefer_trusted=True, same_class=same)
         second = None
         if referee:
             with contextlib.suppress(DcnrError):
@@ -345,14 +359,16 @@ class Validator:
                                                        "no referee is available"),
                         "", "unresolved", referee, session, unit)
 
-    def _choose(self, host: str, exclude: set[str], prefer_trusted: bool = False) -> str:
-        """A random eligible verifier for `host`'s work ("" when there is none)."""
+    def _choose(self, host: str, exclude: set[str], prefer_trusted: bool = False, same_class: bool = True) -> str:
+        """A random eligible verifier for `host`'s work ("" when there is none): of its compute class, or with
+        `same_class=False` of any other."""
         rec = self._record(host)
         if rec is None:
             return ""
         cls, where = rec.hardware.get("compute_class", ""), rec.hardware.get("peer_host", "")
         eligible = [p for p in self.fleet.alive() if p.id not in exclude and p.id not in self._convicted
-                    and not self.standings.quarantined(p.id) and p.hardware.get("compute_class", "") == cls
+                    and not self.standings.quarantined(p.id)
+                    and (p.hardware.get("compute_class", "") == cls) == same_class
                     and (_loopback(where) or p.hardware.get("peer_host", "") != where)]
         if prefer_trusted and any(self.standings.trusted(p.id) for p in eligible):
             eligible = [p for p in eligible if self.standings.trusted(p.id)]
@@ -510,6 +526,19 @@ def _origin(router: Router, key: str) -> str | None:
         edge = router.feeds.get((vnode, index))
         return router.edges[edge].src if edge is not None else None
     return router.edges[index].dst if 0 <= index < len(router.edges) else None
+
+
+def _tolerance(spec: NetworkSpec, vnodes: Sequence[str]) -> float:
+    """How close a verifier of another compute class must come to the host's hops: 1e-4 relative for fp32
+    units, 1e-2 for half precision (documented in README, "What validation guarantees")."""
+    half = any("16" in p for v in vnodes for p in (spec.nodes[v].param_precision, spec.nodes[v].activation_precision))
+    return 1e-2 if half else 1e-4
+
+
+def _comparable(committed: Mapping[str, Commitment], answer: Mapping[str, Commitment]) -> dict[str, Commitment]:
+    """The host's commitments as a verifier of another class answers: the hops it answered for, no state."""
+    return {v: Commitment(v, "", {k: d for k, d in c.sent.items() if k in answer.get(v, c).sent})
+            for v, c in committed.items()}
 
 
 def _same(a: Mapping[str, Commitment], b: Mapping[str, Commitment]) -> bool:

@@ -103,6 +103,7 @@ class _Ledger:
     sent: dict[str, dict[str, str]] = field(default_factory=dict)  # VNode -> hop key -> digest
     received: dict[str, dict[str, Received]] = field(default_factory=dict)
     inputs: dict[str, list[Hop]] = field(default_factory=dict)  # VNode -> the hops it received
+    outputs: dict[str, list[Hop]] = field(default_factory=dict)  # VNode -> the hops it sent
     before: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # state as the run found it
     committed: bool = False  # the update ran: `before` is complete
 
@@ -400,8 +401,8 @@ class PNodeRuntime:
         with self._lock:
             net = self._nets.get(hop.network)
             run = net.runs.get(hop.run) if net is not None else None
-            if net is None or run is None or hop.run in self._fenced:
-                return  # the network was dropped, or the run abandoned
+            if net is None or run is None or hop.run in self._fenced or hop.vnode not in net.mine:
+                return  # the network was dropped, the run abandoned, or the VNode moved to another PNode
         if run.kind == "train" and run.step < self.host.step(hop.network):
             return  # late: that step is over
         self._started.setdefault((hop.network, RequestId(run.id, run.step, hop.micro_batch, run.kind)),
@@ -439,6 +440,7 @@ class PNodeRuntime:
         name = hop_key(msg.micro_batch, msg.op, msg.vnode, msg.index)
         msg.digest = value_digest(msg.value)
         ledger.sent.setdefault(vnode, {})[name] = msg.digest
+        ledger.outputs.setdefault(vnode, []).append(msg)
         if msg.vnode not in net.mine and self.signer is not None:
             msg.signature = self.signer(msg.network, msg.run, name, msg.digest)
 
@@ -514,8 +516,8 @@ class PNodeRuntime:
         return self.call(run)
 
     def collect_evidence(self, network: str, run: str, vnodes: list[str]) -> Evidence:
-        """The state as committed run `run` found them, and the hops they received, of hosted VNodes; it is
-        kept from the run's update until the next training run begins (NotFound after that)."""
+        """The state as committed run `run` found them, and the hops they received and sent, of hosted VNodes;
+        it is kept from the run's update until the next training run begins (NotFound after that)."""
         net = self._net(network)
         with self._lock:
             ledger = net.ledger
@@ -524,7 +526,8 @@ class PNodeRuntime:
         missing = sorted(set(vnodes) - set(ledger.before))
         if missing:
             raise NotFound(f"VNode {missing[0]!r} of network {network!r} had no part in run {run!r} on PNode {self.id}")
-        return Evidence({v: ledger.before[v] for v in vnodes}, [h for v in vnodes for h in ledger.inputs.get(v, [])])
+        return Evidence({v: ledger.before[v] for v in vnodes}, [h for v in vnodes for h in ledger.inputs.get(v, [])],
+                        [h for v in vnodes for h in ledger.outputs.get(v, [])])
 
     def verify(self, unit: Replay) -> dict[str, Commitment]:
         """Re-execute another PNode's work unit (on the verification thread, beside this PNode's own work)."""

@@ -127,16 +127,19 @@ class Commitment:
 @dataclass(frozen=True)
 class Evidence:
     """What a PNode hands over for re-execution of some hosted VNodes' part in a committed run: each VNode's
-    state when the run began, and every hop it received (with its value)."""
+    state when the run began, every hop it received and every hop it sent (with their values)."""
 
     state: dict[str, dict[str, Any]]  # VNode -> state tensors (as `VNode.state()`); absent: the seed's
     inputs: list[Hop] = field(default_factory=list)
+    outputs: list[Hop] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Replay:
     """A work unit for a verifier: VNodes of one network (a tie group) to run through one training step from
-    `evidence`, exactly as their host should have; `loss_scale` and `apply` end the step as the driver did."""
+    `evidence`, exactly as their host should have; `loss_scale` and `apply` end the step as the driver did.
+    With a `tolerance` (a verifier of another compute class) a recomputed hop within it of the one the host
+    sent (`evidence.outputs`) counts as the same."""
 
     network: str
     yaml: str
@@ -147,6 +150,7 @@ class Replay:
     loss_scale: float
     apply: bool
     evidence: Evidence
+    tolerance: float = 0.0  # 0: bit for bit
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,20 @@ unit is built from the network's definition (only its VNodes), loaded with that 
 driven through the same shared `Router` a PNode uses; the digests of everything it emits
 and of its state after the update are what its host must have committed to. Execution is
 bit-exact on the same compute class (SPEC §2), so any difference is a fault.
+
+Before that, `linear` VNodes get Freivalds' check (`dcnr.validation.freivalds`): the
+products behind every hop the host says it sent are checked against its state and inputs
+in a fraction of their cost, and a unit that fails it is answered at once (its hop's digest
+is then `FREIVALDS_FAILED`) without re-executing the rest. A verifier of another compute
+class (`Replay.tolerance` > 0) cannot match bits: it answers with the host's digest for
+each hop it recomputes within the tolerance, with its own for the others; costs and the
+state after the update are left out of its answer.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import torch
 
@@ -24,6 +33,9 @@ from dcnr.spec.loader import parse_stored_network
 from dcnr.spec.passes import plan
 from dcnr.transport.messages import Commitment, Hop, Replay, Report
 from dcnr.validation.digest import hop_key, state_digest, value_digest
+from dcnr.validation.freivalds import check_linear, check_linear_backward
+
+FREIVALDS_FAILED = "freivalds-check-failed"  # the digest a verifier answers for a hop that fails Freivalds' check
 
 
 def replay(unit: Replay, device: str | torch.device = "cpu") -> dict[str, Commitment]:
@@ -51,7 +63,13 @@ def replay(unit: Replay, device: str | torch.device = "cpu") -> dict[str, Commit
         if vid in unit.evidence.state:
             v.load_state(dict(unit.evidence.state[vid]), unit.run.step)
     router = Router(spec)
+    claimed = {hop_key(h.micro_batch, h.op, h.vnode, h.index): h.value for h in unit.evidence.outputs}
+    failed = _freivalds(unit, spec, router, built, claimed)
+    if failed is not None:
+        vnode, key = failed
+        return {vid: Commitment(vid, "", {key: FREIVALDS_FAILED} if vid == vnode else {}) for vid in built}
     sent: dict[str, dict[str, str]] = {v: {} for v in vnodes}
+    values: dict[str, Any] = {}
     strangers = sorted({h.vnode for h in unit.evidence.inputs} - vnodes)
     if strangers:
         raise InvalidArgument(f"an input of the work unit is addressed to VNode {strangers[0]!r}, not in it")
@@ -66,15 +84,68 @@ def replay(unit: Replay, device: str | torch.device = "cpu") -> dict[str, Commit
             hop = queue.popleft()
             for msg in router.deliver(built[hop.vnode], unit.run, hop):
                 if isinstance(msg, Report):
-                    if msg.kind == "output":
+                    if msg.kind == "output" and not unit.tolerance:
                         sent[hop.vnode][hop_key(msg.micro_batch, "out", msg.vnode, msg.slot)] = value_digest(msg.value)
                     continue
-                sent[hop.vnode][hop_key(msg.micro_batch, msg.op, msg.vnode, msg.index)] = value_digest(msg.value)
+                key = hop_key(msg.micro_batch, msg.op, msg.vnode, msg.index)
+                sent[hop.vnode][key] = value_digest(msg.value)
+                values[key] = msg.value
                 if msg.vnode in vnodes:
                     queue.append(msg)
         for v in built.values():
             v.apply_update(unit.loss_scale, unit.apply)
-    return {vid: Commitment(vid, state_digest(v.state()), sent[vid]) for vid, v in built.items()}
+    if unit.tolerance:  # another compute class: close enough is the same, the state cannot be compared
+        for mine in sent.values():
+            for key in mine:
+                if key in claimed and _close(values[key], claimed[key], unit.tolerance):
+                    mine[key] = value_digest(claimed[key])
+        return {vid: Commitment(vid, "", sent[vid]) for vid in built}
+    return {vid: Commitment(vid, state_digest(v.state(copy=False)), sent[vid]) for vid, v in built.items()}
+
+
+def _close(mine: Any, theirs: Any, tolerance: float) -> bool:
+    if not isinstance(mine, torch.Tensor) or not isinstance(theirs, torch.Tensor):
+        return bool(mine == theirs)
+    if mine.shape != theirs.shape or mine.dtype != theirs.dtype:
+        return False
+    if not mine.is_floating_point():
+        return torch.equal(mine, theirs)
+    return torch.allclose(mine.double(), theirs.double(), rtol=tolerance, atol=tolerance)
+
+
+def _freivalds(unit: Replay, spec: Any, router: Router, built: dict[str, Any], claimed: dict[str, Any]
+               ) -> tuple[str, str] | None:
+    """(VNode, hop key) of the first hop a `linear` VNode of the unit sent that is not the product of its
+    state and inputs, by Freivalds' check; None when all pass."""
+    generator = torch.Generator().manual_seed(0x5EED)  # the verifier's own: the host never sees it
+    inputs = {hop_key(h.micro_batch, h.op, h.vnode, h.index): h.value for h in unit.evidence.inputs}
+    for vid, v in sorted(built.items()):
+        if spec.nodes[vid].type != "linear":
+            continue
+        weight, bias = v.params["weight"].master, v.params["bias"].master if "bias" in v.params else None
+        dtype = v.act_dtype
+        outs = router.out_edges[vid]
+        feed = router.feeds.get((vid, 0))
+        for mb in range(unit.run.micro_batches):
+            x = inputs.get(hop_key(mb, "fwd", vid, 0))
+            for _, e in outs:
+                key = hop_key(mb, "fwd", e.dst, e.dst_slot)
+                if x is not None and key in claimed and isinstance(claimed[key], torch.Tensor) and not (
+                        check_linear(x.to(dtype).float(), weight.to(v.param_dtype).float(),
+                                     None if bias is None else bias.to(v.param_dtype).float(),
+                                     claimed[key].float(), generator, dtype)):
+                    return vid, key
+            grads = [inputs.get(hop_key(mb, "bwd", vid, i)) for i, _ in outs]
+            upstream = hop_key(mb, "bwd", router.edges[feed].src, feed) if feed is not None else ""
+            present = [g for g in grads if isinstance(g, torch.Tensor)]
+            if present and len(present) == len(grads) and isinstance(claimed.get(upstream), torch.Tensor):
+                gy = present[0].float()
+                for g in present[1:]:  # in edge order, as the VNode sums them
+                    gy = gy + g.float()
+                if not check_linear_backward(gy, weight.to(v.param_dtype).float(), claimed[upstream].float(),
+                                             generator, dtype):
+                    return vid, upstream
+    return None
 
 
 def _origin(router: Router, hop: Hop) -> str | None:

@@ -169,7 +169,7 @@ def test_every_role_on_a_pnode_gets_exactly_its_rules(tmp_path: Path) -> None:
     try:
         with to_pnode(address, orchestrator_identity(ca, tmp_path / "ca")) as orchestrator, \
                 to_pnode(address, pnode_identity(ca)[1]) as peer:
-            assert check_every_rpc(orchestrator, PNODE_SERVICES, Caller(ORCHESTRATOR), True) == 12
+            assert check_every_rpc(orchestrator, PNODE_SERVICES, Caller(ORCHESTRATOR), True) == 14
             assert check_every_rpc(peer, PNODE_SERVICES, Caller(PNODE), True) == 3  # hops and health
         health = next(m for m in methods(("VNodeService",)) if m.name == "Health")
         with to_orchestrator(address, ca.cert_pem) as anonymous:  # TLS without a client certificate

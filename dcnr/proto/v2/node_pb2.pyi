@@ -350,14 +350,18 @@ class EvidenceRequest(_message.Message):
     def __init__(self, network: _Optional[str] = ..., run: _Optional[str] = ..., vnodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Evidence(_message.Message):
-    __slots__ = ("states", "inputs", "gradients")
+    __slots__ = ("states", "inputs", "gradients", "sent_inputs", "sent_gradients")
     STATES_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     GRADIENTS_FIELD_NUMBER: _ClassVar[int]
+    SENT_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    SENT_GRADIENTS_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedCompositeFieldContainer[VNodeState]
     inputs: _containers.RepeatedCompositeFieldContainer[HopRequest]
     gradients: _containers.RepeatedCompositeFieldContainer[GradientHop]
-    def __init__(self, states: _Optional[_Iterable[_Union[VNodeState, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[HopRequest, _Mapping]]] = ..., gradients: _Optional[_Iterable[_Union[GradientHop, _Mapping]]] = ...) -> None: ...
+    sent_inputs: _containers.RepeatedCompositeFieldContainer[HopRequest]
+    sent_gradients: _containers.RepeatedCompositeFieldContainer[GradientHop]
+    def __init__(self, states: _Optional[_Iterable[_Union[VNodeState, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[HopRequest, _Mapping]]] = ..., gradients: _Optional[_Iterable[_Union[GradientHop, _Mapping]]] = ..., sent_inputs: _Optional[_Iterable[_Union[HopRequest, _Mapping]]] = ..., sent_gradients: _Optional[_Iterable[_Union[GradientHop, _Mapping]]] = ...) -> None: ...
 
 class VNodeState(_message.Message):
     __slots__ = ("vnode", "tensors")
@@ -368,7 +372,7 @@ class VNodeState(_message.Message):
     def __init__(self, vnode: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[_common_pb2.NamedTensor, _Mapping]]] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("version", "network", "yaml", "seed", "vocabularies", "vnodes", "run", "loss_scale", "apply", "evidence")
+    __slots__ = ("version", "network", "yaml", "seed", "vocabularies", "vnodes", "run", "loss_scale", "apply", "evidence", "tolerance")
     class VocabulariesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -386,6 +390,7 @@ class VerifyRequest(_message.Message):
     LOSS_SCALE_FIELD_NUMBER: _ClassVar[int]
     APPLY_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     version: _common_pb2.ProtocolVersion
     network: str
     yaml: str
@@ -396,7 +401,8 @@ class VerifyRequest(_message.Message):
     loss_scale: float
     apply: bool
     evidence: Evidence
-    def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., network: _Optional[str] = ..., yaml: _Optional[str] = ..., seed: _Optional[int] = ..., vocabularies: _Optional[_Mapping[str, str]] = ..., vnodes: _Optional[_Iterable[str]] = ..., run: _Optional[_Union[_common_pb2.Run, _Mapping]] = ..., loss_scale: _Optional[float] = ..., apply: _Optional[bool] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ...) -> None: ...
+    tolerance: float
+    def __init__(self, version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., network: _Optional[str] = ..., yaml: _Optional[str] = ..., seed: _Optional[int] = ..., vocabularies: _Optional[_Mapping[str, str]] = ..., vnodes: _Optional[_Iterable[str]] = ..., run: _Optional[_Union[_common_pb2.Run, _Mapping]] = ..., loss_scale: _Optional[float] = ..., apply: _Optional[bool] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ..., tolerance: _Optional[float] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
     __slots__ = ("commitments",)

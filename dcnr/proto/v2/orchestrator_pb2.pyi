@@ -520,12 +520,14 @@ class Placement(_message.Message):
     def __init__(self, vnode: _Optional[str] = ..., pnode: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class ExportNetworkRequest(_message.Message):
-    __slots__ = ("name", "step")
+    __slots__ = ("name", "step", "live")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
     name: str
     step: int
-    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ...) -> None: ...
+    live: bool
+    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ..., live: _Optional[bool] = ...) -> None: ...
 
 class BlobChunk(_message.Message):
     __slots__ = ("data", "name")

@@ -163,8 +163,9 @@ class GrpcControl:
         return NetworkPlacement(network=_network(r.network), placements=tuple(
             Placement(vnode=p.vnode, pnode=p.pnode, address=p.address) for p in r.placements))
 
-    def export_network(self, name: str) -> Iterator[bytes]:
-        return self._stream("ExportNetwork", pb.ExportNetworkRequest(name=name), lambda c: c.data, self.timeout)
+    def export_network(self, name: str, live: bool = False) -> Iterator[bytes]:
+        return self._stream("ExportNetwork", pb.ExportNetworkRequest(name=name, live=live), lambda c: c.data,
+                            self.timeout)
 
     def import_network(self, chunks: Iterable[bytes], name: str) -> NetworkInfo:
         def messages() -> Iterator[orchestrator_pb2.BlobChunk]:

@@ -128,7 +128,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     def ExportNetwork(self, request: pb.ExportNetworkRequest,
                       context: grpc.ServicerContext) -> Iterator[pb.BlobChunk]:
-        yield from _chunks(self.o.networks.export(request.name))
+        yield from _chunks(self.o.networks.export(request.name, live=request.live))
 
     def ImportNetwork(self, request_iterator: Iterator[pb.BlobChunk],
                       context: grpc.ServicerContext) -> pb.NetworkInfo:

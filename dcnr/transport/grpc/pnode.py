@@ -97,24 +97,29 @@ def evidence_to_pb(e: Evidence) -> node_pb2.Evidence:
     for hop in e.inputs:
         pb = hop_to_pb(hop)
         (msg.inputs if hop.op == "fwd" else msg.gradients).append(pb)  # type: ignore[arg-type]
+    for hop in e.outputs:
+        pb = hop_to_pb(hop)
+        (msg.sent_inputs if hop.op == "fwd" else msg.sent_gradients).append(pb)  # type: ignore[arg-type]
     return msg
 
 
 def evidence_from_pb(msg: node_pb2.Evidence) -> Evidence:
     return Evidence({s.vnode: {t.name: codec.decode_tensor(t.tensor) for t in s.tensors} for s in msg.states},
-                    [forward_hop(h) for h in msg.inputs] + [backward_hop(h) for h in msg.gradients])
+                    [forward_hop(h) for h in msg.inputs] + [backward_hop(h) for h in msg.gradients],
+                    [forward_hop(h) for h in msg.sent_inputs] + [backward_hop(h) for h in msg.sent_gradients])
 
 
 def replay_to_pb(unit: Replay) -> node_pb2.VerifyRequest:
     return node_pb2.VerifyRequest(version=codec.version_message(), network=unit.network, yaml=unit.yaml,
                                   seed=unit.seed, vocabularies=unit.vocabularies, vnodes=list(unit.vnodes),
                                   run=run_to_pb(unit.run), loss_scale=unit.loss_scale, apply=unit.apply,
-                                  evidence=evidence_to_pb(unit.evidence))
+                                  evidence=evidence_to_pb(unit.evidence), tolerance=unit.tolerance)
 
 
 def replay_from_pb(msg: node_pb2.VerifyRequest) -> Replay:
     return Replay(msg.network, msg.yaml, int(msg.seed), dict(msg.vocabularies), tuple(msg.vnodes),
-                  run_from_pb(msg.run), float(msg.loss_scale), bool(msg.apply), evidence_from_pb(msg.evidence))
+                  run_from_pb(msg.run), float(msg.loss_scale), bool(msg.apply), evidence_from_pb(msg.evidence),
+                  float(msg.tolerance))
 
 
 def placement_to_pb(p: Placement) -> node_pb2.PlaceNetworkRequest:
