@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import math
 import threading
 import time
 import uuid
@@ -293,6 +294,9 @@ class Driver:
                     waiting.done.get(mb, set()) >= finishing
                     and all((mb, n, s) in waiting.outputs for n, s in costs_at) for mb in range(micro_batches)),
                     f"step {net.step} of network {name!r}", pnodes)
+                odd = _odd_costs(waiting.outputs, deployment.assignments)
+                if odd:
+                    raise StepFailed(odd)
             except BaseException:
                 # nothing half-done may poison the retry of this step; an unreachable PNode is the
                 # failure already being reported
@@ -303,11 +307,14 @@ class Driver:
             finally:
                 self.inbox.close(run.id)
             costs = {}
+            unusual = set()  # costs that are not finite: their units are verified whatever the draw
             for b in spec.costs:
                 total = 0.0
                 for mb in range(micro_batches):  # micro-batch order, as the LocalExecutor sums
                     total += float(waiting.outputs[(mb, b.node_id, b.slot_id)]) / micro_batches
                 costs[b.name] = total
+                if not math.isfinite(total) and not net.scaler.enabled:
+                    unusual.add(b.node_id)
             finite = True
             if net.scaler.enabled:
                 finite = all(self._on_each(pnodes, "the finiteness check",
@@ -329,7 +336,7 @@ class Driver:
                             for mb in range(micro_batches) for n, s in costs_at}
                 self.validator.after_step(spec, net.router, net.yaml, self.vocabularies(spec), run, deployment,
                                           {p: c for p, (_, c) in zip(pnodes, replies, strict=True)}, sent, reported,
-                                          scale, apply, validation, session)
+                                          scale, apply, validation, session, unusual)
             metrics = {m.name: lrs[m.node_id] for m in spec.metrics if m.node_id in lrs}
             return costs, net.step, not apply, metrics
 
@@ -392,6 +399,17 @@ class Driver:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _odd_costs(outputs: Mapping[tuple[int, str, int], Any], hosts: Mapping[str, str]) -> str:
+    """Why a reported cost is not a cost ("" when all are): each must be a floating-point scalar."""
+    for (mb, vnode, slot), value in sorted(outputs.items(), key=lambda kv: kv[0]):
+        if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.is_floating_point():
+            what = f"a {value.dtype} tensor of shape {list(value.shape)}" if isinstance(value, torch.Tensor) else (
+                type(value).__name__)
+            return (f"PNode {hosts.get(vnode, '?')} reported {what} as cost {vnode!r} slot {slot} of micro-batch "
+                    f"{mb}: a cost is a floating-point scalar")
+    return ""
 
 
 def _batch_size(batch: Mapping[str, Any]) -> int:

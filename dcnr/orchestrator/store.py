@@ -86,10 +86,14 @@ class ValidationEvent:
 
     `verdict` is one of:
     - "pass": the verifier's re-execution matched the accused's commitment;
-    - "fail": it did not, and the referee (or a matching quorum) sided against the accused;
-    - "false-accusation": the referee sided with the accused: the verifier is the one charged;
-    - "unresolved": no referee could settle a mismatch (nobody is charged);
-    - "fault": a PNode failed to take part in a check (no commitment, no answer): no judgement of its numbers;
+    - "fail": it did not and the referee sided with the verifier, or the accused's evidence or checkpoint blob
+      is not what it committed to: the accused is charged;
+    - "false-accusation": the referee sided with the accused: the verifier (named as accused) is charged;
+    - "unresolved": no referee could settle a mismatch (nobody is charged; the step is rolled back);
+    - "fault": commitments disagree about a hop, an input or a cost, pinned on whoever cannot back its word
+      with a signature: it is charged;
+    - "unverified": the accused's evidence or a verifier's answer could not be had (no judgement);
+    - "unverifiable": no other PNode could verify the accused (a fleet of one);
     - "released": an operator lifted the accused's quarantine and charges;
     - "trusted" / "untrusted": an operator marked or unmarked the accused as trusted.
     Fields that do not apply are empty (or 0).

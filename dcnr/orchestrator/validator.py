@@ -42,7 +42,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -86,7 +86,7 @@ class _Unit:
     step: int
     run: str
     sampled: bool = False
-    verdict: str = ""  # "" pending or not sampled | pass | fail | false-accusation | unresolved | unverified
+    verdict: str = ""  # "" pending or not sampled | pass | fail | false-accusation | unresolved | unverified | unverifiable
     verifier: str = ""
 
 
@@ -121,8 +121,9 @@ class Validator:
     def after_step(self, spec: NetworkSpec, router: Router, yaml_text: str, vocabularies: Mapping[str, str],
                    run: Run, deployment: Deployment, commitments: Mapping[str, Sequence[Commitment]],
                    sent_inputs: Mapping[str, str], reported: Mapping[str, str], loss_scale: float, apply: bool,
-                   policy: Policy, session: str = "") -> None:
-        """Check one step's commitments, draw units to verify and start verifying them (in the background)."""
+                   policy: Policy, session: str = "", unusual: Collection[str] = ()) -> None:
+        """Check one step's commitments, draw units to verify and start verifying them (in the background);
+        units holding an `unusual` VNode (one whose cost was not finite) are verified whatever the draw."""
         network = spec.name
         with self._lock:
             tl = self._timeline(network)
@@ -139,7 +140,8 @@ class Validator:
             group = tuple(sorted(spec.tie_group(vnode) & set(by_vnode)))
             seen.update(group)
             units.append(_Unit("+".join(group), group, pnode, run.step, run.id))
-        flagged = self._flagged(tl, by_vnode, reported, spec)
+        flagged = self._flagged(tl, by_vnode, reported, spec) | {
+            "+".join(sorted(spec.tie_group(v) & set(by_vnode))) for v in unusual if v in by_vnode}
         trusted = {p: self.standings.trusted(p) for p in commitments}
         jobs = []
         with self._lock:
@@ -149,7 +151,13 @@ class Validator:
                 tl.units[(unit.step, unit.key)] = unit
             for _, c in by_vnode.values():
                 tl.known[c.vnode] = c.state
+        alone = {h for h in {u.host for u in units if u.sampled}
+                 if not (self._choose(h, {h}) or self._choose(h, {h}, same_class=False))}
         for unit in (u for u in units if u.sampled):
+            if unit.host in alone:  # nobody could re-execute it: no evidence is fetched for nothing
+                unit.verdict = "unverifiable"
+                self._event(network, session, unit, "unverifiable", detail="no other PNode can verify its host")
+                continue
             replay = self._evidence(spec, router, yaml_text, vocabularies, run, unit, by_vnode, known_before,
                                     loss_scale, apply, session)
             if replay is not None:
@@ -326,10 +334,9 @@ class Validator:
             except DcnrError as exc:
                 log.info("verifier %s could not re-execute unit %s: %s", verifier, unit.key, exc)
         if answer is None:
-            unit.verdict = "pass" if self.standings.trusted(unit.host) else "unverified"
+            unit.verdict = "unverifiable" if not tried else "unverified"
             self._event(network, session, unit, unit.verdict, detail=(
-                "no verifier of its compute class is available" + ("; its host is trusted" if
-                                                                   unit.verdict == "pass" else "")))
+                "no other PNode can verify its host" if not tried else "no verifier could re-execute it"))
             return
         unit.verifier = verifier
         if not same:
@@ -452,11 +459,12 @@ class Validator:
             return True
 
     def verified_before(self, network: str, step: int) -> bool:
-        """Whether every unit sampled in the timeline before `step` passed (none pending, none failed)."""
+        """Whether every unit sampled in the timeline before `step` passed (none pending, none failed); a unit
+        no other PNode could verify (a fleet of one) does not count against it, and is logged as such."""
         with self._lock:
             tl = self._timeline(network)
             return not any(s < step for s, _ in tl.pending) and not any(
-                u.sampled and u.step < step and u.verdict != "pass" for u in tl.units.values())
+                u.sampled and u.step < step and u.verdict not in ("pass", "unverifiable") for u in tl.units.values())
 
     def restored(self, network: str, step: int, vnodes: Mapping[str, str]) -> None:
         """The network's state was put back to `step`: `vnodes` maps each VNode to the digest of its state

@@ -142,7 +142,9 @@ class PNodeRuntime:
         self.task_timeout = task_timeout
         self.limits = limits or Limits.for_budget(memory_budget)
         self.stats: dict[str, float] = {"hops_sent": 0, "tensor_bytes_sent": 0, "local_hops": 0, "refused": 0,
-                                        "busy_seconds": 0.0}  # busy: VNode compute
+                                        "busy_seconds": 0.0,
+                                        "commit_seconds": 0.0, "verify_seconds": 0.0, "verified_units": 0}
+        # busy: VNode compute; commit: digests, signatures, evidence; verify: re-executing others' units
         self._nets: dict[str, _Network] = {}
         self._lock = threading.Lock()  # guards _nets, _seen, _fenced and the queued counts
         self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
@@ -337,13 +339,18 @@ class PNodeRuntime:
     def _check_signature(self, net: _Network, hop: Hop) -> None:
         """Digest a hop of a committed run; one from a PNode must carry its signature on that digest when the
         placement gives PNode keys (PermissionDenied otherwise)."""
-        hop.digest = value_digest(hop.value)
-        if not hop.sender or not net.keys:
-            return
-        key = net.keys.get(hop.sender)
-        name = hop_key(hop.micro_batch, hop.op, hop.vnode, hop.index)
-        if key is None or not hop_signed_by(key, hop.network, hop.run, name, hop.digest, hop.signature):
-            raise PermissionDenied(f"hop {name} of run {hop.run} is not signed by PNode {hop.sender}, which sent it")
+        started = time.perf_counter()
+        try:
+            hop.digest = value_digest(hop.value)
+            if not hop.sender or not net.keys:
+                return
+            key = net.keys.get(hop.sender)
+            name = hop_key(hop.micro_batch, hop.op, hop.vnode, hop.index)
+            if key is None or not hop_signed_by(key, hop.network, hop.run, name, hop.digest, hop.signature):
+                raise PermissionDenied(f"hop {name} of run {hop.run} is not signed by PNode {hop.sender}, which "
+                                       "sent it")
+        finally:
+            self.stats["commit_seconds"] += time.perf_counter() - started
 
     def _no_room(self, hop: Hop, rid: RequestId) -> str:
         """Why a hop from a peer does not fit now ("" when it does); under the lock."""
@@ -433,6 +440,13 @@ class PNodeRuntime:
 
     def _commit_sent(self, ledger: _Ledger, net: _Network, vnode: str, msg: Hop | Report) -> None:
         """Record the digest of what `vnode` sends (signed when it goes to another PNode)."""
+        started = time.perf_counter()
+        try:
+            self._commit(ledger, net, vnode, msg)
+        finally:
+            self.stats["commit_seconds"] += time.perf_counter() - started
+
+    def _commit(self, ledger: _Ledger, net: _Network, vnode: str, msg: Hop | Report) -> None:
         if isinstance(msg, Report):
             ledger.sent.setdefault(vnode, {})[hop_key(msg.micro_batch, "out", msg.vnode, msg.slot)] = (
                 value_digest(msg.value))
@@ -499,18 +513,22 @@ class PNodeRuntime:
             vnodes = [v for _, v in self.host.local(network)]
             ledger = net.ledger if net.ledger is not None and not net.ledger.committed else None
             norms = {}
+            started = time.perf_counter()
             if ledger is not None:
                 ledger.before = {v.id: v.state() for v in vnodes}  # evidence: the state the run found
                 norms = {v.id: v.grad_norm() for v in vnodes}
+            self.stats["commit_seconds"] += time.perf_counter() - started
             for v in vnodes:
                 v.apply_update(loss_scale, apply)
             self.host.set_step(network, step)  # the step's training requests are over; others run on
             self._started = {k: t for k, t in self._started.items() if k[0] != network or k[1].kind != "train"}
             commitments = []
+            started = time.perf_counter()
             if ledger is not None:
                 ledger.committed = True
                 commitments = [Commitment(v.id, state_digest(v.state(copy=False)), ledger.sent.get(v.id, {}),
                                           ledger.received.get(v.id, {}), norms[v.id]) for v in vnodes]
+            self.stats["commit_seconds"] += time.perf_counter() - started
             return {v.id: v.learning_rate() for v in vnodes if v.params}, commitments
 
         return self.call(run)
@@ -533,7 +551,15 @@ class PNodeRuntime:
         """Re-execute another PNode's work unit (on the verification thread, beside this PNode's own work)."""
         if len(unit.vnodes) > MAX_VNODES or len(unit.yaml) > MAX_NETWORK_TEXT:
             raise InvalidArgument("a work unit is too large to verify")
-        return self._verifier.submit(replay, unit, self.host.device).result(timeout=self.task_timeout)
+        def timed() -> dict[str, Commitment]:
+            started = time.perf_counter()
+            try:
+                return replay(unit, self.host.device)
+            finally:
+                self.stats["verify_seconds"] += time.perf_counter() - started
+                self.stats["verified_units"] += 1
+
+        return self._verifier.submit(timed).result(timeout=self.task_timeout)
 
     def reset_to_step(self, network: str, step: int, fence_run: str = "", reinitialize: bool = False) -> None:
         """Drop unfinished work and gradients; the network is at `step` (a restore may move it back)."""

@@ -44,4 +44,4 @@ class Policy:
         return self.rate * TRUSTED_FACTOR if trusted else self.rate
 
     def __str__(self) -> str:
-        return f"sample:{self.rate:g}" if self.mode == "sample" else self.mode
+        return f"sample:{self.rate}" if self.mode == "sample" else self.mode  # shortest text that reads back
