@@ -81,8 +81,8 @@ def freivalds_cost(sz: dict[str, int], batch: int, repeats: int = 5) -> list[dic
         w, b = torch.randn(n, k, generator=g) * 0.02, torch.zeros(n)
         y = torch.nn.functional.linear(x, w, b)
         times = {}
-        for name, fn in (("product", lambda: torch.nn.functional.linear(x, w, b)),
-                         ("freivalds", lambda: check_linear(x, w, b, y, g))):
+        for name, fn in (("product", lambda x=x, w=w, b=b: torch.nn.functional.linear(x, w, b)),
+                         ("freivalds", lambda x=x, w=w, b=b, y=y: check_linear(x, w, b, y, g))):
             fn()
             spent = []
             for _ in range(repeats):
@@ -202,7 +202,8 @@ def main() -> None:
         d = figures[key]
         say(f"{what} {liar_units} units/step, P = 0.05: caught in the step of its first lie "
             f"{d['same_step'] * 100:.1f} % of the time; steps after it: median {d['median']:.0f}, mean "
-            f"{d['mean']:.1f}, p90 {d['p90']:.0f}, p99 {d['p99']:.0f} ({args.trials} simulated draws, seed {args.seed})")
+            f"{d['mean']:.1f}, p90 {d['p90']:.0f}, p99 {d['p99']:.0f} ({args.trials} simulated draws, "
+            f"seed {args.seed})")
     say("Freivalds' check vs the product (topology 1 linear shapes):")
     for row in figures["freivalds"]:
         say(f"  {row['rows']} x {row['in']} -> {row['out']}: product {row['product_ms']:.2f} ms, check "

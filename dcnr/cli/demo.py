@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +31,7 @@ from dcnr.spec.transformer import tiny_lm
 
 console = Console(stderr=True, soft_wrap=True)
 PNODES = 2
+VALIDATION = "sample:0.05"  # validation stays on at a low rate: the other PNode re-executes 5 % of the work
 HEARTBEAT = 5.0  # seconds between PNode heartbeats: generous, the demo shares the machine with its training
 START_WAIT = 90.0  # seconds for the PNode processes to join
 
@@ -85,7 +87,7 @@ def demo(
             net = c.create_network(yaml.safe_dump(doc, sort_keys=False))
             console.print(f"network {net.name!r}: {net.vnodes} VNodes, {net.parameters:,} parameters")
             session = c.create_session(net.name, ds.name, steps, batch_size=batch_size, micro_batches=micro_batches,
-                                       seed=seed, start=True)
+                                       seed=seed, start=True, validation=VALIDATION)
             first = last = math.nan
             columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
@@ -102,6 +104,11 @@ def demo(
                     bar.update(task, completed=ev.step, loss=f"{ev.loss:.3f}", tps=f"{ev.tokens_per_second:,.0f}")
             costs = c.validate(net.name, ds.name, batches=2, batch_size=batch_size, seed=seed)
             console.print(f"loss {first:.3f} -> {last:.3f}; held-out loss {costs['ce_loss']:.3f}")
+            verdicts = Counter(e.verdict for e in c.validation_events(session=session.id, limit=10_000))
+            console.print(f"validation ({VALIDATION}): {sum(verdicts.values())} work units re-executed by the other "
+                          f"PNode, {verdicts['pass']} matched bit for bit" + (
+                              f", {sum(verdicts.values()) - verdicts['pass']} did not: see `dcnr validation list`"
+                              if sum(verdicts.values()) != verdicts["pass"] else ""))
             if save is not None:
                 c.export_network(net.name, save)
                 console.print(f"checkpoint written to {save}")

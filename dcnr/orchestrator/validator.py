@@ -86,7 +86,7 @@ class _Unit:
     step: int
     run: str
     sampled: bool = False
-    verdict: str = ""  # "" pending or not sampled | pass | fail | false-accusation | unresolved | unverified | unverifiable
+    verdict: str = ""  # "" pending or unsampled | pass | fail | false-accusation | unresolved | (un)verifi(ed|able)
     verifier: str = ""
 
 

@@ -204,6 +204,16 @@ def test_unknown_node_key_and_top_level_key() -> None:
     assert "net.yml: edegs: unknown top-level key (did you mean 'edges'?)" in found
 
 
+def test_the_validation_key_sets_sessions_default_policy() -> None:
+    """`validation:` is off, full or sample:P (default sample:0.05); anything else is one line naming the key."""
+    assert parse(mlp()).validation == "sample:0.05"
+    for text, want in (("full", "full"), ("OFF", "off"), ("sample:0.5", "sample:0.5")):
+        assert parse({**mlp(), "validation": text}).validation == want
+    for bad in ("sometimes", "sample:2", 0.5, ["full"]):
+        (line,) = problems({**mlp(), "validation": bad})
+        assert line.startswith("net.yml: validation: validation must be off, full or sample:P with 0 < P <= 1"), line
+
+
 # -- ids, edges, slots ---------------------------------------------------------------------
 
 
