@@ -320,6 +320,10 @@ class Sessions:
             self.checkpoints.retain(rec.network, rec.id)
         except StorageFailed as exc:  # the new checkpoint is whole: older ones stay until they can be deleted
             log.warning("session %s: old checkpoints not deleted: %s", rec.id, exc, extra={"session": rec.id})
+        if validator is not None:  # no rollback reaches before the oldest checkpoint left: its work is history
+            oldest = min((int(m["step"]) for m in self.checkpoints.list(rec.network) if m.get("session") == rec.id),
+                         default=0)
+            validator.forget_before(rec.network, oldest)
         return manifest
 
     def _mark_verified(self, rec: SessionRecord, validator: Validator) -> None:
