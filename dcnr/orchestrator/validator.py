@@ -343,7 +343,8 @@ class Validator:
             committed = _comparable(committed, answer)  # another class: the hops it could compare, no state
         if _same(answer, committed):
             unit.verdict = "pass"
-            self._event(network, session, unit, "pass", verifier)
+            self._event(network, session, unit, "pass", verifier, detail="" if same else (
+                f"verifier of another compute class: hops within {tolerance:g}, the update not compared"))
             return
         referee = self._choose(unit.host, exclude=tried | {unit.host}, prefer_trusted=True, same_class=same)
         second = None

@@ -22,11 +22,14 @@ unreachable peer (backpressure). A network never makes a PNode read a local file
 In a committed training run (SPEC §12, validation) the PNode records, per hosted VNode,
 the digest of every hop it receives (with the sender's signature on it) and sends, signs
 what it sends to other PNodes, and checks the signature of what it receives against the
-sender's key in the placement (PERMISSION_DENIED otherwise). At the update it keeps each
-VNode's state as the run found it and commits to the digests (`apply_update` returns
-them); until the next run begins it hands the state and the inputs of any VNodes to the
-orchestrator as evidence (`collect_evidence`). As a verifier it re-executes a work unit
-of another PNode (`verify`) on its own thread, beside its training work.
+sender's key in the placement (PERMISSION_DENIED otherwise). Hashing stays off the
+compute thread: the transport threads hash what arrives, the outbox hashes and signs what
+leaves, and a committer thread hashes colocated hops (a tensor sent on several edges
+once). At the update it copies each VNode's state as the run found it (into buffers kept
+from step to step) and commits to the digests (`apply_update` returns them); until the
+next run begins it hands the state and the hops of any VNodes to the orchestrator as
+evidence (`collect_evidence`). As a verifier it re-executes a work unit of another PNode
+(`verify`) on its own thread, beside its training work.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ class _Ledger:
     outputs: dict[str, list[Hop]] = field(default_factory=dict)  # VNode -> the hops it sent
     before: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # state as the run found it
     committed: bool = False  # the update ran: `before` is complete
+    digests: dict[tuple[Any, ...], str] = field(default_factory=dict)  # a tensor's identity -> its digest
 
 
 @dataclass
@@ -152,7 +156,12 @@ class PNodeRuntime:
         self._started: dict[tuple[str, RequestId], float] = {}  # (network, request) -> its first hop here
         self._work: queue.Queue[Hop | _Call | None] = queue.Queue()  # hops admitted by `_enqueue` only
         self._queued = [0, 0]  # hops in _work, and the bytes of their values
-        self._outbox: queue.Queue[tuple[str, Hop, int]] = queue.Queue(maxsize=self.limits.outbox_hops)
+        # (address, hop, attempts, what to commit it to: the ledger and the sending VNode, on its first attempt)
+        self._outbox: queue.Queue[tuple[str, Hop, int, tuple[_Ledger, str] | None]] = queue.Queue(
+            maxsize=self.limits.outbox_hops)
+        # colocated hops and reported values to hash: (ledger, sending VNode, hop key, value, receiving VNode)
+        self._hashing: queue.Queue[tuple[_Ledger, str, str, Any, str] | None] = queue.Queue()
+        self._snapshots: dict[tuple[str, str], dict[str, torch.Tensor]] = {}  # evidence buffers, kept across steps
         self._events: queue.Queue[Report | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -161,7 +170,7 @@ class PNodeRuntime:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         for name, target in (("compute", self._compute_loop), ("outbox", self._outbox_loop),
-                             ("reporter", self._report_loop)):
+                             ("reporter", self._report_loop), ("committer", self._committer_loop)):
             t = threading.Thread(target=target, name=f"pnode-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -170,6 +179,7 @@ class PNodeRuntime:
         self._stopping.set()
         self._work.put(None)
         self._events.put(None)
+        self._hashing.put(None)
         for t in self._threads:
             t.join(timeout=10)
         self._verifier.shutdown(wait=False, cancel_futures=True)
@@ -230,6 +240,7 @@ class PNodeRuntime:
             else:
                 if old is not None:
                     self.host.remove_network(name)
+                self._forget_snapshots(name)
                 router, expect, runs = Router(spec), Expectations(spec), OrderedDict()
                 # stored vocabularies of tokenizer nodes came with the placement; files are never read
                 stored = Vocabularies(_vocabulary_lookup(dict(placement.vocabularies)), files=False)
@@ -238,6 +249,7 @@ class PNodeRuntime:
             for net, v in self.host.local(name):
                 if v.id not in mine:
                     self.host.drop(net, v.id)
+            self._forget_snapshots(name, keep=mine)
             with self._lock:
                 self._nets[name] = _Network(placement, spec, router, expect, mine, runs, ledger=ledger, keys=keys)
             return len(mine)
@@ -417,8 +429,10 @@ class PNodeRuntime:
         vnode = self.host.vnode(hop.network, hop.vnode)
         ledger = net.ledger if run.commit and net.ledger is not None and net.ledger.run == run.id else None
         if ledger is not None:
-            ledger.received.setdefault(hop.vnode, {})[hop_key(hop.micro_batch, hop.op, hop.vnode, hop.index)] = (
-                Received(hop.digest or value_digest(hop.value), hop.sender, hop.signature))
+            if hop.sender != self.id:  # from another PNode or the orchestrator: hashed on arrival (colocated: by
+                ledger.received.setdefault(hop.vnode, {})[  # the committer, with the sender's record)
+                    hop_key(hop.micro_batch, hop.op, hop.vnode, hop.index)] = Received(
+                    hop.digest or value_digest(hop.value), hop.sender, hop.signature)
             ledger.inputs.setdefault(hop.vnode, []).append(hop)
         for msg in net.router.deliver(vnode, run, hop):
             if ledger is not None and (isinstance(msg, Hop) or msg.kind == "output"):
@@ -434,29 +448,60 @@ class PNodeRuntime:
                 msg.sender = self.id
                 address = net.placement.addresses[net.placement.assignments[msg.vnode]]
                 try:  # a full outbox holds the compute thread back: peers then find this PNode busy
-                    self._outbox.put((address, msg, 0), timeout=self.task_timeout)
+                    self._outbox.put((address, msg, 0, None if ledger is None else (ledger, hop.vnode)),
+                                     timeout=self.task_timeout)
                 except queue.Full:
                     self._fail(msg, f"PNode {self.id}: nothing could be sent for {self.task_timeout:g} s")
 
     def _commit_sent(self, ledger: _Ledger, net: _Network, vnode: str, msg: Hop | Report) -> None:
-        """Record the digest of what `vnode` sends (signed when it goes to another PNode)."""
-        started = time.perf_counter()
-        try:
-            self._commit(ledger, net, vnode, msg)
-        finally:
-            self.stats["commit_seconds"] += time.perf_counter() - started
-
-    def _commit(self, ledger: _Ledger, net: _Network, vnode: str, msg: Hop | Report) -> None:
+        """Note what `vnode` sends, to be hashed off the compute thread: a reported value or a colocated hop by
+        the committer, a hop to another PNode by the outbox (`_seal`) just before it leaves."""
         if isinstance(msg, Report):
-            ledger.sent.setdefault(vnode, {})[hop_key(msg.micro_batch, "out", msg.vnode, msg.slot)] = (
-                value_digest(msg.value))
+            self._hashing.put((ledger, vnode, hop_key(msg.micro_batch, "out", msg.vnode, msg.slot), msg.value, ""))
             return
-        name = hop_key(msg.micro_batch, msg.op, msg.vnode, msg.index)
-        msg.digest = value_digest(msg.value)
-        ledger.sent.setdefault(vnode, {})[name] = msg.digest
         ledger.outputs.setdefault(vnode, []).append(msg)
-        if msg.vnode not in net.mine and self.signer is not None:
-            msg.signature = self.signer(msg.network, msg.run, name, msg.digest)
+        if msg.vnode in net.mine:
+            self._hashing.put((ledger, vnode, hop_key(msg.micro_batch, msg.op, msg.vnode, msg.index), msg.value,
+                               msg.vnode))
+
+    def _digest(self, ledger: _Ledger, value: Any) -> str:
+        """A value's digest, once per tensor per run (a value sent on several edges is the same tensor)."""
+        started = time.perf_counter()
+        key = ((value.data_ptr(), value.dtype, tuple(value.shape), value.stride(), value._version)
+               if isinstance(value, torch.Tensor) else None)
+        found = ledger.digests.get(key) if key is not None else None
+        if found is None:
+            found = value_digest(value)
+            if key is not None:  # the tensor stays alive in the ledger's evidence: its address is not reused
+                ledger.digests[key] = found
+        self.stats["commit_seconds"] += time.perf_counter() - started
+        return found
+
+    def _committer_loop(self) -> None:
+        while True:
+            job = self._hashing.get()
+            try:
+                if job is None:
+                    return
+                ledger, vnode, key, value, receiver = job
+                digest = self._digest(ledger, value)
+                ledger.sent.setdefault(vnode, {})[key] = digest
+                if receiver:
+                    ledger.received.setdefault(receiver, {})[key] = Received(digest, self.id)
+            except Exception:  # never dies: a hop it could not hash is missing from the commitment (a fault)
+                log.exception("hashing a committed value failed")
+            finally:
+                self._hashing.task_done()
+
+    def _seal(self, ledger: _Ledger, vnode: str, hop: Hop) -> None:
+        """Hash and sign a hop of a committed run as it leaves for another PNode (outbox thread)."""
+        key = hop_key(hop.micro_batch, hop.op, hop.vnode, hop.index)
+        hop.digest = self._digest(ledger, hop.value)
+        ledger.sent.setdefault(vnode, {})[key] = hop.digest
+        if self.signer is not None:
+            started = time.perf_counter()
+            hop.signature = self.signer(hop.network, hop.run, key, hop.digest)
+            self.stats["commit_seconds"] += time.perf_counter() - started
 
     def _on_report(self, net: _Network, run: Run, report: Report) -> None:
         if report.kind != "done":
@@ -513,11 +558,12 @@ class PNodeRuntime:
             vnodes = [v for _, v in self.host.local(network)]
             ledger = net.ledger if net.ledger is not None and not net.ledger.committed else None
             norms = {}
-            started = time.perf_counter()
             if ledger is not None:
-                ledger.before = {v.id: v.state() for v in vnodes}  # evidence: the state the run found
+                self._hashing.join()  # every colocated hop of the run is hashed
+                started = time.perf_counter()
+                ledger.before = {v.id: self._snapshot(network, v) for v in vnodes}  # evidence: the state it found
                 norms = {v.id: v.grad_norm() for v in vnodes}
-            self.stats["commit_seconds"] += time.perf_counter() - started
+                self.stats["commit_seconds"] += time.perf_counter() - started
             for v in vnodes:
                 v.apply_update(loss_scale, apply)
             self.host.set_step(network, step)  # the step's training requests are over; others run on
@@ -544,8 +590,20 @@ class PNodeRuntime:
         missing = sorted(set(vnodes) - set(ledger.before))
         if missing:
             raise NotFound(f"VNode {missing[0]!r} of network {network!r} had no part in run {run!r} on PNode {self.id}")
-        return Evidence({v: ledger.before[v] for v in vnodes}, [h for v in vnodes for h in ledger.inputs.get(v, [])],
+        return Evidence({v: {k: t.clone() for k, t in ledger.before[v].items()} for v in vnodes},  # buffers: reused
+                        [h for v in vnodes for h in ledger.inputs.get(v, [])],
                         [h for v in vnodes for h in ledger.outputs.get(v, [])])
+
+    def _snapshot(self, network: str, vnode: Any) -> dict[str, torch.Tensor]:
+        """A copy of a VNode's state in buffers kept from step to step (no allocation once they exist)."""
+        kept = self._snapshots.setdefault((network, vnode.id), {})
+        for name, t in vnode.state(copy=False).items():
+            buf = kept.get(name)
+            if buf is None or buf.shape != t.shape or buf.dtype != t.dtype:
+                kept[name] = t.clone()
+            else:
+                buf.copy_(t)
+        return kept
 
     def verify(self, unit: Replay) -> dict[str, Commitment]:
         """Re-execute another PNode's work unit (on the verification thread, beside this PNode's own work)."""
@@ -650,15 +708,25 @@ class PNodeRuntime:
     def drop(self, network: str, vnode: str = "") -> bool:
         """Drop one hosted VNode, or (no VNode named) the whole network with its placement."""
         if vnode:
-            return self.call(lambda: self.host.drop(network, vnode))
+            def one() -> bool:
+                self._snapshots.pop((network, vnode), None)
+                return self.host.drop(network, vnode)
+
+            return self.call(one)
 
         def run() -> bool:
             with self._lock:
                 known = self._nets.pop(network, None) is not None
             self._started = {k: t for k, t in self._started.items() if k[0] != network}
+            self._forget_snapshots(network)
             return bool(self.host.remove_network(network)) or known
 
         return self.call(run)
+
+    def _forget_snapshots(self, network: str, keep: frozenset[str] = frozenset()) -> None:
+        """Free the evidence buffers of a network's VNodes (but those in `keep`); on the compute thread."""
+        for key in [k for k in self._snapshots if k[0] == network and k[1] not in keep]:
+            del self._snapshots[key]
 
     def forget_all(self) -> None:
         """Drop every network (the orchestrator forgot this PNode: it will place them again)."""
@@ -669,7 +737,7 @@ class PNodeRuntime:
     def _outbox_loop(self) -> None:
         while True:
             try:
-                address, hop, attempts = self._outbox.get(timeout=0.5)
+                address, hop, attempts, commit = self._outbox.get(timeout=0.5)
             except queue.Empty:
                 if self._stopping.is_set():
                     return
@@ -677,6 +745,8 @@ class PNodeRuntime:
             with self._lock:
                 if hop.run in self._fenced:
                     continue
+            if commit is not None:
+                self._seal(commit[0], commit[1], hop)
             self.stats["hops_sent"] += 1
             if isinstance(hop.value, torch.Tensor):
                 self.stats["tensor_bytes_sent"] += hop.value.numel() * hop.value.element_size()
@@ -691,7 +761,7 @@ class PNodeRuntime:
         if isinstance(exc, (Unavailable, ResourceExhausted)) and attempts + 1 < most and not self._stopping.is_set():
             time.sleep(min(2.0, 0.1 * 2 ** (attempts + 1)))
             try:
-                self._outbox.put_nowait((address, hop, attempts + 1))  # never wait: this may be the outbox thread
+                self._outbox.put_nowait((address, hop, attempts + 1, None))  # never wait: may be the outbox thread
                 return
             except queue.Full:
                 pass

@@ -51,9 +51,10 @@ def initial_value(spec: NetworkSpec, seed: int, node_id: str, param: str) -> tor
 
 def build_vnodes(plan: ExecutionPlan | NetworkSpec, seed: int, device: torch.device,
                  only: Collection[str] | None = None, vocabularies: Vocabularies | None = None,
-                 clock: StepClock | None = None) -> dict[str, VNode]:
+                 clock: StepClock | None = None, initial: bool = True) -> dict[str, VNode]:
     """Create the VNodes of the executed graph (all, or those in `only`) with initial parameters
-    derived from (seed, written node, param): the same values wherever a VNode is built, fused or not.
+    derived from (seed, written node, param): the same values wherever a VNode is built, fused or not
+    (with `initial=False`, zeros: the caller loads a state into them at once).
     Given a `NetworkSpec` instead of a plan, its graph is built exactly as written. Text nodes load
     their vocabularies through `vocabularies` (default: files only, no stored vocabularies); every
     VNode reads the network's step from `clock` (default: a new one at step 0)."""
@@ -88,8 +89,11 @@ def build_vnodes(plan: ExecutionPlan | NetworkSpec, seed: int, device: torch.dev
             if pname in tied or nid not in hosted:
                 continue
             parts = plan.param_parts(nid, pname)
-            value = (initial_value(spec, seed, nid, pname) if parts is None else  # rows of a fused parameter
-                     torch.cat([initial_value(plan.written, seed, p.node, p.param) for p in parts])).to(device)
+            if not initial:
+                value = torch.zeros(shape, device=device)
+            else:
+                value = (initial_value(spec, seed, nid, pname) if parts is None else  # rows of a fused parameter
+                         torch.cat([initial_value(plan.written, seed, p.node, p.param) for p in parts])).to(device)
             assert tuple(value.shape) == tuple(shape), f"{nid}.{pname}: initial value of the wrong shape"
             masters[(nid, pname)] = Parameter(value, contributors=max(1, len(contributors[(nid, pname)])))
     edges = list(spec.edges)

@@ -19,7 +19,8 @@ state after the update are left out of its answer.
 
 from __future__ import annotations
 
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from typing import Any
 
 import torch
@@ -30,7 +31,7 @@ from dcnr.runtime.executor import build_vnodes
 from dcnr.runtime.router import Router
 from dcnr.runtime.vnode import StepClock
 from dcnr.spec.loader import parse_stored_network
-from dcnr.spec.passes import plan
+from dcnr.spec.passes import ExecutionPlan, plan
 from dcnr.transport.messages import Commitment, Hop, Replay, Report
 from dcnr.validation.digest import hop_key, state_digest, value_digest
 from dcnr.validation.freivalds import check_linear, check_linear_backward
@@ -38,9 +39,28 @@ from dcnr.validation.freivalds import check_linear, check_linear_backward
 FREIVALDS_FAILED = "freivalds-check-failed"  # the digest a verifier answers for a hop that fails Freivalds' check
 
 
+_PLANS: OrderedDict[tuple[str, str], ExecutionPlan] = OrderedDict()  # (network, YAML) -> its plan, newest last
+_PLANS_LOCK = threading.Lock()
+PLAN_MEMORY = 4  # networks whose plans a verifier keeps: parsing one costs more than re-executing a small unit
+
+
+def _plan(network: str, yaml_text: str) -> ExecutionPlan:
+    with _PLANS_LOCK:
+        found = _PLANS.get((network, yaml_text))
+        if found is not None:
+            _PLANS.move_to_end((network, yaml_text))
+            return found
+    found = plan(parse_stored_network(yaml_text, network))
+    with _PLANS_LOCK:
+        _PLANS[(network, yaml_text)] = found
+        while len(_PLANS) > PLAN_MEMORY:
+            _PLANS.popitem(last=False)
+    return found
+
+
 def replay(unit: Replay, device: str | torch.device = "cpu") -> dict[str, Commitment]:
     """Run `unit` and return, per VNode, the digests of what it sent and of its state after the update."""
-    executed = plan(parse_stored_network(unit.yaml, unit.network))
+    executed = _plan(unit.network, unit.yaml)
     spec = executed.spec
     vnodes = set(unit.vnodes)
     unknown = sorted(vnodes - set(spec.nodes))
@@ -58,7 +78,8 @@ def replay(unit: Replay, device: str | torch.device = "cpu") -> dict[str, Commit
 
     clock = StepClock(unit.run.step)
     built = build_vnodes(executed, unit.seed, torch.device(device), only=vnodes,
-                         vocabularies=Vocabularies(stored, files=False), clock=clock)
+                         vocabularies=Vocabularies(stored, files=False), clock=clock,
+                         initial=not vnodes <= set(unit.evidence.state))  # the seed's values only when used
     for vid, v in built.items():  # a VNode with no state given starts from the seed's initial parameters
         if vid in unit.evidence.state:
             v.load_state(dict(unit.evidence.state[vid]), unit.run.step)

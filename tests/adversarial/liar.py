@@ -74,18 +74,23 @@ _commit_sent = pnode_runtime.PNodeRuntime._commit_sent
 
 
 def commit_sent(self: Any, ledger: Any, net: Any, vnode: str, msg: Any) -> None:
-    if not isinstance(msg, Hop) or not _lying_now():
-        return _commit_sent(self, ledger, net, vnode, msg)
-    if MODE != "uncommitted":
-        _falsify(msg, vnode)  # a consistent lie: committed, signed and sent alike
-        return _commit_sent(self, ledger, net, vnode, msg)
-    _commit_sent(self, ledger, net, vnode, msg)  # the honest value is committed ...
-    _falsify(msg, vnode)  # ... another one is sent, signed as what it is
-    if msg.vnode not in net.mine and self.signer is not None:
-        msg.digest = value_digest(msg.value)
-        msg.signature = self.signer(msg.network, msg.run, hop_key(msg.micro_batch, msg.op, msg.vnode, msg.index),
-                                    msg.digest)
-    return None
+    """A consistent lie: the value is falsified before it is hashed, signed and sent."""
+    if isinstance(msg, Hop) and _lying_now() and MODE != "uncommitted":
+        _falsify(msg, vnode)
+    return _commit_sent(self, ledger, net, vnode, msg)
+
+
+_seal = pnode_runtime.PNodeRuntime._seal
+
+
+def seal(self: Any, ledger: Any, vnode: str, hop: Hop) -> None:
+    """`uncommitted`: the honest value is committed, another one is sent, signed as what it is."""
+    _seal(self, ledger, vnode, hop)
+    if MODE == "uncommitted":
+        _falsify(hop, vnode)
+        hop.digest = value_digest(hop.value)
+        hop.signature = self.signer(hop.network, hop.run, hop_key(hop.micro_batch, hop.op, hop.vnode, hop.index),
+                                    hop.digest)
 
 
 _apply_update = vnode_module.VNode.apply_update
@@ -136,6 +141,7 @@ def _replay_router_deliver() -> None:
 
 
 pnode_runtime.PNodeRuntime._commit_sent = commit_sent  # type: ignore[method-assign]
+pnode_runtime.PNodeRuntime._seal = seal  # type: ignore[method-assign]
 vnode_module.VNode.apply_update = apply_update  # type: ignore[method-assign]
 if MODE == "accuse":
     original_verify = pnode_runtime.PNodeRuntime.verify
