@@ -160,6 +160,7 @@ def main() -> None:
             placement = cluster.orch.store.placements(NAME)
             spec = cluster.orch.driver.network(NAME).spec
             events = cluster.orch.standings.events(network=NAME, limit=10_000)
+            driver_share = dict(cluster.orch.validator.stats)
             cluster.stop_pnodes(grace=30.0)
             stats = {p: json.loads(stats_path(Path(tmp), p).read_text()) for p in PNODES
                      if stats_path(Path(tmp), p).exists()}
@@ -176,6 +177,8 @@ def main() -> None:
     figures["commit_cpu_share_of_off_step"] = commit / committed_steps / base
     figures["verify_cpu_seconds"] = {p: s.get("verify_seconds", 0.0) for p, s in stats.items()}
     figures["verified_units"] = {p: s.get("verified_units", 0) for p, s in stats.items()}
+    figures["orchestrator_seconds_per_committed_step"] = driver_share["after_step_seconds"] / committed_steps
+    figures["sampled_units"] = driver_share["sampled_units"]
     figures["verdicts"] = {v: sum(e.verdict == v for e in events) for v in sorted({e.verdict for e in events})}
     units_per_pnode = {p: len({"+".join(sorted(spec.tie_group(v))) for v, q in placement.items() if q == p})
                        for p in set(placement.values())}
@@ -195,6 +198,8 @@ def main() -> None:
         say(f"  {n:12s} {t['median']:.3f} s ({t['min']:.3f}-{t['max']:.3f}){ratio}")
     say(f"commitments: {figures['commit_cpu_seconds_per_step'] * 1e3:.0f} ms of PNode CPU per committed step, "
         f"{figures['commit_cpu_share_of_off_step'] * 100:.1f} % of an off step's wall time")
+    say(f"the orchestrator's part (cross-check, draw, evidence fetched and checked) before the next step: "
+        f"{figures['orchestrator_seconds_per_committed_step'] * 1e3:.0f} ms per committed step")
     say(f"re-execution: {sum(figures['verified_units'].values())} units, "
         f"{sum(figures['verify_cpu_seconds'].values()):.1f} s of PNode CPU; verdicts {figures['verdicts']}")
     for key, what in (("detection_persistent_p0.05", "a liar lying on all its"),

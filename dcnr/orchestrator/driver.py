@@ -192,6 +192,8 @@ class Driver:
         with self._lock:
             self._networks.pop(name, None)
         self.fleet.forget_network(name)
+        if self.validator is not None:
+            self.validator.forget_network(name)
         for pid in {p.id for p in self.fleet.alive()}:
             with contextlib.suppress(DcnrError):  # an unreachable PNode holds nothing it will be asked for again
                 self.fleet.client(pid).drop(name)
@@ -328,6 +330,8 @@ class Driver:
             lrs: dict[str, float] = {}
             for r, _ in replies:
                 lrs.update(r)
+            if not commit and self.validator is not None:
+                self.validator.forget_state(name)  # trained without commitments: its known state is gone
             if commit:
                 assert self.validator is not None and validation is not None
                 sent = {hop_key(mb, "fwd", h.vnode, h.index): value_digest(h.value) for mb, chunk in enumerate(chunks)
@@ -390,6 +394,8 @@ class Driver:
         """The network is back at `step` (restored from a checkpoint), with that step's loss scale."""
         net = self.network(name)
         net.step = step
+        if self.validator is not None:  # whoever restored it says what is known of the new state, if anything
+            self.validator.forget_state(name)
         if loss_scale:
             net.scaler.scale, net.scaler.good_steps = loss_scale, good_steps
         self.store.set_network_step(name, step)

@@ -109,6 +109,8 @@ class Validator:
         self.standings = standings
         self.blob_reader = blob_reader  # checkpoint blobs by sha256, to check them against commitments
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
+        self.fetch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="evidence")
+        self.stats: dict[str, float] = {"after_step_seconds": 0.0, "sampled_units": 0}  # the driver's share
         self._random = secrets.SystemRandom()  # unpredictable to PNodes
         self._timelines: dict[str, _Timeline] = {}
         self._convicted: set[str] = set()
@@ -125,6 +127,7 @@ class Validator:
         """Check one step's commitments, draw units to verify and start verifying them (in the background);
         units holding an `unusual` VNode (one whose cost was not finite) are verified whatever the draw."""
         network = spec.name
+        started = time.perf_counter()
         with self._lock:
             tl = self._timeline(network)
             tl.session = session
@@ -153,15 +156,20 @@ class Validator:
                 tl.known[c.vnode] = c.state
         alone = {h for h in {u.host for u in units if u.sampled}
                  if not (self._choose(h, {h}) or self._choose(h, {h}, same_class=False))}
+        fetching = []
         for unit in (u for u in units if u.sampled):
             if unit.host in alone:  # nobody could re-execute it: no evidence is fetched for nothing
                 unit.verdict = "unverifiable"
                 self._event(network, session, unit, "unverifiable", detail="no other PNode can verify its host")
                 continue
-            replay = self._evidence(spec, router, yaml_text, vocabularies, run, unit, by_vnode, known_before,
-                                    loss_scale, apply, session)
+            fetching.append((unit, self.fetch_pool.submit(self._evidence, spec, router, yaml_text, vocabularies, run,
+                                                          unit, by_vnode, known_before, loss_scale, apply, session)))
+        for unit, future in fetching:  # all of it before the next step begins: then the PNodes forget it
+            replay = future.result()
             if replay is not None:
                 jobs.append((unit, replay))
+        self.stats["after_step_seconds"] += time.perf_counter() - started
+        self.stats["sampled_units"] += len(fetching)
         for unit, replay in jobs:
             with self._lock:
                 tl.pending.add((unit.step, unit.key))
@@ -522,8 +530,21 @@ class Validator:
 
         self.pool.submit(job)
 
+    def forget_network(self, network: str) -> None:
+        """A network was deleted or redefined: its timeline goes (pending verdicts still charge liars)."""
+        with self._lock:
+            self._timelines.pop(network, None)
+            self._lock.notify_all()
+
+    def forget_state(self, network: str) -> None:
+        """The network's state changed without a commitment (a step trained without validation, a state put
+        back from outside a session): what was known of it is no longer its state."""
+        with self._lock:
+            self._timeline(network).known.clear()
+
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.fetch_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _origin(router: Router, key: str) -> str | None:
