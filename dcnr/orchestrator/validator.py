@@ -11,8 +11,9 @@ After every committed training step the driver hands over each PNode's commitmen
    policy's probability (a tenth of it for trusted PNodes, never zero) by the operating system's
    random generator, after the commitments are in, so no PNode can tell which of its units will be
    checked; cheap invariants (a non-finite cost, a gradient-norm outlier) draw a unit for sure. The
-   unit's host hands over the evidence at once (its state as the step found it and the inputs it
-   got), checked against the state it committed to before and the inputs' commitments.
+   unit's host hands over the evidence while the next step runs (its state as the step found it and
+   the hops it got and sent; PNodes keep it until the step after the next begins), checked against
+   the state it committed to before and the hops' commitments.
 3. **Re-execution**, beside training on a thread pool: a verifier of the same compute class that
    does not host the unit and does not connect from the host's address (loopback excepted: that is
    the operator's own machine) re-executes it; its digests must equal the host's bit for bit. On a
@@ -43,7 +44,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from safetensors.torch import load as load_safetensors
@@ -110,6 +111,7 @@ class Validator:
         self.blob_reader = blob_reader  # checkpoint blobs by sha256, to check them against commitments
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
         self.fetch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="evidence")
+        self._fetching: dict[str, list[Future[None]]] = {}  # network -> the last step's evidence fetches
         self.stats: dict[str, float] = {"after_step_seconds": 0.0, "sampled_units": 0}  # the driver's share
         self._random = secrets.SystemRandom()  # unpredictable to PNodes
         self._timelines: dict[str, _Timeline] = {}
@@ -146,7 +148,6 @@ class Validator:
         flagged = self._flagged(tl, by_vnode, reported, spec) | {
             "+".join(sorted(spec.tie_group(v) & set(by_vnode))) for v in unusual if v in by_vnode}
         trusted = {p: self.standings.trusted(p) for p in commitments}
-        jobs = []
         with self._lock:
             for unit in units:
                 rate = policy.rate_for(trusted[unit.host])
@@ -156,24 +157,40 @@ class Validator:
                 tl.known[c.vnode] = c.state
         alone = {h for h in {u.host for u in units if u.sampled}
                  if not (self._choose(h, {h}) or self._choose(h, {h}, same_class=False))}
+        # PNodes keep a step's evidence until the step after the next begins: the previous step's fetches are
+        # done before this returns (they had a whole step to run), this step's run beside the next one
+        for earlier in self._fetching.pop(network, []):
+            earlier.result()
         fetching = []
         for unit in (u for u in units if u.sampled):
             if unit.host in alone:  # nobody could re-execute it: no evidence is fetched for nothing
                 unit.verdict = "unverifiable"
                 self._event(network, session, unit, "unverifiable", detail="no other PNode can verify its host")
                 continue
-            fetching.append((unit, self.fetch_pool.submit(self._evidence, spec, router, yaml_text, vocabularies, run,
-                                                          unit, by_vnode, known_before, loss_scale, apply, session)))
-        for unit, future in fetching:  # all of it before the next step begins: then the PNodes forget it
-            replay = future.result()
-            if replay is not None:
-                jobs.append((unit, replay))
-        self.stats["after_step_seconds"] += time.perf_counter() - started
-        self.stats["sampled_units"] += len(fetching)
-        for unit, replay in jobs:
             with self._lock:
                 tl.pending.add((unit.step, unit.key))
-            self.pool.submit(self._verify_job, network, unit, replay, by_vnode, session)
+            fetching.append(self.fetch_pool.submit(self._fetch_and_verify, spec, router, yaml_text, vocabularies,
+                                                   run, unit, by_vnode, known_before, loss_scale, apply, session))
+        self._fetching[network] = fetching
+        self.stats["after_step_seconds"] += time.perf_counter() - started
+        self.stats["sampled_units"] += len(fetching)
+
+    def _fetch_and_verify(self, spec: NetworkSpec, router: Router, yaml_text: str, vocabularies: Mapping[str, str],
+                          run: Run, unit: _Unit, by_vnode: Mapping[str, tuple[str, Commitment]],
+                          known: Mapping[str, str], loss_scale: float, apply: bool, session: str) -> None:
+        """Fetch a unit's evidence (now), then have it re-executed (on the verification pool)."""
+        try:
+            replay = self._evidence(spec, router, yaml_text, vocabularies, run, unit, by_vnode, known, loss_scale,
+                                    apply, session)
+        except Exception as exc:  # never lost silently: the unit stays unverified
+            log.warning("fetching the evidence of unit %s of step %d failed: %s", unit.key, unit.step, exc)
+            replay = None
+        if replay is None:
+            with self._lock:
+                self._timeline(spec.name).pending.discard((unit.step, unit.key))
+                self._lock.notify_all()
+            return
+        self.pool.submit(self._verify_job, spec.name, unit, replay, by_vnode, session)
 
     def _cross_check(self, spec: NetworkSpec, router: Router, run: Run, deployment: Deployment,
                      commitments: Mapping[str, Sequence[Commitment]], sent_inputs: Mapping[str, str],

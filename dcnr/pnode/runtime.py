@@ -110,6 +110,7 @@ class _Ledger:
     before: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # state as the run found it
     committed: bool = False  # the update ran: `before` is complete
     digests: dict[tuple[Any, ...], str] = field(default_factory=dict)  # a tensor's identity -> its digest
+    slot: int = 0  # which of the two evidence buffers of each VNode holds its `before`
 
 
 @dataclass
@@ -124,6 +125,7 @@ class _Network:
     runs: OrderedDict[str, Run] = field(default_factory=OrderedDict)
     finished: dict[tuple[str, int], set[str]] = field(default_factory=dict)  # (run, micro-batch) -> VNodes done
     ledger: _Ledger | None = None  # the committed training run of the current step
+    previous: _Ledger | None = None  # the one before: its evidence is asked for while the current one runs
     keys: dict[str, Any] = field(default_factory=dict)  # PNode id -> its public key (loaded from the placement)
 
 
@@ -161,7 +163,7 @@ class PNodeRuntime:
             maxsize=self.limits.outbox_hops)
         # colocated hops and reported values to hash: (ledger, sending VNode, hop key, value, receiving VNode)
         self._hashing: queue.Queue[tuple[_Ledger, str, str, Any, str] | None] = queue.Queue()
-        self._snapshots: dict[tuple[str, str], dict[str, torch.Tensor]] = {}  # evidence buffers, kept across steps
+        self._snapshots: dict[tuple[str, str, int], dict[str, torch.Tensor]] = {}  # evidence buffers, two per VNode
         self._events: queue.Queue[Report | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -233,10 +235,11 @@ class PNodeRuntime:
                 raise InvalidArgument(
                     f"network {name!r}: VNode {files[0]!r} names a vocabulary file (vocab_path), and a PNode never "
                     "reads a file a network names: store the vocabulary on the orchestrator and name it `vocabulary`")
-            ledger = None
+            ledger = previous = None
             if executed is None:
                 assert old is not None
                 router, expect, runs, ledger = old.router, old.expect, old.runs, old.ledger
+                previous = old.previous
             else:
                 if old is not None:
                     self.host.remove_network(name)
@@ -251,7 +254,8 @@ class PNodeRuntime:
                     self.host.drop(net, v.id)
             self._forget_snapshots(name, keep=mine)
             with self._lock:
-                self._nets[name] = _Network(placement, spec, router, expect, mine, runs, ledger=ledger, keys=keys)
+                self._nets[name] = _Network(placement, spec, router, expect, mine, runs, ledger=ledger,
+                                            previous=previous, keys=keys)
             return len(mine)
 
         return self.call(apply)
@@ -284,8 +288,12 @@ class PNodeRuntime:
             net.runs[run.id] = run
             while len(net.runs) > RUN_MEMORY:
                 net.runs.popitem(last=False)
-            if run.kind == "train":  # the evidence of the step before is given or no longer wanted
-                net.ledger = _Ledger(run.id) if run.commit else None
+            if run.kind == "train" and (net.ledger is None or net.ledger.run != run.id):
+                # the evidence of the step before stays while this one runs (the orchestrator fetches it
+                # meanwhile); the one before that goes. Committed ledgers alternate between two buffers
+                kept = net.ledger if net.ledger is not None and net.ledger.committed else None
+                net.previous = kept
+                net.ledger = _Ledger(run.id, slot=1 - kept.slot if kept is not None else 0) if run.commit else None
 
     def submit(self, hop: Hop) -> bool:
         """Check and queue a hop from a peer (or the orchestrator); False when it is a duplicate.
@@ -561,7 +569,7 @@ class PNodeRuntime:
             if ledger is not None:
                 self._hashing.join()  # every colocated hop of the run is hashed
                 started = time.perf_counter()
-                ledger.before = {v.id: self._snapshot(network, v) for v in vnodes}  # evidence: the state it found
+                ledger.before = {v.id: self._snapshot(network, v, ledger.slot) for v in vnodes}  # the state it found
                 norms = {v.id: v.grad_norm() for v in vnodes}
                 self.stats["commit_seconds"] += time.perf_counter() - started
             for v in vnodes:
@@ -581,11 +589,11 @@ class PNodeRuntime:
 
     def collect_evidence(self, network: str, run: str, vnodes: list[str]) -> Evidence:
         """The state as committed run `run` found them, and the hops they received and sent, of hosted VNodes;
-        it is kept from the run's update until the next training run begins (NotFound after that)."""
+        it is kept from the run's update until the training run after the next one begins (NotFound after)."""
         net = self._net(network)
         with self._lock:
-            ledger = net.ledger
-        if ledger is None or ledger.run != run or not ledger.committed:
+            ledger = next((led for led in (net.ledger, net.previous) if led is not None and led.run == run), None)
+        if ledger is None or not ledger.committed:
             raise NotFound(f"PNode {self.id} keeps no evidence of run {run!r} of network {network!r}")
         missing = sorted(set(vnodes) - set(ledger.before))
         if missing:
@@ -594,9 +602,10 @@ class PNodeRuntime:
                         [h for v in vnodes for h in ledger.inputs.get(v, [])],
                         [h for v in vnodes for h in ledger.outputs.get(v, [])])
 
-    def _snapshot(self, network: str, vnode: Any) -> dict[str, torch.Tensor]:
-        """A copy of a VNode's state in buffers kept from step to step (no allocation once they exist)."""
-        kept = self._snapshots.setdefault((network, vnode.id), {})
+    def _snapshot(self, network: str, vnode: Any, slot: int) -> dict[str, torch.Tensor]:
+        """A copy of a VNode's state in one of two buffers kept from step to step (no allocation once they
+        exist): a step's evidence is written while the step before's may still be read."""
+        kept = self._snapshots.setdefault((network, vnode.id, slot), {})
         for name, t in vnode.state(copy=False).items():
             buf = kept.get(name)
             if buf is None or buf.shape != t.shape or buf.dtype != t.dtype:
@@ -630,7 +639,7 @@ class PNodeRuntime:
             if net is not None:
                 net.runs.clear()
                 net.finished.clear()
-                net.ledger = None
+                net.ledger = net.previous = None
             for key in [k for k in self._seen if k[0] == network]:  # the step will be sent again
                 del self._seen[key]
         if net is None:
@@ -709,7 +718,8 @@ class PNodeRuntime:
         """Drop one hosted VNode, or (no VNode named) the whole network with its placement."""
         if vnode:
             def one() -> bool:
-                self._snapshots.pop((network, vnode), None)
+                for slot in (0, 1):
+                    self._snapshots.pop((network, vnode, slot), None)
                 return self.host.drop(network, vnode)
 
             return self.call(one)

@@ -53,3 +53,21 @@ def test_full_validation_across_compute_classes_keeps_the_result_and_verifies_ev
         ex.train_step({"tokens": x, "targets": y}, micro_batches=MICRO)
     for key, value in ex.parameters().items():
         assert torch.equal(params[key], value), key
+
+
+def test_steps_trained_without_validation_in_between_raise_no_accusation(
+        cluster_factory: Callable[..., Cluster]) -> None:
+    """The validator forgets a state that changed without commitments; it never holds it against a PNode."""
+    cluster = cluster_factory(2)
+    client = cluster.client
+    client.create_network(small_lm_yaml(dropout=0.0))
+    add_data(client)
+    ds = cluster.orch.data.dataset("d")
+    for policy in ("full", "off", "full"):
+        session = client.create_session("small", "d", 2, BATCH, 1, SEED, start=True, validation=policy)
+        assert list(client.listen_session(session.id, timeout=300))[-1].state == "completed"
+        x, y = ds.batch(SEED, 0, BATCH, 8)
+        client.train_step("small", {"tokens": x, "targets": y})  # TrainNetwork: never committed
+    verdicts = collections.Counter(e.verdict for e in client.validation_events(network="small", limit=10_000))
+    assert verdicts["pass"] > 0 and set(verdicts) == {"pass"}, verdicts
+    assert all(not cluster.orch.standings.get(cluster.p(n)).charges for n in ("p0", "p1"))
