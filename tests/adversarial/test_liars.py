@@ -26,6 +26,7 @@ import dcnr
 from dcnr.cluster import LocalCluster
 from dcnr.data.dataset import TokenDataset
 from dcnr.data.vocab import train_vocabulary
+from dcnr.orchestrator.placement import units
 from dcnr.spec.transformer import transformer_lm
 
 HERE = Path(__file__).resolve().parent
@@ -84,6 +85,11 @@ def train(fleet: Fleet, name: str, steps: int = STEPS, expect_hosts: tuple[str, 
     """Train network `name` (a copy of the small LM) in a session; returns its exported parameters."""
     client = fleet.client
     client.create_network(network(name))
+    if expect_hosts:  # the liars first, then the honest PNodes, unit by unit: each gets a fair part
+        spec = fleet.orch.driver.network(name).spec
+        order = [fleet.ids[n] for n in (*expect_hosts, *HONEST)]
+        fleet.orch.store.set_placements(name, {v: order[i % len(order)] for i, unit in enumerate(units(spec))
+                                               for v in unit})
     placement = fleet.orch.fleet.placement(fleet.orch.driver.network(name).spec, batch_size=BATCH // MICRO)
     hosts = {fleet.name_of(p) for p in placement.values()}
     assert set(expect_hosts) <= hosts, f"the liars must host part of the network; it is placed on {sorted(hosts)}"
