@@ -347,7 +347,8 @@ class Validator:
         answer, verifier = None, ""
         same = bool(self._choose(unit.host, exclude={unit.host}))  # of the host's compute class: bit for bit
         tolerance = 0.0 if same else replay.tolerance
-        replay = dataclasses.replace(replay, tolerance=tolerance)
+        replay = dataclasses.replace(replay, tolerance=tolerance, evidence=replay.evidence if not same else
+                                     dataclasses.replace(replay.evidence, outputs=[]))  # bits need no claims
         for _ in range(VERIFY_ATTEMPTS):
             verifier = self._choose(unit.host, exclude=tried | {unit.host}, same_class=same)
             if not verifier:

@@ -8,13 +8,15 @@ driven through the same shared `Router` a PNode uses; the digests of everything 
 and of its state after the update are what its host must have committed to. Execution is
 bit-exact on the same compute class (SPEC §2), so any difference is a fault.
 
-Before that, `linear` VNodes get Freivalds' check (`dcnr.validation.freivalds`): the
-products behind every hop the host says it sent are checked against its state and inputs
-in a fraction of their cost, and a unit that fails it is answered at once (its hop's digest
-is then `FREIVALDS_FAILED`) without re-executing the rest. A verifier of another compute
-class (`Replay.tolerance` > 0) cannot match bits: it answers with the host's digest for
-each hop it recomputes within the tolerance, with its own for the others; costs and the
-state after the update are left out of its answer.
+A verifier of another compute class (`Replay.tolerance` > 0) cannot match bits. It first
+gives `linear` VNodes Freivalds' check (`dcnr.validation.freivalds`): the products behind
+every hop the host says it sent are checked against its state and inputs, and a unit that
+fails is answered at once (its hop's digest is then `FREIVALDS_FAILED`) without
+re-executing the rest. Then it answers with the host's digest for each hop it recomputes
+within the tolerance, with its own for the others; costs and the state after the update
+are left out of its answer. (On the same class the bit-exact replay decides alone: on a
+CPU, at the shapes of SPEC §13's topologies, the check costs about as much as the product
+it checks — benchmarks/bench_validation.py.)
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def replay(unit: Replay, device: str | torch.device = "cpu") -> dict[str, Commit
             v.load_state(dict(unit.evidence.state[vid]), unit.run.step)
     router = Router(spec)
     claimed = {hop_key(h.micro_batch, h.op, h.vnode, h.index): h.value for h in unit.evidence.outputs}
-    failed = _freivalds(unit, spec, router, built, claimed)
+    failed = _freivalds(unit, spec, router, built, claimed) if unit.tolerance else None
     if failed is not None:
         vnode, key = failed
         return {vid: Commitment(vid, "", {key: FREIVALDS_FAILED} if vid == vnode else {}) for vid in built}
