@@ -31,6 +31,7 @@ from dcnr.errors import (
     DeadlineExceeded,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     StorageFailed,
     Unavailable,
@@ -55,6 +56,8 @@ FINAL = ("completed", "failed")
 # is not among them: a full disk or a refusing store stays so, and the session fails naming it
 RECOVERABLE: tuple[type[BaseException], ...] = (Aborted, ResourceExhausted, Unavailable, DeadlineExceeded, NotFound,
                                                 Conflict, ConnectionError)
+# what a recovery retries besides: a PNode refused storage for a VNode that moved away between placing and loading
+RETRIED: tuple[type[BaseException], ...] = (*RECOVERABLE, PermissionDenied)
 EVENT_MEMORY = 100_000  # step events kept per session for listeners that join late
 
 
@@ -250,10 +253,18 @@ class Sessions:
                     rec = self._roll_back(rec, live, faults)
                     continue
                 if done or (rec.checkpoint_every and rec.step % rec.checkpoint_every == 0):
+                    placed = self.store.placements(rec.network)
                     try:
                         self._checkpoint(rec, validator)
                     except StorageFailed as exc:
                         raise StorageFailed(f"could not write the checkpoint at step {rec.step}: {exc}") from None
+                    except PermissionDenied as exc:  # refused storage: the VNode moved away meanwhile (quarantine)?
+                        if self.store.placements(rec.network) == placed:
+                            raise
+                        log.warning("session %s: checkpoint at step %d failed as VNodes moved (%s); restoring the "
+                                    "last one", rec.id, rec.step, _describe(exc), extra={"session": rec.id})
+                        rec = self._recover(rec, live, "recovering")
+                        continue
                     except RECOVERABLE as exc:  # a PNode died while writing: back to the last whole checkpoint
                         log.warning("session %s: checkpoint at step %d failed (%s); restoring the last one",
                                     rec.id, rec.step, _describe(exc), extra={"session": rec.id})
@@ -368,7 +379,7 @@ class Sessions:
         while True:
             try:
                 return attempt(again)
-            except RECOVERABLE as exc:
+            except RETRIED as exc:
                 if live.stop.is_set() or live.deleted or time.monotonic() > deadline:
                     raise StepFailed(f"session {rec.id}: could not {what}: {_describe(exc)}") from None
                 log.info("session %s: could not %s yet (%s); retrying", rec.id, what, _describe(exc),
