@@ -145,7 +145,7 @@ class Validator:
             group = tuple(sorted(spec.tie_group(vnode) & set(by_vnode)))
             seen.update(group)
             units.append(_Unit("+".join(group), group, pnode, run.step, run.id))
-        flagged = self._flagged(tl, by_vnode, reported, spec) | {
+        flagged = self._flagged(tl, by_vnode, spec) | {
             "+".join(sorted(spec.tie_group(v) & set(by_vnode))) for v in unusual if v in by_vnode}
         trusted = {p: self.standings.trusted(p) for p in commitments}
         with self._lock:
@@ -248,8 +248,7 @@ class Validator:
                 found.append((owner, f"PNode {owner} did not commit hop {key}, which PNode {pnode} sent"))
         return found
 
-    def _flagged(self, tl: _Timeline, by_vnode: Mapping[str, tuple[str, Commitment]], reported: Mapping[str, str],
-                 spec: NetworkSpec) -> set[str]:
+    def _flagged(self, tl: _Timeline, by_vnode: Mapping[str, tuple[str, Commitment]], spec: NetworkSpec) -> set[str]:
         """Units the cheap invariants draw for verification: a gradient norm that is not finite or far above
         the VNode's recent median. (Costs' finiteness and shapes are checked where they arrive.)"""
         flagged = set()

@@ -85,10 +85,6 @@ def sign_hop(private_key: ec.EllipticCurvePrivateKey, network: str, run: str, ke
     return private_key.sign(_signed(network, run, key, digest), ec.ECDSA(hashes.SHA256()))
 
 
-def public_key_der(key: ec.EllipticCurvePublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def load_public_key(der: bytes) -> ec.EllipticCurvePublicKey:
     """A PNode's public key (SubjectPublicKeyInfo DER); ValueError when it is not an EC key."""
     key = serialization.load_der_public_key(der)

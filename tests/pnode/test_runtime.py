@@ -4,11 +4,12 @@ per-task timeouts, and what a PNode refuses."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
 import yaml
+from pnode_doubles import RecordingLink
 
 import dcnr
 from dcnr.errors import Conflict, InvalidArgument, NotFound
@@ -17,36 +18,7 @@ from dcnr.runtime.graph import backward_set
 from dcnr.spec.passes import plan
 from dcnr.spec.transformer import transformer_lm
 from dcnr.transport.memory import MemoryFabric, MemoryHopTransport
-from dcnr.transport.messages import Hop, Membership, Placement, Report, Run, network_digest
-
-
-class RecordingLink:
-    """Stands in for the orchestrator: reports are kept."""
-
-    def __init__(self) -> None:
-        self.reports: list[Report] = []
-
-    def register(self, member: Membership) -> float:
-        return 30.0
-
-    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> None:
-        pass
-
-    def unregister(self, pnode: str) -> None:
-        pass
-
-    def report(self, pnode: str, reports: Sequence[Report]) -> None:
-        self.reports.extend(reports)
-
-    def put_blob(self, pnode: str, network: str, vnode: str, data: bytes) -> str:
-        raise NotImplementedError
-
-    def get_blob(self, pnode: str, network: str, vnode: str, digest: str) -> bytes:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
+from dcnr.transport.messages import Hop, Placement, Run, network_digest
 
 TEXT = yaml.safe_dump(transformer_lm("rt", blocks=1, heads=2, head_dim=4, dim=8, seq_len=6, vocab_size=30,
                                      dropout=0.0))

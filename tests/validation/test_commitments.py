@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 import yaml
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from pnode_doubles import RecordingLink
 
 import dcnr
 from dcnr.errors import PermissionDenied
@@ -25,8 +27,8 @@ from dcnr.runtime.router import Router
 from dcnr.spec.passes import plan
 from dcnr.spec.transformer import transformer_lm
 from dcnr.transport.memory import MemoryFabric, MemoryHopTransport
-from dcnr.transport.messages import Commitment, Hop, Membership, Placement, Replay, Report, Run, network_digest
-from dcnr.validation.digest import hop_key, public_key_der, sign_hop, value_digest
+from dcnr.transport.messages import Commitment, Hop, Placement, Replay, Run, network_digest
+from dcnr.validation.digest import hop_key, sign_hop, value_digest
 from dcnr.validation.freivalds import check_linear
 from dcnr.validation.replay import FREIVALDS_FAILED, replay
 
@@ -38,38 +40,16 @@ ASSIGN = {nid: ("a" if nid.startswith(ON_A) else "b") for nid in EXEC.nodes}
 KEYS = {p: ec.generate_private_key(ec.SECP256R1()) for p in "ab"}
 
 
-class Link:
-    def __init__(self) -> None:
-        self.reports: list[Report] = []
-
-    def register(self, member: Membership) -> float:
-        return 30.0
-
-    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> bytes:
-        return b""
-
-    def unregister(self, pnode: str) -> None:
-        pass
-
-    def report(self, pnode: str, reports: Sequence[Report]) -> None:
-        self.reports.extend(reports)
-
-    def put_blob(self, pnode: str, network: str, vnode: str, data: bytes) -> str:
-        raise NotImplementedError
-
-    def get_blob(self, pnode: str, network: str, vnode: str, digest: str) -> bytes:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
+def public_key_der(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 @pytest.fixture()
-def pair() -> Iterator[dict[str, tuple[PNodeRuntime, Link]]]:
+def pair() -> Iterator[dict[str, tuple[PNodeRuntime, RecordingLink]]]:
     fabric = MemoryFabric()
     made = {}
     for name in "ab":
-        link = Link()
+        link = RecordingLink()
         key = KEYS[name]
         rt = PNodeRuntime(name, MemoryHopTransport(fabric), link,
                           signer=lambda n, r, k, d, key=key: sign_hop(key, n, r, k, d))
@@ -85,7 +65,7 @@ def pair() -> Iterator[dict[str, tuple[PNodeRuntime, Link]]]:
         rt.stop()
 
 
-def run_step(pair: dict[str, tuple[PNodeRuntime, Link]], step: int, micro_batches: int = 2,
+def run_step(pair: dict[str, tuple[PNodeRuntime, RecordingLink]], step: int, micro_batches: int = 2,
              ) -> tuple[Run, dict[str, list[Commitment]], dict[str, str], dict[str, str]]:
     """One committed training step; returns the run, each PNode's commitments, the inputs' and costs' digests."""
     run = Run("cm", f"r{step}", step, "train", micro_batches, 1.0 / micro_batches, (), network_digest(TEXT), 1, True)

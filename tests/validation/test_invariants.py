@@ -38,7 +38,7 @@ def test_a_gradient_norm_outlier_or_a_non_finite_one_draws_its_unit() -> None:
     try:
         def norms(value: float) -> set[str]:
             c = Commitment("b0_fc1", "s", {"k": "d"}, grad_norm=value)
-            return validator._flagged(tl, {"b0_fc1": ("p", c)}, {}, EXEC)
+            return validator._flagged(tl, {"b0_fc1": ("p", c)}, EXEC)
 
         assert [norms(v) for v in (1.0, 1.2, 0.9, 1.1, 5.0)] == [set()] * 5  # within 10x of the median
         assert norms(50.0) == {"b0_fc1"}
