@@ -100,7 +100,6 @@ class _Timeline:
     norms: dict[str, deque[float]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     pending: set[tuple[int, str]] = field(default_factory=set)  # units (or "checkpoint") being verified
-    session: str = ""
 
 
 class Validator:
@@ -132,7 +131,6 @@ class Validator:
         started = time.perf_counter()
         with self._lock:
             tl = self._timeline(network)
-            tl.session = session
             known_before = dict(tl.known)
         for culprit, detail in self._cross_check(spec, router, run, deployment, commitments, sent_inputs, reported):
             self._fault(network, run.step, f"step {run.step}: {detail}", culprit, "fault", "", session)
