@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -104,6 +105,9 @@ def test_demo_on_user_corpus(tmp_path: Path) -> None:
     loss_line = next(line for line in res.stderr.splitlines() if line.startswith("loss "))
     first, last = (float(x) for x in loss_line.split(";")[0].split()[1::2])
     assert last < first - 1.0
+    checked = next(line for line in res.stderr.splitlines() if line.startswith("validation (sample:0.05): "))
+    assert re.fullmatch(r"validation \(sample:0\.05\): (\d+) work units re-executed by the other PNode, \1 "
+                        r"matched bit for bit", checked), checked  # validation stays on in the demo, all honest
     assert res.stdout.startswith("the cat")
     assert (tmp_path / "ckpt.safetensors").stat().st_size > 1_000_000
 
