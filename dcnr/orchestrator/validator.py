@@ -17,9 +17,11 @@ After every committed training step the driver hands over each PNode's commitmen
 3. **Re-execution**, beside training on a thread pool: a verifier of the same compute class that
    does not host the unit and does not connect from the host's address (loopback excepted: that is
    the operator's own machine) re-executes it; its digests must equal the host's bit for bit. On a
-   mismatch a referee (trusted PNodes preferred) re-executes it too and the side it contradicts is
-   charged: the host ("fail") or the verifier ("false-accusation"). With no referee, or three
-   different answers, the step is rolled back and nobody is charged ("unresolved").
+   mismatch a referee (trusted PNodes preferred) re-executes it too. If it agrees with the verifier,
+   the host is charged ("fail"); the verifier is charged ("false-accusation") only if a second
+   referee sides with the host as well (unless the first is trusted, or there is no second).
+   Otherwise (no referee, split referees, different answers) the step is rolled back and nobody
+   is charged ("unresolved").
 4. **Faults**: a charge that quarantines a PNode (see `Standings`), or an unresolved mismatch,
    becomes a `Fault` naming the earliest step whose result can no longer be trusted: the step of the
    fault, and for a convicted PNode also every step in which it did work that no other verifier
@@ -33,7 +35,6 @@ state or decide when to roll back (sessions do), and it never computes the model
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import ipaddress
 import logging
@@ -369,26 +370,43 @@ class Validator:
             self._event(network, session, unit, "pass", verifier, detail="" if same else (
                 f"verifier of another compute class: hops within {tolerance:g}, the update not compared"))
             return
-        referee = self._choose(unit.host, exclude=tried | {unit.host}, prefer_trusted=True, same_class=same)
-        second = None
-        if referee:
-            with contextlib.suppress(DcnrError):
-                second = self.fleet.client(referee).verify(replay)
+        referee, second = self._referee(unit, replay, tried, same)
         where = _difference(answer, committed)
         if second is not None and _same(second, committed):
-            unit.verdict = "pass"
-            self._fault(network, unit.step, f"step {unit.step}, unit {unit.key}: verifier {verifier} accused honest "
-                        f"work ({where})", verifier, "false-accusation", referee, session, unit)
-        elif second is not None and _same(second, answer):
+            # a verifier is charged only when a second referee sides with the host too (one referee colluding
+            # with the host must not get an honest verifier quarantined), unless the first is trusted or no
+            # second one exists
+            tried.add(referee)
+            other, third = ("", None) if self.standings.trusted(referee) else self._referee(unit, replay, tried, same)
+            if not other or (third is not None and _same(third, committed)):
+                unit.verdict = "pass"
+                self._fault(network, unit.step, f"step {unit.step}, unit {unit.key}: verifier {verifier} accused "
+                            f"honest work ({where})", verifier, "false-accusation",
+                            f"{referee}+{other}" if other else referee, session, unit)
+                return
+            referee = f"{referee}+{other}" if other else referee
+            second = None  # split: nobody is charged, the work is rolled back
+        if second is not None and _same(second, answer):
             unit.verdict = "fail"
             self._fault(network, unit.step, f"step {unit.step}, unit {unit.key}: re-execution differs at {where}",
                         unit.host, "fail", referee, session, unit)
         else:
             unit.verdict = "unresolved"
             self._fault(network, unit.step, f"step {unit.step}, unit {unit.key}: host and verifier {verifier} "
-                        f"disagree at {where} and " + (f"referee {referee} agrees with neither" if referee else
+                        f"disagree at {where} and " + (f"the referees ({referee}) do not settle it" if referee else
                                                        "no referee is available"),
                         "", "unresolved", referee, session, unit)
+
+    def _referee(self, unit: _Unit, replay: Replay, tried: set[str], same: bool
+                 ) -> tuple[str, dict[str, Commitment] | None]:
+        """A further verifier (trusted PNodes preferred) and its answer (None when there is none or it failed)."""
+        referee = self._choose(unit.host, exclude=tried | {unit.host}, prefer_trusted=True, same_class=same)
+        if not referee:
+            return "", None
+        try:
+            return referee, self.fleet.client(referee).verify(replay)
+        except DcnrError:
+            return referee, None
 
     def _choose(self, host: str, exclude: set[str], prefer_trusted: bool = False, same_class: bool = True) -> str:
         """A random eligible verifier for `host`'s work ("" when there is none): of its compute class, or with
