@@ -8,6 +8,7 @@ parameters bit-identical to an uninterrupted LocalExecutor run (CPU fp32, 1 thre
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -45,8 +46,9 @@ def fleet(tmp_path: Path) -> Iterator[LocalCluster]:
 
 @pytest.fixture()
 def faults() -> random.Random:
-    """Where faults strike: drawn from a seed that a failing test's output shows."""
-    seed = random.randrange(2**32)
+    """Where faults strike: drawn from a seed that a failing test's output shows
+    (set DCNR_FAULT_SEED to that seed to replay the same fault points)."""
+    seed = int(os.environ.get("DCNR_FAULT_SEED") or random.randrange(2**32))
     print(f"fault points drawn with random.Random({seed})")
     return random.Random(seed)
 
@@ -83,10 +85,13 @@ def follow(fleet: LocalCluster, session: str, actions: dict[int, Callable[[], No
     """Listen until the session completes, running `actions[step]` once when that step is reported.
     A listener cut off (the orchestrator was killed) listens again once it is back."""
     deadline = time.monotonic() + TIMEOUT
+    last = None
     while True:
-        assert time.monotonic() < deadline, "the session did not complete in time"
+        assert time.monotonic() < deadline, (f"the session did not complete in time; last event: {last}\n"
+                                             f"{fleet.log(ORCHESTRATOR, 8000)}")
         try:
             for ev in fleet.client.listen_session(session, timeout=TIMEOUT):
+                last = ev
                 assert ev.state != "failed", f"session failed: {ev.error}\n{fleet.log(ORCHESTRATOR)}"
                 action = actions.pop(ev.step, None)
                 if action is not None:
