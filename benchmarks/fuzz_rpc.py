@@ -16,6 +16,8 @@ in turn, one message each):
                                                                         registered), registered (p2's certificate)
     p0's and p1's ports   VNodeService, PNodeService                    orchestrator (its certificate), peer (the
                                                                         other PNode's certificate)
+    relay port            RelayService (attaching, with frames for      stranger, registered
+                          the relay to deliver)
 
 Messages: `proto_strategies` draws each RPC's request from its descriptor, seeded with the names, ids, digests,
 tokens, tensors and valid requests of the state above (looked up again before each RPC). Hypothesis draws them
@@ -117,7 +119,7 @@ MAX_STREAM = 8  # messages read from a streamed answer before it is cancelled
 CHUNK = 250  # messages drawn per hypothesis run
 FLOOD_IN_FLIGHT = 64  # calls of the flood awaiting their answer at once
 WORKERS = max(0, min(4, (os.cpu_count() or 2) - 2))  # drawing processes: with 2 cores or fewer, none helps
-LONG_LIVED = frozenset({"dcnr.v2.OrchestratorService/ListenTrainSession"})
+LONG_LIVED = frozenset({"dcnr.v2.OrchestratorService/ListenTrainSession", "dcnr.v2.RelayService/Attach"})
 CRASH_CODES = frozenset({"INTERNAL", "UNKNOWN"})
 PROTOS = (orchestrator_pb2, node_pb2, storage_pb2)
 ENDPOINT_SERVICES = {  # endpoint -> (services it serves, roles it is called as)
@@ -125,6 +127,7 @@ ENDPOINT_SERVICES = {  # endpoint -> (services it serves, roles it is called as)
     "peer": (("NodeManagementService", "StorageService"), ("stranger", "registered")),
     "p0": (("VNodeService", "PNodeService"), ("orchestrator", "peer")),
     "p1": (("VNodeService", "PNodeService"), ("orchestrator", "peer")),
+    "relay": (("RelayService",), ("stranger", "registered")),
 }
 TEXTS = [f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13} times." for i in range(200)]
 SEQ, VOCAB, DIM = 8, 300, 16
@@ -299,6 +302,7 @@ class World:
     def _open_channels(self) -> None:
         orch, ca = self.orch, self.orch.ca.cert_pem
         public, peer = f"127.0.0.1:{orch.port}", f"127.0.0.1:{orch.peer_port}"
+        relay = f"127.0.0.1:{orch.relay_port}"
         as_orchestrator = orch.identity
 
         def channel(address: str, tls_name: str, identity: Identity | None = None, token: str = "") -> grpc.Channel:
@@ -317,6 +321,8 @@ class World:
             ("p0", "peer"): channel(self.p0.address, pki.PNODE_TLS_NAME, self.p1.identity),
             ("p1", "orchestrator"): channel(self.p1.address, pki.PNODE_TLS_NAME, as_orchestrator),
             ("p1", "peer"): channel(self.p1.address, pki.PNODE_TLS_NAME, self.p0.identity),
+            ("relay", "stranger"): channel(relay, pki.RELAY_TLS_NAME, self.stranger),
+            ("relay", "registered"): channel(relay, pki.RELAY_TLS_NAME, self.p2.identity),
         }
         self.targets = [Target(e, r, c) for (e, r), c in made.items()]
 
@@ -576,11 +582,13 @@ def call(channel: grpc.Channel, method: MethodDescriptor, request: Sequence[byte
     path = f"/{full_name(method)}"
     started = time.perf_counter()
     try:
-        if method.client_streaming:
+        long_lived = full_name(method) in LONG_LIVED
+        if method.client_streaming and not method.server_streaming:
             channel.stream_unary(path)(iter(request), timeout=deadline)
         elif method.server_streaming:
-            long_lived = full_name(method) in LONG_LIVED
-            stream = channel.unary_stream(path)(request[0], timeout=listen if long_lived else deadline)
+            stream = (channel.stream_stream(path)(iter(request), timeout=listen if long_lived else deadline)
+                      if method.client_streaming else
+                      channel.unary_stream(path)(request[0], timeout=listen if long_lived else deadline))
             try:
                 for i, _ in enumerate(stream):
                     if i + 1 >= MAX_STREAM:

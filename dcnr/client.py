@@ -47,6 +47,7 @@ from dcnr.transport.control import (
     NetworkPlacement,
     Placement,
     PNodeInfo,
+    RelayInfo,
     SessionInfo,
     StepEvent,
     TokenInfo,
@@ -57,8 +58,8 @@ from dcnr.transport.control import (
 from dcnr.transport.grpc.control_client import GrpcControl
 
 __all__ = ["ChatChunk", "CheckpointInfo", "Client", "DatasetInfo", "DatasetSample", "Hardware", "Health",
-           "NetworkInfo", "NetworkPlacement", "PNodeInfo", "Placement", "SessionInfo", "StepEvent", "TokenInfo",
-           "TrainResult", "ValidationEventInfo", "VocabularyInfo", "default_address", "text_files"]
+           "NetworkInfo", "NetworkPlacement", "PNodeInfo", "Placement", "RelayInfo", "SessionInfo", "StepEvent",
+           "TokenInfo", "TrainResult", "ValidationEventInfo", "VocabularyInfo", "default_address", "text_files"]
 
 DEFAULT_ADDRESS = "127.0.0.1:50052"
 ADDRESS_ENV = "DCNR_ORCHESTRATOR"
@@ -331,6 +332,10 @@ class Client:
         """End a PNode's quarantine and clear its charges, so it gets work again (operators only);
         `Conflict` when it is not quarantined."""
         return self._rpc.release_pnode(pnode_id)
+
+    def list_relays(self) -> list[RelayInfo]:
+        """The relays serving PNodes behind NAT (the orchestrator's own first), with what they carry."""
+        return self._rpc.list_relays()
 
     def validation_events(self, session: str = "", network: str = "", limit: int = 1000) -> list[ValidationEventInfo]:
         """The newest `limit` entries of the validation log (of one session, one network, or all), oldest first."""

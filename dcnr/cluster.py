@@ -32,7 +32,7 @@ from dcnr.errors import Conflict, DcnrError, Unavailable
 from dcnr.security import pki
 
 ORCHESTRATOR = "orchestrator"  # the orchestrator's process name (and log file stem)
-_SERVING = re.compile(rb"orchestrator serving on [^\s:]+:(\d+), PNodes on port (\d+)")
+_SERVING = re.compile(rb"orchestrator serving on [^\s:]+:(\d+), PNodes on port (\d+), relaying on port (\d+)")
 
 
 def free_port() -> int:
@@ -71,7 +71,7 @@ class LocalCluster:
         self.pnodes: list[Any] = []  # the in-process `PNode`s
         self.orchestrator_args, self.pnode_args = list(orchestrator_args), list(pnode_args)
         self.pnode_command, self.env, self.start_timeout = pnode_command, env, start_timeout
-        self.port = self.peer_port = 0
+        self.port = self.peer_port = self.relay_port = 0
         self.ids = {name: self.pnode_id(name) for name in self.pnode_names}  # PNode name -> id (from its key)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.orch: Any = None  # the embedded `Orchestrator`
@@ -141,14 +141,15 @@ class LocalCluster:
 
             self.orch = Orchestrator(state, heartbeat_interval=self.heartbeat_interval, step_timeout=self.step_timeout,
                                      **self.orchestrator_options)
-            self.port = self.orch.start(f"127.0.0.1:{self.port}", f"127.0.0.1:{self.peer_port}")
-            self.peer_port = self.orch.peer_port
+            self.port = self.orch.start(f"127.0.0.1:{self.port}", f"127.0.0.1:{self.peer_port}",
+                                        relay_address=f"127.0.0.1:{self.relay_port}")
+            self.peer_port, self.relay_port = self.orch.peer_port, self.orch.relay_port
             return
         log = self.log_path(ORCHESTRATOR)
         offset = log.stat().st_size if log.exists() else 0
         self._spawn(ORCHESTRATOR, [
             sys.executable, "-m", "dcnr.cli.main", "orchestrator", "--host", "127.0.0.1", "--port", str(self.port),
-            "--peer-port", str(self.peer_port), "--state-dir", str(state),
+            "--peer-port", str(self.peer_port), "--relay-port", str(self.relay_port), "--state-dir", str(state),
             "--heartbeat-interval", str(self.heartbeat_interval), "--step-timeout", str(self.step_timeout),
             *self.orchestrator_args], None)
         deadline = time.monotonic() + self.start_timeout
@@ -158,7 +159,7 @@ class LocalCluster:
                 f.seek(offset)
                 found = _SERVING.search(f.read())
             if found:
-                self.port, self.peer_port = int(found.group(1)), int(found.group(2))
+                self.port, self.peer_port, self.relay_port = (int(found.group(i)) for i in (1, 2, 3))
                 return
             if time.monotonic() > deadline:
                 raise Unavailable(f"the orchestrator did not start within {self.start_timeout:g} s "
@@ -185,6 +186,30 @@ class LocalCluster:
             "--threads", str(self.threads), "--heartbeat-interval", str(self.heartbeat_interval)])
         self._spawn(name, [*argv, *self.pnode_args, *args], self.env)
         return None
+
+    def start_relay(self, name: str, *args: str) -> None:
+        """Start (or restart) a `dcnr relay` process `name` (the operator's configuration enrols it), keeping its
+        key in `STATE_DIR/relays/<name>`; `wait_for_relays` waits until it serves."""
+        self._spawn(name, [sys.executable, "-m", "dcnr.cli.main", "--config", str(self.admin_config), "relay",
+                           "--host", "127.0.0.1", "--port", "0", "--state-dir", str(self.state_dir / "relays" / name),
+                           "--heartbeat-interval", str(self.heartbeat_interval), *args], self.env)
+
+    def relay_id(self, name: str) -> str:
+        """The id of relay `name` (derived from its key, made here ahead of its first start)."""
+        directory = self.state_dir / "relays" / name
+        directory.mkdir(parents=True, exist_ok=True)
+        return pki.pnode_id(pki.load_or_create_key(directory / "key.pem").public_key(), pki.RELAY)
+
+    def wait_for_relays(self, names: Sequence[str], timeout: float | None = None) -> None:
+        """Wait until every relay in `names` is registered and alive."""
+        wanted = {self.relay_id(n) for n in names}
+
+        def alive() -> bool:
+            try:
+                return wanted <= {r.id for r in self.client.list_relays() if r.state == "alive"}
+            except DcnrError:
+                return False
+        self.wait_for(alive, f"relays {', '.join(names)} joining", self.start_timeout if timeout is None else timeout)
 
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None) -> None:
         running = self.procs.get(name)

@@ -112,6 +112,11 @@ class Unavailable(DcnrError):
     exit_code = RUNTIME_FAILURE
 
 
+class Unreachable(Unavailable):
+    """The orchestrator cannot reach the address a PNode advertised (it probes it at registration): the
+    PNode is not registered and should join through a relay. Carried in the registration's answer."""
+
+
 class DeadlineExceeded(DcnrError):
     """A call took longer than it was allowed."""
 

@@ -52,3 +52,13 @@ def parse_size(text: str) -> int:
     if unit not in units or value <= 0:
         raise ValueError(f"invalid size {text!r}: expected a positive number with an optional unit like 4GiB or 512MB")
     return int(value * units[unit])
+
+
+def format_size(count: int) -> str:
+    """Bytes for people: '0 B', '12.3 KiB', '4.0 GiB'."""
+    size, unit = float(count), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            break
+        size /= 1024
+    return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"

@@ -29,6 +29,7 @@ from dcnr.cli import (
     demo,
     network,
     pnode,
+    relay,
     serve,
     serving,
     session,
@@ -72,6 +73,8 @@ GROUPS: tuple[Group, ...] = (
     Group("dataset", "Tokenized datasets with train/validation splits."),
     Group("pnode", "Run a PNode (no sub-command), or inspect the fleet and the standing of its PNodes (list, trust, "
           "release).", callback=serve.pnode),
+    Group("relay", "Run a relay for PNodes behind NAT (no sub-command), or list the relays (list).",
+          callback=relay.relay_run),
     Group("validation", "The validation log: checks of PNodes' work and their verdicts."),
     Group("token", "Tokens for operators and researchers (operators only): create, list, revoke."),
 )
@@ -107,6 +110,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("pnode", "list", pnode.pnode_list),
     Command("pnode", "trust", pnode.pnode_trust),
     Command("pnode", "release", pnode.pnode_release),
+    Command("relay", "list", relay.relay_list),
     Command("validation", "list", validation.validation_list),
     Command("token", "create", token.token_create),
     Command("token", "list", token.token_list),

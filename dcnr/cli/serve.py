@@ -39,6 +39,9 @@ def orchestrator(
                                            "enrolling.")] = 50052,
     peer_port: Annotated[int, typer.Option(help="Port PNodes reach with their certificates (mutual TLS); "
                                                 "0: any free port.")] = 50053,
+    relay_port: Annotated[int, typer.Option(help="Port of the orchestrator's own relay, which PNodes behind NAT "
+                                                 "attach to while no `dcnr relay` serves them; 0: any free "
+                                                 "port.")] = 50054,
     host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
     advertise: Annotated[str | None, typer.Option(help="Host volunteers dial, for the printed join command "
                                                        "(default: --host, or this machine's name).")] = None,
@@ -100,9 +103,10 @@ def orchestrator(
                         keep_checkpoints=keep_checkpoints, quarantine_after=quarantine_after,
                         cooling_off=cooling_off_hours * 3600)
     try:
-        orch.start(f"{host}:{port}", f"{host}:{peer_port}")
+        orch.start(f"{host}:{port}", f"{host}:{peer_port}", relay_address=f"{host}:{relay_port}")
         public_host = advertise or (socket.gethostname() if host in ("0.0.0.0", "::") else host)
-        print(f"orchestrator serving on {host}:{orch.port}, PNodes on port {orch.peer_port} (state in {state_dir})\n"
+        print(f"orchestrator serving on {host}:{orch.port}, PNodes on port {orch.peer_port}, relaying on port "
+              f"{orch.relay_port} (state in {state_dir})\n"
               f"client configuration (operator): {orch.admin_config}\n"
               f"volunteers join with: {orch.join_command(public_host)}", flush=True)
         _wait(stop)
@@ -133,6 +137,9 @@ def pnode(
     task_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for inputs or gradients.")] = 300.0,
     max_message_mb: Annotated[int, typer.Option(help="Largest gRPC message accepted or sent, in MiB.")] = 256,
     log_format: Annotated[str, typer.Option(help="text, or json (one object per line).")] = "text",
+    outbound_only: Annotated[bool, typer.Option(help="Listen on no port (behind NAT or a firewall): take part "
+                                                     "through a relay the orchestrator names. Without it a PNode "
+                                                     "that the orchestrator cannot reach does so too.")] = False,
 ) -> None:
     """Run a PNode that lends this machine to the fleet (stops cleanly on SIGTERM/Ctrl-C).
 
@@ -154,10 +161,11 @@ def pnode(
     node = PNode(orchestrator, state_dir=state_dir, ca_fingerprint=ca_fingerprint, name=name, bind=host, port=port,
                  advertise=advertise, memory_budget=budget,
                  threads=threads, device=device, heartbeat_interval=heartbeat_interval, task_timeout=task_timeout,
-                 max_message_bytes=max_message_mb * 2**20)
+                 max_message_bytes=max_message_mb * 2**20, outbound_only=outbound_only)
     try:
         node.start()
-        print(f"pnode {node.id} ({node.name}) serving at {node.address}", flush=True)
+        how = f"relayed by {node.relay}" if node.relay else "serving"
+        print(f"pnode {node.id} ({node.name}) {how} at {node.address}", flush=True)
         _wait(stop)
     finally:
         node.stop()

@@ -1,6 +1,7 @@
 """The orchestrator process: its parts wired together, and their life from `start` to `stop`.
 
-Owns what an orchestrator runs besides answering requests: the heartbeat monitor,
+Owns what an orchestrator runs besides answering requests: the heartbeat monitor (of PNodes
+and relays), its own relay (for PNodes behind NAT while no relay process serves them),
 resuming the sessions a crash interrupted, its TLS identity (a CA of its own, created on
 first start under `STATE_DIR/tls`) and `admin.yaml`. Its services (`networks`, `serving`,
 `sessions`, `data`, `fleet`, `standings`, `blob_access`) are served over gRPC by
@@ -15,6 +16,8 @@ import logging
 import threading
 from pathlib import Path
 
+import grpc
+
 from dcnr.errors import InvalidArgument
 from dcnr.orchestrator.blob_access import BlobAccess
 from dcnr.orchestrator.checkpoints import KEEP_CHECKPOINTS, Checkpoints
@@ -23,6 +26,7 @@ from dcnr.orchestrator.driver import Driver, Inbox
 from dcnr.orchestrator.fleet import Fleet
 from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.networks import Networks
+from dcnr.orchestrator.relays import Relays
 from dcnr.orchestrator.serving import Serving
 from dcnr.orchestrator.sessions import Sessions
 from dcnr.orchestrator.standing import COOLING_OFF, QUARANTINE_AFTER, Standings
@@ -33,7 +37,8 @@ from dcnr.security.config import ClientConfig
 from dcnr.security.tokens import Tokens
 from dcnr.spec.model import NetworkSpec
 from dcnr.storage import BlobStore, open_store
-from dcnr.transport.grpc.pnode import GrpcConnector
+from dcnr.transport.grpc.pnode import GrpcConnector, pnode_channels
+from dcnr.transport.grpc.relay import Relay, serve_relay
 from dcnr.transport.grpc.security import Identity
 from dcnr.transport.grpc.server import OrchestratorServer
 
@@ -83,8 +88,14 @@ class Orchestrator:
         self.networks = Networks(self.store, self.driver, self.fleet, self.data, self.checkpoints, self.limits)
         self.serving = Serving(self.store, self.driver, self.data, self.networks, self.limits)
         self.max_message_bytes = max_message_bytes
+        # PNodes behind NAT attach to relays, and to the orchestrator's own when none runs
+        self.relay_identity = Identity(self.ca.relay_credentials(self.state_dir / "tls"))
+        self.relay = Relay(pnode_channels(self.relay_identity, max_message_bytes))
+        self.relays = Relays(heartbeat_interval, lambda: (self.relay_port, self.relay.attached,
+                                                          self.relay.bytes_forwarded))
         self.server: OrchestratorServer | None = None
-        self.port = self.peer_port = 0
+        self._relay_server: grpc.Server | None = None
+        self.port = self.peer_port = self.relay_port = 0
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
 
@@ -94,20 +105,25 @@ class Orchestrator:
         names = {v for node in spec.nodes.values() if (v := getattr(node.impl.cfg, "vocabulary", None))}
         return {name: self.data.tokenizer(name).to_str() for name in sorted(names)}
 
-    def start(self, address: str = "127.0.0.1:0", peer_address: str | None = None, threads: int = 32) -> int:
-        """Serve on `address` and, for PNodes, on `peer_address` (default: the same host, any free port);
-        watch heartbeats, resume interrupted sessions, keep `admin.yaml` pointing here; returns the port."""
+    def start(self, address: str = "127.0.0.1:0", peer_address: str | None = None, threads: int = 32,
+              relay_address: str | None = None) -> int:
+        """Serve on `address` and, for PNodes, on `peer_address` and (its relay) on `relay_address` (default:
+        the same host, any free port); watch heartbeats, resume interrupted sessions, keep `admin.yaml`
+        pointing here; returns the port."""
         host = address.rpartition(":")[0]
         self.server = OrchestratorServer(self, address, peer_address or f"{host}:0", threads)
         self.port, self.peer_port = self.server.port, self.server.peer_port
+        self._relay_server, self.relay_port = serve_relay(self.relay, self.relay_identity,
+                                                          relay_address or f"{host}:0",
+                                                          max_message_bytes=self.max_message_bytes)
         self.write_admin_config(f"{_local_host(host)}:{self.port}")
         self._monitor = threading.Thread(target=self._watch, name="heartbeats", daemon=True)
         self._monitor.start()
         resumed = self.sessions.resume_interrupted()  # a crash left them running: back from their checkpoints
         if resumed:
             log.info("resuming %d interrupted session(s): %s", len(resumed), ", ".join(resumed))
-        log.info("orchestrator serving on port %d, PNodes on port %d (state in %s)", self.port, self.peer_port,
-                 self.state_dir, extra={"port": self.port})
+        log.info("orchestrator serving on port %d, PNodes on port %d, relaying on port %d (state in %s)",
+                 self.port, self.peer_port, self.relay_port, self.state_dir, extra={"port": self.port})
         return self.port
 
     @property
@@ -135,6 +151,8 @@ class Orchestrator:
         while not self._stop.wait(interval):
             try:
                 self.fleet.sweep()
+                for relay in self.relays.sweep():
+                    log.warning("relay %s missed its heartbeats: marked dead", relay)
             except Exception:  # never let the monitor die
                 log.exception("heartbeat sweep failed")
 
@@ -145,6 +163,9 @@ class Orchestrator:
                 self.sessions.suspend(rec.id)
         if self.server is not None:
             self.server.stop(grace)
+        if self._relay_server is not None:
+            self._relay_server.stop(grace).wait()
+        self.relay.close()
         self.driver.close()
         self.validator.close()
         self.fleet.close()

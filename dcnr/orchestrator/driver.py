@@ -27,6 +27,7 @@ import torch
 
 from dcnr.errors import Aborted, DcnrError, Unavailable
 from dcnr.orchestrator.fleet import Deployment, Fleet
+from dcnr.orchestrator.relays import Relays
 from dcnr.orchestrator.store import StateStore
 from dcnr.runtime.graph import check_inputs, select_outputs, split_batch
 from dcnr.runtime.precision import LossScaler
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from dcnr.orchestrator.validator import Validator
 
 T = TypeVar("T")
+PROBE_TIMEOUT = 10.0  # seconds a registering PNode has to answer the orchestrator at its address
 log = logging.getLogger("dcnr.orchestrator")
 
 
@@ -111,26 +113,62 @@ class Members:
     membership through the fleet, reports into the inbox."""
 
     def __init__(self, fleet: Fleet, inbox: Inbox, ca: CertificateAuthority | None = None,
-                 certificate_lifetime: datetime.timedelta = PNODE_LIFETIME) -> None:
+                 certificate_lifetime: datetime.timedelta = PNODE_LIFETIME, relays: Relays | None = None,
+                 probe: bool = False) -> None:
         self.fleet = fleet
         self.inbox = inbox
         self.ca = ca
         self.certificate_lifetime = certificate_lifetime
         self.heartbeat_interval = fleet.heartbeat_interval
+        self.relays = relays
+        self.probe_addresses = probe  # call registering PNodes back at their addresses first
 
-    def enroll(self, csr: bytes) -> tuple[str, bytes]:
+    def enroll(self, csr: bytes, role: str = pki.PNODE) -> tuple[str, bytes]:
         if self.ca is None:
             raise Unavailable("this orchestrator issues no certificates")
-        return self.ca.issue_pnode(csr, self.certificate_lifetime)
+        return self.ca.issue_pnode(csr, self.certificate_lifetime, role)
+
+    def probe(self, member: Membership) -> str:
+        """Why this orchestrator cannot reach a registering PNode at its address ("" when it answers, or when
+        this orchestrator does not probe)."""
+        if not self.probe_addresses:
+            return ""
+        try:
+            self.fleet.connector.pnode(member.address).health(PROBE_TIMEOUT)
+        except DcnrError as exc:
+            return f"this orchestrator cannot reach PNode {member.id} at {member.address} ({exc})"
+        return ""
 
     def register(self, member: Membership) -> None:
         self.fleet.register(member)
+
+    def assign_relay(self, pnode: str, avoid: str = "") -> tuple[str, str]:
+        """(relay id, host:port) a PNode behind NAT attaches to ("" host: this orchestrator's)."""
+        if self.relays is None:
+            raise Unavailable("this orchestrator relays for no PNode")
+        chosen = self.relays.assign(pnode, avoid)
+        return chosen.id, chosen.address
+
+    def register_relay(self, relay: str, address: str) -> None:
+        if self.relays is None:
+            raise Unavailable("this orchestrator takes no relays")
+        self.relays.register(relay, address)
+
+    def heartbeat_relay(self, relay: str, attached: int, bytes_forwarded: int, certificate: bytes = b"") -> bytes:
+        if self.relays is None:
+            raise Unavailable("this orchestrator takes no relays")
+        self.relays.heartbeat(relay, attached, bytes_forwarded)
+        return self._renewed(certificate)
 
     def unregister(self, pnode: str) -> bool:
         return self.fleet.unregister(pnode)
 
     def heartbeat(self, pnode: str, load: float, certificate: bytes = b"") -> bytes:
         self.fleet.heartbeat(pnode, load)
+        return self._renewed(certificate)
+
+    def _renewed(self, certificate: bytes) -> bytes:
+        """A renewed certificate for one past half its life, else empty bytes."""
         if self.ca is None or not certificate:
             return b""
         issued, expires = pki.issued_at(certificate), pki.expires_at(certificate)

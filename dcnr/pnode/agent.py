@@ -7,11 +7,19 @@ on every start it enrols for a short-lived certificate, serves behind mutual TLS
 registers (id, protocol version, address, hardware), heartbeats with its load (taking
 the renewed certificates heartbeats bring), registers again if the orchestrator forgot
 it, and unregisters when it stops. It must not decide where VNodes run: it asks.
+
+Outbound-only (`outbound_only`, or when the orchestrator's probe cannot reach the address it
+advertised), it listens on no port: it asks the orchestrator for a relay, keeps one stream to
+it (`dcnr.transport.grpc.relay.RelayLink`) that carries the calls for it and the hops it
+sends, and registers the address "relay-host:port/ID". When that stream breaks, its work is
+dropped and it leaves the fleet (the orchestrator re-places its VNodes, as for a dead PNode),
+then attaches again (another relay if it can) with backoff and jitter, and registers again.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import random
@@ -25,13 +33,20 @@ from typing import IO, Any
 import platformdirs
 import torch
 
-from dcnr.errors import DcnrError, InvalidArgument, NotFound, Unavailable
+from dcnr.errors import DcnrError, InvalidArgument, NotFound, Unavailable, Unreachable
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.proto.version import VERSION_TEXT
 from dcnr.security import pki
 from dcnr.storage.files import write_atomic
 from dcnr.transport.grpc.link import GrpcOrchestratorLink, enroll
-from dcnr.transport.grpc.pnode import DEFAULT_MAX_MESSAGE_BYTES, GrpcHopTransport, pnode_channels, serve_pnode
+from dcnr.transport.grpc.pnode import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    GrpcHopTransport,
+    pnode_channels,
+    pnode_services,
+    serve_pnode,
+)
+from dcnr.transport.grpc.relay import RelayedHopTransport, RelayLink, method_handlers
 from dcnr.transport.grpc.security import Identity
 from dcnr.transport.messages import Membership
 from dcnr.validation.digest import sign_hop
@@ -39,6 +54,9 @@ from dcnr.validation.digest import sign_hop
 log = logging.getLogger("dcnr.pnode")
 
 REGISTER_WAIT = 60.0  # seconds to keep trying to reach the orchestrator at start-up
+RELAY_ATTACH_TIMEOUT = 15.0  # seconds a relay has to confirm an attachment
+RELAY_REJOIN_WAIT = 120.0  # seconds one attempt to attach again keeps trying (then the next one starts)
+RELAY_BACKOFF_CAP = 30.0  # the longest pause between attempts to attach
 FIRST_START = ("the first start needs --ca-fingerprint SHA256:<hex>: `dcnr orchestrator` prints the whole join "
                "command")
 
@@ -109,7 +127,8 @@ class PNode:
                  name: str | None = None, bind: str = "127.0.0.1", port: int = 0, advertise: str | None = None,
                  memory_budget: int | None = None, threads: int | None = None, device: str = "cpu",
                  heartbeat_interval: float | None = None, task_timeout: float = 300.0,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, set_torch_threads: bool = True) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, set_torch_threads: bool = True,
+                 outbound_only: bool = False) -> None:
         self.orchestrator = orchestrator
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -136,8 +155,14 @@ class PNode:
         self.runtime: Any = None
         self.server: Any = None
         self.address = ""
+        self.outbound_only = outbound_only
+        self.relay = ""  # the relay this PNode is attached to ("" while it listens itself)
+        self.relay_link: RelayLink | None = None
+        self._services: Any = None
+        self._membership = threading.Lock()  # registering again: the heartbeat loop or the relay watch
         self._stop = threading.Event()
         self._beats: threading.Thread | None = None
+        self._relay_watch: threading.Thread | None = None
 
     def _enroll(self) -> Identity:
         """A fresh certificate for our key from the orchestrator (kept up to date in `self.identity`)."""
@@ -160,20 +185,37 @@ class PNode:
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])
         identity = self._until_reachable(self._enroll, deadline=time.monotonic() + REGISTER_WAIT)
         self.link = GrpcOrchestratorLink(self.peer_address, identity, self.max_message_bytes)
-        self.hops = GrpcHopTransport(pnode_channels(identity, self.max_message_bytes))
+        relayed = RelayedHopTransport(lambda: self.relay_link)
+        self.hops = (relayed if self.outbound_only else
+                     GrpcHopTransport(pnode_channels(identity, self.max_message_bytes)))
         self.runtime = PNodeRuntime(self.id, self.hops, self.link, self.device,
                                     int(self.hardware["memory_budget_bytes"]), self.task_timeout,
                                     signer=lambda network, run, key, digest: sign_hop(self.key, network, run, key,
                                                                                       digest))
         self.runtime.start()
-        self.server, port = serve_pnode(self.runtime, identity, f"{self.bind}:{self.port}",
-                                        max_message_bytes=self.max_message_bytes)
-        self.address = f"{self.advertise or self.bind}:{port}"
-        interval = self._register(deadline=time.monotonic() + REGISTER_WAIT)
+        self._services = pnode_services(self.runtime)
+        deadline = time.monotonic() + REGISTER_WAIT
+        interval: float | None = None
+        if not self.outbound_only:
+            self.server, port = serve_pnode(self.runtime, identity, f"{self.bind}:{self.port}",
+                                            max_message_bytes=self.max_message_bytes)
+            self.address = f"{self.advertise or self.bind}:{port}"
+            interval = self._register(deadline)
+            if interval is None:  # nobody can call us here: close the port, go through a relay
+                self.server.stop(0).wait()
+                self.server = None
+                self.hops.close()
+                self.hops = self.runtime.hops = relayed
+                self.outbound_only = True
+        if interval is None:
+            interval = self._attach(avoid="", deadline=deadline)
+            self._relay_watch = threading.Thread(target=self._relay_loop, name="relay-watch", daemon=True)
+            self._relay_watch.start()
         self.heartbeat_interval = self.heartbeat_interval or interval
         self._beats = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._beats.start()
-        log.info("PNode %s (%s) serving at %s, joined %s", self.id, self.name, self.address, self.orchestrator,
+        log.info("PNode %s (%s) %s at %s, joined %s", self.id, self.name,
+                 f"relayed by {self.relay}" if self.relay else "serving", self.address, self.orchestrator,
                  extra={"pnode": self.id, "address": self.address})
 
     def _until_reachable(self, attempt: Any, deadline: float) -> Any:
@@ -191,10 +233,73 @@ class PNode:
                 raise ConnectionError("stopped before joining")
             delay = min(2.0, delay * 2)
 
-    def _register(self, deadline: float) -> float:
+    def _register(self, deadline: float) -> float | None:
+        """Join the fleet at `self.address`: the heartbeat interval, or None when the orchestrator cannot reach
+        that address."""
         member = Membership(self.id, self.address, self.hardware, VERSION_TEXT, self.name)
-        interval: float = self._until_reachable(lambda: self.link.register(member), deadline)
+
+        def attempt() -> float | None:
+            try:
+                return self.link.register(member)
+            except Unreachable as exc:
+                log.warning("%s: joining through a relay", exc)
+                return None
+        interval: float | None = self._until_reachable(attempt, deadline)
         return interval
+
+    def _attach(self, avoid: str, deadline: float) -> float:
+        """Attach to a relay the orchestrator names (not `avoid` if it has another) and register through it;
+        returns the heartbeat interval. Raises ConnectionError past `deadline`."""
+        delay = 0.5
+        while True:
+            relay, where = self._until_reachable(functools.partial(self.link.assign_relay, self.id, avoid), deadline)
+            host, _, port = where.rpartition(":")
+            address = f"{host or self.orchestrator.rpartition(':')[0]}:{port}"
+            assert self.identity is not None
+            link = RelayLink(address, self.identity, method_handlers(self._services), self.max_message_bytes)
+            try:
+                link.open(timeout=RELAY_ATTACH_TIMEOUT)
+                self.relay_link, self.relay, self.address = link, relay, f"{address}/{self.id}"
+                interval = self._register(deadline)
+                if interval is not None:
+                    return interval
+                problem = "the orchestrator cannot reach this PNode through it"
+            except Unavailable as exc:
+                problem = str(exc)
+            link.close()
+            log.warning("relay %s at %s: %s; trying again", relay, address, problem)
+            avoid = relay
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"could not join through a relay: {problem}")
+            if self._stop.wait(delay * random.uniform(0.5, 1.0)):
+                raise ConnectionError("stopped before joining")
+            delay = min(RELAY_BACKOFF_CAP, delay * 2)
+
+    def _relay_loop(self) -> None:
+        """Attach again whenever the relay stream breaks: the work in flight is dropped and the PNode leaves the
+        fleet first (fenced like a dead PNode's work), then attaches (to another relay if one serves) and
+        registers, backing off with jitter while it cannot."""
+        while not self._stop.is_set():
+            link = self.relay_link
+            assert link is not None
+            while not link.broken.wait(1.0):
+                if self._stop.is_set():
+                    return
+            if self._stop.is_set():
+                return
+            with self._membership:
+                log.warning("the stream to relay %s broke (%s): attaching again", self.relay, link.why)
+                link.close()
+                self.runtime.forget_all()
+                try:
+                    self.link.unregister(self.id)
+                except DcnrError as exc:
+                    log.info("could not leave the fleet first: %s", exc)
+                try:
+                    self._attach(avoid=self.relay, deadline=time.monotonic() + RELAY_REJOIN_WAIT)
+                    log.info("attached to relay %s again as %s", self.relay, self.address)
+                except ConnectionError as exc:
+                    log.warning("%s", exc)  # the next turn tries again (the dead link is still `broken`)
 
     def _heartbeat_loop(self) -> None:
         """Beat every interval; while the orchestrator is away, back off exponentially with jitter (so a
@@ -214,20 +319,30 @@ class PNode:
                 wait, failures = self.heartbeat_interval, 0
                 continue
             except NotFound:  # forgotten (marked dead, or a fresh orchestrator)
-                log.warning("the orchestrator does not know this PNode any more: registering again")
-                self.runtime.forget_all()
-                try:
-                    self._register(deadline=time.monotonic() + self.heartbeat_interval)
+                if self._registered_again():
                     wait, failures = self.heartbeat_interval, 0
                     continue
-                except ConnectionError as err:
-                    log.warning("%s", err)
             except DcnrError as exc:
                 log.warning("heartbeat failed: %s", exc)
                 self._enroll_again_if_expired()
             failures += 1
             cap = max(10 * self.heartbeat_interval, 1.0)
             wait = min(cap, self.heartbeat_interval * 2 ** min(failures, 16)) * random.uniform(0.5, 1.0)
+
+    def _registered_again(self) -> bool:
+        """After the orchestrator forgot this PNode: drop its work and register again (unless the relay stream is
+        down: the relay watch does it then)."""
+        assert self.heartbeat_interval is not None
+        with self._membership:
+            if self.relay_link is not None and self.relay_link.broken.is_set():
+                return False
+            log.warning("the orchestrator does not know this PNode any more: registering again")
+            self.runtime.forget_all()
+            try:
+                return self._register(deadline=time.monotonic() + self.heartbeat_interval) is not None
+            except ConnectionError as err:
+                log.warning("%s", err)
+                return False
 
     def _enroll_again_if_expired(self) -> None:
         """A certificate that expired while the orchestrator was away (or this machine slept) cannot
@@ -253,6 +368,8 @@ class PNode:
                 log.warning("could not unregister: %s", exc)
         if self.server is not None:
             self.server.stop(1.0).wait()
+        if self.relay_link is not None:
+            self.relay_link.close()
         if self.runtime is not None:
             self.runtime.stop()
             self.hops.close()

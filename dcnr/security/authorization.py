@@ -8,6 +8,9 @@ Roles:
 - `pnode`: its own membership and reports, storage for the VNodes it hosts, hops between
   PNodes (its certificate);
 - `orchestrator`: what the orchestrator asks of PNodes (its certificate);
+- `relay`: its own membership (a certificate issued only to an operator's token); it forwards
+  calls to the PNodes attached to it, and hops they send, in their callers' names (trusted
+  infrastructure: a PNode believes whom its relay says a call is from);
 - `anonymous`: no credential: health, enrolment of a new PNode, and the public read-only
   listings (the validation log among them) unless the operator turns them off
   (`public_reads=False`).
@@ -21,8 +24,9 @@ from dataclasses import dataclass, field
 
 from dcnr.errors import PermissionDenied, Unauthenticated
 
-OPERATOR, RESEARCHER, PNODE, ORCHESTRATOR, ANONYMOUS = "operator", "researcher", "pnode", "orchestrator", "anonymous"
-ROLES = (OPERATOR, RESEARCHER, PNODE, ORCHESTRATOR, ANONYMOUS)
+OPERATOR, RESEARCHER, PNODE, ORCHESTRATOR, RELAY, ANONYMOUS = ("operator", "researcher", "pnode", "orchestrator",
+                                                              "relay", "anonymous")
+ROLES = (OPERATOR, RESEARCHER, PNODE, ORCHESTRATOR, RELAY, ANONYMOUS)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ _NODES = "dcnr.v2.NodeManagementService/"
 _STORAGE = "dcnr.v2.StorageService/"
 _VNODE = "dcnr.v2.VNodeService/"
 _PNODE = "dcnr.v2.PNodeService/"
+_RELAY = "dcnr.v2.RelayService/"
 
 RULES: dict[str, Rule] = {
     # the orchestrator's public service
@@ -99,17 +104,22 @@ RULES: dict[str, Rule] = {
     _ORCH + "TrustPNode": OPERATOR_ONLY,
     _ORCH + "ReleasePNode": OPERATOR_ONLY,
     _ORCH + "ListValidationEvents": PUBLIC_READ,  # PNode ids and verdicts, no addresses: the audit trail is public
+    _ORCH + "ListRelays": RESEARCH,  # addresses: not public
     _ORCH + "ListCheckpoints": RESEARCH,
     _ORCH + "ExportCheckpoint": RESEARCH,
     _ORCH + "CreateToken": OPERATOR_ONLY,
     _ORCH + "ListTokens": OPERATOR_ONLY,
     _ORCH + "RevokeToken": OPERATOR_ONLY,
     # membership: anyone may enrol a key (the network is permissionless); the rest needs the certificate
-    _NODES + "IssueCertificate": _rule(PNODE, anonymous="always"),
+    _NODES + "IssueCertificate": _rule(PNODE, OPERATOR, anonymous="always"),  # a relay's: operators only
     _NODES + "RegisterPNode": FROM_PNODE,
     _NODES + "UnregisterPNode": _rule(PNODE, OPERATOR),
     _NODES + "HeartbeatPNode": FROM_PNODE,
     _NODES + "ReportProgress": FROM_PNODE,
+    _NODES + "AssignRelay": FROM_PNODE,
+    _NODES + "RegisterRelay": _rule(RELAY),
+    _NODES + "HeartbeatRelay": _rule(RELAY),
+    _RELAY + "Attach": FROM_PNODE,
     _STORAGE + "GetUploadTarget": FROM_PNODE,
     _STORAGE + "GetDownloadTarget": FROM_PNODE,
     _STORAGE + "PutBlob": FROM_PNODE,

@@ -36,7 +36,9 @@ from dcnr.storage.files import write_atomic
 
 ORCHESTRATOR_TLS_NAME = "orchestrator.dcnr"  # every orchestrator certificate names it; its clients check it
 PNODE_TLS_NAME = "pnode.dcnr"  # every PNode certificate names it
-ORCHESTRATOR, PNODE = "orchestrator", "pnode"  # roles a certificate can bind
+RELAY_TLS_NAME = "relay.dcnr"  # every relay certificate names it (the orchestrator's own relay too)
+ORCHESTRATOR, PNODE, RELAY = "orchestrator", "pnode", "relay"  # roles a certificate can bind
+TLS_NAMES = {PNODE: PNODE_TLS_NAME, RELAY: RELAY_TLS_NAME}  # of the roles the CA issues on request
 CA_LIFETIME = datetime.timedelta(days=3650)
 ORCHESTRATOR_LIFETIME = datetime.timedelta(days=365)
 PNODE_LIFETIME = datetime.timedelta(hours=24)
@@ -95,10 +97,10 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def pnode_id(public_key: ec.EllipticCurvePublicKey) -> str:
-    """A PNode's id: `pn-` and 20 hex digits (80 bits) of the SHA-256 of its public key."""
+def pnode_id(public_key: ec.EllipticCurvePublicKey, role: str = PNODE) -> str:
+    """A PNode's id: `pn-` and 20 hex digits (80 bits) of the SHA-256 of its public key (a relay's: `rl-`)."""
     spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "pn-" + hashlib.sha256(spki).hexdigest()[:20]
+    return ("rl-" if role == RELAY else "pn-") + hashlib.sha256(spki).hexdigest()[:20]
 
 
 def certificate_request(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -119,7 +121,7 @@ def _name(common_name: str, role: str) -> x509.Name:
 class Peer:
     """Who a verified certificate says its holder is."""
 
-    role: str  # ORCHESTRATOR or PNODE
+    role: str  # ORCHESTRATOR, PNODE or RELAY
     id: str
 
 
@@ -219,8 +221,17 @@ class CertificateAuthority:
             return False
         return True
 
-    def issue_pnode(self, csr_pem: bytes, lifetime: datetime.timedelta = PNODE_LIFETIME) -> tuple[str, bytes]:
-        """A PNode certificate for a certificate request: (the id derived from its key, certificate PEM)."""
+    def relay_credentials(self, directory: Path) -> Credentials:
+        """The orchestrator's own relay (serving when no relay process runs): its server key with a relay
+        certificate, issued afresh at every start."""
+        key = load_or_create_key(directory / "server.key")
+        cert_pem = self._issue(key.public_key(), ORCHESTRATOR, RELAY, RELAY_TLS_NAME, ORCHESTRATOR_LIFETIME)
+        return Credentials(key_pem(key), cert_pem + self.cert_pem, self.cert_pem)
+
+    def issue_pnode(self, csr_pem: bytes, lifetime: datetime.timedelta = PNODE_LIFETIME,
+                    role: str = PNODE) -> tuple[str, bytes]:
+        """A PNode (or relay) certificate for a certificate request: (the id derived from its key, certificate
+        PEM). The caller decides who may have a relay's."""
         if len(csr_pem) > MAX_PEM_BYTES:
             raise InvalidArgument(f"certificate request larger than {MAX_PEM_BYTES} bytes")
         try:
@@ -232,19 +243,21 @@ class CertificateAuthority:
             raise InvalidArgument("the certificate request must be for an EC P-256 key")
         if not csr.is_signature_valid:
             raise InvalidArgument("the certificate request's signature does not match its key")
-        pid = pnode_id(public_key)
-        return pid, self._issue(public_key, pid, PNODE, PNODE_TLS_NAME, lifetime)
+        pid = pnode_id(public_key, role)
+        return pid, self._issue(public_key, pid, role, TLS_NAMES[role], lifetime)
 
     def renew(self, cert_pem: bytes, lifetime: datetime.timedelta = PNODE_LIFETIME) -> bytes:
-        """A fresh certificate for the same PNode key and id (the caller proved it holds the key)."""
+        """A fresh certificate for the same PNode (or relay) key, id and role (the caller proved it holds the
+        key)."""
         cert = x509.load_pem_x509_certificate(cert_pem)
         public_key = cert.public_key()
         if not self.issued(cert_pem) or not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise PermissionDenied("only a PNode certificate this CA issued can be renewed")
-        pid = pnode_id(public_key)
-        if peer_of(cert_pem) != Peer(PNODE, pid):
-            raise PermissionDenied("only a PNode certificate can be renewed")
-        return self._issue(public_key, pid, PNODE, PNODE_TLS_NAME, lifetime)
+        peer = peer_of(cert_pem)
+        pid = pnode_id(public_key, peer.role)
+        if peer.id != pid or peer.role not in TLS_NAMES:
+            raise PermissionDenied("only a PNode or relay certificate can be renewed")
+        return self._issue(public_key, pid, peer.role, TLS_NAMES[peer.role], lifetime)
 
 
 def fetch_ca_certificate(address: str, expected: str, timeout: float = 10.0) -> bytes:

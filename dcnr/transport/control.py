@@ -150,6 +150,19 @@ class PNodeInfo:
 
 
 @dataclass(frozen=True)
+class RelayInfo:
+    """A relay carrying PNodes that accept no connections (id "orchestrator": the orchestrator's own)."""
+
+    id: str
+    address: str  # host:port of its RelayService (":port" for the orchestrator's own)
+    state: str  # alive | dead
+    attached: int  # PNodes attached, as of its last heartbeat
+    bytes_forwarded: int  # payload bytes carried since it started, both ways
+    last_seen: float
+    pnodes: tuple[str, ...]  # PNodes the orchestrator sent to it
+
+
+@dataclass(frozen=True)
 class ValidationEventInfo:
     """One entry of the validation log: a check of a PNode's work and its verdict, or an operator's change
     of a PNode's standing (verdicts: `dcnr.orchestrator.store.ValidationEvent`)."""

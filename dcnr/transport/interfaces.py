@@ -35,6 +35,10 @@ class PNodeClient(Protocol):
 
     def begin_run(self, run: Run) -> None: ...
 
+    def health(self, timeout: float) -> None:
+        """Nothing if the PNode answers within `timeout` s (the orchestrator's probe at registration)."""
+        ...
+
     def check_finite(self, network: str) -> bool:
         """Whether every accumulated gradient of the hosted VNodes is finite (fp16 loss scaling)."""
         ...
@@ -95,7 +99,13 @@ class OrchestratorLink(Protocol):
     """A PNode's handle on its orchestrator."""
 
     def register(self, member: Membership) -> float:
-        """Join the fleet; returns the heartbeat interval in seconds."""
+        """Join the fleet; returns the heartbeat interval in seconds. `Unreachable` when the orchestrator cannot
+        reach the member's address (not registered: attach to a relay and register that address instead)."""
+        ...
+
+    def assign_relay(self, pnode: str, avoid: str = "") -> tuple[str, str]:
+        """(relay id, host:port) to attach to, other than `avoid` if possible; an empty host means the
+        orchestrator's."""
         ...
 
     def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> bytes:
@@ -124,11 +134,20 @@ class MembershipService(Protocol):
 
     heartbeat_interval: float
 
-    def enroll(self, csr: bytes) -> tuple[str, bytes]:
-        """A certificate for a new key: (the PNode id derived from it, certificate PEM)."""
+    def enroll(self, csr: bytes, role: str = "pnode") -> tuple[str, bytes]:
+        """A certificate for a new key: (the PNode id derived from it, certificate PEM); `role` "relay" is for
+        operators to decide (the caller checks)."""
+        ...
+
+    def probe(self, member: Membership) -> str:
+        """Why the orchestrator cannot reach a registering PNode at its address ("" if it can)."""
         ...
 
     def register(self, member: Membership) -> None: ...
+
+    def assign_relay(self, pnode: str, avoid: str = "") -> tuple[str, str]: ...
+    def register_relay(self, relay: str, address: str) -> None: ...
+    def heartbeat_relay(self, relay: str, attached: int, bytes_forwarded: int, certificate: bytes = b"") -> bytes: ...
     def unregister(self, pnode: str) -> bool: ...
 
     def heartbeat(self, pnode: str, load: float, certificate: bytes = b"") -> bytes:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from dcnr.errors import DcnrError, NotFound, Unavailable
+from dcnr.errors import DcnrError, NotFound, Unavailable, Unreachable
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.storage import BlobStore
 from dcnr.transport.interfaces import MembershipService, SavedState
@@ -81,6 +81,9 @@ class MemoryPNodeClient:
     def begin_run(self, run: Run) -> None:
         self._rt().begin_run(run)
 
+    def health(self, timeout: float) -> None:
+        self._rt()  # Unavailable for an address nobody serves
+
     def check_finite(self, network: str) -> bool:
         return self._rt().check_finite(network)
 
@@ -144,8 +147,14 @@ class MemoryOrchestratorLink:
         self.blobs = blobs
 
     def register(self, member: Membership) -> float:
+        problem = self.members.probe(member)
+        if problem:
+            raise Unreachable(problem)
         self.members.register(member)
         return self.members.heartbeat_interval
+
+    def assign_relay(self, pnode: str, avoid: str = "") -> tuple[str, str]:
+        return self.members.assign_relay(pnode, avoid)
 
     def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> bytes:
         return self.members.heartbeat(pnode, load)

@@ -63,9 +63,10 @@ def test_streams_beyond_the_limit_are_refused_and_membership_is_still_answered(t
         with to_orchestrator(f"127.0.0.1:{peer_port}", orch.ca.cert_pem, identity) as peer:
             nodes = node_pb2_grpc.NodeManagementServiceStub(peer)
             reply = nodes.RegisterPNode(node_pb2.RegisterPNodeRequest(
-                id=pid, version=version_message(), address="127.0.0.1:1"), timeout=10)
-            assert reply.heartbeat_interval_ms > 0
-            assert nodes.HeartbeatPNode(node_pb2.HeartbeatRequest(id=pid), timeout=10).known
+                id=pid, version=version_message(), address="127.0.0.1:1"), timeout=30)
+            assert reply.unreachable and "127.0.0.1:1" in reply.detail  # answered, after probing the address
+            relay = nodes.AssignRelay(node_pb2.AssignRelayRequest(id=pid), timeout=10)
+            assert relay.address == f":{orch.relay_port}"  # the orchestrator's own: no relay process runs
         release.set()
         for f in uploads:
             assert f.result(timeout=TIMEOUT).tokens > 0  # the held uploads finish normally

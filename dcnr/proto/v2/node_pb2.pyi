@@ -71,12 +71,14 @@ class Hardware(_message.Message):
     def __init__(self, cpu_cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., device: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ..., threads: _Optional[int] = ..., compute_class: _Optional[str] = ...) -> None: ...
 
 class CertificateRequest(_message.Message):
-    __slots__ = ("csr", "version")
+    __slots__ = ("csr", "version", "role")
     CSR_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     csr: bytes
     version: _common_pb2.ProtocolVersion
-    def __init__(self, csr: _Optional[bytes] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ...) -> None: ...
+    role: str
+    def __init__(self, csr: _Optional[bytes] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., role: _Optional[str] = ...) -> None: ...
 
 class CertificateResponse(_message.Message):
     __slots__ = ("id", "certificate", "peer_port")
@@ -103,12 +105,52 @@ class RegisterPNodeRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., address: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class RegisterPNodeResponse(_message.Message):
-    __slots__ = ("heartbeat_interval_ms", "version")
+    __slots__ = ("heartbeat_interval_ms", "version", "unreachable", "detail")
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     heartbeat_interval_ms: int
     version: _common_pb2.ProtocolVersion
-    def __init__(self, heartbeat_interval_ms: _Optional[int] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ...) -> None: ...
+    unreachable: bool
+    detail: str
+    def __init__(self, heartbeat_interval_ms: _Optional[int] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., unreachable: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class AssignRelayRequest(_message.Message):
+    __slots__ = ("id", "avoid")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    AVOID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    avoid: str
+    def __init__(self, id: _Optional[str] = ..., avoid: _Optional[str] = ...) -> None: ...
+
+class AssignRelayResponse(_message.Message):
+    __slots__ = ("relay", "address")
+    RELAY_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    relay: str
+    address: str
+    def __init__(self, relay: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class RegisterRelayRequest(_message.Message):
+    __slots__ = ("id", "version", "address")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: _common_pb2.ProtocolVersion
+    address: str
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., address: _Optional[str] = ...) -> None: ...
+
+class RelayHeartbeat(_message.Message):
+    __slots__ = ("id", "attached", "bytes_forwarded")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ATTACHED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FORWARDED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    attached: int
+    bytes_forwarded: int
+    def __init__(self, id: _Optional[str] = ..., attached: _Optional[int] = ..., bytes_forwarded: _Optional[int] = ...) -> None: ...
 
 class PNodeRef(_message.Message):
     __slots__ = ("id",)
@@ -519,3 +561,34 @@ class InspectLocalResponse(_message.Message):
     VNODES_FIELD_NUMBER: _ClassVar[int]
     vnodes: _containers.RepeatedCompositeFieldContainer[LocalVNode]
     def __init__(self, vnodes: _Optional[_Iterable[_Union[LocalVNode, _Mapping]]] = ...) -> None: ...
+
+class RelayFrame(_message.Message):
+    __slots__ = ("id", "reply", "method", "target", "caller", "payload", "timeout", "code", "detail", "trailing")
+    class TrailingEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    TRAILING_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    reply: bool
+    method: str
+    target: str
+    caller: bytes
+    payload: bytes
+    timeout: float
+    code: int
+    detail: str
+    trailing: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[int] = ..., reply: _Optional[bool] = ..., method: _Optional[str] = ..., target: _Optional[str] = ..., caller: _Optional[bytes] = ..., payload: _Optional[bytes] = ..., timeout: _Optional[float] = ..., code: _Optional[int] = ..., detail: _Optional[str] = ..., trailing: _Optional[_Mapping[str, str]] = ...) -> None: ...

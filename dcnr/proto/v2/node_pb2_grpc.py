@@ -63,6 +63,21 @@ class NodeManagementServiceStub:
                 request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ProgressReport.SerializeToString,
                 response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ProgressAck.FromString,
                 _registered_method=True)
+        self.AssignRelay = channel.unary_unary(
+                '/dcnr.v2.NodeManagementService/AssignRelay',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.AssignRelayRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.AssignRelayResponse.FromString,
+                _registered_method=True)
+        self.RegisterRelay = channel.unary_unary(
+                '/dcnr.v2.NodeManagementService/RegisterRelay',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterRelayRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterPNodeResponse.FromString,
+                _registered_method=True)
+        self.HeartbeatRelay = channel.unary_unary(
+                '/dcnr.v2.NodeManagementService/HeartbeatRelay',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RelayHeartbeat.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
 
 
 class NodeManagementServiceServicer:
@@ -103,6 +118,26 @@ class NodeManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AssignRelay(self, request, context):
+        """Relays. A PNode that cannot accept connections asks where to attach (the
+        orchestrator itself when no relay runs); relays join and beat like PNodes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterRelay(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HeartbeatRelay(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeManagementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +165,21 @@ def add_NodeManagementServiceServicer_to_server(servicer, server):
                     servicer.ReportProgress,
                     request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ProgressReport.FromString,
                     response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.ProgressAck.SerializeToString,
+            ),
+            'AssignRelay': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssignRelay,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.AssignRelayRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.AssignRelayResponse.SerializeToString,
+            ),
+            'RegisterRelay': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterRelay,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterRelayRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterPNodeResponse.SerializeToString,
+            ),
+            'HeartbeatRelay': grpc.unary_unary_rpc_method_handler(
+                    servicer.HeartbeatRelay,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RelayHeartbeat.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.HeartbeatResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -270,6 +320,87 @@ class NodeManagementService:
             '/dcnr.v2.NodeManagementService/ReportProgress',
             dcnr_dot_proto_dot_v2_dot_node__pb2.ProgressReport.SerializeToString,
             dcnr_dot_proto_dot_v2_dot_node__pb2.ProgressAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssignRelay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.NodeManagementService/AssignRelay',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.AssignRelayRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.AssignRelayResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterRelay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.NodeManagementService/RegisterRelay',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterRelayRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.RegisterPNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HeartbeatRelay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.NodeManagementService/HeartbeatRelay',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.RelayHeartbeat.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.HeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -996,6 +1127,96 @@ class PNodeService:
             '/dcnr.v2.PNodeService/InspectNetwork',
             dcnr_dot_proto_dot_v2_dot_node__pb2.InspectLocalRequest.SerializeToString,
             dcnr_dot_proto_dot_v2_dot_node__pb2.InspectLocalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class RelayServiceStub:
+    """A relay: a PNode that cannot accept connections keeps one Attach stream open
+    to it, mutually authenticated. Calls addressed "relay-host:port/PNODE-ID" reach
+    the relay's generic handler, which sends them down that PNode's stream and
+    answers with its reply; the PNode sends its own hops up the stream, and the
+    relay delivers them (down another stream, or by dialling the target on the
+    sender's behalf).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Attach = channel.stream_stream(
+                '/dcnr.v2.RelayService/Attach',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RelayFrame.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RelayFrame.FromString,
+                _registered_method=True)
+
+
+class RelayServiceServicer:
+    """A relay: a PNode that cannot accept connections keeps one Attach stream open
+    to it, mutually authenticated. Calls addressed "relay-host:port/PNODE-ID" reach
+    the relay's generic handler, which sends them down that PNode's stream and
+    answers with its reply; the PNode sends its own hops up the stream, and the
+    relay delivers them (down another stream, or by dialling the target on the
+    sender's behalf).
+    """
+
+    def Attach(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RelayServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Attach': grpc.stream_stream_rpc_method_handler(
+                    servicer.Attach,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RelayFrame.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_node__pb2.RelayFrame.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dcnr.v2.RelayService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dcnr.v2.RelayService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RelayService:
+    """A relay: a PNode that cannot accept connections keeps one Attach stream open
+    to it, mutually authenticated. Calls addressed "relay-host:port/PNODE-ID" reach
+    the relay's generic handler, which sends them down that PNode's stream and
+    answers with its reply; the PNode sends its own hops up the stream, and the
+    relay delivers them (down another stream, or by dialling the target on the
+    sender's behalf).
+    """
+
+    @staticmethod
+    def Attach(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/dcnr.v2.RelayService/Attach',
+            dcnr_dot_proto_dot_v2_dot_node__pb2.RelayFrame.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_node__pb2.RelayFrame.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,30 @@ class ListPNodesResponse(_message.Message):
     pnodes: _containers.RepeatedCompositeFieldContainer[PNodeInfo]
     def __init__(self, pnodes: _Optional[_Iterable[_Union[PNodeInfo, _Mapping]]] = ...) -> None: ...
 
+class RelayInfo(_message.Message):
+    __slots__ = ("id", "address", "state", "attached", "bytes_forwarded", "last_seen", "pnodes")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTACHED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FORWARDED_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    PNODES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    state: str
+    attached: int
+    bytes_forwarded: int
+    last_seen: float
+    pnodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., attached: _Optional[int] = ..., bytes_forwarded: _Optional[int] = ..., last_seen: _Optional[float] = ..., pnodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListRelaysResponse(_message.Message):
+    __slots__ = ("relays",)
+    RELAYS_FIELD_NUMBER: _ClassVar[int]
+    relays: _containers.RepeatedCompositeFieldContainer[RelayInfo]
+    def __init__(self, relays: _Optional[_Iterable[_Union[RelayInfo, _Mapping]]] = ...) -> None: ...
+
 class TrustPNodeRequest(_message.Message):
     __slots__ = ("pnode", "trusted")
     PNODE_FIELD_NUMBER: _ClassVar[int]

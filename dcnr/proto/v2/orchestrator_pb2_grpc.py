@@ -206,6 +206,11 @@ class OrchestratorServiceStub:
                 request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListValidationEventsRequest.SerializeToString,
                 response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListValidationEventsResponse.FromString,
                 _registered_method=True)
+        self.ListRelays = channel.unary_unary(
+                '/dcnr.v2.OrchestratorService/ListRelays',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRelaysResponse.FromString,
+                _registered_method=True)
         self.ListCheckpoints = channel.unary_unary(
                 '/dcnr.v2.OrchestratorService/ListCheckpoints',
                 request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.SerializeToString,
@@ -446,6 +451,12 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRelays(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListCheckpoints(self, request, context):
         """checkpoints
         """
@@ -650,6 +661,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ListValidationEvents,
                     request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListValidationEventsRequest.FromString,
                     response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListValidationEventsResponse.SerializeToString,
+            ),
+            'ListRelays': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRelays,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRelaysResponse.SerializeToString,
             ),
             'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCheckpoints,
@@ -1595,6 +1611,33 @@ class OrchestratorService:
             '/dcnr.v2.OrchestratorService/ListValidationEvents',
             dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListValidationEventsRequest.SerializeToString,
             dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListValidationEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRelays(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.OrchestratorService/ListRelays',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListRelaysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,6 +28,7 @@ from dcnr.transport.control import (
     NetworkPlacement,
     Placement,
     PNodeInfo,
+    RelayInfo,
     SessionInfo,
     StepEvent,
     TokenInfo,
@@ -269,6 +270,10 @@ class GrpcControl:
 
     def release_pnode(self, pnode_id: str) -> PNodeInfo:
         return _pnode(self._call("ReleasePNode", node_pb2.PNodeRef(id=pnode_id)))
+
+    def list_relays(self) -> list[RelayInfo]:
+        return [RelayInfo(r.id, r.address, r.state, r.attached, r.bytes_forwarded, r.last_seen, tuple(r.pnodes))
+                for r in self._call("ListRelays", pb.ListRequest()).relays]
 
     def validation_events(self, session: str, network: str, limit: int) -> list[ValidationEventInfo]:
         r = self._call("ListValidationEvents", pb.ListValidationEventsRequest(session=session, network=network,

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from dcnr.errors import DataLoss
+from dcnr.errors import DataLoss, Unreachable
 from dcnr.proto.v2 import node_pb2, node_pb2_grpc, storage_pb2, storage_pb2_grpc
 from dcnr.security.pki import ORCHESTRATOR_TLS_NAME
 from dcnr.storage import BlobStore, http_get, http_put
@@ -22,15 +22,18 @@ from dcnr.transport.grpc.security import ChannelPool, Identity, secure_channel
 from dcnr.transport.messages import Membership, Report
 
 CHUNK = 1 << 20
+REGISTER_TIMEOUT = 30.0  # seconds: registering includes the orchestrator's probe of the PNode's address
 
 
-def enroll(address: str, ca_pem: bytes, csr: bytes, timeout: float = 10.0) -> tuple[str, bytes, int]:
-    """Ask the orchestrator at `address` (its public port, verified against `ca_pem`) for a certificate:
-    returns (PNode id, certificate PEM, the orchestrator's peer port)."""
-    channel = secure_channel(address, ca_pem, ORCHESTRATOR_TLS_NAME, [])
+def enroll(address: str, ca_pem: bytes, csr: bytes, timeout: float = 10.0, role: str = "", token: str = ""
+           ) -> tuple[str, bytes, int]:
+    """Ask the orchestrator at `address` (its public port, verified against `ca_pem`) for a certificate (a
+    PNode's, or with an operator's `token` a relay's): returns (id, certificate PEM, the orchestrator's peer
+    port)."""
+    channel = secure_channel(address, ca_pem, ORCHESTRATOR_TLS_NAME, [], token=token)
     try:
         reply = node_pb2_grpc.NodeManagementServiceStub(channel).IssueCertificate(
-            node_pb2.CertificateRequest(csr=csr, version=codec.version_message()), timeout=timeout)
+            node_pb2.CertificateRequest(csr=csr, version=codec.version_message(), role=role), timeout=timeout)
     except grpc.RpcError as exc:
         raise from_rpc_error(exc) from None
     finally:
@@ -73,8 +76,14 @@ class GrpcOrchestratorLink:
     def register(self, member: Membership) -> float:
         reply = self._call(self.members.RegisterPNode, node_pb2.RegisterPNodeRequest(
             id=member.id, version=codec.version_message(), address=member.address,
-            hardware=codec.hardware_message(member.hardware), name=member.name), timeout=10.0)
+            hardware=codec.hardware_message(member.hardware), name=member.name), timeout=REGISTER_TIMEOUT)
+        if reply.unreachable:
+            raise Unreachable(reply.detail or f"the orchestrator cannot reach {member.address}")
         return reply.heartbeat_interval_ms / 1000.0 or 30.0
+
+    def assign_relay(self, pnode: str, avoid: str = "") -> tuple[str, str]:
+        reply = self._call(self.members.AssignRelay, node_pb2.AssignRelayRequest(id=pnode, avoid=avoid))
+        return reply.relay, reply.address
 
     def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> bytes:
         reply = self._call(self.members.HeartbeatPNode, node_pb2.HeartbeatRequest(
@@ -130,3 +139,35 @@ def _upload(digest: str, token: str, data: memoryview) -> Iterator[storage_pb2.B
     yield storage_pb2.BlobUpload(digest=digest, token=token, data=bytes(data[:CHUNK]))
     for i in range(CHUNK, len(data), CHUNK):
         yield storage_pb2.BlobUpload(data=bytes(data[i:i + CHUNK]))
+
+
+class GrpcRelayMembership:
+    """A relay's membership at the orchestrator (its peer port `address`, mutual TLS)."""
+
+    def __init__(self, address: str, identity: Identity, timeout: float = 30.0) -> None:
+        self.address = address
+        self.channels = ChannelPool(identity.creds.ca_pem, ORCHESTRATOR_TLS_NAME, [], identity)
+        self.timeout = timeout
+
+    def _call(self, name: str, request: Any) -> Any:
+        method = getattr(node_pb2_grpc.NodeManagementServiceStub(self.channels.get(self.address)), name)
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def register(self, relay: str, address: str) -> float:
+        """Join as a relay serving at `address`; returns the heartbeat interval in seconds."""
+        reply = self._call("RegisterRelay", node_pb2.RegisterRelayRequest(id=relay, version=codec.version_message(),
+                                                                          address=address))
+        return reply.heartbeat_interval_ms / 1000.0 or 30.0
+
+    def heartbeat(self, relay: str, attached: int, bytes_forwarded: int) -> bytes:
+        """A renewed certificate when the current one is past half its life, else empty bytes; `NotFound` when
+        the orchestrator does not know this relay (register again)."""
+        reply = self._call("HeartbeatRelay", node_pb2.RelayHeartbeat(id=relay, attached=attached,
+                                                                     bytes_forwarded=bytes_forwarded))
+        return bytes(reply.certificate)
+
+    def close(self) -> None:
+        self.channels.close()

@@ -12,10 +12,10 @@ from typing import Any
 
 import grpc
 
-from dcnr.errors import PermissionDenied
+from dcnr.errors import InvalidArgument, PermissionDenied
 from dcnr.proto.v2 import node_pb2, node_pb2_grpc
 from dcnr.security import pki
-from dcnr.security.authorization import OPERATOR, PNODE
+from dcnr.security.authorization import OPERATOR, PNODE, RELAY
 from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.security import current_caller
 from dcnr.transport.interfaces import MembershipService
@@ -69,7 +69,13 @@ class NodeManagementServicer(node_pb2_grpc.NodeManagementServiceServicer):
     def IssueCertificate(self, request: node_pb2.CertificateRequest,
                          context: grpc.ServicerContext) -> node_pb2.CertificateResponse:
         codec.check_version(request.version)
-        pnode, certificate = self.members.enroll(request.csr)
+        role = request.role or pki.PNODE
+        if role not in (pki.PNODE, pki.RELAY):
+            raise InvalidArgument(f"no certificates for role {role!r}: pnode or relay")
+        if role == pki.RELAY and current_caller().role != OPERATOR:
+            raise PermissionDenied("a relay's certificate needs an operator's token (relays carry other PNodes' "
+                                   "traffic: `dcnr relay --token ...`)")
+        pnode, certificate = self.members.enroll(request.csr, role)
         return node_pb2.CertificateResponse(id=pnode, certificate=certificate, peer_port=self.peer_port)
 
     def RegisterPNode(self, request: node_pb2.RegisterPNodeRequest,
@@ -81,10 +87,39 @@ class NodeManagementServicer(node_pb2_grpc.NodeManagementServiceServicer):
         # it) and the host it connects from (a verifier never shares it with the PNode it checks)
         hardware["public_key"] = pki.public_key_der(current_caller().certificate).hex()
         hardware["peer_host"] = peer_host(context.peer())
-        self.members.register(Membership(self._own(request.id), request.address, hardware,
-                                         f"{v.major}.{v.minor}.{v.patch}", request.name))
+        member = Membership(self._own(request.id), request.address, hardware, f"{v.major}.{v.minor}.{v.patch}",
+                            request.name)
+        problem = self.members.probe(member)
+        if problem:  # an answer, not a failure: the PNode joins through a relay instead
+            return node_pb2.RegisterPNodeResponse(version=codec.version_message(), unreachable=True, detail=problem)
+        self.members.register(member)
         return node_pb2.RegisterPNodeResponse(heartbeat_interval_ms=int(self.members.heartbeat_interval * 1000),
                                               version=codec.version_message())
+
+    def AssignRelay(self, request: node_pb2.AssignRelayRequest,
+                    context: grpc.ServicerContext) -> node_pb2.AssignRelayResponse:
+        relay, address = self.members.assign_relay(self._own(request.id), request.avoid)
+        return node_pb2.AssignRelayResponse(relay=relay, address=address)
+
+    def RegisterRelay(self, request: node_pb2.RegisterRelayRequest,
+                      context: grpc.ServicerContext) -> node_pb2.RegisterPNodeResponse:
+        codec.check_version(request.version)
+        self.members.register_relay(self._own_relay(request.id), request.address)
+        return node_pb2.RegisterPNodeResponse(heartbeat_interval_ms=int(self.members.heartbeat_interval * 1000),
+                                              version=codec.version_message())
+
+    def HeartbeatRelay(self, request: node_pb2.RelayHeartbeat,
+                       context: grpc.ServicerContext) -> node_pb2.HeartbeatResponse:
+        renewed = self.members.heartbeat_relay(self._own_relay(request.id), int(request.attached),
+                                               int(request.bytes_forwarded), current_caller().certificate)
+        return node_pb2.HeartbeatResponse(known=True, certificate=renewed)
+
+    @staticmethod
+    def _own_relay(relay: str) -> str:
+        caller = current_caller()
+        if caller.role != RELAY or relay != caller.name:
+            raise PermissionDenied(f"{caller} may not act for relay {relay!r}")
+        return relay
 
     def UnregisterPNode(self, request: node_pb2.PNodeRef,
                         context: grpc.ServicerContext) -> node_pb2.UnregisterPNodeResponse:

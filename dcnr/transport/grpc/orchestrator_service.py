@@ -270,6 +270,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def ReleasePNode(self, request: node_pb2.PNodeRef, context: grpc.ServicerContext) -> pb.PNodeInfo:
         return self._pnode_now(request.id, self.o.standings.release(request.id, by=str(current_caller())))
 
+    def ListRelays(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListRelaysResponse:
+        relays = self.o.relays
+        return pb.ListRelaysResponse(relays=[pb.RelayInfo(
+            id=r.id, address=r.address, state=r.state, attached=r.attached, bytes_forwarded=r.bytes_forwarded,
+            last_seen=r.last_seen, pnodes=relays.assigned(r.id)) for r in relays.records()])
+
     def ListValidationEvents(self, request: pb.ListValidationEventsRequest,
                              context: grpc.ServicerContext) -> pb.ListValidationEventsResponse:
         events = self.o.standings.events(request.session, request.network, request.limit or DEFAULT_EVENTS)

@@ -239,17 +239,26 @@ class PNodeServicer(node_pb2_grpc.PNodeServiceServicer):
         return node_pb2.DropLocalVNodeResponse(dropped=self.runtime.drop(request.network, request.vnode))
 
 
+def pnode_services(runtime: PNodeRuntime) -> Callable[[Any], None]:
+    """What adds a PNode's services to a server, each call checked against the authorization table (a server
+    of its own, or a relay link that runs the calls a relay forwards)."""
+    authority = Authority(relayed=True)  # certificates only; relays deliver hops of the PNodes attached to them
+    vnodes = guarded(secured(VNodeServicer(runtime), VNODE_SERVICE, authority))
+    admin = guarded(secured(PNodeServicer(runtime), PNODE_SERVICE, authority))
+
+    def register(server: Any) -> None:
+        node_pb2_grpc.add_VNodeServiceServicer_to_server(vnodes, server)
+        node_pb2_grpc.add_PNodeServiceServicer_to_server(admin, server)
+    return register
+
+
 def serve_pnode(runtime: PNodeRuntime, identity: Identity, address: str = "127.0.0.1:0", threads: int = 8,
                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple[grpc.Server, int]:
     """Start a PNode's gRPC server (mutual TLS: only the orchestrator and PNodes of its CA get in, and
     each call is checked against the authorization table); returns it and the bound port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pnode-rpc"),
                          options=channel_options(max_message_bytes))
-    authority = Authority()  # certificates only
-    vnodes = guarded(secured(VNodeServicer(runtime), VNODE_SERVICE, authority))
-    admin = guarded(secured(PNodeServicer(runtime), PNODE_SERVICE, authority))
-    node_pb2_grpc.add_VNodeServiceServicer_to_server(vnodes, server)
-    node_pb2_grpc.add_PNodeServiceServicer_to_server(admin, server)
+    pnode_services(runtime)(server)
     port = add_tls_port(server, address, identity, mutual=True)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
@@ -326,6 +335,12 @@ class GrpcPNodeClient:
     def begin_run(self, run: Run) -> None:
         self._call(self.vnodes.BeginRun, node_pb2.BeginRunRequest(version=codec.version_message(),
                                                                   run=run_to_pb(run)))
+
+    def health(self, timeout: float) -> None:
+        try:
+            self.vnodes.Health(common_pb2.HealthRequest(), timeout=timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
 
     def check_finite(self, network: str) -> bool:
         return bool(self._call(self.vnodes.CheckFinite, node_pb2.NetworkStepRequest(network=network)).finite)

@@ -8,10 +8,14 @@
   with a bearer token, or are anonymous.
 - `secure_channel` dials with TLS, checking that the server's certificate names the
   expected role (`dcnr.security.pki.ORCHESTRATOR_TLS_NAME` / `PNODE_TLS_NAME`), presenting
-  our certificate and/or a token.
+  our certificate and/or a token. `ChannelPool` also dials relayed PNodes, whose address
+  is "relay-host:port/PNODE-ID": a channel to the relay (`RELAY_TLS_NAME`) whose calls name
+  the PNode in `TO_KEY` metadata.
 - `secured` wraps every RPC of a servicer once: the caller is resolved (verified
   certificate, else bearer token, else anonymous), rate-limited, checked against
   `dcnr.security.authorization.RULES`, and handed to the handler as `current_caller()`.
+  Where an `Authority` accepts relayed calls (PNodes and relays), a relay's call made for a
+  PNode attached to it (`ON_BEHALF_KEY`: that PNode's certificate) counts as that PNode's.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import contextvars
 import functools
 import inspect
 import threading
+from collections import namedtuple
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,13 +33,21 @@ import grpc
 
 from dcnr.errors import Unauthenticated
 from dcnr.security import authorization, pki
-from dcnr.security.authorization import ANONYMOUS, ANONYMOUS_CALLER, Caller
-from dcnr.security.pki import Credentials
+from dcnr.security.authorization import ANONYMOUS, ANONYMOUS_CALLER, PNODE, RELAY, Caller
+from dcnr.security.pki import RELAY_TLS_NAME, Credentials
 from dcnr.security.ratelimit import RateLimiter
 from dcnr.security.tokens import Tokens
 
 S = TypeVar("S")
 _CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("dcnr_caller", default=ANONYMOUS_CALLER)
+TO_KEY = "dcnr-to"  # metadata: the relayed PNode a call to a relay is for
+ON_BEHALF_KEY = "dcnr-on-behalf-bin"  # metadata: the certificate (PEM) of the PNode a relay calls for
+
+
+def route(address: str) -> tuple[str, str]:
+    """("host:port", PNode id) of a relayed PNode's address "host:port/PNODE-ID"; (address, "") otherwise."""
+    where, _, pnode = address.partition("/")
+    return where, pnode
 
 
 def current_caller() -> Caller:
@@ -94,9 +107,27 @@ def secure_channel(address: str, ca_pem: bytes, tls_name: str, options: list[tup
     return grpc.secure_channel(address, channel_creds, options=[*options, ("grpc.ssl_target_name_override", tls_name)])
 
 
+class _Details(namedtuple("_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                                        "compression")), grpc.ClientCallDetails):
+    pass
+
+
+class _Routed(grpc.UnaryUnaryClientInterceptor):
+    """Names the relayed PNode a call through a relay is for."""
+
+    def __init__(self, pnode: str) -> None:
+        self.pnode = pnode
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or ()), (TO_KEY, self.pnode)]
+        return continuation(_Details(details.method, details.timeout, metadata, details.credentials,
+                                     details.wait_for_ready, details.compression), request)
+
+
 class ChannelPool:
     """One channel per address, opened with our newest certificate: after a renewal new channels are
-    opened and the previous generation is closed at the next renewal (calls in flight finish)."""
+    opened and the previous generation is closed at the next renewal (calls in flight finish).
+    Relayed PNodes ("host:port/PNODE-ID") share their relay's connection."""
 
     def __init__(self, ca_pem: bytes, tls_name: str, options: list[tuple[str, Any]], identity: Identity) -> None:
         self.ca_pem, self.tls_name, self.options, self.identity = ca_pem, tls_name, options, identity
@@ -113,11 +144,12 @@ class ChannelPool:
                 self._retired = list(self._channels.values())
                 self._channels.clear()
                 self._generation = self.identity.generation
-            found = self._channels.get(address)
+            where, pnode = route(address)
+            found = self._channels.get(where)
             if found is None:
-                found = self._channels[address] = secure_channel(address, self.ca_pem, self.tls_name, self.options,
-                                                                 self.identity)
-            return found
+                found = self._channels[where] = secure_channel(where, self.ca_pem, RELAY_TLS_NAME if pnode else
+                                                               self.tls_name, self.options, self.identity)
+            return grpc.intercept_channel(found, _Routed(pnode)) if pnode else found
 
     def close(self) -> None:
         with self._lock:
@@ -128,12 +160,21 @@ class ChannelPool:
 
 
 # -- checking calls ---------------------------------------------------------------------------------
-def caller_of(context: grpc.ServicerContext, tokens: Tokens | None) -> Caller:
+def caller_of(context: grpc.ServicerContext, tokens: Tokens | None, relayed: bool = False) -> Caller:
     """Who is calling: the role and id of a verified client certificate, else a bearer token's role and
-    name, else anonymous (a token that is malformed, unknown or expired is Unauthenticated)."""
+    name, else anonymous (a token that is malformed, unknown or expired is Unauthenticated). With `relayed`,
+    a relay calling for a PNode attached to it stands for that PNode."""
     pems = context.auth_context().get("x509_pem_cert")
     if pems:
         peer = pki.peer_of(pems[0])
+        behalf = next((v for k, v in context.invocation_metadata() if k == ON_BEHALF_KEY), b"") if (
+            relayed and peer.role == RELAY) else b""
+        if behalf:
+            assert isinstance(behalf, bytes)
+            forwarded = pki.peer_of(behalf)
+            if forwarded.role != PNODE:
+                raise Unauthenticated("a relay may only call in the name of a PNode")
+            return Caller(forwarded.role, forwarded.id, behalf)
         return Caller(peer.role, peer.id, pems[0])
     header = next((str(v) for k, v in context.invocation_metadata() if k == "authorization"), "")
     if not header:
@@ -153,14 +194,16 @@ def _peer_host(context: grpc.ServicerContext) -> str:
 @dataclass
 class Authority:
     """How one server checks its calls: tokens it accepts (None: certificates only), whether anonymous
-    callers may read public listings, and the per-identity rate limit."""
+    callers may read public listings, the per-identity rate limit, and whether a relay's calls for its
+    PNodes count as theirs (PNodes' and relays' servers)."""
 
     tokens: Tokens | None = None
     public_reads: bool = True
     limiter: RateLimiter | None = None
+    relayed: bool = False
 
     def admit(self, method: str, context: grpc.ServicerContext) -> Caller:
-        caller = caller_of(context, self.tokens)
+        caller = caller_of(context, self.tokens, self.relayed)
         if self.limiter is not None:
             self.limiter.take(f"{caller.role} {caller.name}" if caller.role != ANONYMOUS else _peer_host(context))
         authorization.check(method, caller, self.public_reads)

@@ -62,7 +62,8 @@ class OrchestratorServer:
         def serve(servicer: Any, service: Any) -> Any:  # checked first, then errors become statuses
             return guarded(secured(servicer, service.full_name, authority))
 
-        self.nodes = NodeManagementServicer(Members(orch.fleet, orch.inbox, orch.ca, orch.certificate_lifetime))
+        self.nodes = NodeManagementServicer(Members(orch.fleet, orch.inbox, orch.ca, orch.certificate_lifetime,
+                                                    relays=orch.relays, probe=True))
         nodes_service = node_pb2.DESCRIPTOR.services_by_name["NodeManagementService"]
         control = serve(OrchestratorServicer(orch), orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"])
         limit_streams(control, "OrchestratorService", threading.BoundedSemaphore(threads - RESERVED_THREADS),
