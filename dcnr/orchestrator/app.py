@@ -16,8 +16,6 @@ import logging
 import threading
 from pathlib import Path
 
-import grpc
-
 from dcnr.errors import InvalidArgument
 from dcnr.orchestrator.blob_access import BlobAccess
 from dcnr.orchestrator.checkpoints import KEEP_CHECKPOINTS, Checkpoints
@@ -38,7 +36,7 @@ from dcnr.security.tokens import Tokens
 from dcnr.spec.model import NetworkSpec
 from dcnr.storage import BlobStore, open_store
 from dcnr.transport.grpc.pnode import GrpcConnector, pnode_channels
-from dcnr.transport.grpc.relay import Relay, serve_relay
+from dcnr.transport.grpc.relay import Relay
 from dcnr.transport.grpc.security import Identity
 from dcnr.transport.grpc.server import OrchestratorServer
 
@@ -94,7 +92,6 @@ class Orchestrator:
         self.relays = Relays(heartbeat_interval, lambda: (self.relay_port, self.relay.attached,
                                                           self.relay.bytes_forwarded))
         self.server: OrchestratorServer | None = None
-        self._relay_server: grpc.Server | None = None
         self.port = self.peer_port = self.relay_port = 0
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
@@ -111,11 +108,9 @@ class Orchestrator:
         the same host, any free port); watch heartbeats, resume interrupted sessions, keep `admin.yaml`
         pointing here; returns the port."""
         host = address.rpartition(":")[0]
-        self.server = OrchestratorServer(self, address, peer_address or f"{host}:0", threads)
-        self.port, self.peer_port = self.server.port, self.server.peer_port
-        self._relay_server, self.relay_port = serve_relay(self.relay, self.relay_identity,
-                                                          relay_address or f"{host}:0",
-                                                          max_message_bytes=self.max_message_bytes)
+        self.server = OrchestratorServer(self, address, peer_address or f"{host}:0", threads,
+                                         relay_address or f"{host}:0")
+        self.port, self.peer_port, self.relay_port = self.server.port, self.server.peer_port, self.server.relay_port
         self.write_admin_config(f"{_local_host(host)}:{self.port}")
         self._monitor = threading.Thread(target=self._watch, name="heartbeats", daemon=True)
         self._monitor.start()
@@ -163,8 +158,6 @@ class Orchestrator:
                 self.sessions.suspend(rec.id)
         if self.server is not None:
             self.server.stop(grace)
-        if self._relay_server is not None:
-            self._relay_server.stop(grace).wait()
         self.relay.close()
         self.driver.close()
         self.validator.close()

@@ -1,10 +1,12 @@
 """The orchestrator's gRPC servers: its three services, each servicer wrapped once with `secured`
-(who may call what) and `guarded` (errors as statuses), on two TLS ports.
+(who may call what) and `guarded` (errors as statuses), on two TLS ports, and its relay on a third.
 
 - the public port: people's clients with a bearer token (or anonymous), and PNodes enrolling;
 - the peer port: mutual TLS, PNodes with the certificate they were issued (membership, reports,
   checkpoint storage). It has a thread pool of its own, so heartbeats are answered however
-  many streams the public port serves.
+  many streams the public port serves;
+- the relay port: PNodes behind NAT attach there while no relay process serves them
+  (`dcnr.transport.grpc.relay`).
 Message sizes are capped at the orchestrator's limit; streams are bounded on both.
 """
 
@@ -31,6 +33,7 @@ from dcnr.security.ratelimit import RateLimiter
 from dcnr.transport.grpc.errors import guarded
 from dcnr.transport.grpc.node_management import NodeManagementServicer
 from dcnr.transport.grpc.orchestrator_service import OrchestratorServicer
+from dcnr.transport.grpc.relay import serve_relay
 from dcnr.transport.grpc.security import Authority, add_tls_port, secured
 from dcnr.transport.grpc.storage_service import StorageServicer
 
@@ -43,15 +46,17 @@ PEER_THREADS = 16
 
 
 class OrchestratorServer:
-    """Serving `orch` on `address` (public) and `peer_address` (mutual TLS) from construction until
-    `stop`; `port` and `peer_port` are the ports they listen on.
+    """Serving `orch` on `address` (public), `peer_address` (mutual TLS) and, its relay, `relay_address`
+    (mutual TLS; default: any free port) from construction until `stop`; `port`, `peer_port` and
+    `relay_port` are the ports they listen on.
 
     A streaming call (listening to a session, chat, uploads and downloads) holds a server thread for
     as long as it lasts, so at most `threads - RESERVED_THREADS` run at once; more are refused with
     RESOURCE_EXHAUSTED.
     """
 
-    def __init__(self, orch: Orchestrator, address: str, peer_address: str, threads: int = 32) -> None:
+    def __init__(self, orch: Orchestrator, address: str, peer_address: str, threads: int = 32,
+                 relay_address: str = "") -> None:
         if threads <= RESERVED_THREADS:
             raise ValueError(f"the orchestrator needs more than {RESERVED_THREADS} server threads, got {threads}")
         limit = orch.max_message_bytes
@@ -92,12 +97,15 @@ class OrchestratorServer:
         self.nodes.peer_port = self.peer_port
         self._public.start()
         self._peer.start()
+        self._relay, self.relay_port = serve_relay(orch.relay, orch.relay_identity,
+                                                   relay_address or f"{address.rpartition(':')[0]}:0",
+                                                   max_message_bytes=limit)
 
     def stop(self, grace: float | None) -> None:
         """Refuse new calls, give running ones `grace` seconds, then end them."""
-        public, peer = self._public.stop(grace), self._peer.stop(grace)
-        public.wait()
-        peer.wait()
+        stopped = [self._public.stop(grace), self._peer.stop(grace), self._relay.stop(grace)]
+        for done in stopped:
+            done.wait()
 
 
 def limit_streams(servicer: Any, name: str, slots: threading.BoundedSemaphore, count: int) -> None:
