@@ -83,8 +83,8 @@ def fleet(tmp_path: Path) -> Iterator[LocalCluster]:
         cluster.close()
 
 
-def start(fleet: LocalCluster, vocab: Tokenizer, pnodes: dict[str, list[str]], relays: list[str] | None = None
-          ) -> str:
+def start(fleet: LocalCluster, vocab: Tokenizer, pnodes: dict[str, list[str]], relays: list[str] | None = None,
+          validation: str = "") -> str:
     """The orchestrator, `relays`, PNodes (name -> extra `dcnr pnode` arguments), data, the network and a
     started session; returns its id."""
     fleet.start_orchestrator()
@@ -99,7 +99,7 @@ def start(fleet: LocalCluster, vocab: Tokenizer, pnodes: dict[str, list[str]], r
     c.create_dataset("d", "v", TEXTS, validation_fraction=0.1)
     c.create_network(NETWORK, name="lm")
     return c.create_session("lm", "d", STEPS, batch_size=BATCH, micro_batches=MICRO, seed=SEED,
-                            checkpoint_every=EVERY, start=True).id
+                            checkpoint_every=EVERY, start=True, validation=validation).id
 
 
 def follow(fleet: LocalCluster, session: str, actions: dict[int, Callable[[], None]] | None = None) -> None:
@@ -140,8 +140,9 @@ def addresses(fleet: LocalCluster) -> dict[str, str]:
 def test_outbound_only_pnodes_listen_on_no_port_and_train_bit_identically(
         fleet: LocalCluster, vocab: Tokenizer, reference: dict[str, torch.Tensor]) -> None:
     """p0 listens; p1 and p2 are outbound-only through the relay process r0: one session, the result of one
-    process, and every byte between them and the rest went through the relay."""
-    session = start(fleet, vocab, {"p0": [], "p1": [OUTBOUND], "p2": [OUTBOUND]}, ["r0"])
+    process, every byte between them and the rest went through the relay, and their work was verified (half
+    of it re-executed by another PNode, through the relay too)."""
+    session = start(fleet, vocab, {"p0": [], "p1": [OUTBOUND], "p2": [OUTBOUND]}, ["r0"], validation="sample:0.5")
     relay = fleet.relay_id("r0")
     where = addresses(fleet)
     assert "/" not in where["p0"]
@@ -159,6 +160,11 @@ def test_outbound_only_pnodes_listen_on_no_port_and_train_bit_identically(
     fleet.wait_for(lambda: {r.id: r.bytes_forwarded for r in fleet.client.list_relays()}[relay] > 10**6,
                    "the relay reporting the bytes it carried", 30)
     assert carried["orchestrator"] == 0  # nothing went through the orchestrator's own relay
+    relayed = {fleet.ids["p1"], fleet.ids["p2"]}
+    events = fleet.client.validation_events(session)
+    assert {e.verdict for e in events} <= {"pass", "unverifiable"}, [e for e in events if e.verdict != "pass"]
+    checked = [e for e in events if e.verdict == "pass" and (e.accused in relayed or e.verifier in relayed)]
+    assert checked, "no work of or by a relayed PNode was verified"
 
 
 @pytest.mark.slow
