@@ -74,9 +74,11 @@ def relay_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) ->
     with connect(orchestrator) as c:
         found = c.list_relays()
     rows = [{"id": r.id, "address": r.address, "state": r.state, "attached": r.attached,
-             "bytes_forwarded": r.bytes_forwarded, "last_seen": r.last_seen, "pnodes": list(r.pnodes)} for r in found]
+             "bytes_forwarded": r.bytes_forwarded, "hop_bytes": r.hop_bytes, "last_seen": r.last_seen,
+             "pnodes": list(r.pnodes)} for r in found]
     if as_json:
         print(json.dumps(rows))
         return
-    table("relays", ["id", "address", "state", "attached", "carried", "PNodes sent to it"], [
-        [r.id, r.address, r.state, r.attached, logs.format_size(r.bytes_forwarded), len(r.pnodes)] for r in found])
+    table("relays", ["id", "address", "state", "attached", "carried (hops)", "PNodes sent to it"], [
+        [r.id, r.address, r.state, r.attached,
+         f"{logs.format_size(r.bytes_forwarded)} ({logs.format_size(r.hop_bytes)})", len(r.pnodes)] for r in found])

@@ -90,7 +90,7 @@ class Orchestrator:
         self.relay_identity = Identity(self.ca.relay_credentials(self.state_dir / "tls"))
         self.relay = Relay(pnode_channels(self.relay_identity, max_message_bytes))
         self.relays = Relays(heartbeat_interval, lambda: (self.relay_port, self.relay.attached,
-                                                          self.relay.bytes_forwarded))
+                                                          self.relay.bytes_forwarded, self.relay.hop_bytes))
         self.server: OrchestratorServer | None = None
         self.port = self.peer_port = self.relay_port = 0
         self._stop = threading.Event()

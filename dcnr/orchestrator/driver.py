@@ -154,10 +154,11 @@ class Members:
             raise Unavailable("this orchestrator takes no relays")
         self.relays.register(relay, address)
 
-    def heartbeat_relay(self, relay: str, attached: int, bytes_forwarded: int, certificate: bytes = b"") -> bytes:
+    def heartbeat_relay(self, relay: str, attached: int, bytes_forwarded: int, hop_bytes: int = 0,
+                        certificate: bytes = b"") -> bytes:
         if self.relays is None:
             raise Unavailable("this orchestrator takes no relays")
-        self.relays.heartbeat(relay, attached, bytes_forwarded)
+        self.relays.heartbeat(relay, attached, bytes_forwarded, hop_bytes)
         return self._renewed(certificate)
 
     def unregister(self, pnode: str) -> bool:

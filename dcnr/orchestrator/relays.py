@@ -29,14 +29,15 @@ class RelayRecord:
     last_seen: float
     attached: int = 0
     bytes_forwarded: int = 0
+    hop_bytes: int = 0  # of `bytes_forwarded`, hops'
     state: str = "alive"  # or dead
 
 
 class Relays:
     """Relays of one orchestrator. `builtin()` tells the orchestrator's own relay's (port, attached PNodes,
-    bytes forwarded)."""
+    bytes forwarded, of which hops)."""
 
-    def __init__(self, heartbeat_interval: float, builtin: Callable[[], tuple[int, int, int]]) -> None:
+    def __init__(self, heartbeat_interval: float, builtin: Callable[[], tuple[int, int, int, int]]) -> None:
         self.heartbeat_interval = heartbeat_interval
         self.builtin = builtin
         self._relays: dict[str, RelayRecord] = {}
@@ -50,12 +51,13 @@ class Relays:
         with self._lock:
             self._relays[relay_id] = RelayRecord(relay_id, address, time.time())
 
-    def heartbeat(self, relay_id: str, attached: int, bytes_forwarded: int) -> None:
+    def heartbeat(self, relay_id: str, attached: int, bytes_forwarded: int, hop_bytes: int = 0) -> None:
         with self._lock:
             rec = self._relays.get(relay_id)
             if rec is None or rec.state == "dead":
                 raise NotFound(f"relay {relay_id!r} is not registered here; register again")
-            rec.last_seen, rec.attached, rec.bytes_forwarded = time.time(), attached, bytes_forwarded
+            rec.last_seen, rec.attached = time.time(), attached
+            rec.bytes_forwarded, rec.hop_bytes = bytes_forwarded, hop_bytes
 
     def sweep(self) -> list[str]:
         """Mark relays that missed their beats dead; returns their ids."""
@@ -78,8 +80,8 @@ class Relays:
             return chosen
 
     def _builtin_record(self) -> RelayRecord:
-        port, attached, forwarded = self.builtin()
-        return RelayRecord(BUILTIN, f":{port}", time.time(), attached, forwarded)
+        port, attached, forwarded, hops = self.builtin()
+        return RelayRecord(BUILTIN, f":{port}", time.time(), attached, forwarded, hops)
 
     def records(self) -> list[RelayRecord]:
         """Every relay known, the orchestrator's own first."""

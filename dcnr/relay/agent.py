@@ -94,7 +94,8 @@ class RelayNode:
         wait, failures = self.heartbeat_interval, 0
         while not self._stop.wait(wait):
             try:
-                renewed = self._membership().heartbeat(self.id, self.relay.attached, self.relay.bytes_forwarded)
+                renewed = self._membership().heartbeat(self.id, self.relay.attached, self.relay.bytes_forwarded,
+                                                       self.relay.hop_bytes)
                 if renewed:
                     creds = self.identity.creds
                     self.identity.update(pki.Credentials(creds.key_pem, renewed, creds.ca_pem))

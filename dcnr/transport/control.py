@@ -160,6 +160,7 @@ class RelayInfo:
     bytes_forwarded: int  # payload bytes carried since it started, both ways
     last_seen: float
     pnodes: tuple[str, ...]  # PNodes the orchestrator sent to it
+    hop_bytes: int  # of `bytes_forwarded`, hops (activations and gradients)
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ def test_only_a_relay_speaks_for_a_pnode_and_only_where_relayed_calls_are_accept
 
 
 def test_pnodes_are_spread_over_alive_relays_and_fall_back_to_the_orchestrator() -> None:
-    relays = Relays(heartbeat_interval=1.0, builtin=lambda: (7000, 0, 0))
+    relays = Relays(heartbeat_interval=1.0, builtin=lambda: (7000, 0, 0, 0))
     assert relays.assign("p0").id == BUILTIN
     relays.register("rl-a", "10.0.0.1:5")
     relays.register("rl-b", "10.0.0.2:5")

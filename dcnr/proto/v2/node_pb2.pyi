@@ -143,14 +143,16 @@ class RegisterRelayRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., address: _Optional[str] = ...) -> None: ...
 
 class RelayHeartbeat(_message.Message):
-    __slots__ = ("id", "attached", "bytes_forwarded")
+    __slots__ = ("id", "attached", "bytes_forwarded", "hop_bytes")
     ID_FIELD_NUMBER: _ClassVar[int]
     ATTACHED_FIELD_NUMBER: _ClassVar[int]
     BYTES_FORWARDED_FIELD_NUMBER: _ClassVar[int]
+    HOP_BYTES_FIELD_NUMBER: _ClassVar[int]
     id: str
     attached: int
     bytes_forwarded: int
-    def __init__(self, id: _Optional[str] = ..., attached: _Optional[int] = ..., bytes_forwarded: _Optional[int] = ...) -> None: ...
+    hop_bytes: int
+    def __init__(self, id: _Optional[str] = ..., attached: _Optional[int] = ..., bytes_forwarded: _Optional[int] = ..., hop_bytes: _Optional[int] = ...) -> None: ...
 
 class PNodeRef(_message.Message):
     __slots__ = ("id",)

@@ -77,7 +77,7 @@ class ListPNodesResponse(_message.Message):
     def __init__(self, pnodes: _Optional[_Iterable[_Union[PNodeInfo, _Mapping]]] = ...) -> None: ...
 
 class RelayInfo(_message.Message):
-    __slots__ = ("id", "address", "state", "attached", "bytes_forwarded", "last_seen", "pnodes")
+    __slots__ = ("id", "address", "state", "attached", "bytes_forwarded", "last_seen", "pnodes", "hop_bytes")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,7 @@ class RelayInfo(_message.Message):
     BYTES_FORWARDED_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
     PNODES_FIELD_NUMBER: _ClassVar[int]
+    HOP_BYTES_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     state: str
@@ -92,7 +93,8 @@ class RelayInfo(_message.Message):
     bytes_forwarded: int
     last_seen: float
     pnodes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., attached: _Optional[int] = ..., bytes_forwarded: _Optional[int] = ..., last_seen: _Optional[float] = ..., pnodes: _Optional[_Iterable[str]] = ...) -> None: ...
+    hop_bytes: int
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., attached: _Optional[int] = ..., bytes_forwarded: _Optional[int] = ..., last_seen: _Optional[float] = ..., pnodes: _Optional[_Iterable[str]] = ..., hop_bytes: _Optional[int] = ...) -> None: ...
 
 class ListRelaysResponse(_message.Message):
     __slots__ = ("relays",)

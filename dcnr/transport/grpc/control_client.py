@@ -272,7 +272,8 @@ class GrpcControl:
         return _pnode(self._call("ReleasePNode", node_pb2.PNodeRef(id=pnode_id)))
 
     def list_relays(self) -> list[RelayInfo]:
-        return [RelayInfo(r.id, r.address, r.state, r.attached, r.bytes_forwarded, r.last_seen, tuple(r.pnodes))
+        return [RelayInfo(r.id, r.address, r.state, r.attached, r.bytes_forwarded, r.last_seen, tuple(r.pnodes),
+                          r.hop_bytes)
                 for r in self._call("ListRelays", pb.ListRequest()).relays]
 
     def validation_events(self, session: str, network: str, limit: int) -> list[ValidationEventInfo]:

@@ -162,11 +162,12 @@ class GrpcRelayMembership:
                                                                           address=address))
         return reply.heartbeat_interval_ms / 1000.0 or 30.0
 
-    def heartbeat(self, relay: str, attached: int, bytes_forwarded: int) -> bytes:
+    def heartbeat(self, relay: str, attached: int, bytes_forwarded: int, hop_bytes: int) -> bytes:
         """A renewed certificate when the current one is past half its life, else empty bytes; `NotFound` when
         the orchestrator does not know this relay (register again)."""
         reply = self._call("HeartbeatRelay", node_pb2.RelayHeartbeat(id=relay, attached=attached,
-                                                                     bytes_forwarded=bytes_forwarded))
+                                                                     bytes_forwarded=bytes_forwarded,
+                                                                     hop_bytes=hop_bytes))
         return bytes(reply.certificate)
 
     def close(self) -> None:

@@ -111,7 +111,8 @@ class NodeManagementServicer(node_pb2_grpc.NodeManagementServiceServicer):
     def HeartbeatRelay(self, request: node_pb2.RelayHeartbeat,
                        context: grpc.ServicerContext) -> node_pb2.HeartbeatResponse:
         renewed = self.members.heartbeat_relay(self._own_relay(request.id), int(request.attached),
-                                               int(request.bytes_forwarded), current_caller().certificate)
+                                               int(request.bytes_forwarded), int(request.hop_bytes),
+                                               current_caller().certificate)
         return node_pb2.HeartbeatResponse(known=True, certificate=renewed)
 
     @staticmethod

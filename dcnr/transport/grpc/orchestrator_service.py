@@ -274,7 +274,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         relays = self.o.relays
         return pb.ListRelaysResponse(relays=[pb.RelayInfo(
             id=r.id, address=r.address, state=r.state, attached=r.attached, bytes_forwarded=r.bytes_forwarded,
-            last_seen=r.last_seen, pnodes=relays.assigned(r.id)) for r in relays.records()])
+            last_seen=r.last_seen, pnodes=relays.assigned(r.id), hop_bytes=r.hop_bytes) for r in relays.records()])
 
     def ListValidationEvents(self, request: pb.ListValidationEventsRequest,
                              context: grpc.ServicerContext) -> pb.ListValidationEventsResponse:

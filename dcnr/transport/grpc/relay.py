@@ -59,6 +59,7 @@ log = logging.getLogger("dcnr.relay")
 
 RELAY_SERVICE = node_pb2.DESCRIPTOR.services_by_name["RelayService"].full_name
 FORWARDED = ("/dcnr.v2.VNodeService/", "/dcnr.v2.PNodeService/")  # what a relay forwards to its PNodes
+HOPS = frozenset({"/dcnr.v2.VNodeService/ReceiveTrainRequest", "/dcnr.v2.VNodeService/ReceiveTrainResponse"})
 ATTACH_WAIT = 10.0  # seconds a call waits for its PNode to (re)attach before UNAVAILABLE
 UP_TIMEOUT = 120.0  # the longest a hop a PNode sends up may take to be delivered
 KEEPALIVE = [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 20_000),
@@ -139,7 +140,7 @@ class Relay:
         self.max_pnodes = max_pnodes
         self._attached: dict[str, _Attached] = {}
         self._changed = threading.Condition()
-        self._bytes = 0
+        self._bytes = self._hop_bytes = 0
 
     @property
     def attached(self) -> int:
@@ -151,9 +152,18 @@ class Relay:
         with self._changed:
             return self._bytes
 
-    def _count(self, *payloads: bytes) -> None:
+    @property
+    def hop_bytes(self) -> int:
+        """Of `bytes_forwarded`, hops' (requests and acknowledgements)."""
         with self._changed:
-            self._bytes += sum(len(p) for p in payloads)
+            return self._hop_bytes
+
+    def _count(self, method: str, *payloads: bytes) -> None:
+        size = sum(len(p) for p in payloads)
+        with self._changed:
+            self._bytes += size
+            if method in HOPS:
+                self._hop_bytes += size
 
     def _find(self, pnode: str, wait: float) -> _Attached | None:
         """The attachment of `pnode`, waiting up to `wait` s for one (a PNode may be reconnecting)."""
@@ -208,10 +218,10 @@ class Relay:
 
     def _up(self, att: _Attached, frame: node_pb2.RelayFrame) -> None:
         """A call the PNode sends (a hop): delivered, and its outcome sent back down as the reply."""
-        self._count(frame.payload)
+        self._count(frame.method, frame.payload)
 
         def answer(code: int, detail: str = "", payload: bytes = b"") -> None:
-            self._count(payload)
+            self._count(frame.method, payload)
             att.outbox.put(node_pb2.RelayFrame(id=frame.id, reply=True, code=code, detail=detail, payload=payload))
 
         if not frame.method.startswith(FORWARDED):
@@ -260,7 +270,7 @@ class Relay:
         att = self._find(pnode, min(ATTACH_WAIT, timeout))
         if att is None:
             raise Unavailable(f"PNode {pnode or '(none named)'} is not attached to this relay")
-        self._count(payload)
+        self._count(method, payload)
         frame = node_pb2.RelayFrame(method=method, caller=caller.certificate, payload=payload, timeout=timeout)
         pending = att.down.call(frame)
         try:
@@ -269,7 +279,7 @@ class Relay:
             raise Unavailable(f"PNode {pnode} did not answer through this relay in time") from None
         finally:
             att.down.forget(frame.id)
-        self._count(reply.payload)
+        self._count(method, reply.payload)
         if reply.code:
             context.set_trailing_metadata(tuple(reply.trailing.items()))
             context.abort(status_code(reply.code), reply.detail)
