@@ -168,16 +168,26 @@ def test_outbound_only_pnodes_listen_on_no_port_and_train_bit_identically(
 
 
 @pytest.mark.slow
-def test_a_pnode_the_orchestrator_cannot_reach_joins_through_its_relay(
-        fleet: LocalCluster, vocab: Tokenizer, reference: dict[str, torch.Tensor]) -> None:
+def test_a_pnode_the_orchestrator_cannot_reach_joins_through_its_relay_and_survives_its_restart(
+        fleet: LocalCluster, vocab: Tokenizer, reference: dict[str, torch.Tensor], faults: random.Random) -> None:
     """p1 advertises an address nothing answers at: the orchestrator's probe fails, so p1 closes its port and
-    attaches to the orchestrator's own relay (no relay process runs); the result is unchanged."""
+    attaches to the orchestrator's own relay (no relay process runs). The orchestrator is SIGKILLed and
+    restarted mid-session, which breaks p1's stream too: p1 attaches again, and the result is unchanged."""
+    step = faults.randint(2, STEPS - 2)
     session = start(fleet, vocab, {"p0": [], "p1": ["--host", "127.0.0.2", "--advertise", "127.0.0.3"]})
     assert addresses(fleet)["p1"] == f"127.0.0.1:{fleet.relay_port}/{fleet.ids['p1']}"
     fleet.wait_for(lambda: listening_ports(fleet.procs["p1"].pid) == set(), "p1 closing its port", 30)
     assert "joining through a relay" in fleet.log("p1", 20000)
-    follow(fleet, session)
-    assert_final_parameters(fleet, reference, "p1 unreachable, relayed by the orchestrator")
+
+    def restart() -> None:
+        fleet.kill(ORCHESTRATOR)
+        time.sleep(1.0)
+        fleet.start_orchestrator()  # same state, same ports (its relay's too)
+
+    follow(fleet, session, {step: restart})
+    assert_final_parameters(fleet, reference, f"p1 relayed by the orchestrator, killed at step {step}")
+    assert "attached to relay orchestrator again" in fleet.log("p1", 50000)
+    assert addresses(fleet)["p1"] == f"127.0.0.1:{fleet.relay_port}/{fleet.ids['p1']}"
 
 
 @pytest.mark.slow
