@@ -8,7 +8,6 @@ parameters bit-identical to an uninterrupted LocalExecutor run (CPU fp32, 1 thre
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import time
@@ -16,20 +15,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import tiny_lm_sessions
 import torch
-from safetensors.torch import load_file
+from tiny_lm_sessions import NETWORK, TEXTS, assert_final_parameters, fault_points, reference_parameters
 from tokenizers import Tokenizer
 
 import dcnr
 from dcnr.cluster import ORCHESTRATOR, LocalCluster
-from dcnr.data.dataset import TokenDataset
 from dcnr.data.vocab import train_vocabulary
-from dcnr.errors import DcnrError
 from dcnr.runtime.memory import estimate_vnode_memory
 
-ROOT = Path(__file__).resolve().parents[2]
-NETWORK = (ROOT / "examples" / "networks" / "tiny_lm.yml").read_text()
-TEXTS = [f"def f{i}(x):\n    return x * {i % 7} + {i // 7}  # line {i}\n" for i in range(400)]
 STEPS, EVERY, BATCH, MICRO, SEED, HEARTBEAT = 30, 5, 4, 2, 9, 1.0
 TIMEOUT = 180.0
 
@@ -46,11 +41,7 @@ def fleet(tmp_path: Path) -> Iterator[LocalCluster]:
 
 @pytest.fixture()
 def faults() -> random.Random:
-    """Where faults strike: drawn from a seed that a failing test's output shows
-    (set DCNR_FAULT_SEED to that seed to replay the same fault points)."""
-    seed = int(os.environ.get("DCNR_FAULT_SEED") or random.randrange(2**32))
-    print(f"fault points drawn with random.Random({seed})")
-    return random.Random(seed)
+    return fault_points()
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +52,7 @@ def vocab() -> Tokenizer:
 @pytest.fixture(scope="module")
 def reference(vocab: Tokenizer) -> dict[str, torch.Tensor]:
     """The uninterrupted run: 30 steps in one process."""
-    ds = TokenDataset.from_texts(TEXTS, vocab, validation_fraction=0.1)
-    ex = dcnr.LocalExecutor(dcnr.parse_network(NETWORK))
-    for step in range(STEPS):
-        x, y = ds.batch(SEED, step, BATCH, 64)
-        ex.train_step({"tokens": x, "targets": y}, micro_batches=MICRO)
-    return ex.parameters()
+    return reference_parameters(vocab, STEPS, BATCH, MICRO, SEED)
 
 
 def start(fleet: LocalCluster, vocab: Tokenizer, budget: int | None = None, every: int = EVERY) -> str:
@@ -82,35 +68,7 @@ def start(fleet: LocalCluster, vocab: Tokenizer, budget: int | None = None, ever
 
 
 def follow(fleet: LocalCluster, session: str, actions: dict[int, Callable[[], None]]) -> None:
-    """Listen until the session completes, running `actions[step]` once when that step is reported.
-    A listener cut off (the orchestrator was killed) listens again once it is back."""
-    deadline = time.monotonic() + TIMEOUT
-    last = None
-    while True:
-        assert time.monotonic() < deadline, (f"the session did not complete in time; last event: {last}\n"
-                                             f"{fleet.log(ORCHESTRATOR, 8000)}")
-        try:
-            for ev in fleet.client.listen_session(session, timeout=TIMEOUT):
-                last = ev
-                assert ev.state != "failed", f"session failed: {ev.error}\n{fleet.log(ORCHESTRATOR)}"
-                action = actions.pop(ev.step, None)
-                if action is not None:
-                    action()
-                if ev.state == "completed":
-                    return
-            if {s.id: s for s in fleet.client.list_sessions()}[session].state == "completed":
-                return
-        except DcnrError:
-            time.sleep(0.3)  # the orchestrator is away; it comes back (or the deadline fails the test)
-
-
-def assert_final_parameters(fleet: LocalCluster, want: dict[str, torch.Tensor], what: str = "") -> None:
-    path = fleet.state_dir / "final.safetensors"
-    fleet.client.export_network("lm", path)
-    got = {k: v for k, v in load_file(path).items() if not k.startswith("optim/")}
-    assert set(got) == set(want)
-    different = [k for k in want if not torch.equal(got[k], want[k])]
-    assert not different, f"{what}: parameters differ from the uninterrupted run: {different[:5]}"
+    tiny_lm_sessions.follow(fleet, session, actions, TIMEOUT)
 
 
 @pytest.mark.slow

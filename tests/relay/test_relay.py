@@ -15,19 +15,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import tiny_lm_sessions
 import torch
-from safetensors.torch import load_file
+from tiny_lm_sessions import NETWORK, TEXTS, assert_final_parameters, fault_points, reference_parameters
 from tokenizers import Tokenizer
 
-import dcnr
 from dcnr.cluster import ORCHESTRATOR, LocalCluster
-from dcnr.data.dataset import TokenDataset
 from dcnr.data.vocab import train_vocabulary
-from dcnr.errors import DcnrError
 
-ROOT = Path(__file__).resolve().parents[2]
-NETWORK = (ROOT / "examples" / "networks" / "tiny_lm.yml").read_text()
-TEXTS = [f"def f{i}(x):\n    return x * {i % 7} + {i // 7}  # line {i}\n" for i in range(400)]
 STEPS, EVERY, BATCH, MICRO, SEED = 12, 4, 4, 2, 5
 TIMEOUT = 240.0
 OUTBOUND = "--outbound-only"
@@ -59,19 +54,12 @@ def vocab() -> Tokenizer:
 
 @pytest.fixture(scope="module")
 def reference(vocab: Tokenizer) -> dict[str, torch.Tensor]:
-    ds = TokenDataset.from_texts(TEXTS, vocab, validation_fraction=0.1)
-    ex = dcnr.LocalExecutor(dcnr.parse_network(NETWORK))
-    for step in range(STEPS):
-        x, y = ds.batch(SEED, step, BATCH, 64)
-        ex.train_step({"tokens": x, "targets": y}, micro_batches=MICRO)
-    return ex.parameters()
+    return reference_parameters(vocab, STEPS, BATCH, MICRO, SEED)
 
 
 @pytest.fixture()
 def faults() -> random.Random:
-    seed = int(os.environ.get("DCNR_FAULT_SEED") or random.randrange(2**32))
-    print(f"fault points drawn with random.Random({seed})")
-    return random.Random(seed)
+    return fault_points()
 
 
 @pytest.fixture()
@@ -103,33 +91,7 @@ def start(fleet: LocalCluster, vocab: Tokenizer, pnodes: dict[str, list[str]], r
 
 
 def follow(fleet: LocalCluster, session: str, actions: dict[int, Callable[[], None]] | None = None) -> None:
-    """Listen until the session completes, running `actions[step]` once when that step is reported."""
-    actions = dict(actions or {})
-    deadline = time.monotonic() + TIMEOUT
-    last = None
-    while True:
-        assert time.monotonic() < deadline, (f"the session did not complete in time; last event: {last}\n"
-                                             f"{fleet.log(ORCHESTRATOR, 8000)}")
-        try:
-            for ev in fleet.client.listen_session(session, timeout=TIMEOUT):
-                last = ev
-                assert ev.state != "failed", f"session failed: {ev.error}\n{fleet.log(ORCHESTRATOR)}"
-                action = actions.pop(ev.step, None)
-                if action is not None:
-                    action()
-                if ev.state == "completed":
-                    return
-        except DcnrError:
-            time.sleep(0.3)
-
-
-def assert_final_parameters(fleet: LocalCluster, want: dict[str, torch.Tensor], what: str) -> None:
-    path = fleet.state_dir / "final.safetensors"
-    fleet.client.export_network("lm", path)
-    got = {k: v for k, v in load_file(path).items() if not k.startswith("optim/")}
-    assert set(got) == set(want)
-    different = [k for k in want if not torch.equal(got[k], want[k])]
-    assert not different, f"{what}: parameters differ from the uninterrupted run: {different[:5]}"
+    tiny_lm_sessions.follow(fleet, session, actions or {}, TIMEOUT)
 
 
 def addresses(fleet: LocalCluster) -> dict[str, str]:
