@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from tls_helpers import pnode_identity, to_orchestrator
 
-from dcnr.errors import PermissionDenied, Unauthenticated
+from dcnr.errors import PermissionDenied, Unauthenticated, Unavailable
 from dcnr.orchestrator.app import Orchestrator
 from dcnr.orchestrator.relays import BUILTIN, Relays
 from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc
@@ -172,3 +172,19 @@ def test_a_relayed_call_comes_back_with_its_reply_status_and_trailing_metadata(o
     while orch.relay.attached and time.monotonic() < deadline:
         time.sleep(0.05)
     assert orch.relay.attached == 0  # the stream ended with the link
+
+
+def test_a_pnode_sends_only_hops_up_its_stream(orch: Orchestrator) -> None:
+    """Whatever else an attached PNode asks its relay to deliver is refused: a relay is no open proxy."""
+    _, pnode = pnode_identity(orch.ca)
+    link = RelayLink(f"127.0.0.1:{orch.relay_port}", pnode, {}, 2**20)
+    link.open(timeout=TIMEOUT)
+    try:
+        refused = link.call_up(f"127.0.0.1:{orch.peer_port}", "/dcnr.v2.VNodeService/PlaceNetwork", b"", TIMEOUT)
+        with pytest.raises(PermissionDenied, match="only hops"):
+            refused.result(TIMEOUT)
+        nobody = link.call_up("127.0.0.1:1", "/dcnr.v2.VNodeService/ReceiveTrainRequest", b"", TIMEOUT)
+        with pytest.raises(Unavailable):  # a hop to nowhere fails as unreachable
+            nobody.result(TIMEOUT)
+    finally:
+        link.close()

@@ -224,8 +224,8 @@ class Relay:
             self._count(frame.method, payload)
             att.outbox.put(node_pb2.RelayFrame(id=frame.id, reply=True, code=code, detail=detail, payload=payload))
 
-        if not frame.method.startswith(FORWARDED):
-            answer(grpc.StatusCode.PERMISSION_DENIED.value[0], f"a relay forwards no {frame.method}")
+        if frame.method not in HOPS:  # all a PNode sends its peers
+            answer(grpc.StatusCode.PERMISSION_DENIED.value[0], f"a relay carries only hops up, not {frame.method}")
             return
         pnode = route(frame.target)[1]
         with self._changed:
