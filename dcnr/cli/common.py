@@ -1,6 +1,6 @@
 """What every command module shares: the consoles, the `--orchestrator` and `--json` options,
-the connection to the orchestrator (`connect`, with the root `--config`), tables, and file
-arguments. Imports no command module."""
+the connection to the orchestrator (`connect`, with the root `--config`), tables, durations,
+and file arguments. Imports no command module."""
 
 from __future__ import annotations
 
@@ -37,6 +37,15 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for r in rows:
         t.add_row(*[str(v) for v in r])
     out.print(t)
+
+
+def duration(seconds: float) -> str:
+    """Seconds for people: 42 s, 7 min 5 s, 3 h 20 min, 2 d 4 h."""
+    s = int(seconds)
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "min", 60), ("min", 60, "s", 1)):
+        if s >= size:
+            return f"{s // size} {unit} {s % size // sub_size} {sub}"
+    return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
 
 
 def input_files(files: list[Path], extra: list[str]) -> list[Path]:

@@ -129,8 +129,9 @@ class Members:
     def unregister(self, pnode: str) -> bool:
         return self.fleet.unregister(pnode)
 
-    def heartbeat(self, pnode: str, load: float, certificate: bytes = b"") -> bytes:
-        self.fleet.heartbeat(pnode, load)
+    def heartbeat(self, pnode: str, load: float, certificate: bytes = b"", paused: bool | None = None,
+                  compute_seconds: float | None = None) -> bytes:
+        self.fleet.heartbeat(pnode, load, paused, compute_seconds)
         if self.ca is None or not certificate:
             return b""
         issued, expires = pki.issued_at(certificate), pki.expires_at(certificate)
