@@ -163,7 +163,7 @@ def test_the_orchestrator_writes_admin_yaml_once_and_keeps_its_token(tmp_path: P
     first = ClientConfig.load(orch.admin_config)
     orch.stop(grace=0)
     assert mode(orch.admin_config) == 0o600 and first.orchestrator == f"127.0.0.1:{orch.port}"
-    assert orch.join_command("example.org") == (f"dcnr pnode --orchestrator example.org:{orch.port} "
+    assert orch.join_command("example.org") == (f"dcnr join example.org:{orch.port} "
                                                 f"--ca-fingerprint {orch.ca.fingerprint}")
     again = Orchestrator(tmp_path / "state")
     again.start("127.0.0.1:0")
