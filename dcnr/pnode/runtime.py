@@ -109,7 +109,8 @@ class _Ledger:
     outputs: dict[str, list[Hop]] = field(default_factory=dict)  # VNode -> the hops it sent
     before: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # state as the run found it
     committed: bool = False  # the update ran: `before` is complete
-    digests: dict[tuple[Any, ...], str] = field(default_factory=dict)  # a tensor's identity -> its digest
+    # a tensor's identity -> the tensor and its digest (held: no other tensor takes its address meanwhile)
+    digests: dict[tuple[Any, ...], tuple[Any, str]] = field(default_factory=dict)
     slot: int = 0  # which of the two evidence buffers of each VNode holds its `before`
 
 
@@ -481,11 +482,13 @@ class PNodeRuntime:
         started = time.perf_counter()
         key = ((value.data_ptr(), value.dtype, tuple(value.shape), value.stride(), value._version)
                if isinstance(value, torch.Tensor) else None)
-        found = ledger.digests.get(key) if key is not None else None
-        if found is None:
+        kept = ledger.digests.get(key) if key is not None else None
+        if kept is not None:
+            found: str = kept[1]
+        else:
             found = value_digest(value)
-            if key is not None:  # the tensor stays alive in the ledger's evidence: its address is not reused
-                ledger.digests[key] = found
+            if key is not None:  # the entry holds the tensor: a reported cost is kept nowhere else, and once
+                ledger.digests[key] = (value, found)  # freed its address could be the next micro-batch's cost's
         self.stats["commit_seconds"] += time.perf_counter() - started
         return found
 
