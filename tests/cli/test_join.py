@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import shutil
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +149,43 @@ def test_resume_of_a_pnode_that_is_not_running_withdraws_a_pause_left_behind(tmp
     assert result.exit_code == 2 and "no PNode is running" in result.stderr
     result = CliRunner().invoke(app, ["pnode", "status", "--state-dir", str(tmp_path)])
     assert result.exit_code == 2 and "no PNode has run" in result.stderr
+
+
+@pytest.mark.slow
+def test_in_a_terminal_the_pnode_shows_one_live_panel_instead_of_log_lines(fleet: LocalCluster, home: Path) -> None:
+    """stdout a TTY: after start-up the PNode redraws one status panel in place (no INFO lines scroll by) until
+    SIGTERM, and stops cleanly."""
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "dcnr.cli.main", "join", fleet.address, "--ca-fingerprint",
+                             fleet.ca_fingerprint, "--name", "desk"], stdin=subprocess.DEVNULL, stdout=terminal,
+                            stderr=terminal, env={**os.environ, "XDG_DATA_HOME": str(home), "COLUMNS": "120"},
+                            start_new_session=True)
+    os.close(terminal)
+    seen = b""
+
+    def read_until(done: Callable[[bytes], bool], timeout: float) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while not done(seen):
+            assert time.monotonic() < deadline, f"the terminal showed:\n{seen.decode(errors='replace')[-3000:]}"
+            ready, _, _ = select.select([controller], [], [], 1.0)
+            if ready:
+                try:
+                    seen += os.read(controller, 65536)
+                except OSError:  # the PNode closed the terminal
+                    assert proc.poll() is not None
+                    break
+
+    try:
+        read_until(lambda out: out.count(b"PNode desk") >= 3 and b"active" in out, 120)
+        panel = seen[seen.index(b"PNode desk"):]
+        assert b"\x1b[" in panel and b"INFO" not in panel, panel.decode(errors="replace")  # redrawn, not scrolled
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        read_until(lambda out: b"stopped" in out, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
+    fleet.wait_for(lambda: not fleet.client.list_pnodes(timeout=5), "the PNode unregistering", timeout=30)
