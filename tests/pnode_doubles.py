@@ -16,7 +16,8 @@ class RecordingLink:
     def register(self, member: Membership) -> float:
         return 30.0
 
-    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> bytes:
+    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int,
+                  paused: bool = False, compute_seconds: float = 0.0) -> bytes:
         return b""
 
     def unregister(self, pnode: str) -> None:

@@ -36,6 +36,7 @@ from dcnr.cli import (
     token,
     validation,
     vocab,
+    volunteer,
 )
 from dcnr.cli.common import err
 from dcnr.errors import INTERRUPTED, RUNTIME_FAILURE, USER_ERROR, DcnrError, NetworkError
@@ -71,8 +72,8 @@ GROUPS: tuple[Group, ...] = (
     Group("checkpoint", "Checkpoints of training sessions: list, export."),
     Group("vocab", "Byte-level BPE vocabularies."),
     Group("dataset", "Tokenized datasets with train/validation splits."),
-    Group("pnode", "Run a PNode (no sub-command), or inspect the fleet and the standing of its PNodes (list, trust, "
-          "release).", callback=serve.pnode),
+    Group("pnode", "Run a PNode (no sub-command), inspect the fleet and the standing of its PNodes (list, trust, "
+          "release), or the PNode on this machine (status, pause, resume).", callback=serve.pnode),
     Group("relay", "Run a relay for PNodes behind NAT (no sub-command), or list the relays (list).",
           callback=relay.relay_run),
     Group("validation", "The validation log: checks of PNodes' work and their verdicts."),
@@ -110,12 +111,16 @@ COMMANDS: tuple[Command, ...] = (
     Command("pnode", "list", pnode.pnode_list),
     Command("pnode", "trust", pnode.pnode_trust),
     Command("pnode", "release", pnode.pnode_release),
+    Command("pnode", "status", volunteer.pnode_status),
+    Command("pnode", "pause", volunteer.pnode_pause),
+    Command("pnode", "resume", volunteer.pnode_resume),
     Command("relay", "list", relay.relay_list),
     Command("validation", "list", validation.validation_list),
     Command("token", "create", token.token_create),
     Command("token", "list", token.token_list),
     Command("token", "revoke", token.token_revoke),
     Command(None, "orchestrator", serve.orchestrator),
+    Command(None, "join", serve.join),
     Command(None, "evaluate", serving.evaluate),
     Command(None, "chat", serving.chat),
     Command(None, "demo", demo.demo),

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, connect, table
+from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, connect, duration, table
 from dcnr.client import PNodeInfo
 
 PNodeId = Annotated[str, typer.Argument(help="PNode id (pn-…, as `dcnr pnode list` shows it).")]
@@ -25,7 +25,8 @@ def _local(t: float) -> str:
 
 
 def pnode_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) -> None:
-    """PNodes: state (alive, dead, quarantined), trust, hardware and hosted VNodes."""
+    """PNodes: state (alive, paused, dead, quarantined), trust, hardware, hosted VNodes and the compute time
+    each contributed."""
     with connect(orchestrator) as c:
         found = c.list_pnodes()
     rows: list[dict[str, Any]] = []
@@ -37,7 +38,8 @@ def pnode_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) ->
                                   "memory_budget_bytes": hw.memory_budget_bytes, "threads": hw.threads},
                      "vnodes": list(p.vnodes), "trusted": p.trusted, "charges": p.charges,
                      "quarantined_until": _iso(p.quarantined_until) if p.quarantined_until else None,
-                     "quarantine_reason": p.quarantine_reason})
+                     "quarantine_reason": p.quarantine_reason, "paused": p.paused,
+                     "compute_seconds": p.compute_seconds})
     if as_json:
         print(json.dumps(rows))
         return
@@ -45,17 +47,18 @@ def pnode_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) ->
     def hosted(v: list[str]) -> str:
         return f"{len(v)}: " + ", ".join(v[:3]) + (" …" if len(v) > 3 else "") if v else "0"
 
-    table("pnodes", ["id", "name", "address", "state", "trusted", "charges", "hardware", "VNodes"], [
+    table("pnodes", ["id", "name", "address", "state", "trusted", "charges", "hardware", "VNodes", "compute"], [
         [r["id"], r["name"], r["address"], _state(p), "yes" if r["trusted"] else "no", r["charges"],
          f"{r['hardware']['device']}, {r['hardware']['cpu_cores']} cores, "
          f"{r['hardware']['memory_budget_bytes'] / 2**30:.1f}/{r['hardware']['memory_bytes'] / 2**30:.1f} GiB, "
-         f"{r['hardware']['threads']} threads", hosted(r["vnodes"])] for p, r in zip(found, rows, strict=True)])
+         f"{r['hardware']['threads']} threads", hosted(r["vnodes"]), duration(p.compute_seconds)]
+        for p, r in zip(found, rows, strict=True)])
 
 
 def _state(p: PNodeInfo) -> str:
-    """alive or dead, or quarantined until when (and why)."""
+    """alive, paused or dead, or quarantined until when (and why)."""
     if not p.quarantined_until:
-        return p.state
+        return "paused" if p.paused and p.state == "alive" else p.state
     quarantined = f"quarantined until {_local(p.quarantined_until)}" + (
         f" ({p.quarantine_reason})" if p.quarantine_reason else "")
     return quarantined if p.state == "alive" else f"{p.state}, {quarantined}"

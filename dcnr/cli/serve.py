@@ -1,17 +1,27 @@
-"""`dcnr orchestrator` and `dcnr pnode`: the two long-running processes."""
+"""`dcnr orchestrator`, and `dcnr pnode` and `dcnr join`: the long-running processes.
+
+`dcnr join` is `dcnr pnode` for volunteers: it sizes the PNode to the machine and keeps its
+settings (`dcnr.pnode.settings`); both run the PNode the same way. In a terminal a PNode
+shows its status as one live panel; otherwise it logs.
+"""
 
 from __future__ import annotations
 
 import datetime
+import logging
 import signal
 import socket
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from dcnr.cli import logs
+from dcnr.cli.common import out, status_panel
+from dcnr.errors import InvalidArgument
 from dcnr.orchestrator.limits import Limits, MiB
 
 HEARTBEAT_HELP = "Seconds between PNode heartbeats; a PNode is dead after 3 missed beats."
@@ -147,25 +157,130 @@ def pnode(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from dcnr.pnode.agent import PNode
-    from dcnr.runtime.allocator import keep_freed_memory
-
-    logs.configure(log_format)
-    keep_freed_memory()  # a training process: reuse freed memory instead of re-faulting it every step
     budget = logs.parse_size(memory_budget) if memory_budget is not None else None
     if max_message_mb < 1:
         raise ValueError(f"--max-message-mb must be at least 1, got {max_message_mb}")
     if heartbeat_interval is not None and heartbeat_interval <= 0:
         raise ValueError(f"--heartbeat-interval must be positive, got {heartbeat_interval}")
+    _run_pnode(log_format, orchestrator=orchestrator, state_dir=state_dir, ca_fingerprint=ca_fingerprint, name=name,
+               bind=host, port=port, advertise=advertise, memory_budget=budget, threads=threads, device=device,
+               heartbeat_interval=heartbeat_interval, task_timeout=task_timeout,
+               max_message_bytes=max_message_mb * 2**20, outbound_only=outbound_only)
+
+
+def _run_pnode(log_format: str, joined: Callable[[Any], None] | None = None, **options: Any) -> None:
+    """Run a PNode made with `options` (`dcnr.pnode.agent.PNode`'s arguments) until SIGTERM or Ctrl-C, calling
+    `joined(node)` once it has joined."""
+    from dcnr.pnode.agent import PNode
+    from dcnr.runtime.allocator import keep_freed_memory
+
+    logs.configure(log_format)
+    keep_freed_memory()  # a training process: reuse freed memory instead of re-faulting it every step
     stop = _stop_on_signals()
-    node = PNode(orchestrator, state_dir=state_dir, ca_fingerprint=ca_fingerprint, name=name, bind=host, port=port,
-                 advertise=advertise, memory_budget=budget,
-                 threads=threads, device=device, heartbeat_interval=heartbeat_interval, task_timeout=task_timeout,
-                 max_message_bytes=max_message_mb * 2**20, outbound_only=outbound_only)
+    node = PNode(**options)
     try:
         node.start()
+        if joined is not None:
+            joined(node)
         how = f"relayed by {node.relay}" if node.relay else "serving"
         print(f"pnode {node.id} ({node.name}) {how} at {node.address}", flush=True)
-        _wait(stop)
+        if sys.stdout.isatty() and log_format == "text":
+            _show_live(node, stop)
+        else:
+            _wait(stop)
     finally:
         node.stop()
+
+
+def _show_live(node: Any, stop: threading.Event) -> None:
+    """The PNode's status as one panel refreshed every second until `stop`; warnings and errors are logged above
+    it (the panel says what the lines of INFO would)."""
+    from rich.live import Live
+
+    from dcnr.pnode.status import snapshot
+
+    root = logging.getLogger()
+    level = root.level
+    with Live(status_panel(snapshot(node)), console=out, refresh_per_second=1, redirect_stderr=True) as live:
+        # the handlers hold the stderr they were made with: point them at the display's, which prints above it
+        handlers = [(h, h.setStream(sys.stderr)) for h in root.handlers if isinstance(h, logging.StreamHandler)]
+        root.setLevel(logging.WARNING)
+        try:
+            while not stop.wait(1.0):
+                live.update(status_panel(snapshot(node)))
+        finally:
+            root.setLevel(level)
+            for h, stream in handlers:
+                h.setStream(stream)
+
+
+def join(
+    orchestrator: Annotated[str | None, typer.Argument(
+        help="The orchestrator's HOST:PORT, as the join command it prints says (default: the one this machine "
+             "last joined).", show_default=False)] = None,
+    ca_fingerprint: Annotated[str | None, typer.Option(
+        help="SHA256:<hex> of the orchestrator's CA, as its join command prints it: needed the first time, and "
+             "to join another orchestrator.")] = None,
+    max_memory: Annotated[str | None, typer.Option(
+        help="Most memory to lend to VNodes, e.g. 4G or 512M ('none': no cap). Without a cap: half of the memory "
+             "available when it starts (75 % of a CUDA GPU's free memory).")] = None,
+    max_threads: Annotated[int | None, typer.Option(
+        help="Most compute threads (0: no cap). Without a cap: half of this machine's CPUs.")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="auto (CUDA if torch sees a GPU, then Apple MPS, then the CPU), cuda, mps or cpu.")] = None,
+    name: Annotated[str | None, typer.Option(help="A label for people in listings (default: host name).")] = None,
+    host: Annotated[str | None, typer.Option(
+        help="Address to serve on (default: 127.0.0.1 for an orchestrator on this machine, else every "
+             "interface).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to serve on (default: any free port).")] = None,
+    advertise: Annotated[str | None, typer.Option(
+        help="Host other PNodes dial (default when serving on every interface: this machine's address on the "
+             "route to the orchestrator).")] = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        help="Where this PNode keeps its key, the CA it trusts and these settings (default: the user's data "
+             "directory; one PNode per directory).")] = None,
+    outbound_only: Annotated[bool | None, typer.Option(
+        "--outbound-only/--listen",
+        help="Listen on no port and take part through a relay (behind NAT or a firewall); the default listens, "
+             "and still goes through a relay when the orchestrator cannot reach it.", show_default=False)] = None,
+    log_format: Annotated[str, typer.Option(help="text, or json (one object per line).")] = "text",
+) -> None:
+    """Lend this machine to an orchestrator: run a PNode sized to it, and keep the settings for next time.
+
+    The first time: `dcnr join HOST:PORT --ca-fingerprint SHA256:<hex>` (the orchestrator prints this line).
+    The PNode gets the GPU if there is one, half of the CPUs and half of the memory available, within
+    --max-memory and --max-threads. The settings are kept in the state directory beside the PNode's key:
+    `dcnr join` alone joins again with them; options given replace them. It runs until SIGTERM or Ctrl-C;
+    `dcnr pnode pause|resume|status` act on it from another terminal.
+    """
+    from dcnr.pnode.agent import default_state_dir
+    from dcnr.pnode.settings import JoinSettings, listen_address, size
+
+    directory = state_dir or default_state_dir()
+    saved = JoinSettings.load(directory)
+    if saved is None and orchestrator is None:
+        raise InvalidArgument(f"nothing saved in {directory} to join again with: pass the orchestrator and its CA "
+                              "as it prints them, `dcnr join HOST:PORT --ca-fingerprint SHA256:<hex>`")
+    base = saved or JoinSettings()
+    if saved is not None and orchestrator not in (None, saved.orchestrator) and not ca_fingerprint:
+        raise InvalidArgument(f"joining {orchestrator} instead of {saved.orchestrator} needs its --ca-fingerprint "
+                              "SHA256:<hex>, as it prints it")
+    no_cap = max_memory is not None and max_memory.strip().lower() == "none"
+    settings = base.updated(
+        orchestrator=orchestrator, ca_fingerprint=ca_fingerprint, device=device, name=name, host=host, port=port,
+        advertise=advertise, outbound_only=outbound_only,
+        max_memory=None if no_cap or max_memory is None else logs.parse_size(max_memory),
+        max_threads=max_threads or None,
+    ).without(*(["max_memory"] if no_cap else []), *(["max_threads"] if max_threads == 0 else []))
+    sizing = size(settings)
+    bind, advertised = listen_address(settings)
+
+    def joined(node: Any) -> None:
+        kept = settings.save(directory)
+        print(f"joined {settings.orchestrator} with {sizing.reason}; settings kept in {kept} (`dcnr join` alone "
+              "joins again with them)", flush=True)
+
+    _run_pnode(log_format, joined, orchestrator=settings.orchestrator, state_dir=directory,
+               ca_fingerprint=settings.ca_fingerprint or None, name=settings.name, bind=bind,
+               port=settings.port or 0, advertise=advertised, memory_budget=sizing.memory_budget,
+               threads=sizing.threads, device=sizing.device, outbound_only=bool(settings.outbound_only))

@@ -138,8 +138,8 @@ class Orchestrator:
         ClientConfig(address, self.ca.cert_pem.decode(), token).save(self.admin_config)
 
     def join_command(self, host: str) -> str:
-        """What a volunteer runs to lend a machine to this orchestrator."""
-        return f"dcnr pnode --orchestrator {host}:{self.port} --ca-fingerprint {self.ca.fingerprint}"
+        """What a volunteer runs to lend a machine to this orchestrator (`dcnr join` sizes the PNode to it)."""
+        return f"dcnr join {host}:{self.port} --ca-fingerprint {self.ca.fingerprint}"
 
     def _watch(self) -> None:
         interval = max(0.05, self.fleet.heartbeat_interval / 2)

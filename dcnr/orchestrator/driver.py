@@ -164,8 +164,9 @@ class Members:
     def unregister(self, pnode: str) -> bool:
         return self.fleet.unregister(pnode)
 
-    def heartbeat(self, pnode: str, load: float, certificate: bytes = b"") -> bytes:
-        self.fleet.heartbeat(pnode, load)
+    def heartbeat(self, pnode: str, load: float, certificate: bytes = b"", paused: bool | None = None,
+                  compute_seconds: float | None = None) -> bytes:
+        self.fleet.heartbeat(pnode, load, paused, compute_seconds)
         return self._renewed(certificate)
 
     def _renewed(self, certificate: bytes) -> bytes:
@@ -284,7 +285,8 @@ class Driver:
                     raise StepFailed(f"cannot send input to VNode {hop.vnode!r} on PNode {pid}: {exc}") from None
 
     def _wait(self, run: _Waiting, done: Callable[[], bool], what: str, pnodes: Sequence[str] = ()) -> None:
-        """Until `done()`; fails on a reported error, a PNode of the run marked dead, or the timeout."""
+        """Until `done()`; fails on a reported error, a PNode of the run marked dead or paused (it hands its VNodes
+        back), or the timeout."""
         deadline = time.monotonic() + self.timeout
         next_check = time.monotonic() + 1.0
         with run.cond:
@@ -297,10 +299,11 @@ class Driver:
                 run.cond.wait(min(left, 1.0))
                 if pnodes and time.monotonic() >= next_check and not done():  # liveness: once a second
                     next_check = time.monotonic() + 1.0
-                    alive = {p.id for p in self.fleet.alive()}
+                    alive = {p.id for p in self.fleet.alive() if not p.paused}
                     gone = sorted(set(pnodes) - alive)
                     if gone:
-                        raise StepFailed(f"{what} failed: PNode {gone[0]} left the fleet or stopped heartbeating")
+                        raise StepFailed(f"{what} failed: PNode {gone[0]} left the fleet, stopped heartbeating or "
+                                         "was paused")
             if run.error:
                 raise StepFailed(run.error)
 

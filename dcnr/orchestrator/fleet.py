@@ -1,7 +1,8 @@
 """The fleet: registered PNodes, their liveness, where each VNode runs, and clients to them.
 
-Owns PNode registration, heartbeats and the dead-after-missed-beats rule, the placement
-of each network's VNodes on live PNodes that are not quarantined (kept durable in the store,
+Owns PNode registration, heartbeats (with the compute time each PNode contributed, and
+whether its volunteer paused it) and the dead-after-missed-beats rule, the placement of
+each network's VNodes on live PNodes that are neither quarantined nor paused (kept durable in the store,
 with the VNodes whose state was lost with their PNode until it is restored), and deployments:
 a placement gets a version, and every PNode it concerns is told the network's definition
 and the whole placement before a run uses it. It must not run training: the driver
@@ -29,6 +30,7 @@ log = logging.getLogger("dcnr.orchestrator")
 MISSED_BEATS = 3  # a PNode silent for this many heartbeat intervals is dead
 DEFAULT_BUDGET = 4 * 2**30
 MAX_BUDGET = 2**40  # the most memory a PNode may claim for VNodes (it may still lie below that: SPEC §12)
+MAX_COMPUTE_RATE = 2.0  # compute seconds credited per second of heartbeats: a compute and a verification thread
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ class Fleet:
             physical = int(hardware.get("memory_bytes") or 0)
             budget = min(budget, physical or budget, MAX_BUDGET)  # a claim of more than it has attracts nothing more
             self.store.put_pnode(PNodeRecord(pnode_id, address, {**hardware, "memory_budget_bytes": budget,
-                                                                 "version": version, "name": member.name or pnode_id}))
+                                                                 "version": version, "name": member.name or pnode_id},
+                                             compute_seconds=old.compute_seconds if old is not None else 0.0))
         log.info("PNode %s registered at %s", pnode_id, address, extra={"pnode": pnode_id, "address": address})
 
     def unregister(self, pnode_id: str) -> bool:
@@ -97,13 +100,43 @@ class Fleet:
                      extra={"pnode": pnode_id})
         return removed
 
-    def heartbeat(self, pnode_id: str, load: float) -> None:
+    def heartbeat(self, pnode_id: str, load: float, paused: bool | None = None,
+                  compute_seconds: float | None = None) -> None:
+        """Record a beat: its load; with `compute_seconds`, the running total of compute its process reports
+        (credited at most `MAX_COMPUTE_RATE` times the time since the last beat); with `paused`, whether its
+        volunteer paused it (a change pauses or resumes it)."""
         with self._lock:
             rec = self.store.get_pnode(pnode_id)  # NotFound for a stranger
             if rec.state == "dead":
                 raise NotFound(f"PNode {pnode_id!r} was marked dead; register again")
-            rec.last_seen, rec.load = time.time(), load
+            now = time.time()
+            if compute_seconds is not None:
+                gained = min(max(0.0, compute_seconds - rec.compute_reported),
+                             MAX_COMPUTE_RATE * max(0.0, now - rec.last_seen))
+                rec.compute_seconds += gained
+                rec.compute_reported += gained
+            rec.last_seen, rec.load = now, load
             self.store.put_pnode(rec)
+        if paused is not None and paused != rec.paused:
+            self.pause(pnode_id, paused)
+
+    def pause(self, pnode_id: str, paused: bool = True) -> list[tuple[str, str]]:
+        """Pause a PNode (its volunteer asked): it stays registered and alive, but gets no work, and every
+        VNode it holds is taken away as from a quarantined PNode (`quarantine`); sessions restore them
+        elsewhere from their checkpoints. `paused=False` resumes it: placement may use it again. Returns the
+        (network, vnode) pairs taken away."""
+        with self._placing, self._lock:  # no placement sees half a change
+            rec = self.store.get_pnode(pnode_id)
+            rec.paused = paused
+            self.store.put_pnode(rec)
+            moved = self._forget_placements(pnode_id) if paused else []
+            if paused:
+                self._forget_told(pnode_id)
+        if paused:
+            log.info("PNode %s paused: %d VNodes to place elsewhere", pnode_id, len(moved), extra={"pnode": pnode_id})
+        else:
+            log.info("PNode %s resumed", pnode_id, extra={"pnode": pnode_id})
+        return moved
 
     def _overdue(self, rec: PNodeRecord) -> bool:
         return time.time() - rec.last_seen > MISSED_BEATS * self.heartbeat_interval
@@ -157,7 +190,7 @@ class Fleet:
                 batch_size = self._batch_sizes.get(spec.name, 8)
             self._batch_sizes[spec.name] = batch_size
             current = self.store.placements(spec.name)
-            alive = {p.id: p for p in self.alive() if not self._quarantined(p.id)}
+            alive = {p.id: p for p in self.alive() if not self._quarantined(p.id) and not p.paused}
             barred = sorted({p for p in current.values() if self._quarantined(p)})
             if barred:  # quarantined without `quarantine` (e.g. by an earlier process): its VNodes are lost too
                 with self._lock:

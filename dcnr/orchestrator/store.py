@@ -26,7 +26,13 @@ from dcnr.security.tokens import TokenRecord
 
 __all__ = ["AlreadyExists", "NotFound"]  # the store raises them; callers import them from here too
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# what brings a state file of version N to N + 1 (run in one transaction when it is opened)
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE pnodes ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE pnodes ADD COLUMN compute_seconds REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE pnodes ADD COLUMN compute_reported REAL NOT NULL DEFAULT 0"),
+}
 
 
 @dataclass
@@ -37,6 +43,9 @@ class PNodeRecord:
     state: str = "alive"  # alive | dead
     last_seen: float = field(default_factory=time.time)
     load: float = 0.0
+    paused: bool = False  # its volunteer paused it: it stays registered but gets no work
+    compute_seconds: float = 0.0  # compute time it contributed, credited from its heartbeats
+    compute_reported: float = 0.0  # the running total its current process last reported (and was credited)
 
 
 @dataclass
@@ -150,7 +159,8 @@ class StateStore(Protocol):
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pnodes (id TEXT PRIMARY KEY, address TEXT NOT NULL, hardware TEXT NOT NULL,
-    state TEXT NOT NULL, last_seen REAL NOT NULL, load REAL NOT NULL);
+    state TEXT NOT NULL, last_seen REAL NOT NULL, load REAL NOT NULL, paused INTEGER NOT NULL DEFAULT 0,
+    compute_seconds REAL NOT NULL DEFAULT 0, compute_reported REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS networks (name TEXT PRIMARY KEY, yaml TEXT NOT NULL, created_at REAL NOT NULL,
     step INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS placements (network TEXT NOT NULL, vnode TEXT NOT NULL, pnode TEXT NOT NULL,
@@ -184,8 +194,18 @@ class SQLiteStore:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) < SCHEMA_VERSION:
+            self._migrate(int(row[0]))
         elif int(row[0]) != SCHEMA_VERSION:
             raise Conflict(f"{self.path}: state schema version {row[0]}, this orchestrator needs {SCHEMA_VERSION}")
+
+    def _migrate(self, version: int) -> None:
+        """Bring a state file written by an older orchestrator up to `SCHEMA_VERSION`, in one transaction."""
+        with self._tx() as db:
+            for v in range(version, SCHEMA_VERSION):
+                for sql in _MIGRATIONS[v]:
+                    db.execute(sql)
+            db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         with self._lock:
@@ -212,17 +232,18 @@ class SQLiteStore:
     # -- pnodes --------------------------------------------------------------------
     def put_pnode(self, rec: PNodeRecord) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO pnodes VALUES (?, ?, ?, ?, ?, ?)",
-                       (rec.id, rec.address, json.dumps(rec.hardware), rec.state, rec.last_seen, rec.load))
+            db.execute(f"INSERT OR REPLACE INTO pnodes ({_PNODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (rec.id, rec.address, json.dumps(rec.hardware), rec.state, rec.last_seen, rec.load,
+                        int(rec.paused), rec.compute_seconds, rec.compute_reported))
 
     def get_pnode(self, pnode_id: str) -> PNodeRecord:
-        row = self._one("SELECT * FROM pnodes WHERE id=?", (pnode_id,), f"unknown PNode {pnode_id!r}")
-        return PNodeRecord(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
+        row = self._one(f"SELECT {_PNODE_COLUMNS} FROM pnodes WHERE id=?", (pnode_id,), f"unknown PNode {pnode_id!r}")
+        return _pnode(row)
 
     def list_pnodes(self) -> list[PNodeRecord]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM pnodes ORDER BY id").fetchall()
-        return [PNodeRecord(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
+            rows = self._db.execute(f"SELECT {_PNODE_COLUMNS} FROM pnodes ORDER BY id").fetchall()
+        return [_pnode(r) for r in rows]
 
     def delete_pnode(self, pnode_id: str) -> bool:
         with self._tx() as db:
@@ -381,6 +402,13 @@ class SQLiteStore:
             rows = self._db.execute(sql, (*(v for _, v in where), limit)).fetchall()
         return [ValidationEvent(network=r[2], session=r[3], step=r[4], unit=r[5], accused=r[6], verifier=r[7],
                                 referee=r[8], verdict=r[9], detail=r[10], at=r[1], seq=r[0]) for r in reversed(rows)]
+
+
+_PNODE_COLUMNS = "id, address, hardware, state, last_seen, load, paused, compute_seconds, compute_reported"
+
+
+def _pnode(row: tuple[Any, ...]) -> PNodeRecord:
+    return PNodeRecord(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], bool(row[6]), row[7], row[8])
 
 
 def _standing(row: tuple[Any, ...]) -> Standing:

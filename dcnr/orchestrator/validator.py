@@ -416,7 +416,7 @@ class Validator:
             return ""
         cls, where = rec.hardware.get("compute_class", ""), rec.hardware.get("peer_host", "")
         eligible = [p for p in self.fleet.alive() if p.id not in exclude and p.id not in self._convicted
-                    and not self.standings.quarantined(p.id)
+                    and not self.standings.quarantined(p.id) and not p.paused
                     and (p.hardware.get("compute_class", "") == cls) == same_class
                     and (_loopback(where) or p.hardware.get("peer_host", "") != where)]
         if prefer_trusted and any(self.standings.trusted(p.id) for p in eligible):

@@ -4,9 +4,12 @@ Owns this PNode's identity and its membership in the fleet. On first start it cr
 key pair in its state directory (its id derives from the public key) and fetches the
 orchestrator's CA certificate, trusted only if it matches the fingerprint it was given;
 on every start it enrols for a short-lived certificate, serves behind mutual TLS,
-registers (id, protocol version, address, hardware), heartbeats with its load (taking
-the renewed certificates heartbeats bring), registers again if the orchestrator forgot
-it, and unregisters when it stops. It must not decide where VNodes run: it asks.
+registers (id, protocol version, address, hardware), heartbeats with its load and the
+compute it did (taking the renewed certificates heartbeats bring), registers again if the
+orchestrator forgot it, and unregisters when it stops. Its volunteer may pause it (a file
+in its state directory, `dcnr.pnode.status`): it says so in its next heartbeat, at once,
+and hands back what it hosts; it keeps its status file there current. It must not decide
+where VNodes run: it asks.
 
 Outbound-only (`outbound_only`, or when the orchestrator's probe cannot reach the address it
 advertised), it listens on no port: it asks the orchestrator for a relay, keeps one stream to
@@ -35,6 +38,7 @@ import torch
 
 from dcnr.errors import DcnrError, InvalidArgument, NotFound, Unavailable, Unreachable
 from dcnr.pnode.runtime import PNodeRuntime
+from dcnr.pnode.status import LOCK_FILE, PAUSE_POLL, StatusWriter, pause_requested
 from dcnr.proto.version import VERSION_TEXT
 from dcnr.security import pki
 from dcnr.storage.files import write_atomic
@@ -84,7 +88,7 @@ def trusted_ca(state_dir: Path, orchestrator: str, fingerprint: str | None) -> b
 
 def _lock(state_dir: Path) -> IO[bytes]:
     """Hold the state directory for this process (one identity, one PNode)."""
-    handle = open(state_dir / ".lock", "wb")  # noqa: SIM115 - held open for the PNode's lifetime
+    handle = open(state_dir / LOCK_FILE, "wb")  # noqa: SIM115 - held open for the PNode's lifetime
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -156,10 +160,20 @@ class PNode:
         self.server: Any = None
         self.address = ""
         self.outbound_only = outbound_only
-        self.relay = ""  # the relay this PNode is attached to ("" while it listens itself)
+        self.relay = ""  # the relay that carries this PNode's traffic ("": it is reached directly)
         self.relay_link: RelayLink | None = None
         self._services: Any = None
         self._membership = threading.Lock()  # registering again: the heartbeat loop or the relay watch
+        self._rejoined = threading.Event()  # the relay watch registered again: beat now
+        self.paused = False  # its volunteer asked it to pause (`dcnr pnode pause`)
+        self.told_paused = False  # what the orchestrator last heard: paused or not
+        self.paused_since = 0.0  # since when the orchestrator holds it paused (unix time; 0: it does not)
+        self.started_at = time.time()
+        self.last_beat = 0.0  # unix time of the last heartbeat the orchestrator answered
+        self.beat_error = ""  # why the last heartbeat failed ("" when it did not)
+        self.stopped = False
+        self._compute_base = 0.0  # compute done before it last registered
+        self.status = StatusWriter(self)
         self._stop = threading.Event()
         self._beats: threading.Thread | None = None
         self._relay_watch: threading.Thread | None = None
@@ -194,6 +208,9 @@ class PNode:
                                                                                       digest))
         self.runtime.start()
         self._services = pnode_services(self.runtime)
+        self.paused = pause_requested(self.state_dir)
+        if self.paused:
+            log.info("starting paused (`dcnr pnode resume` lets it take work)")
         deadline = time.monotonic() + REGISTER_WAIT
         interval: float | None = None
         if not self.outbound_only:
@@ -214,6 +231,7 @@ class PNode:
         self.heartbeat_interval = self.heartbeat_interval or interval
         self._beats = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._beats.start()
+        self.status.start()
         log.info("PNode %s (%s) %s at %s, joined %s", self.id, self.name,
                  f"relayed by {self.relay}" if self.relay else "serving", self.address, self.orchestrator,
                  extra={"pnode": self.id, "address": self.address})
@@ -245,6 +263,8 @@ class PNode:
                 log.warning("%s: joining through a relay", exc)
                 return None
         interval: float | None = self._until_reachable(attempt, deadline)
+        if interval is not None:
+            self._compute_base, self.told_paused = self.compute_seconds(), False  # a new registration starts afresh
         return interval
 
     def _attach(self, avoid: str, deadline: float) -> float:
@@ -297,20 +317,63 @@ class PNode:
                     log.info("could not leave the fleet first: %s", exc)
                 try:
                     self._attach(avoid=self.relay, deadline=time.monotonic() + RELAY_REJOIN_WAIT)
+                    self._rejoined.set()
                     log.info("attached to relay %s again as %s", self.relay, self.address)
                 except ConnectionError as exc:
                     log.warning("%s", exc)  # the next turn tries again (the dead link is still `broken`)
+
+    def compute_seconds(self) -> float:
+        """Seconds this PNode spent computing VNodes and verifying others' work since it started."""
+        if self.runtime is None:
+            return 0.0
+        return float(self.runtime.stats["busy_seconds"] + self.runtime.stats["verify_seconds"])
+
+    def _until_beat(self, wait: float) -> bool:
+        """Wait `wait` seconds for the next heartbeat, or less when the volunteer pauses or resumes this PNode
+        (its pause file is looked at every `PAUSE_POLL` s) or it registered again through a relay (a heartbeat
+        backing off meanwhile must not let it look dead); True when stopping."""
+        deadline = time.monotonic() + wait
+        while not self._stop.wait(max(0.0, min(PAUSE_POLL, deadline - time.monotonic()))):
+            if self._rejoined.is_set():
+                self._rejoined.clear()
+                return False
+            wanted = pause_requested(self.state_dir)
+            if wanted != self.paused:
+                self.paused = wanted
+                log.info("pausing: telling the orchestrator" if wanted else "resuming: telling the orchestrator")
+                self.status.poke()
+                return False
+            if time.monotonic() >= deadline:
+                return False
+        return True
+
+    def _beaten(self, paused: bool) -> None:
+        """The orchestrator took a heartbeat that said `paused`: while paused, hand back whatever is hosted
+        here (the orchestrator placed it elsewhere as it took the beat)."""
+        self.last_beat, self.beat_error = time.time(), ""
+        if paused != self.told_paused:
+            self.paused_since = time.time() if paused else 0.0
+            log.info("paused: no new work until `dcnr pnode resume`" if paused else "resumed: taking work again")
+        self.told_paused = paused
+        if paused and self.runtime.host.networks():
+            hosted = len(self.runtime.host.local())
+            self.runtime.forget_all()
+            log.info("handed back %d VNode(s)", hosted)
+        self.status.poke()
 
     def _heartbeat_loop(self) -> None:
         """Beat every interval; while the orchestrator is away, back off exponentially with jitter (so a
         returning orchestrator is not stormed), and register again as soon as it answers that it forgot us."""
         assert self.heartbeat_interval is not None
-        wait, failures = self.heartbeat_interval, 0
-        while not self._stop.wait(wait):
+        wait, failures = (0.0 if self.paused else self.heartbeat_interval), 0
+        while not self._until_beat(wait):
             try:
+                paused = self.paused
                 renewed = self.link.heartbeat(self.id, self.runtime.queued(), self.runtime.host.memory_used,
                                               [f"{net}/{v.id}" for net, v in self.runtime.host.local()],
-                                              int(self.runtime.stats["refused"]))
+                                              int(self.runtime.stats["refused"]), paused=paused,
+                                              compute_seconds=self.compute_seconds() - self._compute_base)
+                self._beaten(paused)
                 if renewed:
                     assert self.identity is not None
                     creds = self.identity.creds
@@ -320,10 +383,11 @@ class PNode:
                 continue
             except NotFound:  # forgotten (marked dead, or a fresh orchestrator)
                 if self._registered_again():
-                    wait, failures = self.heartbeat_interval, 0
+                    wait, failures = (0.0 if self.paused else self.heartbeat_interval), 0
                     continue
             except DcnrError as exc:
                 log.warning("heartbeat failed: %s", exc)
+                self.beat_error = str(exc)
                 self._enroll_again_if_expired()
             failures += 1
             cap = max(10 * self.heartbeat_interval, 1.0)
@@ -342,6 +406,7 @@ class PNode:
                 return self._register(deadline=time.monotonic() + self.heartbeat_interval) is not None
             except ConnectionError as err:
                 log.warning("%s", err)
+                self.beat_error = str(err)
                 return False
 
     def _enroll_again_if_expired(self) -> None:
@@ -361,6 +426,8 @@ class PNode:
         if self._stop.is_set():
             return
         self._stop.set()
+        self.stopped = True
+        self.status.stop()
         if self.link is not None:
             try:
                 self.link.unregister(self.id)

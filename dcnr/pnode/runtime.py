@@ -109,7 +109,8 @@ class _Ledger:
     outputs: dict[str, list[Hop]] = field(default_factory=dict)  # VNode -> the hops it sent
     before: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # state as the run found it
     committed: bool = False  # the update ran: `before` is complete
-    digests: dict[tuple[Any, ...], str] = field(default_factory=dict)  # a tensor's identity -> its digest
+    # a tensor's identity -> the tensor and its digest (held: no other tensor takes its address meanwhile)
+    digests: dict[tuple[Any, ...], tuple[Any, str]] = field(default_factory=dict)
     slot: int = 0  # which of the two evidence buffers of each VNode holds its `before`
 
 
@@ -148,9 +149,11 @@ class PNodeRuntime:
         self.task_timeout = task_timeout
         self.limits = limits or Limits.for_budget(memory_budget)
         self.stats: dict[str, float] = {"hops_sent": 0, "tensor_bytes_sent": 0, "local_hops": 0, "refused": 0,
-                                        "busy_seconds": 0.0,
+                                        "hops_received": 0, "tensor_bytes_received": 0,
+                                        "steps": 0, "micro_batches": 0, "busy_seconds": 0.0,
                                         "commit_seconds": 0.0, "verify_seconds": 0.0, "verified_units": 0}
-        # busy: VNode compute; commit: digests, signatures, evidence; verify: re-executing others' units
+        # busy: VNode compute; commit: digests, signatures, evidence; verify: re-executing others' units;
+        # steps: updates applied to hosted VNodes; micro_batches: training micro-batches finished here
         self._nets: dict[str, _Network] = {}
         self._lock = threading.Lock()  # guards _nets, _seen, _fenced and the queued counts
         self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
@@ -338,6 +341,8 @@ class PNodeRuntime:
             if len(self._seen) > SEEN_MEMORY:
                 self._seen.popitem(last=False)
             self._enqueue(hop)
+            self.stats["hops_received"] += 1
+            self.stats["tensor_bytes_received"] += value_bytes(hop.value)
         return True
 
     @staticmethod
@@ -477,11 +482,13 @@ class PNodeRuntime:
         started = time.perf_counter()
         key = ((value.data_ptr(), value.dtype, tuple(value.shape), value.stride(), value._version)
                if isinstance(value, torch.Tensor) else None)
-        found = ledger.digests.get(key) if key is not None else None
-        if found is None:
+        kept = ledger.digests.get(key) if key is not None else None
+        if kept is not None:
+            found: str = kept[1]
+        else:
             found = value_digest(value)
-            if key is not None:  # the tensor stays alive in the ledger's evidence: its address is not reused
-                ledger.digests[key] = found
+            if key is not None:  # the entry holds the tensor: a reported cost is kept nowhere else, and once
+                ledger.digests[key] = (value, found)  # freed its address could be the next micro-batch's cost's
         self.stats["commit_seconds"] += time.perf_counter() - started
         return found
 
@@ -521,6 +528,7 @@ class PNodeRuntime:
         expected = net.mine & net.router.live & net.router.needed(run)
         if done >= expected:
             del net.finished[key]
+            self.stats["micro_batches"] += 1
             self._started.pop((run.network, RequestId(run.id, run.step, report.micro_batch, run.kind)), None)
             self._events.put(Report("done", run.network, run.id, report.micro_batch))
 
@@ -574,6 +582,7 @@ class PNodeRuntime:
                 self.stats["commit_seconds"] += time.perf_counter() - started
             for v in vnodes:
                 v.apply_update(loss_scale, apply)
+            self.stats["steps"] += 1 if vnodes else 0
             self.host.set_step(network, step)  # the step's training requests are over; others run on
             self._started = {k: t for k, t in self._started.items() if k[0] != network or k[1].kind != "train"}
             commitments = []

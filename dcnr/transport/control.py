@@ -147,6 +147,8 @@ class PNodeInfo:
     charges: int = 0  # validations it failed since it was last released
     quarantined_until: float = 0.0  # unix time until which it gets no work; 0 when not quarantined
     quarantine_reason: str = ""  # why, while quarantined
+    compute_seconds: float = 0.0  # compute time it contributed (VNodes and verification), as credited
+    paused: bool = False  # its volunteer paused it: registered, but it gets no work
 
 
 @dataclass(frozen=True)

@@ -108,9 +108,11 @@ class OrchestratorLink(Protocol):
         orchestrator's."""
         ...
 
-    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> bytes:
+    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int,
+                  paused: bool = False, compute_seconds: float = 0.0) -> bytes:
         """A renewed certificate (PEM) when the current one is past half its life, else empty bytes;
-        `NotFound` when the orchestrator forgot this PNode (it must register again)."""
+        `NotFound` when the orchestrator forgot this PNode (it must register again). `paused`: its volunteer
+        paused it; `compute_seconds`: compute done since it registered."""
         ...
 
     def unregister(self, pnode: str) -> None: ...
@@ -151,9 +153,11 @@ class MembershipService(Protocol):
                         certificate: bytes = b"") -> bytes: ...
     def unregister(self, pnode: str) -> bool: ...
 
-    def heartbeat(self, pnode: str, load: float, certificate: bytes = b"") -> bytes:
-        """Record a beat; returns a renewed certificate for the one presented when it is past half its
-        life, else empty bytes."""
+    def heartbeat(self, pnode: str, load: float, certificate: bytes = b"", paused: bool | None = None,
+                  compute_seconds: float | None = None) -> bytes:
+        """Record a beat (with whether the PNode is paused and the compute it did since it registered, when
+        it says); returns a renewed certificate for the one presented when it is past half its life, else
+        empty bytes."""
         ...
 
     def deliver(self, pnode: str, reports: Sequence[Report]) -> None: ...

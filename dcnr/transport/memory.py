@@ -156,8 +156,9 @@ class MemoryOrchestratorLink:
     def assign_relay(self, pnode: str, avoid: str = "") -> tuple[str, str]:
         return self.members.assign_relay(pnode, avoid)
 
-    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> bytes:
-        return self.members.heartbeat(pnode, load)
+    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int,
+                  paused: bool = False, compute_seconds: float = 0.0) -> bytes:
+        return self.members.heartbeat(pnode, load, paused=paused, compute_seconds=compute_seconds)
 
     def unregister(self, pnode: str) -> None:
         self.members.unregister(pnode)

@@ -274,7 +274,7 @@ def test_the_orchestrator_prints_the_join_command_and_writes_admin_yaml(fleet: L
     """The line a volunteer runs names this orchestrator and its CA's fingerprint; the operator's client
     configuration is private to its owner."""
     log = fleet.log(ORCHESTRATOR, 100_000)
-    assert f"volunteers join with: dcnr pnode --orchestrator 127.0.0.1:{fleet.port} " \
+    assert f"volunteers join with: dcnr join 127.0.0.1:{fleet.port} " \
            f"--ca-fingerprint {fleet.ca_fingerprint}" in log
     assert f"client configuration (operator): {fleet.admin_config}" in log
     assert fleet.admin_config.stat().st_mode & 0o777 == 0o600

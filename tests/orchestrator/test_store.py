@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -94,3 +95,25 @@ def test_concurrent_writers(tmp_path: Path) -> None:
     for t in threads:
         t.join(timeout=30)
     assert len(s.placements("net")) == 200
+
+
+def test_a_state_file_of_schema_1_is_migrated_and_keeps_its_pnodes(tmp_path: Path) -> None:
+    """An orchestrator upgraded in place opens the state file its predecessor wrote: PNodes gain the paused flag
+    and compute time (zero), nothing else changes."""
+    db = tmp_path / "state.sqlite"
+    old = sqlite3.connect(db)
+    old.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE pnodes (id TEXT PRIMARY KEY, address TEXT NOT NULL, hardware TEXT NOT NULL,
+            state TEXT NOT NULL, last_seen REAL NOT NULL, load REAL NOT NULL);
+        INSERT INTO pnodes VALUES ('p1', 'h:1', '{"cpu_cores": 2}', 'alive', 12.5, 0.25);
+    """)
+    old.close()
+    s = SQLiteStore(db)
+    assert s.get_pnode("p1") == PNodeRecord("p1", "h:1", {"cpu_cores": 2}, "alive", 12.5, 0.25, False, 0.0, 0.0)
+    s.put_pnode(PNodeRecord("p1", "h:1", {}, paused=True, compute_seconds=7.5, compute_reported=2.5))
+    s.close()
+    again = SQLiteStore(db)  # migrated once: opened again as it is
+    assert (again.get_pnode("p1").paused, again.get_pnode("p1").compute_seconds) == (True, 7.5)
+    assert [p.compute_reported for p in again.list_pnodes()] == [2.5]

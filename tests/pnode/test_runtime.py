@@ -13,12 +13,13 @@ from pnode_doubles import RecordingLink
 
 import dcnr
 from dcnr.errors import Conflict, InvalidArgument, NotFound
-from dcnr.pnode.runtime import PNodeRuntime
+from dcnr.pnode.runtime import PNodeRuntime, _Ledger
 from dcnr.runtime.graph import backward_set
 from dcnr.spec.passes import plan
 from dcnr.spec.transformer import transformer_lm
 from dcnr.transport.memory import MemoryFabric, MemoryHopTransport
 from dcnr.transport.messages import Hop, Placement, Run, network_digest
+from dcnr.validation.digest import value_digest
 
 TEXT = yaml.safe_dump(transformer_lm("rt", blocks=1, heads=2, head_dim=4, dim=8, seq_len=6, vocab_size=30,
                                      dropout=0.0))
@@ -249,3 +250,16 @@ def test_a_refused_state_leaves_no_vnode_built_for_it(make: Callable[..., tuple[
     state, step = runtime.save("rt", "embedder")
     runtime.load("rt", "embedder", state, step)
     assert "embedder" in [v.vnode for v in runtime.list_vnodes("rt")]
+
+
+def test_a_cost_hashed_and_freed_never_lends_its_digest_to_the_next_tensor_at_its_address() -> None:
+    """Digests are cached per tensor by its address; a reported cost is kept nowhere else, so once freed the
+    next micro-batch's cost may take its address (the allocator reuses small blocks at once). The cache holds
+    what it hashed, so a digest is always the digest of the value given (else an honest PNode's cost would
+    differ from its commitment: a false charge)."""
+    runtime = PNodeRuntime("me", MemoryHopTransport(MemoryFabric()), RecordingLink())
+    ledger = _Ledger("run")
+    for i in range(50):
+        cost = torch.tensor(float(i)) * 1.5  # a fresh scalar each micro-batch, freed once hashed and reported
+        assert runtime._digest(ledger, cost) == value_digest(cost), f"micro-batch {i}"
+        del cost

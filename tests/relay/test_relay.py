@@ -155,17 +155,25 @@ def test_a_pnode_the_orchestrator_cannot_reach_joins_through_its_relay_and_survi
 @pytest.mark.slow
 def test_sigkill_of_a_relayed_pnode_and_of_a_relay(fleet: LocalCluster, vocab: Tokenizer,
                                                    reference: dict[str, torch.Tensor], faults: random.Random) -> None:
-    """Three outbound-only PNodes on two relays: relay r0 is killed, then the relayed PNode p2; the PNodes r0
-    carried attach to r1, and the session ends bit-identical."""
+    """Three outbound-only PNodes on two relays: relay r0 is killed, then a relayed PNode hosting work; the
+    PNodes r0 carried attach to r1, and the session ends bit-identical."""
     first, second = sorted(faults.sample(range(1, STEPS - 1), 2))
     session = start(fleet, vocab, {"p0": [OUTBOUND], "p1": [OUTBOUND], "p2": [OUTBOUND]}, ["r0", "r1"])
     r0, r1 = fleet.relay_id("r0"), fleet.relay_id("r1")
     carried = {r.id: set(r.pnodes) for r in fleet.client.list_relays()}
     assert carried[r0] and carried[r1], carried  # balanced: both carry PNodes
-    follow(fleet, session, {first: lambda: fleet.kill("r0"), second: lambda: fleet.kill("p2")})
-    assert_final_parameters(fleet, reference, f"relay r0 killed at step {first}, p2 at step {second}")
+    killed: list[str] = []
+
+    def kill_a_busy_pnode() -> None:
+        busy = sorted(fleet.name_of(p.id) for p in fleet.client.list_pnodes() if p.state == "alive" and p.vnodes)
+        killed.append(busy[-1])
+        fleet.kill(killed[0])
+
+    follow(fleet, session, {first: lambda: fleet.kill("r0"), second: kill_a_busy_pnode})
+    assert_final_parameters(fleet, reference, f"relay r0 killed at step {first}, {killed} at step {second}")
+    fleet.wait_for(lambda: killed[0] not in addresses(fleet), f"{killed[0]} being marked dead", 30)
     alive = addresses(fleet)
-    assert set(alive) == {"p0", "p1"}
+    assert set(alive) == {"p0", "p1", "p2"} - set(killed)
     relay_r1 = next(r.address for r in fleet.client.list_relays() if r.id == r1)
     assert all(a.startswith(f"{relay_r1}/") for a in alive.values()), alive  # r0's PNodes attached to r1
     fleet.wait_for(lambda: {r.id: r.state for r in fleet.client.list_relays()}[r0] == "dead",

@@ -167,18 +167,22 @@ class UnregisterPNodeResponse(_message.Message):
     def __init__(self, removed: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("id", "load", "memory_used_bytes", "vnodes", "refused_tasks")
+    __slots__ = ("id", "load", "memory_used_bytes", "vnodes", "refused_tasks", "paused", "compute_seconds")
     ID_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     VNODES_FIELD_NUMBER: _ClassVar[int]
     REFUSED_TASKS_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     load: float
     memory_used_bytes: int
     vnodes: _containers.RepeatedScalarFieldContainer[str]
     refused_tasks: int
-    def __init__(self, id: _Optional[str] = ..., load: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., vnodes: _Optional[_Iterable[str]] = ..., refused_tasks: _Optional[int] = ...) -> None: ...
+    paused: bool
+    compute_seconds: float
+    def __init__(self, id: _Optional[str] = ..., load: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., vnodes: _Optional[_Iterable[str]] = ..., refused_tasks: _Optional[int] = ..., paused: _Optional[bool] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("known", "certificate")

@@ -41,7 +41,7 @@ class ExportCheckpointRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., session_step: _Optional[int] = ..., has_step: _Optional[bool] = ...) -> None: ...
 
 class PNodeInfo(_message.Message):
-    __slots__ = ("id", "address", "state", "hardware", "vnodes", "load", "last_seen", "version", "name", "trusted", "charges", "quarantined_until", "quarantine_reason")
+    __slots__ = ("id", "address", "state", "hardware", "vnodes", "load", "last_seen", "version", "name", "trusted", "charges", "quarantined_until", "quarantine_reason", "compute_seconds", "paused")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,8 @@ class PNodeInfo(_message.Message):
     CHARGES_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_UNTIL_FIELD_NUMBER: _ClassVar[int]
     QUARANTINE_REASON_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     state: str
@@ -68,7 +70,9 @@ class PNodeInfo(_message.Message):
     charges: int
     quarantined_until: float
     quarantine_reason: str
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., hardware: _Optional[_Union[_node_pb2.Hardware, _Mapping]] = ..., vnodes: _Optional[_Iterable[str]] = ..., load: _Optional[float] = ..., last_seen: _Optional[float] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., name: _Optional[str] = ..., trusted: _Optional[bool] = ..., charges: _Optional[int] = ..., quarantined_until: _Optional[float] = ..., quarantine_reason: _Optional[str] = ...) -> None: ...
+    compute_seconds: float
+    paused: bool
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., hardware: _Optional[_Union[_node_pb2.Hardware, _Mapping]] = ..., vnodes: _Optional[_Iterable[str]] = ..., load: _Optional[float] = ..., last_seen: _Optional[float] = ..., version: _Optional[_Union[_common_pb2.ProtocolVersion, _Mapping]] = ..., name: _Optional[str] = ..., trusted: _Optional[bool] = ..., charges: _Optional[int] = ..., quarantined_until: _Optional[float] = ..., quarantine_reason: _Optional[str] = ..., compute_seconds: _Optional[float] = ..., paused: _Optional[bool] = ...) -> None: ...
 
 class ListPNodesResponse(_message.Message):
     __slots__ = ("pnodes",)

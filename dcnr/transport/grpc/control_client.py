@@ -89,7 +89,7 @@ def _pnode(p: orchestrator_pb2.PNodeInfo) -> PNodeInfo:
                      hardware=Hardware(cpu_cores=hw.cpu_cores, memory_bytes=hw.memory_bytes, device=hw.device,
                                        memory_budget_bytes=hw.memory_budget_bytes, threads=hw.threads),
                      trusted=p.trusted, charges=p.charges, quarantined_until=p.quarantined_until,
-                     quarantine_reason=p.quarantine_reason)
+                     quarantine_reason=p.quarantine_reason, compute_seconds=p.compute_seconds, paused=p.paused)
 
 
 def _validation_event(e: orchestrator_pb2.ValidationEventInfo) -> ValidationEventInfo:

@@ -85,9 +85,11 @@ class GrpcOrchestratorLink:
         reply = self._call(self.members.AssignRelay, node_pb2.AssignRelayRequest(id=pnode, avoid=avoid))
         return reply.relay, reply.address
 
-    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int) -> bytes:
+    def heartbeat(self, pnode: str, load: float, memory_used: int, vnodes: Sequence[str], refused: int,
+                  paused: bool = False, compute_seconds: float = 0.0) -> bytes:
         reply = self._call(self.members.HeartbeatPNode, node_pb2.HeartbeatRequest(
-            id=pnode, load=load, memory_used_bytes=memory_used, vnodes=list(vnodes), refused_tasks=refused))
+            id=pnode, load=load, memory_used_bytes=memory_used, vnodes=list(vnodes), refused_tasks=refused,
+            paused=paused, compute_seconds=compute_seconds))
         return bytes(reply.certificate)
 
     def unregister(self, pnode: str) -> None:

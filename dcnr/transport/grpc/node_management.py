@@ -129,7 +129,8 @@ class NodeManagementServicer(node_pb2_grpc.NodeManagementServiceServicer):
 
     def HeartbeatPNode(self, request: node_pb2.HeartbeatRequest,
                        context: grpc.ServicerContext) -> node_pb2.HeartbeatResponse:
-        renewed = self.members.heartbeat(self._own(request.id), request.load, current_caller().certificate)
+        renewed = self.members.heartbeat(self._own(request.id), request.load, current_caller().certificate,
+                                         request.paused, request.compute_seconds)
         return node_pb2.HeartbeatResponse(known=True, certificate=renewed)
 
     def ReportProgress(self, request: node_pb2.ProgressReport,

@@ -53,7 +53,8 @@ def _pnode(p: PNodeRecord | None, pnode_id: str, standing: Standing, hosted: lis
         major, minor, patch = (int(x) for x in str(hw.get("version", "0.0.0")).split("."))
         fields = {"address": p.address, "state": p.state, "load": p.load, "last_seen": p.last_seen,
                   "version": common_pb2.ProtocolVersion(major=major, minor=minor, patch=patch),
-                  "hardware": codec.hardware_message(hw), "name": str(hw.get("name", ""))}
+                  "hardware": codec.hardware_message(hw), "name": str(hw.get("name", "")),
+                  "compute_seconds": p.compute_seconds, "paused": p.paused}
     return pb.PNodeInfo(id=pnode_id, vnodes=sorted(hosted), trusted=standing.trusted, charges=standing.charges,
                         quarantined_until=standing.quarantined_until if quarantined else 0.0,
                         quarantine_reason=standing.reason if quarantined else "", **fields)
