@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import torch
 
 from dcnr import __version__
-from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc
 from dcnr.security.authorization import ORCHESTRATOR
 from dcnr.security.pki import PNODE_TLS_NAME
@@ -29,6 +27,11 @@ from dcnr.transport.grpc.errors import from_rpc_error, guarded
 from dcnr.transport.grpc.security import Authority, ChannelPool, Identity, add_tls_port, current_caller, secured
 from dcnr.transport.interfaces import SavedState
 from dcnr.transport.messages import Commitment, Evidence, Hop, LocalVNode, Placement, Received, Replay, Run
+
+if TYPE_CHECKING:
+    import torch
+
+    from dcnr.pnode.runtime import PNodeRuntime
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
 VNODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["VNodeService"].full_name
