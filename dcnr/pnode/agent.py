@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import random
-import re
 import socket
 import threading
 import time
@@ -26,6 +24,7 @@ import platformdirs
 import torch
 
 from dcnr.errors import DcnrError, InvalidArgument, NotFound, Unavailable
+from dcnr.pnode.hardware import compute_class, detect_hardware
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.proto.version import VERSION_TEXT
 from dcnr.security import pki
@@ -35,6 +34,8 @@ from dcnr.transport.grpc.pnode import DEFAULT_MAX_MESSAGE_BYTES, GrpcHopTranspor
 from dcnr.transport.grpc.security import Identity
 from dcnr.transport.messages import Membership
 from dcnr.validation.digest import sign_hop
+
+__all__ = ["PNode", "compute_class", "default_state_dir", "detect_hardware", "trusted_ca"]
 
 log = logging.getLogger("dcnr.pnode")
 
@@ -75,33 +76,6 @@ def _lock(state_dir: Path) -> IO[bytes]:
     return handle
 
 
-def detect_hardware(device: str, memory_budget: int | None, threads: int) -> dict[str, Any]:
-    """CPU cores, physical memory and the torch device (refusing one this machine lacks)."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available to torch on this machine")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps: no MPS device is available to torch on this machine")
-    if device not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device must be cpu, cuda or mps, got {device!r}")
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        memory = 0
-    budget = memory_budget if memory_budget is not None else (memory // 2 if memory else 4 * 2**30)
-    return {"cpu_cores": os.cpu_count() or 1, "memory_bytes": memory, "device": device,
-            "memory_budget_bytes": budget, "threads": threads, "compute_class": compute_class(device)}
-
-
-def compute_class(device: str) -> str:
-    """What decides whether two PNodes compute bit-identical results: torch's version, the device (the GPU's
-    model), the CPU instruction set torch dispatches to and its BLAS. Verifiers re-execute work of their own
-    class bit for bit (SPEC §12)."""
-    blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
-    isa = torch.backends.cpu.get_cpu_capability()
-    where = torch.cuda.get_device_name() if device == "cuda" else device
-    return f"torch {torch.__version__} / {where} / {isa} / {blas.group(1) if blas else 'unknown BLAS'}"
-
-
 class PNode:
     """One PNode: `start` enrols, serves and joins the fleet; `stop` leaves it cleanly."""
 
@@ -121,10 +95,10 @@ class PNode:
         self.name = name or socket.gethostname()
         self.ca_fingerprint = ca_fingerprint
         self.bind, self.port, self.advertise = bind, port, advertise
-        self.threads = threads or max(1, torch.get_num_threads())
         if threads is not None and threads < 1:
             raise ValueError(f"--threads must be at least 1, got {threads}")
-        self.hardware = detect_hardware(device, memory_budget, self.threads)
+        self.hardware = detect_hardware(device, memory_budget, threads, self.state_dir)
+        self.threads = int(self.hardware["threads"])
         self.heartbeat_interval = heartbeat_interval
         self.set_torch_threads = set_torch_threads
         self.device, self.task_timeout = device, task_timeout
