@@ -7,6 +7,10 @@ on every start it enrols for a short-lived certificate, serves behind mutual TLS
 registers (id, protocol version, address, hardware), heartbeats with its load (taking
 the renewed certificates heartbeats bring), registers again if the orchestrator forgot
 it, and unregisters when it stops. It must not decide where VNodes run: it asks.
+
+A PNode that hosts nothing stays light: it does not import torch, nor the node catalog.
+`dcnr.pnode.hardware` asks torch about the machine in a child process, and the runtime is
+made (torch loaded, its thread count set) when the first VNode arrives (`_make_runtime`).
 """
 
 from __future__ import annotations
@@ -18,14 +22,13 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import platformdirs
-import torch
 
 from dcnr.errors import DcnrError, InvalidArgument, NotFound, Unavailable
 from dcnr.pnode.hardware import compute_class, detect_hardware
-from dcnr.pnode.runtime import PNodeRuntime
+from dcnr.pnode.lazy import LazyRuntime
 from dcnr.proto.version import VERSION_TEXT
 from dcnr.security import pki
 from dcnr.storage.files import write_atomic
@@ -33,7 +36,9 @@ from dcnr.transport.grpc.link import GrpcOrchestratorLink, enroll
 from dcnr.transport.grpc.pnode import DEFAULT_MAX_MESSAGE_BYTES, GrpcHopTransport, pnode_channels, serve_pnode
 from dcnr.transport.grpc.security import Identity
 from dcnr.transport.messages import Membership
-from dcnr.validation.digest import sign_hop
+
+if TYPE_CHECKING:
+    from dcnr.pnode.runtime import PNodeRuntime
 
 __all__ = ["PNode", "compute_class", "default_state_dir", "detect_hardware", "trusted_ca"]
 
@@ -128,18 +133,10 @@ class PNode:
         return self.identity
 
     def start(self) -> None:
-        if self.set_torch_threads:
-            torch.set_num_threads(self.threads)
-        # the first optimizer of a process imports a lot of torch: do it now, not in the first step
-        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
         identity = self._until_reachable(self._enroll, deadline=time.monotonic() + REGISTER_WAIT)
         self.link = GrpcOrchestratorLink(self.peer_address, identity, self.max_message_bytes)
         self.hops = GrpcHopTransport(pnode_channels(identity, self.max_message_bytes))
-        self.runtime = PNodeRuntime(self.id, self.hops, self.link, self.device,
-                                    int(self.hardware["memory_budget_bytes"]), self.task_timeout,
-                                    signer=lambda network, run, key, digest: sign_hop(self.key, network, run, key,
-                                                                                      digest))
-        self.runtime.start()
+        self.runtime = LazyRuntime(self._make_runtime)
         self.server, port = serve_pnode(self.runtime, identity, f"{self.bind}:{self.port}",
                                         max_message_bytes=self.max_message_bytes)
         self.address = f"{self.advertise or self.bind}:{port}"
@@ -149,6 +146,22 @@ class PNode:
         self._beats.start()
         log.info("PNode %s (%s) serving at %s, joined %s", self.id, self.name, self.address, self.orchestrator,
                  extra={"pnode": self.id, "address": self.address})
+
+    def _make_runtime(self) -> PNodeRuntime:
+        """This PNode's runtime, made when the first VNode arrives: torch and the node catalog load here,
+        and torch's thread count is set before any compute."""
+        import torch
+
+        from dcnr.pnode.runtime import PNodeRuntime
+        from dcnr.validation.digest import sign_hop
+
+        if self.set_torch_threads:
+            torch.set_num_threads(self.threads)
+        # the first optimizer of a process imports a lot of torch: do it now, not in the first step
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+        return PNodeRuntime(self.id, self.hops, self.link, self.device, int(self.hardware["memory_budget_bytes"]),
+                            self.task_timeout,
+                            signer=lambda network, run, key, digest: sign_hop(self.key, network, run, key, digest))
 
     def _until_reachable(self, attempt: Any, deadline: float) -> Any:
         """`attempt()` until the orchestrator answers (Unavailable is retried until `deadline`)."""
@@ -177,9 +190,7 @@ class PNode:
         wait, failures = self.heartbeat_interval, 0
         while not self._stop.wait(wait):
             try:
-                renewed = self.link.heartbeat(self.id, self.runtime.queued(), self.runtime.host.memory_used,
-                                              [f"{net}/{v.id}" for net, v in self.runtime.host.local()],
-                                              int(self.runtime.stats["refused"]))
+                renewed = self.link.heartbeat(self.id, *self.runtime.usage())
                 if renewed:
                     assert self.identity is not None
                     creds = self.identity.creds
