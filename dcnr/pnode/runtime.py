@@ -108,6 +108,7 @@ class _Ledger:
     received: dict[str, dict[str, Received]] = field(default_factory=dict)
     inputs: dict[str, list[Hop]] = field(default_factory=dict)  # VNode -> the hops it received
     outputs: dict[str, list[Hop]] = field(default_factory=dict)  # VNode -> the hops it sent
+    reported: list[Any] = field(default_factory=list)  # values reported to the orchestrator, kept like `outputs`
     before: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # state as the run found it
     committed: bool = False  # the update ran: `before` is complete
     digests: dict[tuple[Any, ...], str] = field(default_factory=dict)  # a tensor's identity -> its digest
@@ -472,6 +473,7 @@ class PNodeRuntime:
         """Note what `vnode` sends, to be hashed off the compute thread: a reported value or a colocated hop by
         the committer, a hop to another PNode by the outbox (`_seal`) just before it leaves."""
         if isinstance(msg, Report):
+            ledger.reported.append(msg.value)  # alive until the run ends: no other tensor takes its digest
             self._hashing.put((ledger, vnode, hop_key(msg.micro_batch, "out", msg.vnode, msg.slot), msg.value, ""))
             return
         ledger.outputs.setdefault(vnode, []).append(msg)
@@ -487,7 +489,7 @@ class PNodeRuntime:
         found = ledger.digests.get(key) if key is not None else None
         if found is None:
             found = value_digest(value)
-            if key is not None:  # the tensor stays alive in the ledger's evidence: its address is not reused
+            if key is not None:  # the tensor stays alive in the ledger: its address is not reused
                 ledger.digests[key] = found
         self.stats["commit_seconds"] += time.perf_counter() - started
         return found
