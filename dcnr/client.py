@@ -29,9 +29,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from dcnr.errors import DcnrError, InvalidArgument
 from dcnr.security import config as client_config
@@ -56,6 +54,9 @@ from dcnr.transport.control import (
     VocabularyInfo,
 )
 from dcnr.transport.grpc.control_client import GrpcControl
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ChatChunk", "CheckpointInfo", "Client", "DatasetInfo", "DatasetSample", "Hardware", "Health",
            "NetworkInfo", "NetworkPlacement", "PNodeInfo", "Placement", "RelayInfo", "SessionInfo", "StepEvent",

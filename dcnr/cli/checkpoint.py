@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import typer
 
-from dcnr.artifact import artifact_metadata
 from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, connect, table
 
 
@@ -36,6 +35,8 @@ def checkpoint_export(session_id: Annotated[str, typer.Argument(help="Session id
                       orchestrator: Orchestrator = DEFAULT) -> None:
     """Write a checkpoint as one artifact: parameters keyed <node_id>.<param>, optimizer state, the network
     YAML, training config and dataset hash. `dcnr network import` and `LocalExecutor.from_artifact` read it."""
+    from dcnr.artifact import artifact_metadata
+
     with connect(orchestrator) as c:
         c.export_checkpoint(session_id, out_path, session_step=step)
     meta = artifact_metadata(out_path.read_bytes())

@@ -25,9 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dcnr.cluster import LocalCluster
-from dcnr.data import read_corpus, stdlib_corpus, train_vocabulary
 from dcnr.errors import Aborted
-from dcnr.spec.transformer import tiny_lm
 
 console = Console(stderr=True, soft_wrap=True)
 PNODES = 2
@@ -52,6 +50,9 @@ def demo(
 ) -> None:
     """Start a local cluster (orchestrator + 2 PNodes), train the tiny LM on Python's own source code
     (or --corpus) through a session, and stream a sample."""
+    from dcnr.data import read_corpus, stdlib_corpus, train_vocabulary
+    from dcnr.spec.transformer import tiny_lm
+
     if batch_size % micro_batches:
         raise ValueError(f"--batch-size {batch_size} must be a multiple of --micro-batches {micro_batches}")
     max_bytes = int(corpus_mb * 1_000_000)

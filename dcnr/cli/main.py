@@ -2,7 +2,9 @@
 
 Every command is listed once in `COMMANDS` (its group, its name, the function in its
 group's module); `build_app` turns the table into the `dcnr` command. No command
-module imports this one, and importing a module registers nothing.
+module imports this one, and importing a module registers nothing. Every command module
+is imported to build the command, so none imports torch, the node catalog or the runtime
+at the top: the commands that need them import them, and `dcnr pnode` starts light.
 
 A command that fails prints one line and exits with the code of its error class
 (`dcnr.errors`: 2 for a user error, 1 for a runtime failure, 130 for Ctrl-C); a

@@ -12,10 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dcnr.artifact import artifact_metadata
 from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, connect, out, table
 from dcnr.client import NetworkInfo
-from dcnr.spec.loader import load_network
 
 File = Annotated[Path, typer.Argument(help="Network YAML file.")]
 Name = Annotated[str, typer.Argument(help="Network name.")]
@@ -26,6 +24,8 @@ Name = Annotated[str, typer.Argument(help="Network name.")]
 def network_validate(file: File) -> None:
     """Validate a network file: every problem is printed, one per line (exit 2 if any); warnings
     (keys set to no effect) go to stderr, one per line, and still exit 0."""
+    from dcnr.spec.loader import load_network
+
     spec = load_network(file)
     for line in spec.warnings:
         print(f"warning: {line}", file=sys.stderr)  # verbatim, like problems: one line each
@@ -42,6 +42,8 @@ def network_analyze(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
 ) -> None:
     """Per node: type, input/output shapes (no batch axis) and parameter count, with totals."""
+    from dcnr.spec.loader import load_network
+
     spec = load_network(file)
     rows: list[dict[str, Any]] = []
     for nid, node in spec.nodes.items():
@@ -133,6 +135,8 @@ def network_export(name: Name,
                    orchestrator: Orchestrator = DEFAULT) -> None:
     """Download every parameter and optimizer state as one safetensors file. A network trained under
     validation gives its newest verified checkpoint (see `dcnr validation list`) unless --live."""
+    from dcnr.artifact import artifact_metadata
+
     with connect(orchestrator) as c:
         c.export_network(name, output, live=live)
     meta = artifact_metadata(output.read_bytes())

@@ -272,7 +272,8 @@ def join(
         max_memory=None if no_cap or max_memory is None else logs.parse_size(max_memory),
         max_threads=max_threads or None,
     ).without(*(["max_memory"] if no_cap else []), *(["max_threads"] if max_threads == 0 else []))
-    sizing = size(settings)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sizing = size(settings, directory)
     bind, advertised = listen_address(settings)
 
     def joined(node: Any) -> None:

@@ -133,10 +133,13 @@ class Members:
         this orchestrator does not probe)."""
         if not self.probe_addresses:
             return ""
+        self.fleet.admissible(member)  # a malformed address or a live duplicate is refused, not probed
         try:
-            self.fleet.connector.pnode(member.address).health(PROBE_TIMEOUT)
+            answered = self.fleet.connector.pnode(member.address).health(PROBE_TIMEOUT)
         except DcnrError as exc:
             return f"this orchestrator cannot reach PNode {member.id} at {member.address} ({exc})"
+        if answered != member.id:  # another PNode's address: taking it would send its work there
+            return f"at {member.address} this orchestrator reaches {answered or 'something else'}, not {member.id}"
         return ""
 
     def register(self, member: Membership) -> None:

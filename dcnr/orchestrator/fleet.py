@@ -65,20 +65,26 @@ class Fleet:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="deploy")
 
     # -- membership --------------------------------------------------------------------------
+    def admissible(self, member: Membership) -> PNodeRecord | None:
+        """The PNode's record if it has one; ValueError for a malformed id or address, AlreadyExists while a
+        PNode of that id is alive."""
+        if not member.id:
+            raise ValueError("a PNode needs a non-empty id")
+        if not member.address or ":" not in member.address:
+            raise ValueError(f"PNode {member.id!r}: address must be host:port, got {member.address!r}")
+        try:
+            old = self.store.get_pnode(member.id)
+        except NotFound:
+            return None
+        if old.state == "alive" and not self._overdue(old):
+            raise AlreadyExists(f"PNode {member.id!r} is already registered and alive at {old.address}; "
+                                "start it with another id, or wait until it is marked dead")
+        return old
+
     def register(self, member: Membership) -> None:
         pnode_id, address, hardware, version = member.id, member.address, member.hardware, member.version
-        if not pnode_id:
-            raise ValueError("a PNode needs a non-empty id")
-        if not address or ":" not in address:
-            raise ValueError(f"PNode {pnode_id!r}: address must be host:port, got {address!r}")
         with self._placing, self._lock:  # no placement sees half a change
-            try:
-                old = self.store.get_pnode(pnode_id)
-            except NotFound:
-                old = None
-            if old is not None and old.state == "alive" and not self._overdue(old):
-                raise AlreadyExists(f"PNode {pnode_id!r} is already registered and alive at {old.address}; "
-                                    "start it with another id, or wait until it is marked dead")
+            old = self.admissible(member)
             if old is not None:
                 self._forget_placements(pnode_id)  # a restarted PNode holds none of its old VNodes
             self._forget_told(pnode_id)

@@ -17,6 +17,10 @@ it (`dcnr.transport.grpc.relay.RelayLink`) that carries the calls for it and the
 sends, and registers the address "relay-host:port/ID". When that stream breaks, its work is
 dropped and it leaves the fleet (the orchestrator re-places its VNodes, as for a dead PNode),
 then attaches again (another relay if it can) with backoff and jitter, and registers again.
+
+A PNode that hosts nothing stays light: it does not import torch, nor the node catalog.
+`dcnr.pnode.hardware` asks torch about the machine in a child process, and the runtime is
+made (torch loaded, its thread count set) when the first VNode arrives (`_make_runtime`).
 """
 
 from __future__ import annotations
@@ -24,20 +28,18 @@ from __future__ import annotations
 import fcntl
 import functools
 import logging
-import os
 import random
-import re
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import platformdirs
-import torch
 
 from dcnr.errors import DcnrError, InvalidArgument, NotFound, Unavailable, Unreachable
-from dcnr.pnode.runtime import PNodeRuntime
+from dcnr.pnode.hardware import compute_class, detect_hardware
+from dcnr.pnode.lazy import LazyRuntime
 from dcnr.pnode.status import LOCK_FILE, PAUSE_POLL, StatusWriter, pause_requested
 from dcnr.proto.version import VERSION_TEXT
 from dcnr.security import pki
@@ -53,7 +55,11 @@ from dcnr.transport.grpc.pnode import (
 from dcnr.transport.grpc.relay import RelayedHopTransport, RelayLink, method_handlers
 from dcnr.transport.grpc.security import Identity
 from dcnr.transport.messages import Membership
-from dcnr.validation.digest import sign_hop
+
+if TYPE_CHECKING:
+    from dcnr.pnode.runtime import PNodeRuntime
+
+__all__ = ["PNode", "compute_class", "default_state_dir", "detect_hardware", "trusted_ca"]
 
 log = logging.getLogger("dcnr.pnode")
 
@@ -97,33 +103,6 @@ def _lock(state_dir: Path) -> IO[bytes]:
     return handle
 
 
-def detect_hardware(device: str, memory_budget: int | None, threads: int) -> dict[str, Any]:
-    """CPU cores, physical memory and the torch device (refusing one this machine lacks)."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available to torch on this machine")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps: no MPS device is available to torch on this machine")
-    if device not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device must be cpu, cuda or mps, got {device!r}")
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        memory = 0
-    budget = memory_budget if memory_budget is not None else (memory // 2 if memory else 4 * 2**30)
-    return {"cpu_cores": os.cpu_count() or 1, "memory_bytes": memory, "device": device,
-            "memory_budget_bytes": budget, "threads": threads, "compute_class": compute_class(device)}
-
-
-def compute_class(device: str) -> str:
-    """What decides whether two PNodes compute bit-identical results: torch's version, the device (the GPU's
-    model), the CPU instruction set torch dispatches to and its BLAS. Verifiers re-execute work of their own
-    class bit for bit (SPEC §12)."""
-    blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
-    isa = torch.backends.cpu.get_cpu_capability()
-    where = torch.cuda.get_device_name() if device == "cuda" else device
-    return f"torch {torch.__version__} / {where} / {isa} / {blas.group(1) if blas else 'unknown BLAS'}"
-
-
 class PNode:
     """One PNode: `start` enrols, serves and joins the fleet; `stop` leaves it cleanly."""
 
@@ -144,10 +123,10 @@ class PNode:
         self.name = name or socket.gethostname()
         self.ca_fingerprint = ca_fingerprint
         self.bind, self.port, self.advertise = bind, port, advertise
-        self.threads = threads or max(1, torch.get_num_threads())
         if threads is not None and threads < 1:
             raise ValueError(f"--threads must be at least 1, got {threads}")
-        self.hardware = detect_hardware(device, memory_budget, self.threads)
+        self.hardware = detect_hardware(device, memory_budget, threads, self.state_dir)
+        self.threads = int(self.hardware["threads"])
         self.heartbeat_interval = heartbeat_interval
         self.set_torch_threads = set_torch_threads
         self.device, self.task_timeout = device, task_timeout
@@ -193,21 +172,13 @@ class PNode:
         return self.identity
 
     def start(self) -> None:
-        if self.set_torch_threads:
-            torch.set_num_threads(self.threads)
-        # the first optimizer of a process imports a lot of torch: do it now, not in the first step
-        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
         identity = self._until_reachable(self._enroll, deadline=time.monotonic() + REGISTER_WAIT)
         self.link = GrpcOrchestratorLink(self.peer_address, identity, self.max_message_bytes)
         relayed = RelayedHopTransport(lambda: self.relay_link)
         self.hops = (relayed if self.outbound_only else
                      GrpcHopTransport(pnode_channels(identity, self.max_message_bytes)))
-        self.runtime = PNodeRuntime(self.id, self.hops, self.link, self.device,
-                                    int(self.hardware["memory_budget_bytes"]), self.task_timeout,
-                                    signer=lambda network, run, key, digest: sign_hop(self.key, network, run, key,
-                                                                                      digest))
-        self.runtime.start()
-        self._services = pnode_services(self.runtime)
+        self.runtime = LazyRuntime(self._make_runtime)
+        self._services = pnode_services(self.runtime, self.id)
         self.paused = pause_requested(self.state_dir)
         if self.paused:
             log.info("starting paused (`dcnr pnode resume` lets it take work)")
@@ -222,7 +193,9 @@ class PNode:
                 self.server.stop(0).wait()
                 self.server = None
                 self.hops.close()
-                self.hops = self.runtime.hops = relayed
+                self.hops = relayed
+                if self.runtime.made is not None:  # (made only when a VNode arrived meanwhile)
+                    self.runtime.made.hops = relayed
                 self.outbound_only = True
         if interval is None:
             interval = self._attach(avoid="", deadline=deadline)
@@ -235,6 +208,22 @@ class PNode:
         log.info("PNode %s (%s) %s at %s, joined %s", self.id, self.name,
                  f"relayed by {self.relay}" if self.relay else "serving", self.address, self.orchestrator,
                  extra={"pnode": self.id, "address": self.address})
+
+    def _make_runtime(self) -> PNodeRuntime:
+        """This PNode's runtime, made when the first VNode arrives: torch and the node catalog load here,
+        and torch's thread count is set before any compute."""
+        import torch
+
+        from dcnr.pnode.runtime import PNodeRuntime
+        from dcnr.validation.digest import sign_hop
+
+        if self.set_torch_threads:
+            torch.set_num_threads(self.threads)
+        # the first optimizer of a process imports a lot of torch: do it now, not in the first step
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+        return PNodeRuntime(self.id, self.hops, self.link, self.device, int(self.hardware["memory_budget_bytes"]),
+                            self.task_timeout,
+                            signer=lambda network, run, key, digest: sign_hop(self.key, network, run, key, digest))
 
     def _until_reachable(self, attempt: Any, deadline: float) -> Any:
         """`attempt()` until the orchestrator answers (Unavailable is retried until `deadline`)."""
@@ -324,9 +313,10 @@ class PNode:
 
     def compute_seconds(self) -> float:
         """Seconds this PNode spent computing VNodes and verifying others' work since it started."""
-        if self.runtime is None:
+        runtime = self.runtime.made if self.runtime is not None else None
+        if runtime is None:  # not made yet: nothing computed
             return 0.0
-        return float(self.runtime.stats["busy_seconds"] + self.runtime.stats["verify_seconds"])
+        return float(runtime.stats["busy_seconds"] + runtime.stats["verify_seconds"])
 
     def _until_beat(self, wait: float) -> bool:
         """Wait `wait` seconds for the next heartbeat, or less when the volunteer pauses or resumes this PNode
@@ -355,8 +345,9 @@ class PNode:
             self.paused_since = time.time() if paused else 0.0
             log.info("paused: no new work until `dcnr pnode resume`" if paused else "resumed: taking work again")
         self.told_paused = paused
-        if paused and self.runtime.host.networks():
-            hosted = len(self.runtime.host.local())
+        runtime = self.runtime.made
+        if paused and runtime is not None and runtime.host.networks():
+            hosted = len(runtime.host.local())
             self.runtime.forget_all()
             log.info("handed back %d VNode(s)", hosted)
         self.status.poke()
@@ -369,9 +360,7 @@ class PNode:
         while not self._until_beat(wait):
             try:
                 paused = self.paused
-                renewed = self.link.heartbeat(self.id, self.runtime.queued(), self.runtime.host.memory_used,
-                                              [f"{net}/{v.id}" for net, v in self.runtime.host.local()],
-                                              int(self.runtime.stats["refused"]), paused=paused,
+                renewed = self.link.heartbeat(self.id, *self.runtime.usage(), paused=paused,
                                               compute_seconds=self.compute_seconds() - self._compute_base)
                 self._beaten(paused)
                 if renewed:

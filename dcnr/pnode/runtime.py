@@ -90,6 +90,7 @@ T = TypeVar("T")
 Signer = Callable[[str, str, str, str], bytes]  # (network, run, hop key, digest) -> this PNode's signature
 SEND_ATTEMPTS = 4  # a hop to an unreachable PNode is retried this often before the run fails
 BUSY_ATTEMPTS = 8  # a hop refused for want of room: the peer is alive and drains, so it gets longer (~9 s)
+Usage = tuple[float, int, list[str], int]  # queued hops, memory of hosted VNodes, their "network/vnode", refusals
 
 
 @dataclass
@@ -192,6 +193,12 @@ class PNodeRuntime:
     def queued(self) -> float:
         """Queued work per compute thread: what heartbeats report."""
         return float(self._work.qsize())
+
+    def usage(self) -> Usage:
+        """What heartbeats report: queued work, the estimated memory of the hosted VNodes, their names
+        (network/VNode) and how many tasks were refused."""
+        return (self.queued(), self.host.memory_used, [f"{net}/{v.id}" for net, v in self.host.local()],
+                int(self.stats["refused"]))
 
     def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
         """Run `fn` on the compute thread (between two VNode computations) and return its result."""

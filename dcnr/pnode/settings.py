@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dcnr.errors import InvalidArgument
+from dcnr.pnode.hardware import torch_facts
 from dcnr.storage.files import write_atomic
 
 SETTINGS_FILE = "join.json"
@@ -103,13 +102,11 @@ class Sizing:
     reason: str
 
 
-def detect_device() -> str:
-    """cuda when torch sees a CUDA device, else mps when it sees an Apple GPU, else cpu."""
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+def detect_device(state_dir: Path | None = None) -> str:
+    """cuda when torch sees a CUDA device, else mps when it sees an Apple GPU, else cpu (torch is asked in a
+    child process: a joining PNode loads it only when its first VNode arrives)."""
+    facts = torch_facts("cpu", state_dir)
+    return "cuda" if facts["cuda"] else "mps" if facts["mps"] else "cpu"
 
 
 def usable_cpus() -> int:
@@ -138,10 +135,12 @@ def available_memory() -> int:
     return 0
 
 
-def size(settings: JoinSettings) -> Sizing:
+def size(settings: JoinSettings, state_dir: Path | None = None) -> Sizing:
     """Device, memory budget and threads for this machine now, within the settings' caps."""
-    device = detect_device() if settings.device == "auto" else settings.device
+    device = detect_device(state_dir) if settings.device == "auto" else settings.device
     if device == "cuda":
+        import torch  # a GPU's free memory: only torch knows (a CUDA PNode loads it for its first VNode anyway)
+
         free, _ = torch.cuda.mem_get_info()
         budget, share = int(free * GPU_SHARE), f"{GPU_SHARE:.0%} of the GPU's {_gib(free)} free"
     else:

@@ -93,8 +93,9 @@ def state_of(node: PNode) -> str:
 def snapshot(node: PNode) -> dict[str, Any]:
     """The status of a `dcnr.pnode.agent.PNode`: who it is, where it is connected, what it holds now and what it
     did since it started (compute: VNodes and verification; bytes: tensor data of hops in and out)."""
-    stats: dict[str, float] = dict(node.runtime.stats) if node.runtime is not None else {}
-    hosted = [f"{net}/{v.id}" for net, v in node.runtime.host.local()] if node.runtime is not None else []
+    runtime = node.runtime.made if node.runtime is not None else None  # not made yet: an idle PNode stays light
+    stats: dict[str, float] = dict(runtime.stats) if runtime is not None else {}
+    hosted = [f"{net}/{v.id}" for net, v in runtime.host.local()] if runtime is not None else []
     return {
         "format": STATUS_FORMAT,
         "pid": os.getpid(),
@@ -109,7 +110,7 @@ def snapshot(node: PNode) -> dict[str, Any]:
         "device": node.hardware["device"],
         "threads": node.threads,
         "memory_budget_bytes": int(node.hardware["memory_budget_bytes"]),
-        "memory_used_bytes": int(node.runtime.host.memory_used) if node.runtime is not None else 0,
+        "memory_used_bytes": int(runtime.host.memory_used) if runtime is not None else 0,
         "vnodes": hosted,
         "steps": int(stats.get("steps", 0)),
         "micro_batches": int(stats.get("micro_batches", 0)),

@@ -17,13 +17,14 @@ classes: `Unavailable` / `DeadlineExceeded` when a peer cannot be reached in tim
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
-
-import torch
+from typing import TYPE_CHECKING, Protocol
 
 from dcnr.transport.messages import Commitment, Evidence, Hop, LocalVNode, Membership, Placement, Replay, Report, Run
 
-SavedState = tuple[dict[str, torch.Tensor], int]  # a VNode's state tensors and its step
+if TYPE_CHECKING:
+    import torch
+
+SavedState = tuple[dict[str, "torch.Tensor"], int]  # a VNode's state tensors and its step
 
 
 class PNodeClient(Protocol):
@@ -35,8 +36,8 @@ class PNodeClient(Protocol):
 
     def begin_run(self, run: Run) -> None: ...
 
-    def health(self, timeout: float) -> None:
-        """Nothing if the PNode answers within `timeout` s (the orchestrator's probe at registration)."""
+    def health(self, timeout: float) -> str:
+        """The id the PNode answers with within `timeout` s (the orchestrator's probe at registration)."""
         ...
 
     def check_finite(self, network: str) -> bool:

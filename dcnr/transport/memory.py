@@ -81,8 +81,8 @@ class MemoryPNodeClient:
     def begin_run(self, run: Run) -> None:
         self._rt().begin_run(run)
 
-    def health(self, timeout: float) -> None:
-        self._rt()  # Unavailable for an address nobody serves
+    def health(self, timeout: float) -> str:
+        return self._rt().id  # Unavailable for an address nobody serves
 
     def check_finite(self, network: str) -> bool:
         return self._rt().check_finite(network)

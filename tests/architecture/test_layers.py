@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "dcnr"
@@ -54,3 +57,15 @@ def test_the_pnode_and_the_orchestrator_do_not_import_each_other() -> None:
         for path in sorted((PACKAGE / here).glob("*.py")):
             offenders += [f"{path.relative_to(PACKAGE)}: {m}" for m in sorted(imports(path)) if m.startswith(other)]
     assert not offenders, "\n".join(offenders)
+
+
+def test_the_cli_and_an_idle_pnode_import_no_tensor_library() -> None:
+    """`dcnr pnode` imports the CLI and the PNode's agent; neither may load torch (or numpy, tokenizers,
+    safetensors): they come with the first VNode (`PNode._make_runtime`), or inside the command that needs them."""
+    code = ("import sys, dcnr.cli.main, dcnr.pnode.agent, dcnr.runtime.allocator\n"
+            "print(' '.join(m for m in ('torch', 'numpy', 'tokenizers', 'safetensors') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (
+                              str(PACKAGE.parent), os.environ.get("PYTHONPATH"))))})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [], f"loaded on import: {done.stdout.strip()} (python -X importtime shows who)"

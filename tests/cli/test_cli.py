@@ -185,3 +185,15 @@ def test_demo_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
             proc.kill()
     assert _processes_mentioning(address) == [] and _processes_mentioning(str(state)) == []
     assert not state.exists()
+
+
+def test_a_pnode_on_a_device_this_machine_lacks_is_a_user_error(tmp_path: Path) -> None:
+    """Asked of torch in a child process (the PNode itself has not loaded it): the same one line as ever."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    res = dcnr("pnode", "--device", "cuda", "--state-dir", str(tmp_path / "p"),
+               "--ca-fingerprint", "SHA256:" + "0" * 64)
+    assert (res.returncode, res.stderr) == (2, "error: --device cuda: no CUDA device is available to torch on this "
+                                               "machine\n"), res.stderr

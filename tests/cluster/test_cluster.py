@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ import dcnr
 from dcnr.proto.v2 import node_pb2, orchestrator_pb2
 from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.codec import version_message
+from dcnr.transport.grpc.pnode import serve_pnode
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -33,9 +35,11 @@ def forward(cluster: Cluster, tokens: torch.Tensor) -> torch.Tensor:
 def test_silent_pnode_is_marked_dead_after_three_missed_heartbeats(cluster_factory: Callable[..., Cluster]) -> None:
     cluster = cluster_factory(0, heartbeat_interval=0.2)
     silent = cluster.stranger_id  # a PNode with a certificate that registers and never beats
+    server, port = serve_pnode(cast(Any, None), cluster.stranger)  # answers the registration's probe as it
     cluster.nodes.RegisterPNode(node_pb2.RegisterPNodeRequest(
-        id=silent, version=version_message(), address="127.0.0.1:1", hardware=node_pb2.Hardware(cpu_cores=1)),
+        id=silent, version=version_message(), address=f"127.0.0.1:{port}", hardware=node_pb2.Hardware(cpu_cores=1)),
         timeout=10)
+    server.stop(0)
     started = time.monotonic()
     states = lambda: {p.id: p.state for p in cluster.control.ListPNodes(orchestrator_pb2.ListRequest()).pnodes}  # noqa: E731
     assert states() == {silent: "alive"}

@@ -17,7 +17,7 @@ GiB = 2**30
 @pytest.fixture()
 def machine(monkeypatch: pytest.MonkeyPatch) -> None:
     """A CPU-only machine with 8 usable CPUs and 16 GiB available."""
-    monkeypatch.setattr(sizing, "detect_device", lambda: "cpu")
+    monkeypatch.setattr(sizing, "detect_device", lambda state_dir=None: "cpu")
     monkeypatch.setattr(sizing, "usable_cpus", lambda: 8)
     monkeypatch.setattr(sizing, "available_memory", lambda: 16 * GiB)
 

@@ -77,11 +77,13 @@ class HealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HealthResponse(_message.Message):
-    __slots__ = ("status", "version", "software_version")
+    __slots__ = ("status", "version", "software_version", "id")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     status: str
     version: ProtocolVersion
     software_version: str
-    def __init__(self, status: _Optional[str] = ..., version: _Optional[_Union[ProtocolVersion, _Mapping]] = ..., software_version: _Optional[str] = ...) -> None: ...
+    id: str
+    def __init__(self, status: _Optional[str] = ..., version: _Optional[_Union[ProtocolVersion, _Mapping]] = ..., software_version: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...

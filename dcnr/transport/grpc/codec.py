@@ -6,33 +6,28 @@ anything (a dtype of `DTYPES`, at most `MAX_RANK` non-negative axes, an extent o
 most `MAX_ELEMENTS`, exactly as many bytes as dtype and shape need), so a bad message
 is a `CodecError` (answered as INVALID_ARGUMENT), never a crash, a huge empty tensor
 or an unpickle. Whether a value fits the slot it is sent to is the PNode's check.
+
+torch is imported by the first tensor converted, not with this module: every gRPC client
+and server of ours imports this module, and a process that moves no tensor (a PNode that
+hosts nothing yet, most CLI commands) should not pay for loading torch.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from dcnr.errors import InvalidArgument
 from dcnr.proto.v2 import common_pb2, node_pb2
 from dcnr.proto.version import PROTOCOL_VERSION, check_compatible
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-    "int64": torch.int64,
-    "int32": torch.int32,
-    "int16": torch.int16,
-    "int8": torch.int8,
-    "uint8": torch.uint8,
-    "bool": torch.bool,
-}
-NAMES = {dtype: name for name, dtype in DTYPES.items()}
+if TYPE_CHECKING:
+    import torch
+
+# the dtypes that travel, by their torch names; `DTYPES` maps them to torch dtypes, `NAMES` back
+DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 MAX_RANK = 16
 # elements of one tensor, and its extent with empty axes counted as one: no message (< 2 GiB) carries
 # more, and an empty [0, 60000, 60000] must not pass for small (a node may allocate [60000, 60000] for it)
@@ -43,10 +38,33 @@ class CodecError(InvalidArgument):
     """A message does not describe a valid tensor or value."""
 
 
+@functools.cache
+def _dtypes() -> dict[str, torch.dtype]:
+    import torch
+
+    return {name: getattr(torch, name) for name in DTYPE_NAMES}
+
+
+@functools.cache
+def _names() -> dict[torch.dtype, str]:
+    return {dtype: name for name, dtype in _dtypes().items()}
+
+
+def __getattr__(name: str) -> Any:
+    """`DTYPES` and `NAMES`, made (importing torch) when first asked for."""
+    if name == "DTYPES":
+        return _dtypes()
+    if name == "NAMES":
+        return _names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def encode_tensor(t: torch.Tensor) -> common_pb2.Tensor:
-    name = NAMES.get(t.dtype)
+    import torch
+
+    name = _names().get(t.dtype)
     if name is None:
-        raise CodecError(f"dtype {t.dtype} cannot travel; supported: {', '.join(DTYPES)}")
+        raise CodecError(f"dtype {t.dtype} cannot travel; supported: {', '.join(DTYPE_NAMES)}")
     t = t.detach().to("cpu").contiguous()
     if t.numel() == 0:
         return common_pb2.Tensor(dtype=name, shape=list(t.shape), data=b"")
@@ -57,9 +75,11 @@ def encode_tensor(t: torch.Tensor) -> common_pb2.Tensor:
 
 
 def decode_tensor(msg: common_pb2.Tensor) -> torch.Tensor:
-    dtype = DTYPES.get(msg.dtype)
+    import torch
+
+    dtype = _dtypes().get(msg.dtype)
     if dtype is None:
-        raise CodecError(f"unknown dtype {msg.dtype!r}; supported: {', '.join(DTYPES)}")
+        raise CodecError(f"unknown dtype {msg.dtype!r}; supported: {', '.join(DTYPE_NAMES)}")
     shape = list(msg.shape)
     if len(shape) > MAX_RANK or any(d < 0 for d in shape):
         raise CodecError(f"invalid shape {shape}: at most {MAX_RANK} non-negative axes")
@@ -79,6 +99,8 @@ def decode_tensor(msg: common_pb2.Tensor) -> torch.Tensor:
 
 def encode_value(value: Any) -> common_pb2.Value:
     """A tensor, or a list of strings (text for tokenizer nodes)."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         return common_pb2.Value(tensor=encode_tensor(value))
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import torch
 
 from dcnr import __version__
-from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.proto.v2 import common_pb2, node_pb2, node_pb2_grpc
+from dcnr.security import pki
 from dcnr.security.authorization import ORCHESTRATOR
 from dcnr.security.pki import PNODE_TLS_NAME
 from dcnr.transport.grpc import codec
@@ -29,6 +28,11 @@ from dcnr.transport.grpc.errors import from_rpc_error, guarded
 from dcnr.transport.grpc.security import Authority, ChannelPool, Identity, add_tls_port, current_caller, secured
 from dcnr.transport.interfaces import SavedState
 from dcnr.transport.messages import Commitment, Evidence, Hop, LocalVNode, Placement, Received, Replay, Run
+
+if TYPE_CHECKING:
+    import torch
+
+    from dcnr.pnode.runtime import PNodeRuntime
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
 VNODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["VNodeService"].full_name
@@ -149,8 +153,9 @@ def _sender() -> str:
 class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
     """The step protocol. Hop handlers check, decode and enqueue; the compute thread does the work."""
 
-    def __init__(self, runtime: PNodeRuntime) -> None:
+    def __init__(self, runtime: PNodeRuntime, pnode_id: str) -> None:
         self.runtime = runtime
+        self.pnode_id = pnode_id
 
     def PlaceNetwork(self, request: node_pb2.PlaceNetworkRequest,
                      context: grpc.ServicerContext) -> node_pb2.PlaceNetworkResponse:
@@ -215,7 +220,7 @@ class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
 
     def Health(self, request: common_pb2.HealthRequest, context: grpc.ServicerContext) -> common_pb2.HealthResponse:
         return common_pb2.HealthResponse(status="serving", version=codec.version_message(),
-                                         software_version=__version__)
+                                         software_version=__version__, id=self.pnode_id)
 
 
 class PNodeServicer(node_pb2_grpc.PNodeServiceServicer):
@@ -239,11 +244,11 @@ class PNodeServicer(node_pb2_grpc.PNodeServiceServicer):
         return node_pb2.DropLocalVNodeResponse(dropped=self.runtime.drop(request.network, request.vnode))
 
 
-def pnode_services(runtime: PNodeRuntime) -> Callable[[Any], None]:
+def pnode_services(runtime: PNodeRuntime, pnode_id: str) -> Callable[[Any], None]:
     """What adds a PNode's services to a server, each call checked against the authorization table (a server
     of its own, or a relay link that runs the calls a relay forwards)."""
     authority = Authority(relayed=True)  # certificates only; relays deliver hops of the PNodes attached to them
-    vnodes = guarded(secured(VNodeServicer(runtime), VNODE_SERVICE, authority))
+    vnodes = guarded(secured(VNodeServicer(runtime, pnode_id), VNODE_SERVICE, authority))
     admin = guarded(secured(PNodeServicer(runtime), PNODE_SERVICE, authority))
 
     def register(server: Any) -> None:
@@ -258,7 +263,7 @@ def serve_pnode(runtime: PNodeRuntime, identity: Identity, address: str = "127.0
     each call is checked against the authorization table); returns it and the bound port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pnode-rpc"),
                          options=channel_options(max_message_bytes))
-    pnode_services(runtime)(server)
+    pnode_services(runtime, pki.peer_of(identity.creds.cert_pem).id)(server)
     port = add_tls_port(server, address, identity, mutual=True)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
@@ -336,9 +341,9 @@ class GrpcPNodeClient:
         self._call(self.vnodes.BeginRun, node_pb2.BeginRunRequest(version=codec.version_message(),
                                                                   run=run_to_pb(run)))
 
-    def health(self, timeout: float) -> None:
+    def health(self, timeout: float) -> str:
         try:
-            self.vnodes.Health(common_pb2.HealthRequest(), timeout=timeout)
+            return str(self.vnodes.Health(common_pb2.HealthRequest(), timeout=timeout).id)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
