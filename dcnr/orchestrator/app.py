@@ -22,6 +22,7 @@ from dcnr.orchestrator.checkpoints import KEEP_CHECKPOINTS, Checkpoints
 from dcnr.orchestrator.datastore import DataStore
 from dcnr.orchestrator.driver import Driver, Inbox
 from dcnr.orchestrator.fleet import Fleet
+from dcnr.orchestrator.history import History
 from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.networks import Networks
 from dcnr.orchestrator.relays import Relays
@@ -68,29 +69,33 @@ class Orchestrator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = SQLiteStore(self.state_dir / "state.sqlite")
         self.tokens = Tokens(self.store)
-        self.standings = Standings(self.store, quarantine_after, cooling_off)  # PNodes' trust, charges, quarantine
+        self.history = History(self.store)  # step events and the fleet's events, kept across restarts
+        self.standings = Standings(self.store, quarantine_after, cooling_off,  # PNodes' trust, charges, quarantine
+                                   fleet_events=self.history.fleet_event)
         self.ca = pki.CertificateAuthority.load_or_create(self.state_dir / "tls")
         self.identity = Identity(self.ca.orchestrator_credentials(self.state_dir / "tls"))
         self.public_reads, self.rate_limit, self.certificate_lifetime = public_reads, rate_limit, certificate_lifetime
         objects = open_store(storage or (self.state_dir / "storage").resolve().as_uri(), s3_endpoint_url)
         self.data = DataStore(objects, self.limits)
         self.fleet = Fleet(self.store, GrpcConnector(self.identity, max_message_bytes, timeout=step_timeout),
-                           heartbeat_interval, standings=self.standings)
+                           heartbeat_interval, standings=self.standings, events=self.history.fleet_event)
         self.inbox = Inbox()
         self.checkpoints = Checkpoints(BlobStore(objects), keep=keep_checkpoints)
         self.validator = Validator(self.fleet, self.standings, blob_reader=self.checkpoints.blobs.get_blob)
         self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout, vocabularies=self._vocabularies,
                              from_seed=self.checkpoints.from_seed, validator=self.validator)
         self.blob_access = BlobAccess(self.checkpoints, self.store)
-        self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout, self.limits)
+        self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout, self.limits,
+                                 history=self.history)
         self.networks = Networks(self.store, self.driver, self.fleet, self.data, self.checkpoints, self.limits)
-        self.serving = Serving(self.store, self.driver, self.data, self.networks, self.limits)
+        self.serving = Serving(self.store, self.driver, self.data, self.networks, self.limits, history=self.history)
         self.max_message_bytes = max_message_bytes
         # PNodes behind NAT attach to relays, and to the orchestrator's own when none runs
         self.relay_identity = Identity(self.ca.relay_credentials(self.state_dir / "tls"))
         self.relay = Relay(pnode_channels(self.relay_identity, max_message_bytes))
         self.relays = Relays(heartbeat_interval, lambda: (self.relay_port, self.relay.attached,
-                                                          self.relay.bytes_forwarded, self.relay.hop_bytes))
+                                                          self.relay.bytes_forwarded, self.relay.hop_bytes),
+                             events=self.history.fleet_event)
         self.server: OrchestratorServer | None = None
         self.port = self.peer_port = self.relay_port = 0
         self._stop = threading.Event()
