@@ -30,6 +30,7 @@ from dcnr.orchestrator.serving import Serving
 from dcnr.orchestrator.sessions import Sessions
 from dcnr.orchestrator.standing import COOLING_OFF, QUARANTINE_AFTER, Standings
 from dcnr.orchestrator.store import SQLiteStore
+from dcnr.orchestrator.timeline import Timelines
 from dcnr.orchestrator.validator import Validator
 from dcnr.security import pki
 from dcnr.security.config import ClientConfig
@@ -82,8 +83,9 @@ class Orchestrator:
         self.inbox = Inbox()
         self.checkpoints = Checkpoints(BlobStore(objects), keep=keep_checkpoints)
         self.validator = Validator(self.fleet, self.standings, blob_reader=self.checkpoints.blobs.get_blob)
+        self.timelines = Timelines()  # the recent steps of sessions, as timed (in memory)
         self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout, vocabularies=self._vocabularies,
-                             from_seed=self.checkpoints.from_seed, validator=self.validator)
+                             from_seed=self.checkpoints.from_seed, validator=self.validator, timelines=self.timelines)
         self.blob_access = BlobAccess(self.checkpoints, self.store)
         self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout, self.limits,
                                  history=self.history)

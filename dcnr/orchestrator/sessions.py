@@ -184,6 +184,8 @@ class Sessions:
             self._live.pop(session_id, None)
         deleted = self.store.delete_session(session_id)  # its step events go with it
         self.history.forget(session_id)
+        if self.driver.timelines is not None:
+            self.driver.timelines.forget(session_id)
         return deleted
 
     def listen(self, session_id: str, active: Any = lambda: True, from_step: int | None = None
@@ -264,7 +266,7 @@ class Sessions:
                 try:
                     costs, _, skipped, lrs = self.driver.train_step(
                         rec.network, {"tokens": x, "targets": y}, rec.micro_batches, run_prefix=f"session-{rec.id}",
-                        validation=policy, session=rec.id)
+                        validation=policy, session=rec.id, session_step=rec.step + 1)
                 except StepFailed as exc:
                     log.warning("session %s: step %d failed (%s); restoring the last checkpoint", rec.id, rec.step,
                                 exc, extra={"session": rec.id})

@@ -28,7 +28,20 @@ from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.errors import from_rpc_error, guarded
 from dcnr.transport.grpc.security import Authority, ChannelPool, Identity, add_tls_port, current_caller, secured
 from dcnr.transport.interfaces import SavedState
-from dcnr.transport.messages import Commitment, Evidence, Hop, LocalVNode, Placement, Received, Replay, Run
+from dcnr.transport.messages import (
+    Commitment,
+    Evidence,
+    Hop,
+    LocalVNode,
+    Placement,
+    Received,
+    Replay,
+    Run,
+    StepTiming,
+    TimedHop,
+    TimedWork,
+    Updated,
+)
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
 VNODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["VNodeService"].full_name
@@ -134,6 +147,47 @@ def placement_from_pb(msg: node_pb2.PlaceNetworkRequest) -> Placement:
                      dict(msg.assignments), dict(msg.addresses), dict(msg.vocabularies), dict(msg.keys))
 
 
+_WORK_OPS: tuple[Any, ...] = ("fwd", "bwd", "update")
+
+
+def timing_to_pb(t: StepTiming) -> node_pb2.StepTiming:
+    """A step's timing, every VNode and PNode named once (records refer to `names` by index)."""
+    names: dict[str, int] = {}
+
+    def name(text: str) -> int:
+        return names.setdefault(text, len(names))
+
+    def hop(h: TimedHop) -> node_pb2.TimedHop:
+        return node_pb2.TimedHop(vnode=name(h.vnode), backward=h.op == "bwd", micro_batch=h.micro_batch,
+                                 index=h.index, at=h.at, bytes=h.bytes, peer=name(h.peer))
+
+    work = [node_pb2.TimedWork(vnode=name(w.vnode), op=_WORK_OPS.index(w.op), micro_batch=w.micro_batch,
+                               start=w.start, end=w.end) for w in t.work]
+    sent, received = [hop(h) for h in t.sent], [hop(h) for h in t.received]
+    return node_pb2.StepTiming(run=t.run, names=list(names), work=work, sent=sent, received=received,
+                               truncated=t.truncated)
+
+
+def timing_from_pb(msg: node_pb2.StepTiming) -> StepTiming | None:
+    """The inverse of `timing_to_pb` (None for an empty message); a record naming no name or no operation is
+    left out (the timing comes from a peer: `dcnr.orchestrator.timeline` checks the rest)."""
+    if not msg.run:
+        return None
+    names = list(msg.names)
+
+    def named(i: int) -> str | None:
+        return names[i] if i < len(names) else None
+
+    work = tuple(TimedWork(v, _WORK_OPS[w.op], int(w.micro_batch), float(w.start), float(w.end)) for w in msg.work
+                 if (v := named(w.vnode)) is not None and w.op < len(_WORK_OPS))
+
+    def hops(records: Any) -> tuple[TimedHop, ...]:
+        return tuple(TimedHop(v, "bwd" if h.backward else "fwd", int(h.micro_batch), int(h.index), float(h.at),
+                              int(h.bytes), named(h.peer) or "") for h in records if (v := named(h.vnode)) is not None)
+
+    return StepTiming(msg.run, work, hops(msg.sent), hops(msg.received), bool(msg.truncated))
+
+
 def _local_pb(v: LocalVNode) -> node_pb2.LocalVNode:
     return node_pb2.LocalVNode(network=v.network, vnode=v.vnode, type=v.type, step=v.step,
                                memory_bytes=v.memory_bytes)
@@ -178,9 +232,10 @@ class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
 
     def ApplyUpdate(self, request: node_pb2.ApplyUpdateRequest,
                     context: grpc.ServicerContext) -> node_pb2.ApplyUpdateResponse:
-        lrs, commitments = self.runtime.apply_update(request.network, int(request.step), request.loss_scale or 1.0,
-                                                     request.apply)
-        return node_pb2.ApplyUpdateResponse(learning_rates=lrs, commitments=[commitment_to_pb(c) for c in commitments])
+        lrs, commitments, timing = self.runtime.update(request.network, int(request.step), request.loss_scale or 1.0,
+                                                       request.apply)
+        return node_pb2.ApplyUpdateResponse(learning_rates=lrs, commitments=[commitment_to_pb(c) for c in commitments],
+                                            timing=timing_to_pb(timing) if timing is not None else None)
 
     def CollectEvidence(self, request: node_pb2.EvidenceRequest, context: grpc.ServicerContext) -> node_pb2.Evidence:
         return evidence_to_pb(self.runtime.collect_evidence(request.network, request.run, list(request.vnodes)))
@@ -345,11 +400,11 @@ class GrpcPNodeClient:
     def check_finite(self, network: str) -> bool:
         return bool(self._call(self.vnodes.CheckFinite, node_pb2.NetworkStepRequest(network=network)).finite)
 
-    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool
-                     ) -> tuple[dict[str, float], list[Commitment]]:
+    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool) -> Updated:
         reply = self._call(self.vnodes.ApplyUpdate, node_pb2.ApplyUpdateRequest(
             network=network, step=step, loss_scale=loss_scale, apply=apply))
-        return dict(reply.learning_rates), [commitment_from_pb(c) for c in reply.commitments]
+        return Updated(dict(reply.learning_rates), [commitment_from_pb(c) for c in reply.commitments],
+                       timing_from_pb(reply.timing) if reply.HasField("timing") else None)
 
     def collect_evidence(self, network: str, run: str, vnodes: Sequence[str]) -> Evidence:
         return evidence_from_pb(self._call(self.vnodes.CollectEvidence, node_pb2.EvidenceRequest(
