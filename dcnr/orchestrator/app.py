@@ -5,7 +5,8 @@ and relays), its own relay (for PNodes behind NAT while no relay process serves 
 resuming the sessions a crash interrupted, its TLS identity (a CA of its own, created on
 first start under `STATE_DIR/tls`) and `admin.yaml`. Its services (`networks`, `serving`,
 `sessions`, `data`, `fleet`, `standings`, `blob_access`) are served over gRPC by
-`dcnr.transport.grpc.server`, which `start` starts.
+`dcnr.transport.grpc.server`, which `start` starts, and read over HTTP (metrics, the
+dashboard and its JSON API) by `dcnr.web`, which `start` starts when given an HTTP address.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from dcnr.transport.grpc.pnode import GrpcConnector, pnode_channels
 from dcnr.transport.grpc.relay import Relay
 from dcnr.transport.grpc.security import Identity
 from dcnr.transport.grpc.server import OrchestratorServer
+from dcnr.web import api as web
+from dcnr.web.server import HttpServer
 
 log = logging.getLogger("dcnr.orchestrator")
 
@@ -99,7 +102,8 @@ class Orchestrator:
                                                           self.relay.bytes_forwarded, self.relay.hop_bytes),
                              events=self.history.fleet_event)
         self.server: OrchestratorServer | None = None
-        self.port = self.peer_port = self.relay_port = 0
+        self.http: HttpServer | None = None
+        self.port = self.peer_port = self.relay_port = self.http_port = 0
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
 
@@ -110,14 +114,22 @@ class Orchestrator:
         return {name: self.data.tokenizer(name).to_str() for name in sorted(names)}
 
     def start(self, address: str = "127.0.0.1:0", peer_address: str | None = None, threads: int = 32,
-              relay_address: str | None = None) -> int:
+              relay_address: str | None = None, http_address: str | None = None, dashboard: bool = True) -> int:
         """Serve on `address` and, for PNodes, on `peer_address` and (its relay) on `relay_address` (default:
-        the same host, any free port); watch heartbeats, resume interrupted sessions, keep `admin.yaml`
+        the same host, any free port), and with `http_address` (port 0: any free one) metrics and, unless
+        `dashboard` is off, the dashboard; watch heartbeats, resume interrupted sessions, keep `admin.yaml`
         pointing here; returns the port."""
         host = address.rpartition(":")[0]
         self.server = OrchestratorServer(self, address, peer_address or f"{host}:0", threads,
                                          relay_address or f"{host}:0")
         self.port, self.peer_port, self.relay_port = self.server.port, self.server.peer_port, self.server.relay_port
+        if http_address is not None:
+            try:
+                self.http = web.serve(self, http_address, dashboard)
+            except OSError:
+                self.server.stop(0)
+                raise
+            self.http_port = self.http.port
         self.write_admin_config(f"{_local_host(host)}:{self.port}")
         self._monitor = threading.Thread(target=self._watch, name="heartbeats", daemon=True)
         self._monitor.start()
@@ -163,6 +175,8 @@ class Orchestrator:
         for rec in self.store.list_sessions():
             if rec.state == "running":
                 self.sessions.suspend(rec.id)
+        if self.http is not None:
+            self.http.stop()
         if self.server is not None:
             self.server.stop(grace)
         self.relay.close()

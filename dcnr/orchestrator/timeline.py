@@ -53,11 +53,16 @@ class Timelines:
         self.keep_steps, self.keep_sessions = keep_steps, keep_sessions
         self._sessions: OrderedDict[str, deque[StepRecord]] = OrderedDict()
         self._drawn: dict[tuple[str, int, str], dict[str, Any]] = {}  # (session, step, run) -> its timeline
+        self._compute: dict[str, float] = {}  # PNode -> seconds of work in the steps it timed, since this started
         self._lock = threading.Lock()
 
     def add(self, session: str, record: StepRecord) -> None:
         """Keep a step of `session` (a step trained again replaces the one kept)."""
+        spent = {p: min(record.duration, sum(w.end - w.start for w in t.work if 0 <= w.end - w.start < math.inf))
+                 for p, t in record.reports.items()}  # one compute thread: its work never overlaps
         with self._lock:
+            for pnode, seconds in spent.items():
+                self._compute[pnode] = self._compute.get(pnode, 0.0) + seconds
             steps = self._sessions.pop(session, None) or deque(maxlen=self.keep_steps)
             kept = [r for r in steps if r.step < record.step]  # steps past it were rolled back
             steps.clear()
@@ -76,6 +81,11 @@ class Timelines:
     def forget(self, session: str) -> None:
         with self._lock:
             self._sessions.pop(session, None)
+
+    def compute_seconds(self) -> dict[str, float]:
+        """Seconds each PNode spent on the work of the session steps it timed since this orchestrator started."""
+        with self._lock:
+            return dict(self._compute)
 
     def timeline(self, session: str, step: int | None = None) -> dict[str, Any] | None:
         """The timeline of a kept step of `session` (default: the newest), as the dashboard's API gives it;

@@ -197,6 +197,12 @@ class PNodeRuntime:
         """Queued work per compute thread: what heartbeats report."""
         return float(self._work.qsize())
 
+    def queues(self) -> dict[str, int]:
+        """What waits now: hops and calls for the compute thread, hops to send, reports to send, values to hash,
+        and requests begun here and not finished ("requests")."""
+        return {"compute": self._work.qsize(), "outbox": self._outbox.qsize(), "reports": self._events.qsize(),
+                "hashing": self._hashing.qsize(), "requests": len(self._started)}
+
     def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
         """Run `fn` on the compute thread (between two VNode computations) and return its result."""
         c = _Call(fn)

@@ -12,6 +12,7 @@ serialization (`GrpcHopTransport.bytes_sent`).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
@@ -322,13 +323,26 @@ def serve_pnode(runtime: PNodeRuntime, identity: Identity, address: str = "127.0
 
 
 # -- clients -------------------------------------------------------------------------------------
+class InFlight:
+    """A count of hops sent and not yet acknowledged (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.count += n
+
+
 def pnode_channels(identity: Identity, max_message_bytes: int) -> ChannelPool:
     """Channels to PNodes (their certificates must name `PNODE_TLS_NAME`), presenting `identity`."""
     return ChannelPool(identity.creds.ca_pem, PNODE_TLS_NAME, channel_options(max_message_bytes), identity)
 
 
 class GrpcHopTransport:
-    """`HopTransport` over gRPC: each hop is serialized once and sent without waiting."""
+    """`HopTransport` over gRPC: each hop is serialized once and sent without waiting (`in_flight`: sent and not
+    yet acknowledged)."""
 
     FORWARD = "/dcnr.v2.VNodeService/ReceiveTrainRequest"
     BACKWARD = "/dcnr.v2.VNodeService/ReceiveTrainResponse"
@@ -338,6 +352,7 @@ class GrpcHopTransport:
         self.timeout = timeout
         self.bytes_sent = 0
         self.hops_sent = 0
+        self.in_flight = InFlight()
 
     def _call(self, address: str, hop: Hop) -> tuple[Any, bytes]:
         path = self.FORWARD if hop.op == "fwd" else self.BACKWARD
@@ -350,9 +365,11 @@ class GrpcHopTransport:
 
     def send(self, address: str, hop: Hop, on_error: Callable[[Exception], None]) -> None:
         method, data = self._call(address, hop)
+        self.in_flight.add(1)
         future = method.future(data, timeout=self.timeout)
 
         def done(f: grpc.Future) -> None:
+            self.in_flight.add(-1)
             exc = f.exception()
             if exc is not None:
                 on_error(from_rpc_error(exc) if isinstance(exc, grpc.RpcError) else exc)
