@@ -29,18 +29,18 @@ def top(once: Annotated[bool, typer.Option("--once", help="Print one frame and e
         raise InvalidArgument(f"--interval must be at least 0.2 seconds, got {interval:g}")
     with connect(orchestrator) as c:
         if once:
-            out.print(frame(c))
+            out.print(_frame(c))
             return
         try:
-            with Live(frame(c), console=out, auto_refresh=False, screen=False) as live:
+            with Live(_frame(c), console=out, auto_refresh=False, screen=False) as live:
                 while True:
                     time.sleep(interval)
-                    live.update(frame(c), refresh=True)
+                    live.update(_frame(c), refresh=True)
         except KeyboardInterrupt:
             return
 
 
-def frame(c: Client) -> Group:
+def _frame(c: Client) -> Group:
     """One view of the orchestrator behind `c`: a summary line, the PNodes, the sessions."""
     health = c.health(timeout=10)
     sessions = c.list_sessions()
