@@ -112,6 +112,7 @@ class _Ledger:
     received: dict[str, dict[str, Received]] = field(default_factory=dict)
     inputs: dict[str, list[Hop]] = field(default_factory=dict)  # VNode -> the hops it received
     outputs: dict[str, list[Hop]] = field(default_factory=dict)  # VNode -> the hops it sent
+    reported: list[Any] = field(default_factory=list)  # values reported: alive, so `digests` never meets their memory
     before: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # state as the run found it
     committed: bool = False  # the update ran: `before` is complete
     digests: dict[tuple[Any, ...], str] = field(default_factory=dict)  # a tensor's identity -> its digest
@@ -491,6 +492,7 @@ class PNodeRuntime:
         """Note what `vnode` sends, to be hashed off the compute thread: a reported value or a colocated hop by
         the committer, a hop to another PNode by the outbox (`_seal`) just before it leaves."""
         if isinstance(msg, Report):
+            ledger.reported.append(msg.value)  # once sent, nothing else holds it: its memory could come back
             self._hashing.put((ledger, vnode, hop_key(msg.micro_batch, "out", msg.vnode, msg.slot), msg.value, ""))
             return
         ledger.outputs.setdefault(vnode, []).append(msg)
