@@ -87,12 +87,16 @@ class Timelines:
         with self._lock:
             return dict(self._compute)
 
+    def record(self, session: str, step: int | None = None) -> StepRecord | None:
+        """What is kept of a step of `session` (default: the newest); None when that step is not kept."""
+        with self._lock:
+            records = list(self._sessions.get(session, ()))
+        return next((r for r in reversed(records) if step is None or r.step == step), None)
+
     def timeline(self, session: str, step: int | None = None) -> dict[str, Any] | None:
         """The timeline of a kept step of `session` (default: the newest), as the dashboard's API gives it;
         None when that step is not kept."""
-        with self._lock:
-            records = list(self._sessions.get(session, ()))
-        found = next((r for r in reversed(records) if step is None or r.step == step), None)
+        found = self.record(session, step)
         if found is None:
             return None
         key = (session, found.step, found.run)
