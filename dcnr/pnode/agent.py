@@ -21,6 +21,8 @@ then attaches again (another relay if it can) with backoff and jitter, and regis
 A PNode that hosts nothing stays light: it does not import torch, nor the node catalog.
 `dcnr.pnode.hardware` asks torch about the machine in a child process, and the runtime is
 made (torch loaded, its thread count set) when the first VNode arrives (`_make_runtime`).
+
+With a metrics port it serves its Prometheus metrics (`dcnr.web.pnode_metrics`) over plain HTTP.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class PNode:
                  memory_budget: int | None = None, threads: int | None = None, device: str = "cpu",
                  heartbeat_interval: float | None = None, task_timeout: float = 300.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, set_torch_threads: bool = True,
-                 outbound_only: bool = False) -> None:
+                 outbound_only: bool = False, metrics_port: int | None = None) -> None:
         self.orchestrator = orchestrator
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -156,6 +158,9 @@ class PNode:
         self._stop = threading.Event()
         self._beats: threading.Thread | None = None
         self._relay_watch: threading.Thread | None = None
+        self.metrics_port = metrics_port  # None: no metrics; 0: any free port (the one bound, once started)
+        self.metrics: Any = None
+        self.last_beat = 0.0  # unix time the orchestrator last answered a heartbeat or the registration
 
     def _enroll(self) -> Identity:
         """A fresh certificate for our key from the orchestrator (kept up to date in `self.identity`)."""
@@ -179,6 +184,8 @@ class PNode:
                      GrpcHopTransport(pnode_channels(identity, self.max_message_bytes)))
         self.runtime = LazyRuntime(self._make_runtime)
         self._services = pnode_services(self.runtime, self.id)
+        if self.metrics_port is not None:
+            self._serve_metrics()
         self.paused = pause_requested(self.state_dir)
         if self.paused:
             log.info("starting paused (`dcnr pnode resume` lets it take work)")
@@ -202,6 +209,7 @@ class PNode:
             self._relay_watch = threading.Thread(target=self._relay_loop, name="relay-watch", daemon=True)
             self._relay_watch.start()
         self.heartbeat_interval = self.heartbeat_interval or interval
+        self.last_beat = time.time()
         self._beats = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._beats.start()
         self.status.start()
@@ -224,6 +232,15 @@ class PNode:
         return PNodeRuntime(self.id, self.hops, self.link, self.device, int(self.hardware["memory_budget_bytes"]),
                             self.task_timeout,
                             signer=lambda network, run, key, digest: sign_hop(self.key, network, run, key, digest))
+
+    def _serve_metrics(self) -> None:
+        from dcnr.web.pnode_metrics import pnode_registry  # HTTP only for PNodes that serve metrics
+        from dcnr.web.server import serve_metrics
+
+        registry = pnode_registry(self.runtime, lambda: self.hops, lambda: self.last_beat, lambda: bool(self.relay),
+                                  lambda: (len(self.runtime.usage()[2]), self.runtime.usage()[1]))
+        self.metrics = serve_metrics(registry, f"{self.bind}:{self.metrics_port}")
+        self.metrics_port = self.metrics.port
 
     def _until_reachable(self, attempt: Any, deadline: float) -> Any:
         """`attempt()` until the orchestrator answers (Unavailable is retried until `deadline`)."""
@@ -368,7 +385,7 @@ class PNode:
                     creds = self.identity.creds
                     self.identity.update(pki.Credentials(creds.key_pem, renewed, creds.ca_pem))
                     log.info("certificate renewed until %s", time.ctime(pki.expires_at(renewed)))
-                wait, failures = self.heartbeat_interval, 0
+                wait, failures, self.last_beat = self.heartbeat_interval, 0, time.time()
                 continue
             except NotFound:  # forgotten (marked dead, or a fresh orchestrator)
                 if self._registered_again():
@@ -426,6 +443,8 @@ class PNode:
             self.server.stop(1.0).wait()
         if self.relay_link is not None:
             self.relay_link.close()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.runtime is not None:
             self.runtime.stop()
             self.hops.close()

@@ -32,6 +32,7 @@ class LazyRuntime:
     def __init__(self, make: Callable[[], PNodeRuntime]) -> None:
         object.__setattr__(self, "_make", make)
         object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_created", time.monotonic())
 
     def get(self) -> PNodeRuntime:
         """The runtime: made and started by the first caller (the others wait for it)."""
@@ -62,6 +63,17 @@ class LazyRuntime:
     # -- what a PNode that hosts nothing answers without making anything -----------------------
     def usage(self) -> Usage:
         return self._made.usage() if self._made is not None else (0.0, 0, [], 0)
+
+    @property
+    def stats(self) -> dict[str, float]:
+        return self._made.stats if self._made is not None else {}
+
+    @property
+    def started_at(self) -> float:
+        return self._made.started_at if self._made is not None else self._created
+
+    def queues(self) -> dict[str, int]:
+        return self._made.queues() if self._made is not None else {}
 
     def list_vnodes(self, network: str = "") -> list[LocalVNode]:
         return self._made.list_vnodes(network) if self._made is not None else []

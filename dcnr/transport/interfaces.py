@@ -19,7 +19,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from dcnr.transport.messages import Commitment, Evidence, Hop, LocalVNode, Membership, Placement, Replay, Report, Run
+from dcnr.transport.messages import (
+    Commitment,
+    Evidence,
+    Hop,
+    LocalVNode,
+    Membership,
+    Placement,
+    Replay,
+    Report,
+    Run,
+    Updated,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -44,10 +55,9 @@ class PNodeClient(Protocol):
         """Whether every accumulated gradient of the hosted VNodes is finite (fp16 loss scaling)."""
         ...
 
-    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool
-                     ) -> tuple[dict[str, float], list[Commitment]]:
-        """End the step: apply (or skip) each hosted VNode's optimizer; returns learning rates by VNode and,
-        after a committed run, the PNode's commitments."""
+    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool) -> Updated:
+        """End the step: apply (or skip) each hosted VNode's optimizer; returns learning rates by VNode, after a
+        committed run the PNode's commitments, and when its work of the step happened."""
         ...
 
     def collect_evidence(self, network: str, run: str, vnodes: Sequence[str]) -> Evidence:

@@ -224,3 +224,47 @@ def test_the_cross_check_pins_a_disagreement_on_whoever_cannot_back_it(pair: Any
     first_input = next(iter(sent))
     assert [w for w, _ in cross_check(run, commitments, {**sent, first_input: "3" * 64}, reported)] == [
         ASSIGN[first_input.split("/")[2]]]
+
+
+class ForgetfulLink(RecordingLink):
+    """Keeps what the orchestrator keeps of a reported value over gRPC: its digest, never the tensor itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.digests: dict[str, str] = {}
+
+    def report(self, pnode: str, reports: Any) -> None:
+        for r in reports:
+            if r.kind == "output":
+                self.digests[hop_key(r.micro_batch, "out", r.vnode, r.slot)] = value_digest(r.value)
+            self.reports.append(dataclasses.replace(r, value=None))
+
+
+def test_each_reported_cost_is_committed_as_reported_when_its_memory_is_reused() -> None:
+    """A PNode reporting its costs keeps no reference to them once sent; the next micro-batch's cost may get
+    the same memory. Its commitment must still name each cost's own digest (a stale one quarantined honest
+    PNodes in a fault test)."""
+    fabric = MemoryFabric()
+    link = ForgetfulLink()
+    rt = PNodeRuntime("a", MemoryHopTransport(fabric), link)
+    fabric.attach("mem:a", rt)
+    rt.start()
+    try:
+        rt.place(Placement("cm", TEXT, 3, network_digest(TEXT), 1, 0, dict.fromkeys(EXEC.nodes, "a"), {"a": "mem:a"}))
+        router = Router(EXEC)
+        for step in range(4):
+            run = Run("cm", f"r{step}", step, "train", 8, 1.0 / 8, (), network_digest(TEXT), 1, True)
+            rt.begin_run(run)
+            for mb in range(8):
+                tokens = torch.randint(0, 30, (2, 6), generator=torch.Generator().manual_seed(step * 10 + mb))
+                for hop in router.inputs(run, mb, {"tokens": tokens, "targets": tokens}):
+                    rt.submit(hop)
+            deadline = time.monotonic() + 60
+            while sum(1 for r in link.reports if r.kind == "done" and r.run == run.id) < 8:
+                assert time.monotonic() < deadline, "the step did not finish"
+                time.sleep(0.02)
+            committed = {k: d for c in rt.apply_update("cm", step + 1, 1.0, True)[1] for k, d in c.sent.items()
+                         if "/out/" in k}
+            assert committed == {k: d for k, d in link.digests.items() if k in committed} and len(committed) == 8
+    finally:
+        rt.stop()
