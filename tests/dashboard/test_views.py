@@ -8,13 +8,13 @@ tokens of each role) are canned here; `test_cluster.py` drives the same page aga
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dashboard_pages import paste_token, points, row, wait_for_points
 from fake_orchestrator import OPERATOR, RESEARCHER, FakeOrchestrator
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
 
 @pytest.fixture()
@@ -24,30 +24,6 @@ def fake() -> Iterator[FakeOrchestrator]:
         yield server
     finally:
         server.stop()
-
-
-def points(page: Page, chart: str) -> int:
-    return int(page.locator(chart).get_attribute("data-points") or 0)
-
-
-def wait_for_points(page: Page, chart: str, more_than: int, timeout: float = 15.0) -> int:
-    """Wait (bounded) until `chart` shows more than `more_than` points; returns how many it shows.
-    (Polled from here: the page's CSP rightly forbids the string evaluation `wait_for_function` uses.)"""
-    deadline = time.monotonic() + timeout
-    while (n := points(page, chart)) <= more_than:
-        assert time.monotonic() < deadline, f"{chart} stayed at {n} points for {timeout:g} s"
-        page.wait_for_timeout(200)
-    return n
-
-
-def row(page: Page, name: str) -> Locator:
-    return page.locator(f'#pnodes tbody tr[data-name="{name}"]')
-
-
-def paste_token(page: Page, token: str) -> None:
-    page.fill("#token-input", token)
-    page.click("#token-save")
-    expect(page.locator("#auth-signed-in")).to_be_visible()
 
 
 def test_anonymous_viewers_see_every_view_and_no_action(page: Page, fake: FakeOrchestrator, screenshots: Path) -> None:
