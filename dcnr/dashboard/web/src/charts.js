@@ -87,6 +87,10 @@ export class SessionCharts {
     if (points.length) this.update();
   }
 
+  recentSteps(count) {
+    return this.loss.data.datasets[0].data.slice(-count).map((point) => point.x);
+  }
+
   update() {
     this.lr.options.plugins.legend.display = this.lr.data.datasets.length <= 8;
     for (const chart of [this.loss, this.lr, this.throughput]) chart.update('none');

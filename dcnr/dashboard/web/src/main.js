@@ -108,7 +108,7 @@ function renderFleet(o) {
   const rows = [...o.pnodes].sort(byName).map((p) => h('tr', { class: `state-${p.state}`, dataset: { pnode: p.id,
     name: p.name, state: p.state } },
   h('td', { title: p.id }, h('span', { class: 'swatch', style: { background: colourOf(p.id) } }),
-    h('strong', {}, p.name || shortId(p.id)), h('div', { class: 'muted small' }, p.address)),
+    h('strong', {}, p.name || shortId(p.id)), p.address ? h('div', { class: 'muted small' }, p.address) : null),
   h('td', {}, h('span', { class: `badge ${p.state}` }, p.state),
     p.quarantined_until ? h('div', { class: 'muted small' }, `until ${clock(p.quarantined_until)}`) : null),
   h('td', { class: 'connection' }, p.connection),
@@ -182,7 +182,7 @@ async function refreshHistory() {
   $('#session-summary').textContent = p ? `step ${p.step}: loss ${number(p.loss, 4)}`
     + `${p.held_out_loss !== null && p.held_out_loss !== undefined ? `, held-out ${number(p.held_out_loss, 4)}` : ''}`
     + `, ${number(p.tokens_per_second)} tokens/s, ${number(p.duration_seconds)} s per step` : 'no step yet';
-  const steps = p ? Array.from({ length: Math.min(KEPT_STEPS, p.step + 1) }, (_, i) => p.step - i) : [];
+  const steps = charts.recentSteps(KEPT_STEPS).reverse();
   fillSelect($('#timeline-step'), [['', 'newest'], ...steps.map((s) => [String(s), String(s)])]);
 }
 
