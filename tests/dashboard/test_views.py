@@ -7,6 +7,7 @@ tokens of each role) are canned here; `test_cluster.py` drives the same page aga
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 from dashboard_pages import paste_token, points, row, wait_for_points
 from fake_orchestrator import OPERATOR, RESEARCHER, FakeOrchestrator
 from playwright.sync_api import Page, expect
+
+from dcnr.dashboard import STATIC
 
 
 @pytest.fixture()
@@ -67,6 +70,11 @@ def test_anonymous_viewers_see_every_view_and_no_action(page: Page, fake: FakeOr
     page.select_option("#timeline-step", older)
     expect(timeline).to_have_attribute("data-step", str(older))
     page.screenshot(path=screenshots / "views-anonymous.png", full_page=True)
+
+    # the libraries in the bundle report the lockfile's versions
+    lock = json.loads((STATIC.parent / "web" / "package-lock.json").read_text())["packages"]
+    for attribute, package in (("data-chartjs", "chart.js"), ("data-cytoscape", "cytoscape")):
+        expect(page.locator("#about")).to_have_attribute(attribute, lock[f"node_modules/{package}"]["version"])
 
     fake.kill("p1")
     expect(row(page, "p1")).to_have_attribute("data-state", "dead")

@@ -10,6 +10,7 @@ import { bytes, number } from './util.js';
 
 Chart.register(BarController, BarElement, CategoryScale, Legend, LinearScale, LineController, LineElement,
   PointElement, Tooltip);
+export const CHART_JS_VERSION = Chart.version; // as the library reports itself (the page's footer shows it)
 Chart.defaults.animation = false; // points arrive every two seconds; animating them only costs CPU
 Chart.defaults.maintainAspectRatio = false;
 Chart.defaults.font.family = 'system-ui, sans-serif';

@@ -1,14 +1,18 @@
 // A network's executed graph drawn with cytoscape: one box per VNode, filled with its PNode's colour.
 import cytoscape from 'cytoscape';
+import dagre from 'cytoscape-dagre';
 
 import { colourOf, h, UNPLACED } from './util.js';
+
+cytoscape.use(dagre);
+export const CYTOSCAPE_VERSION = cytoscape.version;
 
 const STYLE = [
   {
     selector: 'node',
     style: {
       shape: 'round-rectangle', 'background-color': 'data(colour)', label: 'data(label)', 'text-wrap': 'wrap',
-      'text-valign': 'center', 'font-size': 10, color: '#111', width: 'data(width)', height: 30,
+      'text-valign': 'center', 'font-size': 11, color: '#111', width: 'data(width)', height: 24,
       'border-width': 1, 'border-color': '#5f6b7a',
     },
   },
@@ -22,10 +26,15 @@ const STYLE = [
 ];
 
 export class GraphView {
-  constructor(container, legend) {
+  constructor(container, legend, info) {
     this.container = container;
     this.legend = legend;
-    this.cy = cytoscape({ container, style: STYLE, boxSelectionEnabled: false });
+    this.cy = cytoscape({ container, style: STYLE, boxSelectionEnabled: false, minZoom: 0.1, maxZoom: 4 });
+    this.hosts = new Map(); // VNode -> the name of its PNode
+    this.cy.on('tap', 'node', (ev) => {
+      const n = ev.target;
+      info.textContent = `${n.id()} (${n.data('type')}) on ${this.hosts.get(n.id())}`;
+    });
     this.shape = ''; // the nodes and edges drawn: only a new shape is laid out again
   }
 
@@ -34,13 +43,20 @@ export class GraphView {
     if (shape !== this.shape) {
       this.cy.elements().remove();
       this.cy.add([
-        ...graph.nodes.map((n) => ({ data: { id: n.id, label: `${n.id}\n${n.type}`, colour: colourOf(n.pnode),
-          width: 12 + 6 * Math.max(n.id.length, n.type.length) } })),
+        ...graph.nodes.map((n) => ({ data: { id: n.id, label: n.id, type: n.type, colour: colourOf(n.pnode),
+          width: 14 + 6.5 * n.id.length } })),
         ...graph.edges.map((e, i) => ({ data: { id: `e${i}`, source: e.from, target: e.to } })),
       ]);
-      this.cy.layout({ name: 'breadthfirst', directed: true, spacingFactor: 0.9, padding: 10 }).run();
+      // layered from the inputs on the left to the loss on the right: networks are deeper than wide
+      this.cy.layout({ name: 'dagre', rankDir: 'LR', nodeSep: 10, rankSep: 24, padding: 10 }).run();
+      const box = this.cy.elements().boundingBox();
+      const height = Math.round(this.container.clientWidth * (box.h / Math.max(1, box.w)));
+      this.container.style.height = `${Math.min(520, Math.max(160, height + 20))}px`;
+      this.cy.resize();
+      this.cy.fit(undefined, 10);
       this.shape = shape;
     }
+    this.hosts = new Map(graph.nodes.map((n) => [n.id, n.pnode ? nameOf(n.pnode) : 'not placed']));
     for (const n of graph.nodes) this.cy.getElementById(n.id).data('colour', colourOf(n.pnode));
     const placed = new Map();
     for (const n of graph.nodes) placed.set(n.pnode || '', (placed.get(n.pnode || '') || 0) + 1);

@@ -2,8 +2,8 @@
 // reach the page sees everything read-only; the action buttons appear only once a token has been pasted,
 // and every action is sent with it (the orchestrator decides whether the token's role may do it).
 import { ApiError, enc, forgetToken, get, post, setToken, token } from './api.js';
-import { SessionCharts, TimelineChart } from './charts.js';
-import { GraphView } from './graph.js';
+import { CHART_JS_VERSION, SessionCharts, TimelineChart } from './charts.js';
+import { CYTOSCAPE_VERSION, GraphView } from './graph.js';
 import {
   ago, bytes, clock, colourOf, duration, fillSelect, h, number, replaceRows, shortId,
 } from './util.js';
@@ -304,7 +304,12 @@ async function loop() {
 function start() {
   charts = new SessionCharts($('#loss-chart'), $('#lr-chart'), $('#throughput-chart'));
   timeline = new TimelineChart($('#timeline-chart'));
-  graph = new GraphView($('#graph'), $('#graph-legend'));
+  graph = new GraphView($('#graph'), $('#graph-legend'), $('#graph-info'));
+  const about = $('#about');
+  about.dataset.chartjs = CHART_JS_VERSION;
+  about.dataset.cytoscape = CYTOSCAPE_VERSION;
+  about.textContent = `Charts by Chart.js ${CHART_JS_VERSION}, graphs by cytoscape ${CYTOSCAPE_VERSION} `
+    + '(bundled with this page: it loads nothing from elsewhere).';
   showAuth();
   $('#auth').addEventListener('submit', (ev) => {
     ev.preventDefault();
