@@ -242,9 +242,21 @@ class Client:
         """Stop and forget a session (the network keeps what it learned)."""
         return self._rpc.delete_session(session_id)
 
-    def listen_session(self, session_id: str, timeout: float | None = None) -> Iterator[StepEvent]:
-        """A session's events as they happen, until it completes or fails (or `timeout` seconds pass)."""
-        return self._rpc.listen_session(session_id, timeout)
+    def listen_session(self, session_id: str, timeout: float | None = None, from_step: int | None = None
+                       ) -> Iterator[StepEvent]:
+        """A session's events as they happen, until it completes or fails (or `timeout` seconds pass). With
+        `from_step`, its kept step events from that step on come first (also those of steps trained before
+        the orchestrator restarted); without, those since the orchestrator started."""
+        if from_step is not None and from_step < 0:
+            raise InvalidArgument(f"from_step must not be negative, got {from_step}")
+        return self._rpc.listen_session(session_id, timeout, from_step)
+
+    def session_history(self, session_id: str, from_step: int = 0, limit: int = 0) -> list[StepEvent]:
+        """A session's kept step events from step `from_step` on, in step order (at most `limit`; 0: all): one
+        per step of its trajectory, kept across orchestrator restarts until the session is deleted."""
+        if from_step < 0 or limit < 0:
+            raise InvalidArgument("from_step and limit must not be negative")
+        return self._rpc.session_history(session_id, from_step, limit)
 
     # -- vocabularies -------------------------------------------------------------------------------
     def upload_vocabulary(self, name: str, tokenizer_json: str) -> VocabularyInfo:

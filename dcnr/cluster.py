@@ -5,7 +5,8 @@ benchmarks start: the orchestrator as a `dcnr orchestrator` process (or, `embedd
 inside this process, for callers that drive it directly; `in_process=True` runs the PNodes
 here too, for tests that look inside them), PNodes as child processes in a
 session of their own (a Ctrl-C reaches only the caller, which stops them in order),
-every process logging to `STATE_DIR/<name>.log`. The orchestrator keeps its state (its CA
+every process logging to `STATE_DIR/<name>.log` (with `http=True` the orchestrator serves its
+dashboard, JSON API and metrics on `http_port`). The orchestrator keeps its state (its CA
 and `admin.yaml`, whose operator token the cluster's client uses) in `STATE_DIR/state`;
 each PNode its key in `STATE_DIR/pnodes/<name>` (its id derives from it: `ids`). Start-up waits a bounded time for
 every PNode to join; `close` stops everything, also after a Ctrl-C, and leaves no
@@ -51,7 +52,9 @@ class LocalCluster:
     orchestrator fails a step after `step_timeout` s. `orchestrator_args` and `pnode_args` are
     added to the `dcnr orchestrator` / `dcnr pnode` command lines; `pnode_command(address,
     name)` may replace the latter, and `env` the PNodes' environment. `start` waits at most
-    `start_timeout` s for the orchestrator to serve and for the PNodes to join.
+    `start_timeout` s for the orchestrator to serve and for the PNodes to join. With `http` the
+    orchestrator serves HTTP (the dashboard, its API, /metrics) on `http_port`, the same one after a
+    restart; without, none (whatever `dcnr orchestrator` defaults to).
     """
 
     def __init__(self, state_dir: str | Path, pnodes: int | Sequence[str] = 2, *, heartbeat_interval: float = 1.0,
@@ -59,7 +62,8 @@ class LocalCluster:
                  orchestrator_args: Sequence[str] = (), pnode_args: Sequence[str] = (),
                  pnode_command: Callable[[str, str], list[str]] | None = None,
                  env: Mapping[str, str] | None = None, start_timeout: float = 90.0, in_process: bool = False,
-                 memory_budget: int | None = None, orchestrator_options: Mapping[str, Any] | None = None) -> None:
+                 memory_budget: int | None = None, orchestrator_options: Mapping[str, Any] | None = None,
+                 http: bool = False) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.pnode_names = [f"p{i}" for i in range(pnodes)] if isinstance(pnodes, int) else list(pnodes)
@@ -71,7 +75,8 @@ class LocalCluster:
         self.pnodes: list[Any] = []  # the in-process `PNode`s
         self.orchestrator_args, self.pnode_args = list(orchestrator_args), list(pnode_args)
         self.pnode_command, self.env, self.start_timeout = pnode_command, env, start_timeout
-        self.port = self.peer_port = self.relay_port = 0
+        self.port = self.peer_port = self.relay_port = self.http_port = 0
+        self.http = http
         self.ids = {name: self.pnode_id(name) for name in self.pnode_names}  # PNode name -> id (from its key)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.orch: Any = None  # the embedded `Orchestrator`
@@ -81,6 +86,13 @@ class LocalCluster:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """Where the orchestrator serves HTTP (with `http=True`)."""
+        if not self.http:
+            raise Conflict("this cluster's orchestrator serves no HTTP: make it with http=True")
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def admin_config(self) -> Path:
@@ -142,16 +154,20 @@ class LocalCluster:
             self.orch = Orchestrator(state, heartbeat_interval=self.heartbeat_interval, step_timeout=self.step_timeout,
                                      **self.orchestrator_options)
             self.port = self.orch.start(f"127.0.0.1:{self.port}", f"127.0.0.1:{self.peer_port}",
-                                        relay_address=f"127.0.0.1:{self.relay_port}")
-            self.peer_port, self.relay_port = self.orch.peer_port, self.orch.relay_port
+                                        relay_address=f"127.0.0.1:{self.relay_port}",
+                                        http_address=f"127.0.0.1:{self.http_port}" if self.http else None)
+            self.peer_port, self.relay_port, self.http_port = (self.orch.peer_port, self.orch.relay_port,
+                                                               self.orch.http_port)
             return
+        if self.http and not self.http_port:
+            self.http_port = free_port()
         log = self.log_path(ORCHESTRATOR)
         offset = log.stat().st_size if log.exists() else 0
         self._spawn(ORCHESTRATOR, [
             sys.executable, "-m", "dcnr.cli.main", "orchestrator", "--host", "127.0.0.1", "--port", str(self.port),
             "--peer-port", str(self.peer_port), "--relay-port", str(self.relay_port), "--state-dir", str(state),
             "--heartbeat-interval", str(self.heartbeat_interval), "--step-timeout", str(self.step_timeout),
-            *self.orchestrator_args], None)
+            "--http-port", str(self.http_port), *self.orchestrator_args], None)
         deadline = time.monotonic() + self.start_timeout
         while True:  # it prints its port once it serves
             self.check()

@@ -67,7 +67,7 @@ class Command:
 GROUPS: tuple[Group, ...] = (
     Group("network", "Network definitions: check YAML files here (validate, analyze), or manage the networks an "
           "orchestrator holds (create, list, show, update, export, import, clone, delete)."),
-    Group("session", "Training sessions: create, start, suspend, resume, follow."),
+    Group("session", "Training sessions: create, start, suspend, resume, follow, history."),
     Group("checkpoint", "Checkpoints of training sessions: list, export."),
     Group("vocab", "Byte-level BPE vocabularies."),
     Group("dataset", "Tokenized datasets with train/validation splits."),
@@ -96,6 +96,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("session", "resume", session.session_resume),
     Command("session", "list", session.session_list),
     Command("session", "listen", session.session_listen),
+    Command("session", "history", session.session_history),
     Command("session", "delete", session.session_delete),
     Command("checkpoint", "list", checkpoint.checkpoint_list),
     Command("checkpoint", "export", checkpoint.checkpoint_export),

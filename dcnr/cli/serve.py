@@ -54,7 +54,12 @@ def orchestrator(
                                                      "s3://bucket/prefix (default: STATE_DIR/storage).")] = None,
     s3_endpoint_url: Annotated[str | None, typer.Option(help="Endpoint of an S3-compatible store.")] = None,
     private: Annotated[bool, typer.Option(help="No anonymous reads: listings of networks, sessions, datasets "
-                                                "and vocabularies need a token too.")] = False,
+                                                "and vocabularies need a token too (and so does the dashboard's "
+                                                "JSON API).")] = False,
+    http_port: Annotated[int, typer.Option(help="Plain-HTTP port on --host for the dashboard, its JSON API and "
+                                                "Prometheus metrics (/metrics); 0: off.")] = 50080,
+    dashboard: Annotated[bool, typer.Option("--dashboard/--no-dashboard", help="Serve the dashboard and its JSON "
+                                            "API on --http-port; --no-dashboard leaves only /metrics.")] = True,
     rate_limit: Annotated[float, typer.Option(help="Calls per second allowed per identity (token, PNode, or "
                                                    "address of an anonymous caller).")] = 500.0,
     certificate_hours: Annotated[float, typer.Option(help="Lifetime of PNode certificates; renewed while they "
@@ -96,6 +101,8 @@ def orchestrator(
         raise ValueError(f"--quarantine-after must be at least 1, got {quarantine_after}")
     if cooling_off_hours <= 0:
         raise ValueError(f"--cooling-off-hours must be positive, got {cooling_off_hours:g}")
+    if not 0 <= http_port < 65536:
+        raise ValueError(f"--http-port must be a port number (0: off), got {http_port}")
     orch = Orchestrator(state_dir, heartbeat_interval=heartbeat_interval, step_timeout=step_timeout,
                         max_message_bytes=max_message_mb * 2**20, storage=storage, s3_endpoint_url=s3_endpoint_url,
                         public_reads=not private, rate_limit=rate_limit,
@@ -103,10 +110,13 @@ def orchestrator(
                         keep_checkpoints=keep_checkpoints, quarantine_after=quarantine_after,
                         cooling_off=cooling_off_hours * 3600)
     try:
-        orch.start(f"{host}:{port}", f"{host}:{peer_port}", relay_address=f"{host}:{relay_port}")
+        orch.start(f"{host}:{port}", f"{host}:{peer_port}", relay_address=f"{host}:{relay_port}",
+                   http_address=f"{host}:{http_port}" if http_port else None, dashboard=dashboard)
         public_host = advertise or (socket.gethostname() if host in ("0.0.0.0", "::") else host)
+        web = (f"{'dashboard and metrics' if dashboard else 'metrics'} on http://{public_host}:{orch.http_port}/\n"
+               if orch.http is not None else "")
         print(f"orchestrator serving on {host}:{orch.port}, PNodes on port {orch.peer_port}, relaying on port "
-              f"{orch.relay_port} (state in {state_dir})\n"
+              f"{orch.relay_port} (state in {state_dir})\n{web}"
               f"client configuration (operator): {orch.admin_config}\n"
               f"volunteers join with: {orch.join_command(public_host)}", flush=True)
         _wait(stop)
@@ -140,6 +150,8 @@ def pnode(
     outbound_only: Annotated[bool, typer.Option(help="Listen on no port (behind NAT or a firewall): take part "
                                                      "through a relay the orchestrator names. Without it a PNode "
                                                      "that the orchestrator cannot reach does so too.")] = False,
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics over plain HTTP at "
+                                                   "http://HOST:PORT/metrics (on --host); 0: off.")] = 0,
 ) -> None:
     """Run a PNode that lends this machine to the fleet (stops cleanly on SIGTERM/Ctrl-C).
 
@@ -157,15 +169,19 @@ def pnode(
         raise ValueError(f"--max-message-mb must be at least 1, got {max_message_mb}")
     if heartbeat_interval is not None and heartbeat_interval <= 0:
         raise ValueError(f"--heartbeat-interval must be positive, got {heartbeat_interval}")
+    if not 0 <= metrics_port < 65536:
+        raise ValueError(f"--metrics-port must be a port number (0: off), got {metrics_port}")
     stop = _stop_on_signals()
     node = PNode(orchestrator, state_dir=state_dir, ca_fingerprint=ca_fingerprint, name=name, bind=host, port=port,
                  advertise=advertise, memory_budget=budget,
                  threads=threads, device=device, heartbeat_interval=heartbeat_interval, task_timeout=task_timeout,
-                 max_message_bytes=max_message_mb * 2**20, outbound_only=outbound_only)
+                 max_message_bytes=max_message_mb * 2**20, outbound_only=outbound_only,
+                 metrics_port=metrics_port or None)
     try:
         node.start()
         how = f"relayed by {node.relay}" if node.relay else "serving"
-        print(f"pnode {node.id} ({node.name}) {how} at {node.address}", flush=True)
+        metrics = f", metrics on http://{host}:{node.metrics_port}/metrics" if node.metrics_port else ""
+        print(f"pnode {node.id} ({node.name}) {how} at {node.address}{metrics}", flush=True)
         _wait(stop)
     finally:
         node.stop()

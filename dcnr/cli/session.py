@@ -1,9 +1,12 @@
 """`dcnr session`: training sessions on an orchestrator — create, start, suspend, resume, list,
-listen, delete."""
+listen, history, delete."""
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
+import time
 from dataclasses import asdict
 from typing import Annotated
 
@@ -11,7 +14,7 @@ import typer
 
 from dcnr.cli.common import DEFAULT, AsJson, Orchestrator, connect, table
 from dcnr.client import SessionInfo
-from dcnr.errors import Aborted
+from dcnr.errors import Aborted, InvalidArgument
 
 SessionId = Annotated[str, typer.Argument(help="Session id.")]
 VALIDATION_HELP = ("How much of the session's work verifiers re-execute: off (none; commitments are still "
@@ -82,11 +85,14 @@ def session_list(as_json: AsJson = False, orchestrator: Orchestrator = DEFAULT) 
 def session_listen(session_id: SessionId,
                    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event per line.")]
                    = False,
+                   from_step: Annotated[int | None, typer.Option(
+                       help="First replay the session's kept step events from this step on (kept across "
+                            "orchestrator restarts), then follow.")] = None,
                    orchestrator: Orchestrator = DEFAULT) -> None:
     """Follow a session's step events until it completes or fails (exit 1 if it fails)."""
     last = None
     with connect(orchestrator) as c:
-        for ev in c.listen_session(session_id):
+        for ev in c.listen_session(session_id, from_step=from_step):
             last = ev
             if as_json:
                 print(json.dumps(asdict(ev)), flush=True)
@@ -99,3 +105,48 @@ def session_listen(session_id: SessionId,
                       + (f": {ev.error}" if ev.error else ""), flush=True)
     if last is not None and last.state == "failed":
         raise Aborted(f"session {session_id} failed: {last.error}")
+
+
+HISTORY_COLUMNS = ["step", "at", "loss", "held_out_loss", "tokens_per_second", "duration_seconds"]
+
+
+def session_history(session_id: SessionId,
+                    as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header line: the columns "
+                                                         f"{', '.join(HISTORY_COLUMNS)}, then one per learning-rate "
+                                                         "metric; `at` in unix seconds.")] = False,
+                    as_json: Annotated[bool, typer.Option("--json", help="A JSON list of step events.")] = False,
+                    from_step: Annotated[int, typer.Option(help="Only steps from this one on.")] = 0,
+                    orchestrator: Orchestrator = DEFAULT) -> None:
+    """A session's kept step history: one row per step (loss, held-out loss once evaluated, tokens/s, duration,
+    learning rates), kept across orchestrator restarts until the session is deleted."""
+    if as_csv and as_json:
+        raise InvalidArgument("--csv and --json exclude each other")
+    with connect(orchestrator) as c:
+        events = c.session_history(session_id, from_step=from_step)
+    if as_json:
+        print(json.dumps([asdict(ev) for ev in events]))
+        return
+    rates = sorted({name for ev in events for name in ev.learning_rates})
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(HISTORY_COLUMNS + rates)
+        for ev in events:
+            writer.writerow([ev.step, repr(ev.at), _number(ev.loss), _number(ev.held_out_loss),
+                             repr(ev.tokens_per_second), repr(ev.duration_seconds),
+                             *(_number(ev.learning_rates.get(name)) for name in rates)])
+        return
+    table(f"session {session_id}", ["step", "at", "loss", "held-out", "tok/s", "ms", *rates], [
+        [ev.step, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.at)), _fixed(ev.loss),
+         _fixed(ev.held_out_loss), f"{ev.tokens_per_second:,.0f}", f"{ev.duration_seconds * 1000:.0f}",
+         *(f"{ev.learning_rates[name]:.2e}" if name in ev.learning_rates else "" for name in rates)]
+        for ev in events])
+
+
+def _number(value: float | None) -> str:
+    """A value for CSV: every digit kept; empty when there is none."""
+    return "" if value is None else repr(value)
+
+
+def _fixed(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+

@@ -5,7 +5,8 @@ and relays), its own relay (for PNodes behind NAT while no relay process serves 
 resuming the sessions a crash interrupted, its TLS identity (a CA of its own, created on
 first start under `STATE_DIR/tls`) and `admin.yaml`. Its services (`networks`, `serving`,
 `sessions`, `data`, `fleet`, `standings`, `blob_access`) are served over gRPC by
-`dcnr.transport.grpc.server`, which `start` starts.
+`dcnr.transport.grpc.server`, which `start` starts, and read over HTTP (metrics, the
+dashboard and its JSON API) by `dcnr.web`, which `start` starts when given an HTTP address.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dcnr.orchestrator.checkpoints import KEEP_CHECKPOINTS, Checkpoints
 from dcnr.orchestrator.datastore import DataStore
 from dcnr.orchestrator.driver import Driver, Inbox
 from dcnr.orchestrator.fleet import Fleet
+from dcnr.orchestrator.history import History
 from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.networks import Networks
 from dcnr.orchestrator.relays import Relays
@@ -29,6 +31,7 @@ from dcnr.orchestrator.serving import Serving
 from dcnr.orchestrator.sessions import Sessions
 from dcnr.orchestrator.standing import COOLING_OFF, QUARANTINE_AFTER, Standings
 from dcnr.orchestrator.store import SQLiteStore
+from dcnr.orchestrator.timeline import Timelines
 from dcnr.orchestrator.validator import Validator
 from dcnr.security import pki
 from dcnr.security.config import ClientConfig
@@ -39,6 +42,8 @@ from dcnr.transport.grpc.pnode import GrpcConnector, pnode_channels
 from dcnr.transport.grpc.relay import Relay
 from dcnr.transport.grpc.security import Identity
 from dcnr.transport.grpc.server import OrchestratorServer
+from dcnr.web import api as web
+from dcnr.web.server import HttpServer
 
 log = logging.getLogger("dcnr.orchestrator")
 
@@ -68,31 +73,37 @@ class Orchestrator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = SQLiteStore(self.state_dir / "state.sqlite")
         self.tokens = Tokens(self.store)
-        self.standings = Standings(self.store, quarantine_after, cooling_off)  # PNodes' trust, charges, quarantine
+        self.history = History(self.store)  # step events and the fleet's events, kept across restarts
+        self.standings = Standings(self.store, quarantine_after, cooling_off,  # PNodes' trust, charges, quarantine
+                                   fleet_events=self.history.fleet_event)
         self.ca = pki.CertificateAuthority.load_or_create(self.state_dir / "tls")
         self.identity = Identity(self.ca.orchestrator_credentials(self.state_dir / "tls"))
         self.public_reads, self.rate_limit, self.certificate_lifetime = public_reads, rate_limit, certificate_lifetime
         objects = open_store(storage or (self.state_dir / "storage").resolve().as_uri(), s3_endpoint_url)
         self.data = DataStore(objects, self.limits)
         self.fleet = Fleet(self.store, GrpcConnector(self.identity, max_message_bytes, timeout=step_timeout),
-                           heartbeat_interval, standings=self.standings)
+                           heartbeat_interval, standings=self.standings, events=self.history.fleet_event)
         self.inbox = Inbox()
         self.checkpoints = Checkpoints(BlobStore(objects), keep=keep_checkpoints)
         self.validator = Validator(self.fleet, self.standings, blob_reader=self.checkpoints.blobs.get_blob)
+        self.timelines = Timelines()  # the recent steps of sessions, as timed (in memory)
         self.driver = Driver(self.store, self.fleet, self.inbox, step_timeout, vocabularies=self._vocabularies,
-                             from_seed=self.checkpoints.from_seed, validator=self.validator)
+                             from_seed=self.checkpoints.from_seed, validator=self.validator, timelines=self.timelines)
         self.blob_access = BlobAccess(self.checkpoints, self.store)
-        self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout, self.limits)
+        self.sessions = Sessions(self.store, self.driver, self.data, self.checkpoints, recovery_timeout, self.limits,
+                                 history=self.history)
         self.networks = Networks(self.store, self.driver, self.fleet, self.data, self.checkpoints, self.limits)
-        self.serving = Serving(self.store, self.driver, self.data, self.networks, self.limits)
+        self.serving = Serving(self.store, self.driver, self.data, self.networks, self.limits, history=self.history)
         self.max_message_bytes = max_message_bytes
         # PNodes behind NAT attach to relays, and to the orchestrator's own when none runs
         self.relay_identity = Identity(self.ca.relay_credentials(self.state_dir / "tls"))
         self.relay = Relay(pnode_channels(self.relay_identity, max_message_bytes))
         self.relays = Relays(heartbeat_interval, lambda: (self.relay_port, self.relay.attached,
-                                                          self.relay.bytes_forwarded, self.relay.hop_bytes))
+                                                          self.relay.bytes_forwarded, self.relay.hop_bytes),
+                             events=self.history.fleet_event)
         self.server: OrchestratorServer | None = None
-        self.port = self.peer_port = self.relay_port = 0
+        self.http: HttpServer | None = None
+        self.port = self.peer_port = self.relay_port = self.http_port = 0
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
 
@@ -103,14 +114,22 @@ class Orchestrator:
         return {name: self.data.tokenizer(name).to_str() for name in sorted(names)}
 
     def start(self, address: str = "127.0.0.1:0", peer_address: str | None = None, threads: int = 32,
-              relay_address: str | None = None) -> int:
+              relay_address: str | None = None, http_address: str | None = None, dashboard: bool = True) -> int:
         """Serve on `address` and, for PNodes, on `peer_address` and (its relay) on `relay_address` (default:
-        the same host, any free port); watch heartbeats, resume interrupted sessions, keep `admin.yaml`
+        the same host, any free port), and with `http_address` (port 0: any free one) metrics and, unless
+        `dashboard` is off, the dashboard; watch heartbeats, resume interrupted sessions, keep `admin.yaml`
         pointing here; returns the port."""
         host = address.rpartition(":")[0]
         self.server = OrchestratorServer(self, address, peer_address or f"{host}:0", threads,
                                          relay_address or f"{host}:0")
         self.port, self.peer_port, self.relay_port = self.server.port, self.server.peer_port, self.server.relay_port
+        if http_address is not None:
+            try:
+                self.http = web.serve(self, http_address, dashboard)
+            except OSError:
+                self.server.stop(0)
+                raise
+            self.http_port = self.http.port
         self.write_admin_config(f"{_local_host(host)}:{self.port}")
         self._monitor = threading.Thread(target=self._watch, name="heartbeats", daemon=True)
         self._monitor.start()
@@ -156,6 +175,8 @@ class Orchestrator:
         for rec in self.store.list_sessions():
             if rec.state == "running":
                 self.sessions.suspend(rec.id)
+        if self.http is not None:
+            self.http.stop()
         if self.server is not None:
             self.server.stop(grace)
         self.relay.close()

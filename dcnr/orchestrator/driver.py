@@ -6,7 +6,9 @@ every PNode taking part, send every micro-batch's inputs at once (so PNodes pipe
 wait until every cost has reported and every PNode has finished every micro-batch, then
 check finiteness (fp16) and apply the update on each PNode. It never computes the model:
 PNodes do, and report back through `Inbox`. A step run under a validation policy is
-committed: the PNodes' commitments go to the `Validator` before the next step begins.
+committed: the PNodes' commitments go to the `Validator` before the next step begins. A
+session's step is timed (`dcnr.orchestrator.timeline`): when each BeginRun left and was
+answered, on the driver's clock, beside the timing each PNode reports with its update.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dcnr.errors import Aborted, DcnrError, Unavailable
 from dcnr.orchestrator.fleet import Deployment, Fleet
 from dcnr.orchestrator.relays import Relays
 from dcnr.orchestrator.store import StateStore
+from dcnr.orchestrator.timeline import StepRecord, Timelines
 from dcnr.runtime.graph import check_inputs, select_outputs, split_batch
 from dcnr.runtime.precision import LossScaler
 from dcnr.runtime.router import Router
@@ -202,8 +205,9 @@ class Driver:
     def __init__(self, store: StateStore, fleet: Fleet, inbox: Inbox, timeout: float = 600.0,
                  vocabularies: Callable[[NetworkSpec], dict[str, str]] = lambda spec: {},
                  from_seed: Callable[[str, int], bool] = lambda name, step: False,
-                 validator: Validator | None = None) -> None:
+                 validator: Validator | None = None, timelines: Timelines | None = None) -> None:
         self.store = store
+        self.timelines = timelines  # sessions' recent steps, as timed (none: steps are not timed)
         self.fleet = fleet
         self.inbox = inbox
         self.timeout = timeout
@@ -271,9 +275,18 @@ class Driver:
             raise StepFailed(failed)
         return results
 
-    def _begin(self, net: NetworkState, deployment: Deployment, run: Run, chunks: Sequence[Mapping[str, Any]]) -> None:
-        """Describe the run to every PNode taking part, then send each micro-batch's inputs."""
-        self._on_each(deployment.pnodes(), f"run {run.id}", lambda p: self.fleet.client(p).begin_run(run))
+    def _begin(self, net: NetworkState, deployment: Deployment, run: Run, chunks: Sequence[Mapping[str, Any]]
+               ) -> dict[str, tuple[float, float]]:
+        """Describe the run to every PNode taking part, then send each micro-batch's inputs; returns when each
+        PNode's BeginRun was sent and answered (`time.monotonic()`)."""
+        begun: dict[str, tuple[float, float]] = {}
+
+        def begin(pnode: str) -> None:
+            sent = time.monotonic()
+            self.fleet.client(pnode).begin_run(run)
+            begun[pnode] = (sent, time.monotonic())
+
+        self._on_each(deployment.pnodes(), f"run {run.id}", begin)
         hops = self.fleet.hops()
         for mb, chunk in enumerate(chunks):
             for hop in net.router.inputs(run, mb, chunk):
@@ -282,6 +295,7 @@ class Driver:
                     hops.send_now(deployment.addresses[pid], hop, timeout=60)
                 except DcnrError as exc:
                     raise StepFailed(f"cannot send input to VNode {hop.vnode!r} on PNode {pid}: {exc}") from None
+        return begun
 
     def _wait(self, run: _Waiting, done: Callable[[], bool], what: str, pnodes: Sequence[str] = ()) -> None:
         """Until `done()`; fails on a reported error, a PNode of the run marked dead, or the timeout."""
@@ -306,10 +320,11 @@ class Driver:
 
     # -- training ------------------------------------------------------------------------------
     def train_step(self, name: str, inputs: Mapping[str, Any], micro_batches: int = 1, run_prefix: str = "train",
-                   validation: Policy | None = None, session: str = ""
+                   validation: Policy | None = None, session: str = "", session_step: int = 0
                    ) -> tuple[dict[str, float], int, bool, dict[str, float]]:
         """One step across the fleet: (costs averaged over micro-batches, new step, skipped, learning rates).
-        Under a `validation` policy other than off the step is committed and handed to the validator."""
+        Under a `validation` policy other than off the step is committed and handed to the validator. A
+        session's step (`session_step`, counted from 1) is kept timed in `timelines`."""
         net = self.network(name)
         spec = net.spec
         if not spec.costs:
@@ -330,7 +345,7 @@ class Driver:
             costs_at = net.router.reported(run)
             waiting = self.inbox.open(run.id, deployment.assignments)
             try:
-                self._begin(net, deployment, run, chunks)
+                begun = self._begin(net, deployment, run, chunks)
                 self._wait(waiting, lambda: all(
                     waiting.done.get(mb, set()) >= finishing
                     and all((mb, n, s) in waiting.outputs for n, s in costs_at) for mb in range(micro_batches)),
@@ -364,11 +379,18 @@ class Driver:
             apply = net.scaler.update(finite)
             replies = self._on_each(pnodes, "the update", lambda p: self.fleet.client(p).apply_update(
                 name, net.step + 1, scale, apply))
+            if self.timelines is not None and session:
+                began = min(sent for sent, _ in begun.values())
+                self.timelines.add(session, StepRecord(
+                    session_step, run.id, time.monotonic() - began,
+                    {p: (sent - began, answered - began) for p, (sent, answered) in begun.items()},
+                    deployment.assignments, {p: r.timing for p, r in zip(pnodes, replies, strict=True)
+                                             if r.timing is not None}))
             net.step += 1
             self.store.set_network_step(name, net.step)
             lrs: dict[str, float] = {}
-            for r, _ in replies:
-                lrs.update(r)
+            for r in replies:
+                lrs.update(r.learning_rates)
             if not commit and self.validator is not None:
                 self.validator.forget_state(name)  # trained without commitments: its known state is gone
             if commit:
@@ -378,8 +400,8 @@ class Driver:
                 reported = {hop_key(mb, "out", n, s): value_digest(waiting.outputs[(mb, n, s)])
                             for mb in range(micro_batches) for n, s in costs_at}
                 self.validator.after_step(spec, net.router, net.yaml, self.vocabularies(spec), run, deployment,
-                                          {p: c for p, (_, c) in zip(pnodes, replies, strict=True)}, sent, reported,
-                                          scale, apply, validation, session, unusual)
+                                          {p: r.commitments for p, r in zip(pnodes, replies, strict=True)}, sent,
+                                          reported, scale, apply, validation, session, unusual)
             metrics = {m.name: lrs[m.node_id] for m in spec.metrics if m.node_id in lrs}
             return costs, net.step, not apply, metrics
 

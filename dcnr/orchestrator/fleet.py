@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from dcnr.orchestrator.history import FleetRecorder
 from dcnr.orchestrator.placement import PNodeCapacity, place
 from dcnr.orchestrator.standing import Standings
 from dcnr.orchestrator.store import AlreadyExists, NotFound, PNodeRecord, StateStore
@@ -49,8 +50,9 @@ class Fleet:
     quarantined)."""
 
     def __init__(self, store: StateStore, connector: Connector, heartbeat_interval: float = 30.0, *,
-                 standings: Standings | None = None) -> None:
+                 standings: Standings | None = None, events: FleetRecorder | None = None) -> None:
         self.store = store
+        self.events = events or (lambda kind, pnode, detail: None)  # joins, deaths, departures, quarantines
         self.connector = connector
         self.heartbeat_interval = heartbeat_interval
         self.standings = standings
@@ -86,6 +88,7 @@ class Fleet:
             self.store.put_pnode(PNodeRecord(pnode_id, address, {**hardware, "memory_budget_bytes": budget,
                                                                  "version": version, "name": member.name or pnode_id}))
         log.info("PNode %s registered at %s", pnode_id, address, extra={"pnode": pnode_id, "address": address})
+        self.events("joined", pnode_id, address)
 
     def unregister(self, pnode_id: str) -> bool:
         with self._placing, self._lock:  # no placement sees half a change
@@ -95,6 +98,7 @@ class Fleet:
         if removed:
             log.info("PNode %s unregistered (%d VNodes to place again)", pnode_id, len(moved),
                      extra={"pnode": pnode_id})
+            self.events("left", pnode_id, f"{len(moved)} VNodes to place again")
         return removed
 
     def heartbeat(self, pnode_id: str, load: float) -> None:
@@ -121,6 +125,7 @@ class Fleet:
                     dead.append(rec.id)
         for pid in dead:
             log.warning("PNode %s missed %d heartbeats: marked dead", pid, MISSED_BEATS, extra={"pnode": pid})
+            self.events("dead", pid, f"missed {MISSED_BEATS} heartbeats")
         return dead
 
     def quarantine(self, pnode_id: str) -> list[tuple[str, str]]:

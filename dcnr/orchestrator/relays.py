@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from dcnr.errors import InvalidArgument, NotFound
 from dcnr.orchestrator.fleet import MISSED_BEATS
+from dcnr.orchestrator.history import FleetRecorder
 
 BUILTIN = "orchestrator"  # the id of the orchestrator's own relay
 
@@ -37,9 +38,11 @@ class Relays:
     """Relays of one orchestrator. `builtin()` tells the orchestrator's own relay's (port, attached PNodes,
     bytes forwarded, of which hops)."""
 
-    def __init__(self, heartbeat_interval: float, builtin: Callable[[], tuple[int, int, int, int]]) -> None:
+    def __init__(self, heartbeat_interval: float, builtin: Callable[[], tuple[int, int, int, int]],
+                 events: FleetRecorder | None = None) -> None:
         self.heartbeat_interval = heartbeat_interval
         self.builtin = builtin
+        self.events = events or (lambda kind, relay, detail: None)  # relays joining and dying
         self._relays: dict[str, RelayRecord] = {}
         self._assigned: dict[str, str] = {}  # PNode -> the relay it was sent to last
         self._lock = threading.Lock()
@@ -50,6 +53,7 @@ class Relays:
             raise InvalidArgument(f"relay {relay_id}: address must be host:port, got {address!r}")
         with self._lock:
             self._relays[relay_id] = RelayRecord(relay_id, address, time.time())
+        self.events("relay-joined", relay_id, address)
 
     def heartbeat(self, relay_id: str, attached: int, bytes_forwarded: int, hop_bytes: int = 0) -> None:
         with self._lock:
@@ -67,6 +71,8 @@ class Relays:
                 if rec.state == "alive" and now - rec.last_seen > MISSED_BEATS * self.heartbeat_interval:
                     rec.state = "dead"
                     dead.append(rec.id)
+        for relay in dead:
+            self.events("relay-dead", relay, f"missed {MISSED_BEATS} heartbeats")
         return dead
 
     def assign(self, pnode: str, avoid: str = "") -> RelayRecord:

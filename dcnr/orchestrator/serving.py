@@ -3,7 +3,8 @@
 Owns what a request means beyond the driver's primitives: a single training step is
 refused while a session trains the network; evaluation averages the costs over held-out
 batches of a dataset's validation split; chat turns a prompt into token ids with the
-network's vocabulary and generated ids back into text, piece by piece. Batch sizes,
+network's vocabulary and generated ids back into text, piece by piece; an evaluation on the
+dataset a session of the network trains on is kept as that session's held-out loss. Batch sizes,
 micro-batches, evaluation batches and chat tokens are held to the orchestrator's `Limits`
 before any work starts. Knows nothing of gRPC; tensors only pass through.
 """
@@ -18,6 +19,7 @@ from typing import Any
 from dcnr.errors import DeadlineExceeded, InvalidArgument, NotFound
 from dcnr.orchestrator.datastore import DataStore
 from dcnr.orchestrator.driver import Driver
+from dcnr.orchestrator.history import History
 from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.networks import Networks
 from dcnr.orchestrator.store import StateStore
@@ -31,8 +33,9 @@ CHAT_TOKENS = 64  # tokens a chat generates, unless asked otherwise
 
 class Serving:
     def __init__(self, store: StateStore, driver: Driver, data: DataStore, networks: Networks,
-                 limits: Limits) -> None:
+                 limits: Limits, history: History | None = None) -> None:
         self.store = store
+        self.history = history
         self.driver = driver
         self.data = data
         self.networks = networks
@@ -70,7 +73,18 @@ class Serving:
             x, y = ds.batch(seed, i, size, seq_len, split="validation")
             for k, v in self.driver.costs(network, {"tokens": x, "targets": y}).items():
                 totals[k] = totals.get(k, 0.0) + v / batches
+        self._held_out(network, dataset, totals)
         return totals
+
+    def _held_out(self, network: str, dataset: str, costs: dict[str, float]) -> None:
+        """Keep an evaluation's first cost as the held-out loss, on its latest step, of the session that trains the
+        network on that dataset (the running one, else the newest)."""
+        if self.history is None or not costs:
+            return
+        trained = [s for s in self.store.list_sessions() if s.network == network and s.dataset == dataset]
+        running = [s for s in trained if s.state == "running"]
+        if trained:
+            self.history.held_out((running or trained)[-1].id, next(iter(costs.values())))
 
     def chat(self, network: str, prompt: str, vocabulary: str = "", max_new_tokens: int | None = None,
              temperature: float = 0.0, top_k: int | None = None, seed: int = 0) -> Iterator[ChatChunk]:

@@ -2,8 +2,10 @@
 
 Owns each session's life (created → running ⇄ suspended → completed | failed), the
 thread that runs a running session step by step through the driver, and the stream
-of step events listeners follow. The batch of step k is a pure function of (dataset,
-seed, k), so a suspended or interrupted session resumes exactly where it stopped.
+of step events listeners follow (each step's event is kept in the session's `History`
+first, so a listener may start from any step, also after the orchestrator restarted). The
+batch of step k is a pure function of (dataset, seed, k), so a suspended or interrupted
+session resumes exactly where it stopped.
 
 Under a validation policy (the session's, else its network's) every step is committed
 and judged by the `Validator`; a fault rolls the session back to its newest checkpoint
@@ -40,6 +42,7 @@ from dcnr.orchestrator import checkpoints
 from dcnr.orchestrator.checkpoints import Checkpoints
 from dcnr.orchestrator.datastore import DataStore
 from dcnr.orchestrator.driver import Driver, StepFailed
+from dcnr.orchestrator.history import History
 from dcnr.orchestrator.limits import Limits
 from dcnr.orchestrator.placement import PlacementError
 from dcnr.orchestrator.store import SessionRecord, StateStore
@@ -72,8 +75,9 @@ class _Live:
 
 class Sessions:
     def __init__(self, store: StateStore, driver: Driver, data: DataStore, checkpoints: Checkpoints,
-                 recovery_timeout: float = 600.0, limits: Limits | None = None) -> None:
+                 recovery_timeout: float = 600.0, limits: Limits | None = None, history: History | None = None) -> None:
         self.store = store
+        self.history = history or History(store)
         self.limits = limits or Limits()
         self.driver = driver
         self.data = data
@@ -178,13 +182,34 @@ class Sessions:
             live.cond.notify_all()
         with self._lock:
             self._live.pop(session_id, None)
-        return self.store.delete_session(session_id)
+        deleted = self.store.delete_session(session_id)  # its step events go with it
+        self.history.forget(session_id)
+        if self.driver.timelines is not None:
+            self.driver.timelines.forget(session_id)
+        return deleted
 
-    def listen(self, session_id: str, active: Any = lambda: True) -> Iterator[dict[str, Any]]:
-        """Step events from the first one this orchestrator saw; ends when the session ends."""
+    def listen(self, session_id: str, active: Any = lambda: True, from_step: int | None = None
+               ) -> Iterator[dict[str, Any]]:
+        """Step events as they happen, until the session ends. With `from_step`, the session's kept history
+        from that step on comes first (also what ran before the orchestrator restarted); without, the events
+        since the first one this orchestrator saw."""
         self.store.get_session(session_id)
         live = self._state(session_id)
         sent = 0
+        if from_step is not None:
+            with live.cond:  # nothing is recorded meanwhile: every later event is in `live.events` past `sent`
+                sent = len(live.events)
+                kept = self.history.steps(session_id, from_step)
+            for ev in kept:
+                yield ev
+                if ev["state"] in FINAL:
+                    return
+            rec = self.store.get_session(session_id)
+            with live.cond:
+                over = rec.state in FINAL and len(live.events) == sent
+            if over:  # ended before this orchestrator started (or the history lacks its end): say how
+                yield self._status_event(rec)
+                return
         while active():
             with live.cond:
                 while sent >= len(live.events) and not live.deleted:
@@ -206,8 +231,11 @@ class Sessions:
                 if ev["state"] in FINAL:
                     return
 
-    def _emit(self, live: _Live, event: dict[str, Any]) -> None:
+    def _emit(self, live: _Live, event: dict[str, Any], step: bool = False) -> None:
+        """Hand an event to listeners; a finished step's event (`step`) is kept in the history first."""
         with live.cond:
+            if step:
+                event = self.history.record_step(event)
             live.events.append(event)
             if len(live.events) > EVENT_MEMORY:
                 del live.events[: len(live.events) - EVENT_MEMORY]
@@ -238,7 +266,7 @@ class Sessions:
                 try:
                     costs, _, skipped, lrs = self.driver.train_step(
                         rec.network, {"tokens": x, "targets": y}, rec.micro_batches, run_prefix=f"session-{rec.id}",
-                        validation=policy, session=rec.id)
+                        validation=policy, session=rec.id, session_step=rec.step + 1)
                 except StepFailed as exc:
                     log.warning("session %s: step %d failed (%s); restoring the last checkpoint", rec.id, rec.step,
                                 exc, extra={"session": rec.id})
@@ -285,7 +313,7 @@ class Sessions:
                                   "loss": next(iter(costs.values())), "costs": costs,
                                   "tokens_per_second": rec.batch_size * seq_len / duration,
                                   "learning_rates": lrs, "duration_seconds": duration, "skipped": skipped,
-                                  "state": rec.state, "error": ""})
+                                  "state": rec.state, "error": "", "network": rec.network}, step=True)
             if live.deleted:
                 return
             if rec.state != "completed":
@@ -431,6 +459,7 @@ class Sessions:
         self._retrying(rec, live, f"restore the checkpoint at step {manifest['session_step']}", attempt)
         rec.step = int(manifest["session_step"])
         self.store.put_session(rec)
+        self.history.rewound(rec.id, rec.step)
         log.info("session %s: %s from the checkpoint at step %d", rec.id, why, rec.step, extra={"session": rec.id})
         return rec
 

@@ -14,6 +14,7 @@ import threading
 import time
 
 from dcnr.errors import Conflict, InvalidArgument, NotFound
+from dcnr.orchestrator.history import FleetRecorder
 from dcnr.orchestrator.store import Standing, StateStore, ValidationEvent
 
 log = logging.getLogger("dcnr.orchestrator")
@@ -31,7 +32,7 @@ class Standings:
     until an operator releases it (which clears them)."""
 
     def __init__(self, store: StateStore, quarantine_after: int = QUARANTINE_AFTER,
-                 cooling_off: float = COOLING_OFF) -> None:
+                 cooling_off: float = COOLING_OFF, fleet_events: FleetRecorder | None = None) -> None:
         if quarantine_after < 1:
             raise InvalidArgument(f"quarantine_after must be at least 1, got {quarantine_after}")
         if cooling_off <= 0:
@@ -39,6 +40,7 @@ class Standings:
         self.store = store
         self.quarantine_after = quarantine_after
         self.cooling_off = cooling_off
+        self.fleet_events = fleet_events or (lambda kind, pnode, detail: None)  # quarantines and releases
         self._lock = threading.Lock()  # each read-modify-write of a standing is whole
 
     def get(self, pnode: str) -> Standing:
@@ -77,6 +79,7 @@ class Standings:
             self.store.put_standing(rec)
             self._log_operator(pnode, "released", by)
         log.info("PNode %s released from quarantine%s", pnode, f" by {by}" if by else "", extra={"pnode": pnode})
+        self.fleet_events("released", pnode, f"by {by}" if by else "")
         return rec
 
     def charge(self, pnode: str, reason: str, now: float | None = None) -> bool:
@@ -97,6 +100,7 @@ class Standings:
             log.warning("PNode %s quarantined until %s after %d charge(s): %s", pnode,
                         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.quarantined_until)), rec.charges,
                         reason, extra={"pnode": pnode})
+            self.fleet_events("quarantined", pnode, reason)
         else:
             log.info("PNode %s charged (%d): %s", pnode, rec.charges, reason, extra={"pnode": pnode})
         return quarantined

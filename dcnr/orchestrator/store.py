@@ -1,11 +1,12 @@
 """Durable orchestrator state behind one interface, kept in SQLite.
 
 What the orchestrator must remember across restarts about its fleet and its work —
-PNodes, networks, placements (and VNodes whose state was lost with their PNode), sessions,
-tokens, the standing of PNode identities and the validation log — goes through
-`StateStore`. `SQLiteStore`, the only implementation, keeps one file under the state dir,
-in WAL mode, with every write in a transaction; it belongs to one orchestrator process
-(several orchestrators sharing one backend is not built). Vocabularies and datasets are
+PNodes, networks, placements (and VNodes whose state was lost with their PNode), sessions
+and their step events, tokens, the standing of PNode identities, the validation log and the
+fleet's history — goes through `StateStore`. `SQLiteStore`, the only implementation, keeps
+one file under the state dir, in WAL mode, with every write in a transaction; it belongs to
+one orchestrator process (several orchestrators sharing one backend is not built). Tables
+added since a file was written are created when it is opened. Vocabularies and datasets are
 not here: they live in the object store, beside checkpoints (`dcnr.orchestrator.datastore`).
 """
 
@@ -112,6 +113,18 @@ class ValidationEvent:
     seq: int = 0  # its place in the log (set by the store; increasing)
 
 
+@dataclass
+class FleetEvent:
+    """One entry of the fleet's history (`dcnr.orchestrator.history.FLEET_KINDS` lists the kinds): a PNode
+    joined, died, left, was quarantined, released, paused or resumed; a relay joined or died."""
+
+    kind: str
+    pnode: str  # the PNode (or relay) it concerns
+    detail: str = ""  # a line for people: an address, a reason, who acted
+    at: float = field(default_factory=time.time)
+    seq: int = 0  # its place in the history (set by the store; increasing)
+
+
 class StateStore(Protocol):
     """What the orchestrator needs from durable storage."""
 
@@ -135,6 +148,13 @@ class StateStore(Protocol):
     def get_session(self, session_id: str) -> SessionRecord: ...
     def list_sessions(self) -> list[SessionRecord]: ...
     def delete_session(self, session_id: str) -> bool: ...
+    def put_step_event(self, session: str, step: int, event: dict[str, Any]) -> None: ...
+    def step_events(self, session: str, from_step: int = 0, limit: int = 0) -> list[dict[str, Any]]: ...
+    def last_step_event(self, session: str) -> dict[str, Any] | None: ...
+    def truncate_step_events(self, session: str, after_step: int) -> None: ...
+    def add_fleet_event(self, event: FleetEvent) -> int: ...
+    def list_fleet_events(self, after: int = 0, limit: int = 1000) -> list[FleetEvent]: ...
+    def count_validation_verdicts(self) -> dict[str, int]: ...
     def put_token(self, rec: TokenRecord) -> None: ...
     def token_by_key(self, key: str) -> TokenRecord | None: ...
     def list_tokens(self) -> list[TokenRecord]: ...
@@ -167,7 +187,12 @@ CREATE TABLE IF NOT EXISTS validation_events (seq INTEGER PRIMARY KEY AUTOINCREM
     verifier TEXT NOT NULL, referee TEXT NOT NULL, verdict TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS validation_events_session ON validation_events (session, seq);
 CREATE INDEX IF NOT EXISTS validation_events_network ON validation_events (network, seq);
+CREATE TABLE IF NOT EXISTS step_events (session TEXT NOT NULL, step INTEGER NOT NULL, at REAL NOT NULL,
+    event TEXT NOT NULL, PRIMARY KEY (session, step));
+CREATE TABLE IF NOT EXISTS fleet_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
+    pnode TEXT NOT NULL, detail TEXT NOT NULL);
 """
+FLEET_EVENTS_KEPT = 100_000  # the newest entries of the fleet's history kept (older ones are deleted)
 
 
 class SQLiteStore:
@@ -319,7 +344,58 @@ class SQLiteStore:
 
     def delete_session(self, session_id: str) -> bool:
         with self._tx() as db:
+            db.execute("DELETE FROM step_events WHERE session=?", (session_id,))
             return db.execute("DELETE FROM sessions WHERE id=?", (session_id,)).rowcount > 0
+
+    # -- step events of sessions (one per step: a step trained again replaces its entry) ---------------------
+    def put_step_event(self, session: str, step: int, event: dict[str, Any]) -> None:
+        """Record what session `session` reported for its step `step` (a JSON object with an "at" time)."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO step_events VALUES (?, ?, ?, ?)",
+                       (session, step, float(event.get("at", time.time())), json.dumps(event)))
+
+    def step_events(self, session: str, from_step: int = 0, limit: int = 0) -> list[dict[str, Any]]:
+        """The session's step events from step `from_step` on, in step order (at most `limit`; 0: all)."""
+        with self._lock:
+            rows = self._db.execute("SELECT event FROM step_events WHERE session=? AND step>=? ORDER BY step LIMIT ?",
+                                    (session, from_step, limit if limit > 0 else -1)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def last_step_event(self, session: str) -> dict[str, Any] | None:
+        """The event of the session's latest recorded step, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT event FROM step_events WHERE session=? ORDER BY step DESC LIMIT 1",
+                                   (session,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def truncate_step_events(self, session: str, after_step: int) -> None:
+        """Forget the session's step events past `after_step` (it went back to that step's checkpoint)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM step_events WHERE session=? AND step>?", (session, after_step))
+
+    # -- the fleet's history (the newest FLEET_EVENTS_KEPT entries) --------------------------------------
+    def add_fleet_event(self, event: FleetEvent) -> int:
+        """Append to the fleet's history; returns the event's number (`seq`, increasing)."""
+        with self._tx() as db:
+            seq = db.execute("INSERT INTO fleet_events (at, kind, pnode, detail) VALUES (?, ?, ?, ?)",
+                             (event.at, event.kind, event.pnode, event.detail)).lastrowid
+            assert seq is not None
+            if seq % 1000 == 0:
+                db.execute("DELETE FROM fleet_events WHERE seq<=?", (seq - FLEET_EVENTS_KEPT,))
+        return seq
+
+    def list_fleet_events(self, after: int = 0, limit: int = 1000) -> list[FleetEvent]:
+        """Events numbered after `after`, oldest first, at most `limit` of them (the oldest ones)."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, at, kind, pnode, detail FROM fleet_events WHERE seq>? ORDER BY seq "
+                                    "LIMIT ?", (after, max(1, limit))).fetchall()
+        return [FleetEvent(r[2], r[3], r[4], r[1], r[0]) for r in rows]
+
+    def count_validation_verdicts(self) -> dict[str, int]:
+        """How many entries of the validation log carry each verdict."""
+        with self._lock:
+            rows = self._db.execute("SELECT verdict, COUNT(*) FROM validation_events GROUP BY verdict").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
 
     # -- tokens (only hashes of their secrets) -------------------------------------------------
     def put_token(self, rec: TokenRecord) -> None:

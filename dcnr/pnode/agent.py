@@ -14,6 +14,8 @@ it (`dcnr.transport.grpc.relay.RelayLink`) that carries the calls for it and the
 sends, and registers the address "relay-host:port/ID". When that stream breaks, its work is
 dropped and it leaves the fleet (the orchestrator re-places its VNodes, as for a dead PNode),
 then attaches again (another relay if it can) with backoff and jitter, and registers again.
+
+With a metrics port it serves its Prometheus metrics (`dcnr.web.pnode_metrics`) over plain HTTP.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ class PNode:
                  memory_budget: int | None = None, threads: int | None = None, device: str = "cpu",
                  heartbeat_interval: float | None = None, task_timeout: float = 300.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, set_torch_threads: bool = True,
-                 outbound_only: bool = False) -> None:
+                 outbound_only: bool = False, metrics_port: int | None = None) -> None:
         self.orchestrator = orchestrator
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -163,6 +165,9 @@ class PNode:
         self._stop = threading.Event()
         self._beats: threading.Thread | None = None
         self._relay_watch: threading.Thread | None = None
+        self.metrics_port = metrics_port  # None: no metrics; 0: any free port (the one bound, once started)
+        self.metrics: Any = None
+        self.last_beat = 0.0  # unix time the orchestrator last answered a heartbeat or the registration
 
     def _enroll(self) -> Identity:
         """A fresh certificate for our key from the orchestrator (kept up to date in `self.identity`)."""
@@ -193,6 +198,8 @@ class PNode:
                                     signer=lambda network, run, key, digest: sign_hop(self.key, network, run, key,
                                                                                       digest))
         self.runtime.start()
+        if self.metrics_port is not None:
+            self._serve_metrics()
         self._services = pnode_services(self.runtime)
         deadline = time.monotonic() + REGISTER_WAIT
         interval: float | None = None
@@ -212,11 +219,21 @@ class PNode:
             self._relay_watch = threading.Thread(target=self._relay_loop, name="relay-watch", daemon=True)
             self._relay_watch.start()
         self.heartbeat_interval = self.heartbeat_interval or interval
+        self.last_beat = time.time()
         self._beats = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._beats.start()
         log.info("PNode %s (%s) %s at %s, joined %s", self.id, self.name,
                  f"relayed by {self.relay}" if self.relay else "serving", self.address, self.orchestrator,
                  extra={"pnode": self.id, "address": self.address})
+
+    def _serve_metrics(self) -> None:
+        from dcnr.web.pnode_metrics import pnode_registry  # HTTP only for PNodes that serve metrics
+        from dcnr.web.server import serve_metrics
+
+        registry = pnode_registry(self.runtime, lambda: self.hops, lambda: self.last_beat, lambda: bool(self.relay),
+                                  lambda: (len(self.runtime.host.local()), self.runtime.host.memory_used))
+        self.metrics = serve_metrics(registry, f"{self.bind}:{self.metrics_port}")
+        self.metrics_port = self.metrics.port
 
     def _until_reachable(self, attempt: Any, deadline: float) -> Any:
         """`attempt()` until the orchestrator answers (Unavailable is retried until `deadline`)."""
@@ -316,7 +333,7 @@ class PNode:
                     creds = self.identity.creds
                     self.identity.update(pki.Credentials(creds.key_pem, renewed, creds.ca_pem))
                     log.info("certificate renewed until %s", time.ctime(pki.expires_at(renewed)))
-                wait, failures = self.heartbeat_interval, 0
+                wait, failures, self.last_beat = self.heartbeat_interval, 0, time.time()
                 continue
             except NotFound:  # forgotten (marked dead, or a fresh orchestrator)
                 if self._registered_again():
@@ -370,6 +387,8 @@ class PNode:
             self.server.stop(1.0).wait()
         if self.relay_link is not None:
             self.relay_link.close()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.runtime is not None:
             self.runtime.stop()
             self.hops.close()

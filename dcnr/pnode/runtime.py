@@ -30,6 +30,9 @@ from step to step) and commits to the digests (`apply_update` returns them); unt
 next run begins it hands the state and the hops of any VNodes to the orchestrator as
 evidence (`collect_evidence`). As a verifier it re-executes a work unit of another PNode
 (`verify`) on its own thread, beside its training work.
+
+Each training step's timing (when each hosted VNode computed, when hops left and arrived:
+`dcnr.pnode.timing`) goes back with the update that ends the step (`update`).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from dcnr.pnode.limits import (
     Limits,
     value_bytes,
 )
+from dcnr.pnode.timing import StepTimer
 from dcnr.runtime.router import Router
 from dcnr.runtime.vnode import RequestId
 from dcnr.spec.loader import parse_stored_network
@@ -79,6 +83,7 @@ from dcnr.transport.messages import (
     Replay,
     Report,
     Run,
+    Updated,
     network_digest,
 )
 from dcnr.validation.digest import hop_key, hop_signed_by, load_public_key, state_digest, value_digest
@@ -148,7 +153,7 @@ class PNodeRuntime:
         self.task_timeout = task_timeout
         self.limits = limits or Limits.for_budget(memory_budget)
         self.stats: dict[str, float] = {"hops_sent": 0, "tensor_bytes_sent": 0, "local_hops": 0, "refused": 0,
-                                        "busy_seconds": 0.0,
+                                        "hops_received": 0, "tensor_bytes_received": 0, "busy_seconds": 0.0,
                                         "commit_seconds": 0.0, "verify_seconds": 0.0, "verified_units": 0}
         # busy: VNode compute; commit: digests, signatures, evidence; verify: re-executing others' units
         self._nets: dict[str, _Network] = {}
@@ -168,6 +173,8 @@ class PNodeRuntime:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pnode-verify")
+        self.timer = StepTimer()  # each training step's timing, reported with its update
+        self.started_at = time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -189,6 +196,12 @@ class PNodeRuntime:
     def queued(self) -> float:
         """Queued work per compute thread: what heartbeats report."""
         return float(self._work.qsize())
+
+    def queues(self) -> dict[str, int]:
+        """What waits now: hops and calls for the compute thread, hops to send, reports to send, values to hash,
+        and requests begun here and not finished ("requests")."""
+        return {"compute": self._work.qsize(), "outbox": self._outbox.qsize(), "reports": self._events.qsize(),
+                "hashing": self._hashing.qsize(), "requests": len(self._started)}
 
     def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
         """Run `fn` on the compute thread (between two VNode computations) and return its result."""
@@ -284,6 +297,8 @@ class PNodeRuntime:
         if run.kind == "train" and run.step != self.host.step(run.network):
             raise Conflict(f"run {run.id} trains step {run.step} of network {run.network!r}; PNode {self.id} "
                            f"is at step {self.host.step(run.network)}")
+        if run.kind == "train":
+            self.timer.begin(run.network, run.id)
         with self._lock:
             net.runs[run.id] = run
             while len(net.runs) > RUN_MEMORY:
@@ -338,6 +353,11 @@ class PNodeRuntime:
             if len(self._seen) > SEEN_MEMORY:
                 self._seen.popitem(last=False)
             self._enqueue(hop)
+        if hop.sender:  # from another PNode (the orchestrator's inputs are not hops between PNodes)
+            size = value_bytes(hop.value)
+            self.stats["hops_received"] += 1
+            self.stats["tensor_bytes_received"] += size
+            self.timer.received(hop, size)
         return True
 
     @staticmethod
@@ -409,29 +429,33 @@ class PNodeRuntime:
                 with self._lock:
                     self._queued[0] -= 1
                     self._queued[1] -= value_bytes(item.value)
-                started = time.perf_counter()
+                started, computed = time.perf_counter(), False
                 try:
                     with torch.no_grad():
-                        self._deliver(item)
+                        computed = self._deliver(item)
                 except BudgetExceeded as exc:
                     self.stats["refused"] += 1
                     self._fail(item, str(exc))
                 except Exception as exc:  # a bad value or a node error fails this run only
                     log.warning("VNode %s failed on run %s: %s", item.vnode, item.run, exc)
                     self._fail(item, f"VNode {item.vnode!r}: {exc}")
-                self.stats["busy_seconds"] += time.perf_counter() - started
+                ended = time.perf_counter()
+                self.stats["busy_seconds"] += ended - started
+                if computed:
+                    self.timer.work(item.network, item.run, item.vnode, item.op, item.micro_batch, started, ended)
             if time.monotonic() - last_sweep > 1.0:
                 self._expire()
                 last_sweep = time.monotonic()
 
-    def _deliver(self, hop: Hop) -> None:
+    def _deliver(self, hop: Hop) -> bool:
+        """Run the hop's VNode on it and pass on what follows; whether it computed (False while it waits)."""
         with self._lock:
             net = self._nets.get(hop.network)
             run = net.runs.get(hop.run) if net is not None else None
             if net is None or run is None or hop.run in self._fenced or hop.vnode not in net.mine:
-                return  # the network was dropped, the run abandoned, or the VNode moved to another PNode
+                return False  # the network was dropped, the run abandoned, or the VNode moved to another PNode
         if run.kind == "train" and run.step < self.host.step(hop.network):
-            return  # late: that step is over
+            return False  # late: that step is over
         self._started.setdefault((hop.network, RequestId(run.id, run.step, hop.micro_batch, run.kind)),
                                  time.monotonic())
         vnode = self.host.vnode(hop.network, hop.vnode)
@@ -442,7 +466,8 @@ class PNodeRuntime:
                     hop_key(hop.micro_batch, hop.op, hop.vnode, hop.index)] = Received(
                     hop.digest or value_digest(hop.value), hop.sender, hop.signature)
             ledger.inputs.setdefault(hop.vnode, []).append(hop)
-        for msg in net.router.deliver(vnode, run, hop):
+        following = net.router.deliver(vnode, run, hop)
+        for msg in following:
             if ledger is not None and (isinstance(msg, Hop) or msg.kind == "output"):
                 self._commit_sent(ledger, net, hop.vnode, msg)
             if isinstance(msg, Report):
@@ -460,6 +485,7 @@ class PNodeRuntime:
                                      timeout=self.task_timeout)
                 except queue.Full:
                     self._fail(msg, f"PNode {self.id}: nothing could be sent for {self.task_timeout:g} s")
+        return bool(following)
 
     def _commit_sent(self, ledger: _Ledger, net: _Network, vnode: str, msg: Hop | Report) -> None:
         """Note what `vnode` sends, to be hashed off the compute thread: a reported value or a colocated hop by
@@ -560,9 +586,14 @@ class PNodeRuntime:
                      ) -> tuple[dict[str, float], list[Commitment]]:
         """Apply (or skip) every hosted VNode's optimizer; the network moves to `step`. Returns the learning
         rates by VNode and, after a committed run, each hosted VNode's commitment."""
+        learning_rates, commitments, _ = self.update(network, step, loss_scale, apply)
+        return learning_rates, commitments
+
+    def update(self, network: str, step: int, loss_scale: float, apply: bool) -> Updated:
+        """`apply_update`, and when the step's work happened here (the run's timing; None if not recorded)."""
         net = self._net(network)
 
-        def run() -> tuple[dict[str, float], list[Commitment]]:
+        def run() -> Updated:
             vnodes = [v for _, v in self.host.local(network)]
             ledger = net.ledger if net.ledger is not None and not net.ledger.committed else None
             norms = {}
@@ -573,7 +604,9 @@ class PNodeRuntime:
                 norms = {v.id: v.grad_norm() for v in vnodes}
                 self.stats["commit_seconds"] += time.perf_counter() - started
             for v in vnodes:
+                began = time.perf_counter()
                 v.apply_update(loss_scale, apply)
+                self.timer.updated(network, v.id, began, time.perf_counter())
             self.host.set_step(network, step)  # the step's training requests are over; others run on
             self._started = {k: t for k, t in self._started.items() if k[0] != network or k[1].kind != "train"}
             commitments = []
@@ -583,7 +616,8 @@ class PNodeRuntime:
                 commitments = [Commitment(v.id, state_digest(v.state(copy=False)), ledger.sent.get(v.id, {}),
                                           ledger.received.get(v.id, {}), norms[v.id]) for v in vnodes]
             self.stats["commit_seconds"] += time.perf_counter() - started
-            return {v.id: v.learning_rate() for v in vnodes if v.params}, commitments
+            return Updated({v.id: v.learning_rate() for v in vnodes if v.params}, commitments,
+                           self.timer.finish(network))
 
         return self.call(run)
 
@@ -758,8 +792,10 @@ class PNodeRuntime:
             if commit is not None:
                 self._seal(commit[0], commit[1], hop)
             self.stats["hops_sent"] += 1
-            if isinstance(hop.value, torch.Tensor):
-                self.stats["tensor_bytes_sent"] += hop.value.numel() * hop.value.element_size()
+            size = hop.value.numel() * hop.value.element_size() if isinstance(hop.value, torch.Tensor) else 0
+            self.stats["tensor_bytes_sent"] += size
+            if attempts == 0:
+                self.timer.sent(hop, size)
             self.hops.send(address, hop, self._on_send_error(address, hop, attempts))
 
     def _on_send_error(self, address: str, hop: Hop, attempts: int) -> Callable[[Exception], None]:

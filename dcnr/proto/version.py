@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dcnr.errors import IncompatibleVersion
 
-PROTOCOL_VERSION = (2, 2, 0)
+PROTOCOL_VERSION = (2, 3, 0)
 VERSION_TEXT = ".".join(map(str, PROTOCOL_VERSION))
 
 

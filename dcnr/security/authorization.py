@@ -85,6 +85,7 @@ RULES: dict[str, Rule] = {
     _ORCH + "ListTrainSessions": PUBLIC_READ,
     _ORCH + "DeleteTrainSession": RESEARCH,
     _ORCH + "ListenTrainSession": PUBLIC_READ,
+    _ORCH + "GetTrainSessionHistory": PUBLIC_READ,
     _ORCH + "CreateVocabulary": RESEARCH,
     _ORCH + "GetVocabulary": RESEARCH,
     _ORCH + "ListVocabularies": PUBLIC_READ,

@@ -88,6 +88,8 @@ class StepEvent:
     duration_seconds: float
     state: str
     error: str
+    held_out_loss: float | None = None  # the network evaluated on the session's dataset at this step, if it was
+    at: float = 0.0  # unix time the step was recorded (0 for a change of state)
 
 
 @dataclass(frozen=True)

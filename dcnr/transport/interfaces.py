@@ -21,7 +21,18 @@ from typing import Protocol
 
 import torch
 
-from dcnr.transport.messages import Commitment, Evidence, Hop, LocalVNode, Membership, Placement, Replay, Report, Run
+from dcnr.transport.messages import (
+    Commitment,
+    Evidence,
+    Hop,
+    LocalVNode,
+    Membership,
+    Placement,
+    Replay,
+    Report,
+    Run,
+    Updated,
+)
 
 SavedState = tuple[dict[str, torch.Tensor], int]  # a VNode's state tensors and its step
 
@@ -43,10 +54,9 @@ class PNodeClient(Protocol):
         """Whether every accumulated gradient of the hosted VNodes is finite (fp16 loss scaling)."""
         ...
 
-    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool
-                     ) -> tuple[dict[str, float], list[Commitment]]:
-        """End the step: apply (or skip) each hosted VNode's optimizer; returns learning rates by VNode and,
-        after a committed run, the PNode's commitments."""
+    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool) -> Updated:
+        """End the step: apply (or skip) each hosted VNode's optimizer; returns learning rates by VNode, after a
+        committed run the PNode's commitments, and when its work of the step happened."""
         ...
 
     def collect_evidence(self, network: str, run: str, vnodes: Sequence[str]) -> Evidence:

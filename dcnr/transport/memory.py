@@ -17,7 +17,18 @@ from dcnr.errors import DcnrError, NotFound, Unavailable, Unreachable
 from dcnr.pnode.runtime import PNodeRuntime
 from dcnr.storage import BlobStore
 from dcnr.transport.interfaces import MembershipService, SavedState
-from dcnr.transport.messages import Commitment, Evidence, Hop, LocalVNode, Membership, Placement, Replay, Report, Run
+from dcnr.transport.messages import (
+    Commitment,
+    Evidence,
+    Hop,
+    LocalVNode,
+    Membership,
+    Placement,
+    Replay,
+    Report,
+    Run,
+    Updated,
+)
 
 
 class MemoryFabric:
@@ -87,9 +98,8 @@ class MemoryPNodeClient:
     def check_finite(self, network: str) -> bool:
         return self._rt().check_finite(network)
 
-    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool
-                     ) -> tuple[dict[str, float], list[Commitment]]:
-        return self._rt().apply_update(network, step, loss_scale, apply)
+    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool) -> Updated:
+        return self._rt().update(network, step, loss_scale, apply)
 
     def collect_evidence(self, network: str, run: str, vnodes: Sequence[str]) -> Evidence:
         return self._rt().collect_evidence(network, run, list(vnodes))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 RunKind = Literal["train", "eval", "infer"]
 RUN_KINDS: tuple[str, ...] = ("train", "eval", "infer")
@@ -122,6 +122,54 @@ class Commitment:
     sent: dict[str, str] = field(default_factory=dict)
     received: dict[str, Received] = field(default_factory=dict)
     grad_norm: float = 0.0  # of the gradient it applied (a cheap outlier flag, never proof)
+
+
+@dataclass(frozen=True)
+class TimedWork:
+    """A hosted VNode's forward or backward of one micro-batch, or its update ("update", micro-batch 0): seconds
+    since its PNode received the run's BeginRun."""
+
+    vnode: str
+    op: Literal["fwd", "bwd", "update"]
+    micro_batch: int
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class TimedHop:
+    """A hop between two PNodes, as one of them saw it: when it left the sender or arrived at the receiver
+    (seconds since that PNode received the run's BeginRun), the bytes of its value, and for an arrival the
+    sending PNode (`peer`). `vnode`, `op`, `micro_batch` and `index` are the hop's own."""
+
+    vnode: str
+    op: Literal["fwd", "bwd"]
+    micro_batch: int
+    index: int
+    at: float
+    bytes: int
+    peer: str = ""
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """When one PNode's part of a training run happened, for the orchestrator's step timeline; `truncated` when
+    more happened than the report holds."""
+
+    run: str
+    work: tuple[TimedWork, ...] = ()
+    sent: tuple[TimedHop, ...] = ()
+    received: tuple[TimedHop, ...] = ()
+    truncated: bool = False
+
+
+class Updated(NamedTuple):
+    """A PNode's answer to the end of a step: learning rates by VNode, commitments (committed runs) and when
+    its work of the step happened (None when it reports nothing)."""
+
+    learning_rates: dict[str, float]
+    commitments: list[Commitment]
+    timing: StepTiming | None = None
 
 
 @dataclass(frozen=True)

@@ -54,3 +54,25 @@ def test_the_pnode_and_the_orchestrator_do_not_import_each_other() -> None:
         for path in sorted((PACKAGE / here).glob("*.py")):
             offenders += [f"{path.relative_to(PACKAGE)}: {m}" for m in sorted(imports(path)) if m.startswith(other)]
     assert not offenders, "\n".join(offenders)
+
+
+HTTP_LIBRARIES = ("werkzeug", "cheroot", "prometheus_client", "http.server", "wsgiref", "flask")
+
+
+def test_only_the_web_package_speaks_http() -> None:
+    """HTTP libraries only in dcnr/web; of the orchestrator only `app` (which starts it) imports dcnr.web, and
+    PNode metrics load nothing of the orchestrator."""
+    offenders = []
+    for path in sources("web/"):
+        bad = sorted(m for m in imports(path) if any(m == lib or m.startswith(lib + ".") for lib in HTTP_LIBRARIES))
+        if bad:
+            offenders.append(f"{path.relative_to(PACKAGE)}: {', '.join(bad)}")
+    for path in sorted((PACKAGE / "orchestrator").glob("*.py")):
+        if path.name != "app.py":
+            offenders += [f"{path.relative_to(PACKAGE)}: {m}" for m in sorted(imports(path))
+                          if m.startswith("dcnr.web")]
+    for name in ("pnode_metrics.py", "server.py"):
+        offenders += [f"web/{name}: {m}" for m in sorted(imports(PACKAGE / "web" / name))
+                      if m.startswith(("dcnr.orchestrator", "dcnr.web.api", "dcnr.web.metrics", "dcnr.web.views"))]
+    assert not offenders, "HTTP outside dcnr/web, or the PNode's metrics loading the orchestrator:\n" + "\n".join(
+        offenders)

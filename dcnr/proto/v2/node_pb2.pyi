@@ -331,7 +331,7 @@ class ApplyUpdateRequest(_message.Message):
     def __init__(self, network: _Optional[str] = ..., step: _Optional[int] = ..., loss_scale: _Optional[float] = ..., apply: _Optional[bool] = ...) -> None: ...
 
 class ApplyUpdateResponse(_message.Message):
-    __slots__ = ("learning_rates", "commitments")
+    __slots__ = ("learning_rates", "commitments", "timing")
     class LearningRatesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -341,9 +341,59 @@ class ApplyUpdateResponse(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     LEARNING_RATES_FIELD_NUMBER: _ClassVar[int]
     COMMITMENTS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
     learning_rates: _containers.ScalarMap[str, float]
     commitments: _containers.RepeatedCompositeFieldContainer[Commitment]
-    def __init__(self, learning_rates: _Optional[_Mapping[str, float]] = ..., commitments: _Optional[_Iterable[_Union[Commitment, _Mapping]]] = ...) -> None: ...
+    timing: StepTiming
+    def __init__(self, learning_rates: _Optional[_Mapping[str, float]] = ..., commitments: _Optional[_Iterable[_Union[Commitment, _Mapping]]] = ..., timing: _Optional[_Union[StepTiming, _Mapping]] = ...) -> None: ...
+
+class StepTiming(_message.Message):
+    __slots__ = ("run", "names", "work", "sent", "received", "truncated")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    WORK_FIELD_NUMBER: _ClassVar[int]
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    names: _containers.RepeatedScalarFieldContainer[str]
+    work: _containers.RepeatedCompositeFieldContainer[TimedWork]
+    sent: _containers.RepeatedCompositeFieldContainer[TimedHop]
+    received: _containers.RepeatedCompositeFieldContainer[TimedHop]
+    truncated: bool
+    def __init__(self, run: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., work: _Optional[_Iterable[_Union[TimedWork, _Mapping]]] = ..., sent: _Optional[_Iterable[_Union[TimedHop, _Mapping]]] = ..., received: _Optional[_Iterable[_Union[TimedHop, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class TimedWork(_message.Message):
+    __slots__ = ("vnode", "op", "micro_batch", "start", "end")
+    VNODE_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    vnode: int
+    op: int
+    micro_batch: int
+    start: float
+    end: float
+    def __init__(self, vnode: _Optional[int] = ..., op: _Optional[int] = ..., micro_batch: _Optional[int] = ..., start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
+
+class TimedHop(_message.Message):
+    __slots__ = ("vnode", "backward", "micro_batch", "index", "at", "bytes", "peer")
+    VNODE_FIELD_NUMBER: _ClassVar[int]
+    BACKWARD_FIELD_NUMBER: _ClassVar[int]
+    MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    vnode: int
+    backward: bool
+    micro_batch: int
+    index: int
+    at: float
+    bytes: int
+    peer: int
+    def __init__(self, vnode: _Optional[int] = ..., backward: _Optional[bool] = ..., micro_batch: _Optional[int] = ..., index: _Optional[int] = ..., at: _Optional[float] = ..., bytes: _Optional[int] = ..., peer: _Optional[int] = ...) -> None: ...
 
 class Commitment(_message.Message):
     __slots__ = ("vnode", "state", "sent", "received", "grad_norm")

@@ -411,7 +411,7 @@ class ListTrainSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[TrainSessionInfo, _Mapping]]] = ...) -> None: ...
 
 class StepEvent(_message.Message):
-    __slots__ = ("session", "step", "loss", "tokens_per_second", "learning_rates", "duration_seconds", "state", "steps", "error")
+    __slots__ = ("session", "step", "loss", "tokens_per_second", "learning_rates", "duration_seconds", "state", "steps", "error", "held_out_loss", "has_held_out_loss", "at")
     class LearningRatesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -428,6 +428,9 @@ class StepEvent(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_LOSS_FIELD_NUMBER: _ClassVar[int]
+    HAS_HELD_OUT_LOSS_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
     session: str
     step: int
     loss: float
@@ -437,7 +440,36 @@ class StepEvent(_message.Message):
     state: str
     steps: int
     error: str
-    def __init__(self, session: _Optional[str] = ..., step: _Optional[int] = ..., loss: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., learning_rates: _Optional[_Mapping[str, float]] = ..., duration_seconds: _Optional[float] = ..., state: _Optional[str] = ..., steps: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    held_out_loss: float
+    has_held_out_loss: bool
+    at: float
+    def __init__(self, session: _Optional[str] = ..., step: _Optional[int] = ..., loss: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., learning_rates: _Optional[_Mapping[str, float]] = ..., duration_seconds: _Optional[float] = ..., state: _Optional[str] = ..., steps: _Optional[int] = ..., error: _Optional[str] = ..., held_out_loss: _Optional[float] = ..., has_held_out_loss: _Optional[bool] = ..., at: _Optional[float] = ...) -> None: ...
+
+class ListenTrainSessionRequest(_message.Message):
+    __slots__ = ("id", "from_history", "from_step")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    from_history: bool
+    from_step: int
+    def __init__(self, id: _Optional[str] = ..., from_history: _Optional[bool] = ..., from_step: _Optional[int] = ...) -> None: ...
+
+class TrainSessionHistoryRequest(_message.Message):
+    __slots__ = ("id", "from_step", "limit")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    from_step: int
+    limit: int
+    def __init__(self, id: _Optional[str] = ..., from_step: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class TrainSessionHistory(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[StepEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[StepEvent, _Mapping]]] = ...) -> None: ...
 
 class CreateVocabularyRequest(_message.Message):
     __slots__ = ("name", "vocab_size", "texts", "tokenizer_json")

@@ -108,8 +108,13 @@ class OrchestratorServiceStub:
                 _registered_method=True)
         self.ListenTrainSession = channel.unary_stream(
                 '/dcnr.v2.OrchestratorService/ListenTrainSession',
-                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.SerializeToString,
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListenTrainSessionRequest.SerializeToString,
                 response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.StepEvent.FromString,
+                _registered_method=True)
+        self.GetTrainSessionHistory = channel.unary_unary(
+                '/dcnr.v2.OrchestratorService/GetTrainSessionHistory',
+                request_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionHistoryRequest.SerializeToString,
+                response_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionHistory.FromString,
                 _registered_method=True)
         self.CreateVocabulary = channel.unary_unary(
                 '/dcnr.v2.OrchestratorService/CreateVocabulary',
@@ -329,6 +334,12 @@ class OrchestratorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListenTrainSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrainSessionHistory(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -564,8 +575,13 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
             ),
             'ListenTrainSession': grpc.unary_stream_rpc_method_handler(
                     servicer.ListenTrainSession,
-                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.FromString,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListenTrainSessionRequest.FromString,
                     response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.StepEvent.SerializeToString,
+            ),
+            'GetTrainSessionHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrainSessionHistory,
+                    request_deserializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionHistoryRequest.FromString,
+                    response_serializer=dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionHistory.SerializeToString,
             ),
             'CreateVocabulary': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateVocabulary,
@@ -1096,8 +1112,35 @@ class OrchestratorService:
             request,
             target,
             '/dcnr.v2.OrchestratorService/ListenTrainSession',
-            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.SessionRef.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.ListenTrainSessionRequest.SerializeToString,
             dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.StepEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrainSessionHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcnr.v2.OrchestratorService/GetTrainSessionHistory',
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionHistoryRequest.SerializeToString,
+            dcnr_dot_proto_dot_v2_dot_orchestrator__pb2.TrainSessionHistory.FromString,
             options,
             channel_credentials,
             insecure,

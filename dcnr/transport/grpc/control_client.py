@@ -70,7 +70,8 @@ def _session(s: orchestrator_pb2.TrainSessionInfo) -> SessionInfo:
 def _event(e: orchestrator_pb2.StepEvent) -> StepEvent:
     return StepEvent(session=e.session, step=e.step, steps=e.steps, loss=None if math.isnan(e.loss) else e.loss,
                      tokens_per_second=e.tokens_per_second, learning_rates=dict(e.learning_rates),
-                     duration_seconds=e.duration_seconds, state=e.state, error=e.error)
+                     duration_seconds=e.duration_seconds, state=e.state, error=e.error,
+                     held_out_loss=e.held_out_loss if e.has_held_out_loss else None, at=e.at)
 
 
 def _vocabulary(v: orchestrator_pb2.VocabularyInfo) -> VocabularyInfo:
@@ -218,8 +219,15 @@ class GrpcControl:
     def delete_session(self, session_id: str) -> bool:
         return bool(self._call("DeleteTrainSession", pb.SessionRef(id=session_id)).deleted)
 
-    def listen_session(self, session_id: str, timeout: float | None) -> Iterator[StepEvent]:
-        return self._stream("ListenTrainSession", pb.SessionRef(id=session_id), _event, timeout)
+    def listen_session(self, session_id: str, timeout: float | None, from_step: int | None = None
+                       ) -> Iterator[StepEvent]:
+        request = pb.ListenTrainSessionRequest(id=session_id, from_history=from_step is not None,
+                                               from_step=from_step or 0)
+        return self._stream("ListenTrainSession", request, _event, timeout)
+
+    def session_history(self, session_id: str, from_step: int, limit: int) -> list[StepEvent]:
+        return [_event(e) for e in self._call("GetTrainSessionHistory", pb.TrainSessionHistoryRequest(
+            id=session_id, from_step=from_step, limit=limit)).events]
 
     # -- vocabularies and datasets --
     def create_vocabulary(self, name: str, tokenizer_json: str) -> VocabularyInfo:

@@ -66,9 +66,11 @@ def _validation_event(e: ValidationEvent) -> pb.ValidationEventInfo:
 
 
 def _step_event(ev: dict[str, Any]) -> pb.StepEvent:
+    held_out = ev.get("held_out_loss")
     return pb.StepEvent(session=ev["session"], step=ev["step"], steps=ev["steps"], loss=ev["loss"],
                         tokens_per_second=ev["tokens_per_second"], learning_rates=ev["learning_rates"],
-                        duration_seconds=ev["duration_seconds"], state=ev["state"], error=ev["error"])
+                        duration_seconds=ev["duration_seconds"], state=ev["state"], error=ev["error"],
+                        held_out_loss=held_out or 0.0, has_held_out_loss=held_out is not None, at=ev.get("at", 0.0))
 
 
 def _dataset(d: dict[str, Any]) -> pb.DatasetInfo:
@@ -188,9 +190,17 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def DeleteTrainSession(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.DeleteResponse:
         return pb.DeleteResponse(deleted=self.o.sessions.delete(request.id))
 
-    def ListenTrainSession(self, request: pb.SessionRef, context: grpc.ServicerContext) -> Iterator[pb.StepEvent]:
-        for ev in self.o.sessions.listen(request.id, context.is_active):
+    def ListenTrainSession(self, request: pb.ListenTrainSessionRequest,
+                           context: grpc.ServicerContext) -> Iterator[pb.StepEvent]:
+        from_step = request.from_step if request.from_history else None
+        for ev in self.o.sessions.listen(request.id, context.is_active, from_step):
             yield _step_event(ev)
+
+    def GetTrainSessionHistory(self, request: pb.TrainSessionHistoryRequest,
+                               context: grpc.ServicerContext) -> pb.TrainSessionHistory:
+        self.o.store.get_session(request.id)  # NotFound for an unknown session
+        return pb.TrainSessionHistory(events=[_step_event(ev) for ev in self.o.history.steps(
+            request.id, request.from_step, request.limit)])
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def ListCheckpoints(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.ListCheckpointsResponse:

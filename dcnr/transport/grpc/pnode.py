@@ -12,6 +12,7 @@ serialization (`GrpcHopTransport.bytes_sent`).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
@@ -28,7 +29,20 @@ from dcnr.transport.grpc import codec
 from dcnr.transport.grpc.errors import from_rpc_error, guarded
 from dcnr.transport.grpc.security import Authority, ChannelPool, Identity, add_tls_port, current_caller, secured
 from dcnr.transport.interfaces import SavedState
-from dcnr.transport.messages import Commitment, Evidence, Hop, LocalVNode, Placement, Received, Replay, Run
+from dcnr.transport.messages import (
+    Commitment,
+    Evidence,
+    Hop,
+    LocalVNode,
+    Placement,
+    Received,
+    Replay,
+    Run,
+    StepTiming,
+    TimedHop,
+    TimedWork,
+    Updated,
+)
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
 VNODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["VNodeService"].full_name
@@ -134,6 +148,47 @@ def placement_from_pb(msg: node_pb2.PlaceNetworkRequest) -> Placement:
                      dict(msg.assignments), dict(msg.addresses), dict(msg.vocabularies), dict(msg.keys))
 
 
+_WORK_OPS: tuple[Any, ...] = ("fwd", "bwd", "update")
+
+
+def timing_to_pb(t: StepTiming) -> node_pb2.StepTiming:
+    """A step's timing, every VNode and PNode named once (records refer to `names` by index)."""
+    names: dict[str, int] = {}
+
+    def name(text: str) -> int:
+        return names.setdefault(text, len(names))
+
+    def hop(h: TimedHop) -> node_pb2.TimedHop:
+        return node_pb2.TimedHop(vnode=name(h.vnode), backward=h.op == "bwd", micro_batch=h.micro_batch,
+                                 index=h.index, at=h.at, bytes=h.bytes, peer=name(h.peer))
+
+    work = [node_pb2.TimedWork(vnode=name(w.vnode), op=_WORK_OPS.index(w.op), micro_batch=w.micro_batch,
+                               start=w.start, end=w.end) for w in t.work]
+    sent, received = [hop(h) for h in t.sent], [hop(h) for h in t.received]
+    return node_pb2.StepTiming(run=t.run, names=list(names), work=work, sent=sent, received=received,
+                               truncated=t.truncated)
+
+
+def timing_from_pb(msg: node_pb2.StepTiming) -> StepTiming | None:
+    """The inverse of `timing_to_pb` (None for an empty message); a record naming no name or no operation is
+    left out (the timing comes from a peer: `dcnr.orchestrator.timeline` checks the rest)."""
+    if not msg.run:
+        return None
+    names = list(msg.names)
+
+    def named(i: int) -> str | None:
+        return names[i] if i < len(names) else None
+
+    work = tuple(TimedWork(v, _WORK_OPS[w.op], int(w.micro_batch), float(w.start), float(w.end)) for w in msg.work
+                 if (v := named(w.vnode)) is not None and w.op < len(_WORK_OPS))
+
+    def hops(records: Any) -> tuple[TimedHop, ...]:
+        return tuple(TimedHop(v, "bwd" if h.backward else "fwd", int(h.micro_batch), int(h.index), float(h.at),
+                              int(h.bytes), named(h.peer) or "") for h in records if (v := named(h.vnode)) is not None)
+
+    return StepTiming(msg.run, work, hops(msg.sent), hops(msg.received), bool(msg.truncated))
+
+
 def _local_pb(v: LocalVNode) -> node_pb2.LocalVNode:
     return node_pb2.LocalVNode(network=v.network, vnode=v.vnode, type=v.type, step=v.step,
                                memory_bytes=v.memory_bytes)
@@ -178,9 +233,10 @@ class VNodeServicer(node_pb2_grpc.VNodeServiceServicer):
 
     def ApplyUpdate(self, request: node_pb2.ApplyUpdateRequest,
                     context: grpc.ServicerContext) -> node_pb2.ApplyUpdateResponse:
-        lrs, commitments = self.runtime.apply_update(request.network, int(request.step), request.loss_scale or 1.0,
-                                                     request.apply)
-        return node_pb2.ApplyUpdateResponse(learning_rates=lrs, commitments=[commitment_to_pb(c) for c in commitments])
+        lrs, commitments, timing = self.runtime.update(request.network, int(request.step), request.loss_scale or 1.0,
+                                                       request.apply)
+        return node_pb2.ApplyUpdateResponse(learning_rates=lrs, commitments=[commitment_to_pb(c) for c in commitments],
+                                            timing=timing_to_pb(timing) if timing is not None else None)
 
     def CollectEvidence(self, request: node_pb2.EvidenceRequest, context: grpc.ServicerContext) -> node_pb2.Evidence:
         return evidence_to_pb(self.runtime.collect_evidence(request.network, request.run, list(request.vnodes)))
@@ -267,13 +323,26 @@ def serve_pnode(runtime: PNodeRuntime, identity: Identity, address: str = "127.0
 
 
 # -- clients -------------------------------------------------------------------------------------
+class InFlight:
+    """A count of hops sent and not yet acknowledged (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.count += n
+
+
 def pnode_channels(identity: Identity, max_message_bytes: int) -> ChannelPool:
     """Channels to PNodes (their certificates must name `PNODE_TLS_NAME`), presenting `identity`."""
     return ChannelPool(identity.creds.ca_pem, PNODE_TLS_NAME, channel_options(max_message_bytes), identity)
 
 
 class GrpcHopTransport:
-    """`HopTransport` over gRPC: each hop is serialized once and sent without waiting."""
+    """`HopTransport` over gRPC: each hop is serialized once and sent without waiting (`in_flight`: sent and not
+    yet acknowledged)."""
 
     FORWARD = "/dcnr.v2.VNodeService/ReceiveTrainRequest"
     BACKWARD = "/dcnr.v2.VNodeService/ReceiveTrainResponse"
@@ -283,6 +352,7 @@ class GrpcHopTransport:
         self.timeout = timeout
         self.bytes_sent = 0
         self.hops_sent = 0
+        self.in_flight = InFlight()
 
     def _call(self, address: str, hop: Hop) -> tuple[Any, bytes]:
         path = self.FORWARD if hop.op == "fwd" else self.BACKWARD
@@ -295,9 +365,11 @@ class GrpcHopTransport:
 
     def send(self, address: str, hop: Hop, on_error: Callable[[Exception], None]) -> None:
         method, data = self._call(address, hop)
+        self.in_flight.add(1)
         future = method.future(data, timeout=self.timeout)
 
         def done(f: grpc.Future) -> None:
+            self.in_flight.add(-1)
             exc = f.exception()
             if exc is not None:
                 on_error(from_rpc_error(exc) if isinstance(exc, grpc.RpcError) else exc)
@@ -345,11 +417,11 @@ class GrpcPNodeClient:
     def check_finite(self, network: str) -> bool:
         return bool(self._call(self.vnodes.CheckFinite, node_pb2.NetworkStepRequest(network=network)).finite)
 
-    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool
-                     ) -> tuple[dict[str, float], list[Commitment]]:
+    def apply_update(self, network: str, step: int, loss_scale: float, apply: bool) -> Updated:
         reply = self._call(self.vnodes.ApplyUpdate, node_pb2.ApplyUpdateRequest(
             network=network, step=step, loss_scale=loss_scale, apply=apply))
-        return dict(reply.learning_rates), [commitment_from_pb(c) for c in reply.commitments]
+        return Updated(dict(reply.learning_rates), [commitment_from_pb(c) for c in reply.commitments],
+                       timing_from_pb(reply.timing) if reply.HasField("timing") else None)
 
     def collect_evidence(self, network: str, run: str, vnodes: Sequence[str]) -> Evidence:
         return evidence_from_pb(self._call(self.vnodes.CollectEvidence, node_pb2.EvidenceRequest(

@@ -39,7 +39,7 @@ from dcnr.proto.v2 import node_pb2, node_pb2_grpc
 from dcnr.security.authorization import ORCHESTRATOR, PNODE
 from dcnr.security.pki import RELAY_TLS_NAME
 from dcnr.transport.grpc.errors import guarded
-from dcnr.transport.grpc.pnode import GrpcHopTransport, hop_to_bytes
+from dcnr.transport.grpc.pnode import GrpcHopTransport, InFlight, hop_to_bytes
 from dcnr.transport.grpc.security import (
     ON_BEHALF_KEY,
     TO_KEY,
@@ -520,6 +520,7 @@ class RelayedHopTransport:
         self.timeout = timeout
         self.bytes_sent = 0
         self.hops_sent = 0
+        self.in_flight = InFlight()  # hops sent up the stream and not yet acknowledged
 
     def _send(self, address: str, hop: Hop, timeout: float) -> futures.Future[bytes]:
         link = self.link()
@@ -535,9 +536,11 @@ class RelayedHopTransport:
 
     def send(self, address: str, hop: Hop, on_error: Callable[[Exception], None]) -> None:
         def done(f: futures.Future[bytes]) -> None:
+            self.in_flight.add(-1)
             exc = f.exception()
             if exc is not None:
                 on_error(exc if isinstance(exc, Exception) else Unavailable(str(exc)))
+        self.in_flight.add(1)
         self._send(address, hop, self.timeout).add_done_callback(done)
 
     def send_now(self, address: str, hop: Hop, timeout: float) -> None:
