@@ -1,7 +1,7 @@
 """Browser fixtures: headless Chromium (the Debian package, driven by Playwright) and where screenshots go.
 
 Nothing is skipped: without /usr/bin/chromium the tests fail and say how to install it. Every wait is
-bounded (`WAIT_MS` for each Playwright wait unless a test passes its own). Screenshots are written to
+bounded (`WAIT_MS` for each Playwright wait and expectation unless a test passes its own). Screenshots are written to
 `<pytest basetemp>/dashboard-screenshots`, printed at the end of the run.
 """
 
@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 WAIT_MS = 15_000
 SCREENSHOTS = pytest.StashKey[Path]()
+expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="session")
