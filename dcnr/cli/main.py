@@ -34,6 +34,7 @@ from dcnr.cli import (
     serving,
     session,
     token,
+    top,
     validation,
     vocab,
 )
@@ -120,6 +121,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(None, "evaluate", serving.evaluate),
     Command(None, "chat", serving.chat),
     Command(None, "demo", demo.demo),
+    Command(None, "top", top.top),
 )
 
 _state = {"verbose": False}
