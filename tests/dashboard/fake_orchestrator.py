@@ -1,6 +1,6 @@
 """A stand-in for the orchestrator's HTTP server: the dashboard's static files and canned JSON shaped as its
 /api answers, for browser tests of what a real cluster rarely shows on demand: a quarantined PNode, a relayed
-one, guilty verdicts, a private orchestrator, tokens of each role.
+one, failed checks, a private orchestrator, tokens of each role.
 
 `FakeOrchestrator` serves on a free loopback port in a thread. Its session trains by the clock (one step
 every `step_seconds` while running); `kill` makes a PNode dead; every request is recorded with its
@@ -98,6 +98,12 @@ class FakeOrchestrator:
             self.pnodes[self.pnode_id(name)]["state"] = "dead"
             self._event("dead", self.pnode_id(name), "missed 3 heartbeats")
 
+    def roll_back(self, step: int) -> None:
+        """Put the session back to `step` (as a restore from a checkpoint does: later steps are forgotten)."""
+        with self.lock:
+            self.trained = step * self.step_seconds
+            self.resumed_at = time.time() if self.resumed_at is not None else None
+
     def _event(self, kind: str, pnode: str, detail: str) -> None:
         self.events.append({"seq": len(self.events) + 1, "at": time.time(), "kind": kind, "pnode": pnode,
                             "detail": detail})
@@ -151,10 +157,10 @@ class FakeOrchestrator:
     def validation(self) -> list[dict[str, Any]]:
         ids = list(self.pnodes)
         return [{"seq": 1, "at": self.started + 5, "network": "tiny", "session": "s-1", "step": 3,
-                 "unit": "block1/fwd/0", "accused": ids[1], "verifier": ids[0], "referee": None, "verdict": "match",
+                 "unit": "block1/fwd/0", "accused": ids[1], "verifier": ids[0], "referee": None, "verdict": "pass",
                  "detail": ""},
                 {"seq": 2, "at": self.started + 9, "network": "tiny", "session": "s-1", "step": 7,
-                 "unit": "head/bwd/1", "accused": ids[3], "verifier": ids[0], "referee": ids[1], "verdict": "guilty",
+                 "unit": "head/bwd/1", "accused": ids[3], "verifier": ids[0], "referee": ids[1], "verdict": "fail",
                  "detail": "output differs from re-execution (max |Δ| 0.41)"}]
 
     # -- HTTP --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The dashboard in Chromium against a stand-in orchestrator (`fake_orchestrator`): what anonymous viewers see,
 how a pasted token enables actions and travels with them, and a private orchestrator.
 
-States that a real cluster shows only after much work (a quarantined PNode, a relayed one, a guilty verdict,
+States that a real cluster shows only after much work (a quarantined PNode, a relayed one, a failed check,
 tokens of each role) are canned here; `test_cluster.py` drives the same page against real processes.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def test_anonymous_viewers_see_every_view_and_no_action(page: Page, fake: FakeOr
     expect(row(page, "p1")).to_contain_text("16 cores · 32.0 GiB · cpu")
     expect(page.locator("#relay-table tbody tr")).to_have_count(1)
     expect(page.locator("#event-table")).to_contain_text("quarantined")
-    expect(page.locator("#validation-table tr.verdict-guilty")).to_contain_text("mallory")
+    expect(page.locator("#validation-table tr.verdict-fail")).to_contain_text("mallory")
 
     # nothing to click and no column for it without a token
     expect(page.locator("button.action")).to_have_count(0)
@@ -136,3 +137,14 @@ def test_a_private_orchestrator_asks_for_a_token(page: Page, fake: FakeOrchestra
     paste_token(page, OPERATOR)
     expect(page.locator("#banner")).to_be_hidden()
     expect(page.locator("#pnodes tbody tr")).to_have_count(4)
+
+
+def test_charts_of_a_session_rolled_back_start_again_from_its_checkpoint(page: Page, fake: FakeOrchestrator) -> None:
+    page.goto(fake.url)
+    shown = wait_for_points(page, "#loss-chart", 15)
+    fake.roll_back(5)
+    deadline = time.monotonic() + 15
+    while points(page, "#loss-chart") >= shown:  # redrawn from the start, without the forgotten steps
+        assert time.monotonic() < deadline, "the charts kept the steps the session forgot"
+        page.wait_for_timeout(200)
+    assert wait_for_points(page, "#loss-chart", 5) >= 6

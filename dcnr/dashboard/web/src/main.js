@@ -76,7 +76,8 @@ async function act(path, what) {
 }
 
 function actionButton(label, path, what, enabled = true) {
-  const button = h('button', { class: 'action', type: 'button', disabled: !enabled, dataset: { action: label } }, label);
+  const button = h('button', { class: 'action', type: 'button', disabled: !enabled, dataset: { action: label } },
+    label);
   button.addEventListener('click', () => act(path, what));
   return button;
 }
@@ -125,8 +126,9 @@ function renderFleet(o) {
 
 function renderRelays(o) {
   const rows = o.relays.map((r) => h('tr', { dataset: { relay: r.id, state: r.state } },
-    h('td', { title: r.id }, shortId(r.id)), h('td', {}, r.address), h('td', {}, h('span', { class: `badge ${r.state}` },
-      r.state)), h('td', { title: r.pnodes.map(nameOf).join('\n') }, `${r.attached} attached`),
+    h('td', { title: r.id }, shortId(r.id)), h('td', {}, r.address),
+    h('td', {}, h('span', { class: `badge ${r.state}` }, r.state)),
+    h('td', { title: r.pnodes.map(nameOf).join('\n') }, `${r.attached} attached`),
     h('td', { class: 'num' }, bytes(r.bytes_forwarded)), h('td', { class: 'num' }, bytes(r.hop_bytes))));
   replaceRows($('#relay-table tbody'), rows, 'no relay (PNodes behind NAT use the orchestrator\'s own)', 6);
 }
@@ -146,7 +148,8 @@ function renderSessions(o) {
     h('td', {}, s.id), h('td', {}, s.network), h('td', {}, s.dataset),
     h('td', {}, h('span', { class: `badge ${s.state}` }, s.state)),
     h('td', {}, h('progress', { max: s.steps || 1, value: s.step }), ` ${s.step} / ${s.steps}`),
-    h('td', {}, s.validation === true ? 'on' : s.validation === false ? 'off' : String(s.validation)), h('td', { class: 'actions' }, actions));
+    h('td', {}, s.validation === true ? 'on' : s.validation === false ? 'off' : String(s.validation)),
+    h('td', { class: 'actions' }, actions));
   });
   replaceRows($('#session-table tbody'), rows, 'no session yet', 7);
   const options = o.sessions.map((s) => [s.id, `${s.id} (${s.network}, ${s.state})`]);
@@ -172,9 +175,14 @@ function chooseSession(id) {
   }
 }
 
-async function refreshHistory() {
+async function refreshHistory(o) {
   const id = charts.session;
   if (!id) return;
+  const session = o.sessions.find((s) => s.id === id);
+  if (session && charts.last && session.step < charts.last.step) { // rolled back to a checkpoint: redraw
+    charts.reset();
+    state.timelineKey = '';
+  }
   const points = await get(`api/sessions/${enc(id)}/history?from_step=${charts.nextStep}`);
   if (charts.session !== id) return; // another session was chosen meanwhile
   charts.append(points);
@@ -236,9 +244,11 @@ async function refreshValidation() {
   const events = await get('api/validation?limit=50');
   const rows = [...events].sort((a, b) => b.seq - a.seq).map((v) => h('tr', { class: `verdict-${v.verdict}`,
     dataset: { seq: v.seq } },
-  h('td', {}, clock(v.at)), h('td', {}, v.session), h('td', { class: 'num' }, v.step), h('td', {}, v.unit),
+  h('td', { class: 'when' }, clock(v.at)), h('td', {}, v.session), h('td', { class: 'num' }, v.step),
+  h('td', {}, v.unit),
   h('td', {}, v.accused ? nameOf(v.accused) : '–'), h('td', {}, v.verifier ? nameOf(v.verifier) : '–'),
-  h('td', {}, v.referee ? nameOf(v.referee) : '–'), h('td', {}, h('span', { class: `badge ${v.verdict}` }, v.verdict)),
+  h('td', {}, v.referee ? nameOf(v.referee) : '–'),
+  h('td', {}, h('span', { class: `badge ${v.verdict}` }, v.verdict)),
   h('td', { class: 'detail' }, v.detail)));
   replaceRows($('#validation-table tbody'), rows, 'nothing checked yet', 9);
 }
@@ -249,7 +259,8 @@ async function refreshEvents() {
     state.eventsAfter = Math.max(state.eventsAfter, ...fresh.map((e) => e.seq));
     state.events = [...fresh.reverse(), ...state.events].slice(0, 30);
   }
-  const rows = state.events.map((e) => h('tr', { dataset: { kind: e.kind } }, h('td', {}, clock(e.at)),
+  const rows = state.events.map((e) => h('tr', { dataset: { kind: e.kind } },
+    h('td', { class: 'when' }, clock(e.at)),
     h('td', {}, h('span', { class: `badge ${e.kind}` }, e.kind)), h('td', {}, e.pnode ? nameOf(e.pnode) : '–'),
     h('td', { class: 'detail' }, e.detail)));
   replaceRows($('#event-table tbody'), rows, 'no event yet', 4);
@@ -289,7 +300,7 @@ async function poll() {
   renderFleet(o);
   renderRelays(o);
   renderSessions(o);
-  const jobs = [refreshHistory().then(() => refreshTimeline()), refreshGraph(o)];
+  const jobs = [refreshHistory(o).then(() => refreshTimeline()), refreshGraph(o)];
   if (state.ticks % 2 === 1) jobs.push(refreshValidation(), refreshEvents());
   const failed = (await Promise.allSettled(jobs)).filter((r) => r.status === 'rejected');
   for (const r of failed) console.warn('dashboard:', r.reason);
