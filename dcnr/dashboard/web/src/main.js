@@ -292,7 +292,7 @@ async function poll() {
   showBanner('');
   state.overview = o;
   state.ticks += 1;
-  for (const p of o.pnodes) {
+  for (const p of [...o.pnodes].sort(byName)) { // colours handed out by name: p0 gets the first
     state.names.set(p.id, p.name || shortId(p.id));
     colourOf(p.id);
   }

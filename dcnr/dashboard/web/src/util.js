@@ -59,7 +59,9 @@ export function ago(at, now) {
 }
 
 export function clock(at) {
-  return at ? new Date(at * 1000).toLocaleTimeString() : '–';
+  if (!at) return '–';
+  const when = new Date(at * 1000);
+  return Math.abs(Date.now() - when) > 12 * 3600 * 1000 ? when.toLocaleString() : when.toLocaleTimeString();
 }
 
 export function number(x, digits = 3) {
