@@ -60,7 +60,9 @@ export class GraphView {
     for (const n of graph.nodes) this.cy.getElementById(n.id).data('colour', colourOf(n.pnode));
     const placed = new Map();
     for (const n of graph.nodes) placed.set(n.pnode || '', (placed.get(n.pnode || '') || 0) + 1);
-    this.legend.replaceChildren(...[...placed].map(([pnode, count]) => h('li', {},
+    const label = ([pnode]) => (pnode ? nameOf(pnode) : '\uffff'); // by name, the unplaced last
+    const entries = [...placed].sort((a, b) => label(a).localeCompare(label(b)));
+    this.legend.replaceChildren(...entries.map(([pnode, count]) => h('li', {},
       h('span', { class: 'swatch', style: { background: pnode ? colourOf(pnode) : UNPLACED } }),
       `${pnode ? nameOf(pnode) : 'not placed'} (${count})`)));
     this.container.dataset.nodes = graph.nodes.length;
