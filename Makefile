@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck protos-check bench clean
+.PHONY: demo test lint typecheck protos-check bench clean dashboard dashboard-check
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_topology1.py
 	$(BIN)/python benchmarks/bench_cluster.py
 	$(BIN)/python benchmarks/bench_recovery.py
+
+# The dashboard's bundle is committed (dcnr/dashboard/static); rebuilding it needs node >= 20.12 and npm.
+DASHBOARD_WEB := dcnr/dashboard/web
+
+dashboard:
+	cd $(DASHBOARD_WEB) && npm ci --no-audit --no-fund && node build.mjs
+
+dashboard-check:  # a fresh build must be byte-identical to the committed one
+	cd $(DASHBOARD_WEB) && npm ci --no-audit --no-fund && node build.mjs --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,62 @@
+"""Browser fixtures: headless Chromium (the Debian package, driven by Playwright) and where screenshots go.
+
+Nothing is skipped: without /usr/bin/chromium the tests fail and say how to install it. Every wait is
+bounded (`WAIT_MS` for each Playwright wait and expectation unless a test passes its own). Screenshots are written to
+`<pytest basetemp>/dashboard-screenshots`, printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+WAIT_MS = 15_000
+SCREENSHOTS = pytest.StashKey[Path]()
+expect.set_options(timeout=WAIT_MS)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: the dashboard tests drive Debian's chromium package, which .ci/run "
+                    "installs (as root: apt-get install -y --no-install-recommends chromium)", pytrace=False)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), timeout=60_000)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture()
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser context (its own sessionStorage) and page; JavaScript errors fail the test."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="session")
+def screenshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.getbasetemp() / "dashboard-screenshots"
+    folder.mkdir(exist_ok=True)
+    request.config.stash[SCREENSHOTS] = folder
+    return folder
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    folder = config.stash.get(SCREENSHOTS, None)
+    if folder is not None and any(folder.glob("*.png")):
+        terminalreporter.write_line(f"dashboard screenshots: {folder}")
