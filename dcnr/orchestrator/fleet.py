@@ -144,8 +144,10 @@ class Fleet:
                 self._forget_told(pnode_id)
         if paused:
             log.info("PNode %s paused: %d VNodes to place elsewhere", pnode_id, len(moved), extra={"pnode": pnode_id})
+            self.events("paused", pnode_id, f"{len(moved)} VNodes to place elsewhere")
         else:
             log.info("PNode %s resumed", pnode_id, extra={"pnode": pnode_id})
+            self.events("resumed", pnode_id, "")
         return moved
 
     def _overdue(self, rec: PNodeRecord) -> bool:

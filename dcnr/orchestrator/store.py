@@ -29,10 +29,10 @@ __all__ = ["AlreadyExists", "NotFound"]  # the store raises them; callers import
 
 SCHEMA_VERSION = 2
 # what brings a state file of version N to N + 1 (run in one transaction when it is opened)
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: ("ALTER TABLE pnodes ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE pnodes ADD COLUMN compute_seconds REAL NOT NULL DEFAULT 0",
-        "ALTER TABLE pnodes ADD COLUMN compute_reported REAL NOT NULL DEFAULT 0"),
+_MIGRATIONS: dict[int, tuple[tuple[str, str, str], ...]] = {  # from version: columns added (table, column, type)
+    1: (("pnodes", "paused", "INTEGER NOT NULL DEFAULT 0"),
+        ("pnodes", "compute_seconds", "REAL NOT NULL DEFAULT 0"),
+        ("pnodes", "compute_reported", "REAL NOT NULL DEFAULT 0")),
 }
 
 
@@ -228,8 +228,9 @@ class SQLiteStore:
         """Bring a state file written by an older orchestrator up to `SCHEMA_VERSION`, in one transaction."""
         with self._tx() as db:
             for v in range(version, SCHEMA_VERSION):
-                for sql in _MIGRATIONS[v]:
-                    db.execute(sql)
+                for table, column, kind in _MIGRATIONS[v]:
+                    if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")  # (a table made new has it)
             db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:

@@ -17,9 +17,10 @@ from dcnr.transport.messages import Membership
 TINY = Path(__file__).resolve().parents[2] / "examples" / "networks" / "tiny_lm.yml"
 
 
-def fleet_of(tmp_path: Path, *pnodes: str) -> Fleet:
+def fleet_of(tmp_path: Path, *pnodes: str, events: list[tuple[str, str]] | None = None) -> Fleet:
     store = SQLiteStore(tmp_path / "s.sqlite")
-    fleet = Fleet(store, MemoryConnector(MemoryFabric()), heartbeat_interval=3600, standings=Standings(store))
+    fleet = Fleet(store, MemoryConnector(MemoryFabric()), heartbeat_interval=3600, standings=Standings(store),
+                  events=(lambda kind, pnode, detail: events.append((kind, pnode))) if events is not None else None)
     for i, pid in enumerate(pnodes):
         fleet.register(Membership(pid, f"h:{i + 1}", {"memory_budget_bytes": 8 * 2**30}, "2.2.0"))
     return fleet
@@ -27,7 +28,8 @@ def fleet_of(tmp_path: Path, *pnodes: str) -> Fleet:
 
 def test_a_paused_pnode_hands_its_vnodes_back_stays_registered_and_works_again_once_resumed(tmp_path: Path) -> None:
     spec = dcnr.load_network(TINY)
-    fleet = fleet_of(tmp_path, "pn-a", "pn-b")
+    events: list[tuple[str, str]] = []
+    fleet = fleet_of(tmp_path, "pn-a", "pn-b", events=events)
     first = fleet.placement(spec)
     on_a = {v for v, p in first.items() if p == "pn-a"}
     assert on_a and any(p == "pn-b" for p in first.values())
@@ -43,6 +45,8 @@ def test_a_paused_pnode_hands_its_vnodes_back_stays_registered_and_works_again_o
     assert fleet.placement(spec) == again  # a resume moves nothing back by itself...
     fleet.heartbeat("pn-b", 0.0, paused=True)
     assert set(fleet.placement(spec).values()) == {"pn-a"}  # ...but the resumed PNode gets work again
+    assert [e for e in events if e[0] in ("paused", "resumed")] == [  # kept in the fleet's history
+        ("paused", "pn-a"), ("resumed", "pn-a"), ("paused", "pn-b")]
 
 
 def test_compute_time_is_credited_from_heartbeats_no_faster_than_the_clock_and_kept_across_a_restart(
