@@ -21,7 +21,7 @@ from dcnr.cli.main import COMMANDS, GROUPS, app
 ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / "dcnr" / "cli"
 COMMAND_MODULES = ("network", "session", "checkpoint", "vocab", "dataset", "pnode", "serving", "serve", "demo", "token",
-                   "validation", "volunteer")
+                   "validation", "volunteer", "relay")
 
 
 def _is_group(cmd: Any) -> bool:
