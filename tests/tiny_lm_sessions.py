@@ -42,9 +42,8 @@ def reference_parameters(vocab: Tokenizer, steps: int, batch: int, micro: int, s
 
 
 def follow(fleet: LocalCluster, session: str, actions: dict[int, Callable[[], None]], timeout: float) -> None:
-    """Listen until the session completes, running `actions[step]` once when that step is reported.
-    A listener cut off (the orchestrator was killed) listens again once it is back."""
-    actions = dict(actions)
+    """Listen until the session completes, running (and taking out of `actions`) `actions[step]` once when that
+    step is reported. A listener cut off (the orchestrator was killed) listens again once it is back."""
     deadline = time.monotonic() + timeout
     last = None
     while True:

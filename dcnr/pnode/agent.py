@@ -46,7 +46,7 @@ from dcnr.pnode.status import LOCK_FILE, PAUSE_POLL, StatusWriter, pause_request
 from dcnr.proto.version import VERSION_TEXT
 from dcnr.security import pki
 from dcnr.storage.files import write_atomic
-from dcnr.transport.grpc.link import GrpcOrchestratorLink, enroll
+from dcnr.transport.grpc.link import GrpcOrchestratorLink, enroll, until_reachable
 from dcnr.transport.grpc.pnode import (
     DEFAULT_MAX_MESSAGE_BYTES,
     GrpcHopTransport,
@@ -244,18 +244,7 @@ class PNode:
 
     def _until_reachable(self, attempt: Any, deadline: float) -> Any:
         """`attempt()` until the orchestrator answers (Unavailable is retried until `deadline`)."""
-        delay = 0.1
-        while True:
-            try:
-                return attempt()
-            except Unavailable as exc:
-                if time.monotonic() > deadline:
-                    raise ConnectionError(f"cannot reach the orchestrator at {self.orchestrator}: {exc}") from None
-            except DcnrError as exc:
-                raise ConnectionError(f"the orchestrator at {self.orchestrator} refused this PNode: {exc}") from None
-            if self._stop.wait(delay):
-                raise ConnectionError("stopped before joining")
-            delay = min(2.0, delay * 2)
+        return until_reachable(attempt, deadline, self._stop, self.orchestrator, "this PNode")
 
     def _register(self, deadline: float) -> float | None:
         """Join the fleet at `self.address`: the heartbeat interval, or None when the orchestrator cannot reach

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from dcnr.errors import DcnrError, InvalidArgument, NotFound, Unavailable
+from dcnr.errors import DcnrError, InvalidArgument, NotFound
 from dcnr.security import pki
-from dcnr.transport.grpc.link import GrpcRelayMembership, enroll
+from dcnr.transport.grpc.link import GrpcRelayMembership, enroll, until_reachable
 from dcnr.transport.grpc.pnode import DEFAULT_MAX_MESSAGE_BYTES, pnode_channels
 from dcnr.transport.grpc.relay import Relay, serve_relay
 from dcnr.transport.grpc.security import Identity
@@ -74,18 +74,7 @@ class RelayNode:
         return self.membership
 
     def _until_reachable(self, attempt: Any, deadline: float) -> Any:
-        delay = 0.1
-        while True:
-            try:
-                return attempt()
-            except Unavailable as exc:
-                if time.monotonic() > deadline:
-                    raise ConnectionError(f"cannot reach the orchestrator at {self.orchestrator}: {exc}") from None
-            except DcnrError as exc:
-                raise ConnectionError(f"the orchestrator at {self.orchestrator} refused this relay: {exc}") from None
-            if self._stop.wait(delay):
-                raise ConnectionError("stopped before joining")
-            delay = min(2.0, delay * 2)
+        return until_reachable(attempt, deadline, self._stop, self.orchestrator, "this relay")
 
     def _heartbeat_loop(self) -> None:
         """Beat with what it carries; register again when forgotten; back off with jitter while the orchestrator

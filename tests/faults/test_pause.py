@@ -10,26 +10,21 @@ uninterrupted LocalExecutor run, and the status files and `dcnr pnode list` acco
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tiny_lm_sessions
 import torch
-from safetensors.torch import load_file
+from tiny_lm_sessions import NETWORK, TEXTS, assert_final_parameters, reference_parameters
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
-import dcnr
 from dcnr.cli.main import app
-from dcnr.cluster import ORCHESTRATOR, LocalCluster
-from dcnr.data.dataset import TokenDataset
+from dcnr.cluster import LocalCluster
 from dcnr.data.vocab import train_vocabulary
 
-ROOT = Path(__file__).resolve().parents[2]
-NETWORK = (ROOT / "examples" / "networks" / "tiny_lm.yml").read_text()
-TEXTS = [f"def f{i}(x):\n    return x * {i % 7} + {i // 7}  # line {i}\n" for i in range(400)]
 STEPS, EVERY, BATCH, MICRO, SEED = 40, 5, 4, 2, 9
 # steps at whose first report the test pauses p0, then resumes it and pauses p1: early, so that each lands well
 # before the session ends however slowly this machine runs (steps slow down with the rest)
@@ -54,12 +49,7 @@ def vocab() -> Tokenizer:
 @pytest.fixture(scope="module")
 def reference(vocab: Tokenizer) -> dict[str, torch.Tensor]:
     """The uninterrupted run, in one process."""
-    ds = TokenDataset.from_texts(TEXTS, vocab, validation_fraction=0.1)
-    ex = dcnr.LocalExecutor(dcnr.parse_network(NETWORK))
-    for step in range(STEPS):
-        x, y = ds.batch(SEED, step, BATCH, 64)
-        ex.train_step({"tokens": x, "targets": y}, micro_batches=MICRO)
-    return ex.parameters()
+    return reference_parameters(vocab, STEPS, BATCH, MICRO, SEED)
 
 
 def dcnr_cli(fleet: LocalCluster, *args: str) -> tuple[int, str, str]:
@@ -88,17 +78,7 @@ def pnodes(fleet: LocalCluster) -> dict[str, dict[str, Any]]:
 
 
 def follow(fleet: LocalCluster, session: str, actions: dict[int, Callable[[], None]]) -> None:
-    """Listen until the session completes, running `actions[step]` once when that step is first reported."""
-    deadline = time.monotonic() + TIMEOUT
-    for ev in fleet.client.listen_session(session, timeout=TIMEOUT):
-        assert time.monotonic() < deadline, f"the session did not complete in time\n{fleet.log(ORCHESTRATOR, 8000)}"
-        assert ev.state != "failed", f"session failed: {ev.error}\n{fleet.log(ORCHESTRATOR)}"
-        action = actions.pop(ev.step, None)
-        if action is not None:
-            action()
-        if ev.state == "completed":
-            return
-    raise AssertionError(f"the session's events ended before it completed\n{fleet.log(ORCHESTRATOR, 8000)}")
+    tiny_lm_sessions.follow(fleet, session, actions, TIMEOUT)
 
 
 @pytest.mark.slow
@@ -126,11 +106,7 @@ def test_pausing_and_resuming_pnodes_mid_session_changes_nothing_in_the_result(
     follow(fleet, session, actions)
     assert not actions, "the session completed before every pause and resume"
 
-    path = fleet.state_dir / "final.safetensors"
-    fleet.client.export_network("lm", path)
-    got = {k: v for k, v in load_file(path).items() if not k.startswith("optim/")}
-    assert set(got) == set(reference)
-    assert not [k for k in reference if not torch.equal(got[k], reference[k])], "parameters differ"
+    assert_final_parameters(fleet, reference, "p0 paused, resumed, p1 paused")
 
     rows = pnodes(fleet)
     assert rows["p0"]["vnodes"] and not rows["p0"]["paused"]  # the resumed PNode took the work again

@@ -5,12 +5,14 @@ StorageService (pre-signed URLs or tokens, never credentials)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import grpc
 
-from dcnr.errors import DataLoss, Unreachable
+from dcnr.errors import DataLoss, DcnrError, Unavailable, Unreachable
 from dcnr.proto.v2 import node_pb2, node_pb2_grpc, storage_pb2, storage_pb2_grpc
 from dcnr.security.pki import ORCHESTRATOR_TLS_NAME
 from dcnr.storage import BlobStore, http_get, http_put
@@ -22,7 +24,26 @@ from dcnr.transport.grpc.security import ChannelPool, Identity, secure_channel
 from dcnr.transport.messages import Membership, Report
 
 CHUNK = 1 << 20
+T = TypeVar("T")
 REGISTER_TIMEOUT = 30.0  # seconds: registering includes the orchestrator's probe of the PNode's address
+
+
+def until_reachable(attempt: Callable[[], T], deadline: float, stop: threading.Event, orchestrator: str,
+                    who: str) -> T:
+    """`attempt()` until the orchestrator answers: Unavailable is retried, backing off to 2 s, until `deadline`;
+    another refusal, the deadline or `stop` end it with ConnectionError (naming `who` was refused)."""
+    delay = 0.1
+    while True:
+        try:
+            return attempt()
+        except Unavailable as exc:
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"cannot reach the orchestrator at {orchestrator}: {exc}") from None
+        except DcnrError as exc:
+            raise ConnectionError(f"the orchestrator at {orchestrator} refused {who}: {exc}") from None
+        if stop.wait(delay):
+            raise ConnectionError("stopped before joining")
+        delay = min(2.0, delay * 2)
 
 
 def enroll(address: str, ca_pem: bytes, csr: bytes, timeout: float = 10.0, role: str = "", token: str = ""
