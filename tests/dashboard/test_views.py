@@ -2,7 +2,7 @@
 how a pasted token enables actions and travels with them, and a private orchestrator.
 
 States that a real cluster shows only after much work (a quarantined PNode, a relayed one, a failed check,
-tokens of each role) are canned here; `test_cluster.py` drives the same page against real processes.
+tokens of each role) are canned here; `test_dashboard_cluster.py` drives the same page against real processes.
 """
 
 from __future__ import annotations
