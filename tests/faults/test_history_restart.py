@@ -118,6 +118,10 @@ def test_history_outlives_a_sigkilled_orchestrator_and_pnodes_serve_metrics(flee
     assert {e["pnode"] for e in joined} == set(fleet.ids.values()) and len(joined) >= 2
     assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
 
+    deadline = time.monotonic() + TIMEOUT  # a PNode whose beats backed off past the restart was marked dead there
+    while sum(p.state == "alive" for p in c.list_pnodes()) < 2:  # and registers again at its next beat
+        assert time.monotonic() < deadline, f"a PNode did not come back\n{fleet.log(ORCHESTRATOR, 6000)}"
+        time.sleep(0.5)
     orchestrator = scrape(f"{fleet.http_url}/metrics")
     assert orchestrator[("dcnr_fleet_pnodes", (("state", "alive"),))] == 2
     assert orchestrator[("dcnr_session_step_duration_seconds_count", (("network", "lm"),))] >= STEPS - EVERY
