@@ -64,7 +64,6 @@ class Fleet:
         self._deployed: dict[str, Deployment] = {}
         self._told: dict[tuple[str, str], int] = {}  # (network, PNode) -> placement version it holds
         self._versions = itertools.count(int(time.time() * 1000))  # grows across orchestrator restarts
-        self._since = time.time()  # beats missed while this orchestrator was not running do not count
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="deploy")
 
     # -- membership --------------------------------------------------------------------------
@@ -152,9 +151,7 @@ class Fleet:
         return moved
 
     def _overdue(self, rec: PNodeRecord) -> bool:
-        """Silent for `MISSED_BEATS` intervals, counted from its last beat or from this orchestrator's start,
-        whichever is later: a PNode known from before a restart had no one to beat to while it was down."""
-        return time.time() - max(rec.last_seen, self._since) > MISSED_BEATS * self.heartbeat_interval
+        return time.time() - rec.last_seen > MISSED_BEATS * self.heartbeat_interval
 
     def sweep(self) -> list[str]:
         """Mark PNodes that missed their beats dead and release their VNodes; returns their ids."""
