@@ -1,4 +1,7 @@
-"""Suite-wide fixtures: one torch thread, and an S3-compatible server on loopback for storage tests."""
+"""Suite-wide fixtures: one torch thread, and an S3-compatible server on loopback for storage tests.
+
+The suite runs in two pytest-xdist workers (`make test`); a worker inherits COLUMNS=80, which the CLI's
+consoles would keep for good at import, so it is dropped here: each CLI test sets the width it checks with."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import pytest
 import torch
 
 from dcnr.cluster import free_port
+
+os.environ.pop("COLUMNS", None)
 
 
 @pytest.fixture(autouse=True, scope="session")

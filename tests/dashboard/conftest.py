@@ -2,7 +2,8 @@
 
 Nothing is skipped: without /usr/bin/chromium the tests fail and say how to install it. Every wait is
 bounded (`WAIT_MS` for each Playwright wait and expectation unless a test passes its own). Screenshots are written to
-`<pytest basetemp>/dashboard-screenshots`, printed at the end of the run.
+`<pytest basetemp>/dashboard-screenshots` (the run's basetemp, also when pytest-xdist workers write them),
+printed at the end of the run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 CHROMIUM = Path("/usr/bin/chromium")
 WAIT_MS = 15_000
 SCREENSHOTS = pytest.StashKey[Path]()
+FOLDER = "dashboard-screenshots"
 expect.set_options(timeout=WAIT_MS)
 
 
@@ -50,7 +52,10 @@ def page(browser: Browser) -> Iterator[Page]:
 
 @pytest.fixture(scope="session")
 def screenshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.getbasetemp() / "dashboard-screenshots"
+    base = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:  # a worker's basetemp is <the run's basetemp>/popen-gwN
+        base = base.parent
+    folder = base / FOLDER
     folder.mkdir(exist_ok=True)
     request.config.stash[SCREENSHOTS] = folder
     return folder
@@ -58,5 +63,8 @@ def screenshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     folder = config.stash.get(SCREENSHOTS, None)
+    factory = getattr(config, "_tmp_path_factory", None)  # pytest's own; with xdist the workers wrote under it
+    if folder is None and factory is not None:
+        folder = factory.getbasetemp() / FOLDER
     if folder is not None and any(folder.glob("*.png")):
         terminalreporter.write_line(f"dashboard screenshots: {folder}")
