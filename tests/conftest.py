@@ -58,3 +58,14 @@ def s3_endpoint() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Say where the dashboard tests left their screenshots (here: with xdist, only this conftest is loaded
+    in the process that reports)."""
+    factory = getattr(config, "_tmp_path_factory", None)  # pytest's own; xdist workers write under its basetemp
+    if factory is None:
+        return
+    folder = factory.getbasetemp() / "dashboard-screenshots"
+    if any(folder.glob("*.png")):
+        terminalreporter.write_line(f"dashboard screenshots: {folder}")

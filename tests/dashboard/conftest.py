@@ -17,8 +17,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 WAIT_MS = 15_000
-SCREENSHOTS = pytest.StashKey[Path]()
-FOLDER = "dashboard-screenshots"
+FOLDER = "dashboard-screenshots"  # tests/conftest.py prints where it is at the end of the run
 expect.set_options(timeout=WAIT_MS)
 
 
@@ -51,20 +50,11 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 @pytest.fixture(scope="session")
-def screenshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.getbasetemp()
     if "PYTEST_XDIST_WORKER" in os.environ:  # a worker's basetemp is <the run's basetemp>/popen-gwN
         base = base.parent
     folder = base / FOLDER
     folder.mkdir(exist_ok=True)
-    request.config.stash[SCREENSHOTS] = folder
     return folder
 
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    folder = config.stash.get(SCREENSHOTS, None)
-    factory = getattr(config, "_tmp_path_factory", None)  # pytest's own; with xdist the workers wrote under it
-    if folder is None and factory is not None:
-        folder = factory.getbasetemp() / FOLDER
-    if folder is not None and any(folder.glob("*.png")):
-        terminalreporter.write_line(f"dashboard screenshots: {folder}")
